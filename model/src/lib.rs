@@ -1,0 +1,11 @@
+//! Domain types and pure logic of edgerate, with no I/O: number normalisation, rules, cards and
+//! revisions, the prefix index, the billing formula, rate decks (CSV and IME) and times.
+
+pub mod billing;
+pub mod card;
+pub mod deck;
+pub mod diff;
+pub mod index;
+pub mod number;
+pub mod rule;
+pub mod time;
