@@ -84,6 +84,8 @@ pub struct RevisionMeta {
     pub source: String,
     /// How many shard documents hold its rules.
     pub shards: u32,
+    /// How many bucket maps each shard document has (rules are spread by a hash of the prefix).
+    pub buckets: u32,
 }
 
 /// Where a revision stands at a given time.
@@ -133,7 +135,7 @@ mod tests {
     use super::*;
 
     fn rev(rev: u32, live_at: Option<i64>) -> RevisionMeta {
-        RevisionMeta { rev, created: 0, live_at, source: "test".into(), shards: 1 }
+        RevisionMeta { rev, created: 0, live_at, source: "test".into(), shards: 1, buckets: 1 }
     }
 
     #[test]

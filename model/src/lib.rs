@@ -1,6 +1,7 @@
 //! Domain types and pure logic of edgerate, with no I/O: number normalisation, rules, cards and
 //! revisions, the prefix index, the billing formula, rate decks (CSV and IME) and times.
 
+pub mod account;
 pub mod billing;
 pub mod card;
 pub mod deck;

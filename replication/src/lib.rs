@@ -1,1 +1,6 @@
-//! placeholder
+//! The replicated store of edgerate: Automerge documents on local disk (accounts, cards,
+//! revisions, rule shards), the in-memory indexes built from them, and (with the replication
+//! work) their sync with peers over QUIC.
+
+pub mod catalog;
+pub mod docstore;

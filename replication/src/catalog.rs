@@ -1,0 +1,680 @@
+//! The catalog: accounts, cards, revisions and rules as Automerge documents, and the in-memory
+//! view every request reads.
+//!
+//! Documents (all versioned by a root `v`):
+//! - `accounts`: `accounts` map, account id → account JSON.
+//! - `cards`: `cards` map, card id → owning account id (the registry; a deleted card leaves it).
+//! - `card-<id>`: `meta` (card JSON), `revisions` map (revision number → revision JSON).
+//! - `rules-<card>-<rev>-<shard>`: bucket maps `b0…bN`, prefix → the rule's compact encoding
+//!   ([`Rule::encode`]). A prefix's shard and bucket come from a stable hash, so a revision of a
+//!   million rules is ten documents of about a thousand buckets of a thousand rules, and an
+//!   import commits one bucket (≤ ~1000 operations) per change.
+//!
+//! One rule is one scalar, so concurrent edits of the same rule resolve to one whole rule (the
+//! same on every node), never a mix of fields from two edits.
+//!
+//! The view is an immutable snapshot swapped atomically after every durable write; a revision's
+//! prefix index sits behind its own lock so `rule/set` edits it in place.
+
+use crate::docstore::{DocStore, StoreError};
+use arc_swap::ArcSwap;
+use automerge::{hydrate, transaction::Transactable, AutoCommit, ObjType, ReadDoc, ScalarValue, ScalarValueRef, ValueRef, ROOT};
+use edgerate_model::account::Account;
+use edgerate_model::card::{live_revision, CardMeta, RevisionMeta};
+use edgerate_model::index::PrefixIndex;
+use edgerate_model::rule::Rule;
+use parking_lot::{Mutex, RwLock};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use thiserror::Error;
+
+const SCHEMA_VERSION: u64 = 1;
+const ACCOUNTS_DOC: &str = "accounts";
+const CARDS_DOC: &str = "cards";
+/// Rules per shard document, at most (DESIGN.md: ≤ ~100k keys per document).
+const RULES_PER_SHARD: usize = 100_000;
+/// Rules per bucket map, about (one bucket is one change of this many operations at import).
+const RULES_PER_BUCKET: usize = 1_000;
+/// Buckets of a new, empty revision (room for rules set one at a time).
+const MIN_BUCKETS: u32 = 16;
+
+/// Why a catalog operation failed.
+#[derive(Debug, Error)]
+pub enum CatalogError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<automerge::AutomergeError> for CatalogError {
+    fn from(e: automerge::AutomergeError) -> Self {
+        Self::Store(StoreError::Automerge(e))
+    }
+}
+
+/// One revision in memory.
+#[derive(Debug, Clone)]
+pub struct RevisionView {
+    pub meta: RevisionMeta,
+    pub index: Arc<RwLock<PrefixIndex>>,
+}
+
+/// One card in memory.
+#[derive(Debug, Clone)]
+pub struct CardView {
+    pub meta: CardMeta,
+    pub revisions: BTreeMap<u32, RevisionView>,
+}
+
+impl CardView {
+    /// The revision live at `at`.
+    pub fn live_at(&self, at: i64) -> Option<&RevisionView> {
+        let rev = live_revision(self.revisions.values().map(|r| &r.meta), at)?;
+        self.revisions.get(&rev)
+    }
+}
+
+/// Everything a request reads, as of one instant.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    pub accounts: HashMap<String, Arc<Account>>,
+    pub cards: HashMap<String, Arc<CardView>>,
+    /// (account, card name) → card id.
+    names: HashMap<(String, String), String>,
+}
+
+impl View {
+    /// The account's card named by id or by name; another account's card is not found.
+    pub fn card(&self, account: &str, reference: &str) -> Option<&Arc<CardView>> {
+        if let Some(card) = self.cards.get(reference).filter(|c| c.meta.account == account) {
+            return Some(card);
+        }
+        let id = self.names.get(&(account.to_owned(), reference.to_owned()))?;
+        self.cards.get(id)
+    }
+
+    /// The account's cards, by name.
+    pub fn cards_of(&self, account: &str) -> Vec<&Arc<CardView>> {
+        let mut cards: Vec<_> = self.cards.values().filter(|c| c.meta.account == account).collect();
+        cards.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
+        cards
+    }
+
+    /// Rules loaded across every revision of every card.
+    pub fn rules_loaded(&self) -> usize {
+        self.cards.values().flat_map(|c| c.revisions.values()).map(|r| r.index.read().len()).sum()
+    }
+
+    fn insert_card(&mut self, card: CardView) {
+        self.names.insert((card.meta.account.clone(), card.meta.name.clone()), card.meta.id.clone());
+        self.cards.insert(card.meta.id.clone(), Arc::new(card));
+    }
+
+    fn remove_card(&mut self, id: &str) {
+        if let Some(card) = self.cards.remove(id) {
+            self.names.remove(&(card.meta.account.clone(), card.meta.name.clone()));
+        }
+    }
+}
+
+/// The durable catalog and its view. Cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docs: DocStore,
+    view: ArcSwap<View>,
+    /// Serialises writers so each view update starts from the latest view.
+    write: Mutex<()>,
+}
+
+/// What a rule edit names.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleTarget<'a> {
+    pub card: &'a str,
+    pub rev: u32,
+    pub prefix: &'a str,
+}
+
+impl Catalog {
+    /// Opens the catalog stored in `dir`, creating its documents on first start, and builds the
+    /// view from them.
+    pub fn open(dir: &Path, actor: automerge::ActorId) -> Result<Self, CatalogError> {
+        let docs = DocStore::open(dir, actor)?;
+        for (id, map) in [(ACCOUNTS_DOC, "accounts"), (CARDS_DOC, "cards")] {
+            if docs.get(id).is_none() {
+                docs.create::<_, CatalogError>(id, |d| {
+                    d.put(ROOT, "v", SCHEMA_VERSION)?;
+                    d.put_object(ROOT, map, ObjType::Map)?;
+                    Ok(())
+                })?;
+            }
+        }
+        let view = load_view(&docs)?;
+        Ok(Self { inner: Arc::new(Inner { docs, view: ArcSwap::from_pointee(view), write: Mutex::new(()) }) })
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<View> {
+        self.inner.view.load_full()
+    }
+
+    /// The document store (for compaction and, later, sync).
+    pub fn docs(&self) -> &DocStore {
+        &self.inner.docs
+    }
+
+    fn update_view(&self, f: impl FnOnce(&mut View)) {
+        let mut next = View::clone(&self.inner.view.load());
+        f(&mut next);
+        self.inner.view.store(Arc::new(next));
+    }
+
+    /// Stores a new or changed account.
+    pub fn put_account(&self, account: Account) -> Result<(), CatalogError> {
+        let _w = self.inner.write.lock();
+        self.inner.docs.change::<_, CatalogError>(ACCOUNTS_DOC, |d| {
+            let map = map_id(d, ROOT, "accounts")?;
+            put_json(d, &map, &account.id, &account)
+        })?;
+        self.update_view(|v| {
+            v.accounts.insert(account.id.clone(), Arc::new(account));
+        });
+        Ok(())
+    }
+
+    /// Deletes an account and every card it owns.
+    pub fn delete_account(&self, id: &str) -> Result<(), CatalogError> {
+        let cards: Vec<String> = self.view().cards_of(id).iter().map(|c| c.meta.id.clone()).collect();
+        for card in cards {
+            self.delete_card(&card)?;
+        }
+        let _w = self.inner.write.lock();
+        if !self.view().accounts.contains_key(id) {
+            return Err(CatalogError::NotFound(format!("account '{id}'")));
+        }
+        self.inner.docs.change::<_, CatalogError>(ACCOUNTS_DOC, |d| {
+            let map = map_id(d, ROOT, "accounts")?;
+            d.delete(&map, id)?;
+            Ok(())
+        })?;
+        self.update_view(|v| {
+            v.accounts.remove(id);
+        });
+        Ok(())
+    }
+
+    /// Creates a card with an empty revision 1, live from `meta.created`.
+    pub fn create_card(&self, meta: CardMeta) -> Result<Arc<CardView>, CatalogError> {
+        let _w = self.inner.write.lock();
+        if self.view().card(&meta.account, &meta.name).is_some() {
+            return Err(CatalogError::Conflict(format!("a card named '{}' already exists", meta.name)));
+        }
+        let rev = RevisionMeta {
+            rev: 1,
+            created: meta.created,
+            live_at: Some(meta.created),
+            source: "create".into(),
+            shards: 1,
+            buckets: MIN_BUCKETS,
+        };
+        self.write_shards(&meta.id, &rev, Vec::new())?;
+        self.inner.docs.create::<_, CatalogError>(&card_doc(&meta.id), |d| {
+            d.put(ROOT, "v", SCHEMA_VERSION)?;
+            put_json(d, &ROOT, "meta", &meta)?;
+            let revs = d.put_object(ROOT, "revisions", ObjType::Map)?;
+            put_json(d, &revs, &rev.rev.to_string(), &rev)
+        })?;
+        self.inner.docs.change::<_, CatalogError>(CARDS_DOC, |d| {
+            let map = map_id(d, ROOT, "cards")?;
+            d.put(&map, &meta.id, meta.account.as_str())?;
+            Ok(())
+        })?;
+        let mut revisions = BTreeMap::new();
+        revisions.insert(1, RevisionView { meta: rev, index: Arc::new(RwLock::new(PrefixIndex::new())) });
+        let card = CardView { meta, revisions };
+        let id = card.meta.id.clone();
+        self.update_view(|v| v.insert_card(card));
+        Ok(self.view().cards[&id].clone())
+    }
+
+    /// Replaces a card's settings (its id and account stay).
+    pub fn update_card(&self, meta: CardMeta) -> Result<Arc<CardView>, CatalogError> {
+        let _w = self.inner.write.lock();
+        let view = self.view();
+        let old = view.cards.get(&meta.id).ok_or_else(|| CatalogError::NotFound(format!("card '{}'", meta.id)))?;
+        if old.meta.name != meta.name && view.card(&meta.account, &meta.name).is_some() {
+            return Err(CatalogError::Conflict(format!("a card named '{}' already exists", meta.name)));
+        }
+        self.inner.docs.change::<_, CatalogError>(&card_doc(&meta.id), |d| put_json(d, &ROOT, "meta", &meta))?;
+        let card = CardView { meta, revisions: old.revisions.clone() };
+        let id = card.meta.id.clone();
+        self.update_view(|v| {
+            v.remove_card(&id);
+            v.insert_card(card);
+        });
+        Ok(self.view().cards[&id].clone())
+    }
+
+    /// Deletes a card, its revisions and their rules.
+    pub fn delete_card(&self, id: &str) -> Result<(), CatalogError> {
+        let _w = self.inner.write.lock();
+        let card = self.view().cards.get(id).cloned().ok_or_else(|| CatalogError::NotFound(format!("card '{id}'")))?;
+        self.inner.docs.change::<_, CatalogError>(CARDS_DOC, |d| {
+            let map = map_id(d, ROOT, "cards")?;
+            d.delete(&map, id)?;
+            Ok(())
+        })?;
+        self.update_view(|v| v.remove_card(id));
+        for rev in card.revisions.values() {
+            for shard in 0..rev.meta.shards {
+                self.inner.docs.remove(&shard_doc(id, rev.meta.rev, shard))?;
+            }
+        }
+        self.inner.docs.remove(&card_doc(id))?;
+        Ok(())
+    }
+
+    /// Upserts one rule in place; returns the rule it replaced.
+    pub fn set_rule(&self, target: RuleTarget<'_>, rule: Rule, now: i64) -> Result<Option<Rule>, CatalogError> {
+        self.edit_rule(target, now, |d, bucket| {
+            d.put(bucket, target.prefix, rule.encode())?;
+            Ok(())
+        }, |index| index.insert(target.prefix, rule.clone()))
+    }
+
+    /// Removes one rule; `NotFound` when the revision has no rule for the prefix.
+    pub fn delete_rule(&self, target: RuleTarget<'_>, now: i64) -> Result<Rule, CatalogError> {
+        let removed = self.edit_rule(target, now, |d, bucket| {
+            if d.get(bucket, target.prefix)?.is_none() {
+                return Err(CatalogError::NotFound(format!("rule '{}'", target.prefix)));
+            }
+            d.delete(bucket, target.prefix)?;
+            Ok(())
+        }, |index| index.remove(target.prefix))?;
+        removed.ok_or_else(|| CatalogError::NotFound(format!("rule '{}'", target.prefix)))
+    }
+
+    fn edit_rule(
+        &self,
+        target: RuleTarget<'_>,
+        now: i64,
+        write: impl FnOnce(&mut AutoCommit, &automerge::ObjId) -> Result<(), CatalogError>,
+        apply: impl FnOnce(&mut PrefixIndex) -> Option<Rule>,
+    ) -> Result<Option<Rule>, CatalogError> {
+        let _w = self.inner.write.lock();
+        let card = self.view().cards.get(target.card).cloned().ok_or_else(|| CatalogError::NotFound(format!("card '{}'", target.card)))?;
+        let rev = card
+            .revisions
+            .get(&target.rev)
+            .ok_or_else(|| CatalogError::NotFound(format!("revision {}", target.rev)))?;
+        let (shard, bucket) = locate(target.prefix, rev.meta.shards, rev.meta.buckets);
+        self.inner.docs.change(&shard_doc(target.card, target.rev, shard), |d| {
+            let bucket = map_id(d, ROOT, &bucket_key(bucket))?;
+            write(d, &bucket)
+        })?;
+        let replaced = apply(&mut rev.index.write());
+        self.touch_card(&card, now)?;
+        Ok(replaced)
+    }
+
+    /// Marks a card as changed at `now`.
+    fn touch_card(&self, card: &CardView, now: i64) -> Result<(), CatalogError> {
+        let mut meta = card.meta.clone();
+        meta.updated = now;
+        self.inner.docs.change::<_, CatalogError>(&card_doc(&meta.id), |d| put_json(d, &ROOT, "meta", &meta))?;
+        let id = meta.id.clone();
+        self.update_view(|v| {
+            if let Some(current) = v.cards.get(&id) {
+                let next = CardView { meta, revisions: current.revisions.clone() };
+                v.cards.insert(id, Arc::new(next));
+            }
+        });
+        Ok(())
+    }
+
+    /// Adds a revision holding `rules` (already validated: unique digit prefixes), live at
+    /// `live_at` (`None`: a draft). The shard documents are written first and the revision
+    /// entry last, so a crash mid-import leaves the card as it was.
+    pub fn add_revision(
+        &self,
+        card_id: &str,
+        rules: Vec<(String, Rule)>,
+        live_at: Option<i64>,
+        source: &str,
+        now: i64,
+    ) -> Result<RevisionMeta, CatalogError> {
+        let _w = self.inner.write.lock();
+        let card = self.view().cards.get(card_id).cloned().ok_or_else(|| CatalogError::NotFound(format!("card '{card_id}'")))?;
+        let number = card.revisions.keys().next_back().map_or(1, |n| n + 1);
+        let shards = rules.len().div_ceil(RULES_PER_SHARD).max(1);
+        let buckets = (rules.len().div_ceil(shards).div_ceil(RULES_PER_BUCKET) as u32).max(MIN_BUCKETS);
+        let meta = RevisionMeta {
+            rev: number,
+            created: now,
+            live_at,
+            source: source.to_owned(),
+            shards: shards as u32,
+            buckets,
+        };
+        let index = self.write_shards(card_id, &meta, rules)?;
+        let mut card_meta = card.meta.clone();
+        card_meta.updated = now;
+        self.inner.docs.change::<_, CatalogError>(&card_doc(card_id), |d| {
+            put_json(d, &ROOT, "meta", &card_meta)?;
+            let revs = map_id(d, ROOT, "revisions")?;
+            put_json(d, &revs, &number.to_string(), &meta)
+        })?;
+        let mut revisions = card.revisions.clone();
+        revisions.insert(number, RevisionView { meta: meta.clone(), index: Arc::new(RwLock::new(index)) });
+        let next = CardView { meta: card_meta, revisions };
+        self.update_view(|v| {
+            v.cards.insert(card_id.to_owned(), Arc::new(next));
+        });
+        Ok(meta)
+    }
+
+    /// Sets when a revision goes live (`None`: back to draft).
+    pub fn set_live_at(&self, card_id: &str, rev: u32, live_at: Option<i64>, now: i64) -> Result<RevisionMeta, CatalogError> {
+        let _w = self.inner.write.lock();
+        let card = self.view().cards.get(card_id).cloned().ok_or_else(|| CatalogError::NotFound(format!("card '{card_id}'")))?;
+        let current = card.revisions.get(&rev).ok_or_else(|| CatalogError::NotFound(format!("revision {rev}")))?;
+        let meta = RevisionMeta { live_at, ..current.meta.clone() };
+        let mut card_meta = card.meta.clone();
+        card_meta.updated = now;
+        self.inner.docs.change::<_, CatalogError>(&card_doc(card_id), |d| {
+            put_json(d, &ROOT, "meta", &card_meta)?;
+            let revs = map_id(d, ROOT, "revisions")?;
+            put_json(d, &revs, &rev.to_string(), &meta)
+        })?;
+        let mut revisions = card.revisions.clone();
+        revisions.insert(rev, RevisionView { meta: meta.clone(), index: current.index.clone() });
+        let next = CardView { meta: card_meta, revisions };
+        self.update_view(|v| {
+            v.cards.insert(card_id.to_owned(), Arc::new(next));
+        });
+        Ok(meta)
+    }
+
+    /// Writes a revision's shard documents (in parallel) and returns its index.
+    fn write_shards(&self, card: &str, meta: &RevisionMeta, rules: Vec<(String, Rule)>) -> Result<PrefixIndex, CatalogError> {
+        let shards = meta.shards as usize;
+        let buckets = meta.buckets as usize;
+        let mut layout: Vec<Vec<HashMap<String, hydrate::Value>>> = (0..shards).map(|_| (0..buckets).map(|_| HashMap::new()).collect()).collect();
+        for (prefix, rule) in &rules {
+            let (shard, bucket) = locate(prefix, meta.shards, meta.buckets);
+            layout[shard as usize][bucket as usize].insert(prefix.clone(), hydrate::Value::Scalar(ScalarValue::Str(rule.encode().into())));
+        }
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(shards);
+        let (index, written) = std::thread::scope(|scope| {
+            let index = scope.spawn(move || rules.into_iter().collect::<PrefixIndex>());
+            let mut per_worker: Vec<Vec<(usize, Vec<HashMap<String, hydrate::Value>>)>> = (0..workers).map(|_| Vec::new()).collect();
+            for (i, shard) in layout.into_iter().enumerate() {
+                per_worker[i % workers].push((i, shard));
+            }
+            let handles: Vec<_> = per_worker
+                .into_iter()
+                .map(|jobs| {
+                    scope.spawn(move || -> Result<(), CatalogError> {
+                        for (shard, bucket_maps) in jobs {
+                            self.inner.docs.create::<_, CatalogError>(&shard_doc(card, meta.rev, shard as u32), |d| {
+                                d.put(ROOT, "v", SCHEMA_VERSION)?;
+                                d.commit();
+                                for (b, map) in bucket_maps.into_iter().enumerate() {
+                                    d.batch_create_object(ROOT, bucket_key(b as u32), &hydrate::Value::Map(map.into()), false)?;
+                                    d.commit();
+                                }
+                                Ok(())
+                            })?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            let written: Result<(), CatalogError> = handles.into_iter().try_for_each(|h| h.join().expect("shard writer panicked"));
+            (index.join().expect("index builder panicked"), written)
+        });
+        if let Err(e) = written {
+            for shard in 0..meta.shards {
+                let _ = self.inner.docs.remove(&shard_doc(card, meta.rev, shard));
+            }
+            return Err(e);
+        }
+        Ok(index)
+    }
+}
+
+fn card_doc(card: &str) -> String {
+    format!("card-{card}")
+}
+
+fn shard_doc(card: &str, rev: u32, shard: u32) -> String {
+    format!("rules-{card}-{rev}-{shard}")
+}
+
+fn bucket_key(bucket: u32) -> String {
+    format!("b{bucket}")
+}
+
+/// The shard and bucket of a prefix: FNV-1a (64-bit), stable across builds and platforms.
+fn locate(prefix: &str, shards: u32, buckets: u32) -> (u32, u32) {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in prefix.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let shards = u64::from(shards.max(1));
+    let buckets = u64::from(buckets.max(1));
+    ((hash % shards) as u32, ((hash / shards) % buckets) as u32)
+}
+
+fn map_id(d: &AutoCommit, obj: automerge::ObjId, key: &str) -> Result<automerge::ObjId, CatalogError> {
+    match d.get(&obj, key)? {
+        Some((automerge::Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => Err(StoreError::Corrupt { id: "document".into(), reason: format!("'{key}' is not a map") }.into()),
+    }
+}
+
+fn put_json<T: Serialize>(d: &mut AutoCommit, obj: &automerge::ObjId, key: &str, value: &T) -> Result<(), CatalogError> {
+    let text = serde_json::to_string(value).expect("catalog types serialise");
+    d.put(obj, key, text)?;
+    Ok(())
+}
+
+fn str_of<'a>(value: &'a ValueRef<'a>) -> Option<&'a str> {
+    match value {
+        ValueRef::Scalar(ScalarValueRef::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Every (key, JSON value) of a map of JSON strings; unreadable entries are logged and skipped.
+fn json_entries<T: DeserializeOwned>(d: &AutoCommit, doc: &str, map: &automerge::ObjId) -> Vec<(String, T)> {
+    d.map_range(map, ..)
+        .filter_map(|item| {
+            let parsed = str_of(&item.value).and_then(|s| serde_json::from_str(s).ok());
+            if parsed.is_none() {
+                tracing::warn!(doc, key = %item.key, "skipping unreadable entry");
+            }
+            parsed.map(|v| (item.key.into_owned(), v))
+        })
+        .collect()
+}
+
+fn load_view(docs: &DocStore) -> Result<View, CatalogError> {
+    let mut view = View::default();
+    let accounts = docs.get(ACCOUNTS_DOC).ok_or_else(|| StoreError::Missing(ACCOUNTS_DOC.into()))?;
+    {
+        let guard = accounts.lock();
+        let map = map_id(guard.doc(), ROOT, "accounts")?;
+        for (id, account) in json_entries::<Account>(guard.doc(), ACCOUNTS_DOC, &map) {
+            view.accounts.insert(id, Arc::new(account));
+        }
+    }
+    let registry = docs.get(CARDS_DOC).ok_or_else(|| StoreError::Missing(CARDS_DOC.into()))?;
+    let card_ids: Vec<String> = {
+        let guard = registry.lock();
+        let map = map_id(guard.doc(), ROOT, "cards")?;
+        guard.doc().map_range(&map, ..).map(|item| item.key.into_owned()).collect()
+    };
+    for id in card_ids {
+        match load_card(docs, &id) {
+            Ok(card) => view.insert_card(card),
+            Err(e) => tracing::error!(card = %id, error = %e, "card is unreadable; not serving it"),
+        }
+    }
+    Ok(view)
+}
+
+fn load_card(docs: &DocStore, id: &str) -> Result<CardView, CatalogError> {
+    let doc_id = card_doc(id);
+    let handle = docs.get(&doc_id).ok_or_else(|| StoreError::Missing(doc_id.clone()))?;
+    let (meta, revs) = {
+        let guard = handle.lock();
+        let d = guard.doc();
+        let meta: CardMeta = match d.get(ROOT, "meta")? {
+            Some((value, _)) => value
+                .as_str()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .ok_or_else(|| StoreError::Corrupt { id: doc_id.clone(), reason: "meta is unreadable".into() })?,
+            None => return Err(StoreError::Corrupt { id: doc_id.clone(), reason: "no meta".into() }.into()),
+        };
+        let revs_map = map_id(d, ROOT, "revisions")?;
+        (meta, json_entries::<RevisionMeta>(d, &doc_id, &revs_map))
+    };
+    let mut revisions = BTreeMap::new();
+    for (_, rev) in revs {
+        let index = load_rules(docs, id, &rev)?;
+        revisions.insert(rev.rev, RevisionView { meta: rev, index: Arc::new(RwLock::new(index)) });
+    }
+    Ok(CardView { meta, revisions })
+}
+
+fn load_rules(docs: &DocStore, card: &str, rev: &RevisionMeta) -> Result<PrefixIndex, CatalogError> {
+    let mut index = PrefixIndex::new();
+    let mut bad = 0usize;
+    for shard in 0..rev.shards {
+        let doc_id = shard_doc(card, rev.rev, shard);
+        let handle = docs.get(&doc_id).ok_or_else(|| StoreError::Missing(doc_id.clone()))?;
+        let guard = handle.lock();
+        let d = guard.doc();
+        for bucket in 0..rev.buckets {
+            let map = map_id(d, ROOT, &bucket_key(bucket))?;
+            for item in d.map_range(&map, ..) {
+                match str_of(&item.value).map(Rule::decode) {
+                    Some(Ok(rule)) if edgerate_model::number::is_prefix(&item.key) => {
+                        index.insert(&item.key, rule);
+                    }
+                    _ => bad += 1,
+                }
+            }
+        }
+    }
+    if bad > 0 {
+        tracing::warn!(card, rev = rev.rev, bad, "skipped unreadable rules");
+    }
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    fn actor() -> automerge::ActorId {
+        automerge::ActorId::from(&[1u8; 16][..])
+    }
+
+    fn card_meta(id: &str) -> CardMeta {
+        CardMeta {
+            id: id.into(),
+            account: "acc".into(),
+            name: format!("name-{id}"),
+            currency: "USD".into(),
+            direction: "termination".into(),
+            precision: 4,
+            rounding: "up".into(),
+            duration_rounding: "up".into(),
+            tech_prefix: String::new(),
+            created: 100,
+            updated: 100,
+        }
+    }
+
+    fn rule(rate: i64) -> Rule {
+        Rule {
+            name: Arc::from("x"),
+            rate: Decimal::new(rate, 4),
+            connect_fee: Decimal::ZERO,
+            mcd: 60,
+            pulse: 60,
+            grace: 0,
+            rate_inter: None,
+            rate_intra: None,
+            status: edgerate_model::rule::RuleStatus::Active,
+        }
+    }
+
+    fn rate_of(catalog: &Catalog, card: &str, number: &str, at: i64) -> Option<Decimal> {
+        let view = catalog.view();
+        let card = view.cards.get(card)?;
+        let rev = card.live_at(at)?;
+        let index = rev.index.read();
+        index.longest_match(number).map(|m| m.rule.rate)
+    }
+
+    #[test]
+    fn everything_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), actor()).unwrap();
+        catalog.create_card(card_meta("c1")).unwrap();
+        let deck: Vec<(String, Rule)> = (0..5000).map(|i| (format!("44{i}"), rule(i))).collect();
+        let rev = catalog.add_revision("c1", deck, Some(200), "import:csv", 150).unwrap();
+        assert_eq!(rev.rev, 2);
+        let target = RuleTarget { card: "c1", rev: 2, prefix: "4499999" };
+        catalog.set_rule(target, rule(7), 160).unwrap();
+        catalog.delete_rule(RuleTarget { card: "c1", rev: 2, prefix: "440" }, 170).unwrap();
+        assert_eq!(rate_of(&catalog, "c1", "4412", 150), None, "revision 2 is not live yet");
+        assert_eq!(rate_of(&catalog, "c1", "4412", 200), Some(Decimal::new(12, 4)));
+        drop(catalog);
+
+        let catalog = Catalog::open(dir.path(), actor()).unwrap();
+        assert_eq!(rate_of(&catalog, "c1", "4412", 300), Some(Decimal::new(12, 4)));
+        assert_eq!(rate_of(&catalog, "c1", "44999991", 300), Some(Decimal::new(7, 4)));
+        assert_eq!(rate_of(&catalog, "c1", "440", 300), None);
+        let view = catalog.view();
+        assert_eq!(view.cards["c1"].revisions[&2].index.read().len(), 5000);
+        assert_eq!(view.cards["c1"].meta.updated, 170);
+        assert!(view.card("acc", "name-c1").is_some());
+        assert!(view.card("other", "c1").is_none());
+    }
+
+    #[test]
+    fn deleting_a_card_removes_it_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), actor()).unwrap();
+        catalog.create_card(card_meta("c1")).unwrap();
+        catalog.delete_card("c1").unwrap();
+        assert!(matches!(catalog.delete_card("c1"), Err(CatalogError::NotFound(_))));
+        drop(catalog);
+        let catalog = Catalog::open(dir.path(), actor()).unwrap();
+        assert!(catalog.view().cards.is_empty());
+    }
+
+    #[test]
+    fn locate_spreads_prefixes() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1000 {
+            seen.insert(locate(&format!("44{i}"), 4, 16));
+        }
+        assert_eq!(seen.len(), 64);
+    }
+}

@@ -1,0 +1,389 @@
+//! Durable Automerge documents: each document is a snapshot file plus an append-only log of
+//! incremental changes, both on local disk.
+//!
+//! A change is acknowledged only after its bytes are in the log and the log is fsynced. The log
+//! is a sequence of frames `len: u32 LE, crc32: u32 LE, bytes`; on load, frames are applied
+//! until the first torn or corrupt one, and the log is cut there (a torn tail is a write that
+//! was never acknowledged). Compaction writes a fresh snapshot to a temporary file, renames it
+//! over the old one and empties the log; a crash between the two steps leaves changes in both,
+//! which Automerge applies idempotently.
+
+use automerge::{AutoCommit, ChangeHash};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Why a document operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("storage i/o failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("document {id} is unreadable: {reason}")]
+    Corrupt { id: String, reason: String },
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    #[error("document {0} already exists")]
+    Exists(String),
+    #[error("document {0} does not exist")]
+    Missing(String),
+    #[error("document id {0:?} is not [a-z0-9_-]+")]
+    BadId(String),
+}
+
+/// A log grows to this many bytes, and past the snapshot's size, before it is compacted.
+const COMPACT_MIN_LOG_BYTES: u64 = 256 * 1024;
+const FRAME_HEADER: usize = 8;
+
+/// One document and its files.
+pub struct DurableDoc {
+    id: String,
+    doc: AutoCommit,
+    /// Heads as of the last byte written to disk: the next append is `save_after(saved_heads)`.
+    saved_heads: Vec<ChangeHash>,
+    log: Option<File>,
+    log_bytes: u64,
+    snapshot_bytes: u64,
+}
+
+impl DurableDoc {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The document, for reading.
+    pub fn doc(&self) -> &AutoCommit {
+        &self.doc
+    }
+
+    /// The current heads.
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+}
+
+/// Every document under one directory, each behind its own lock.
+#[derive(Clone)]
+pub struct DocStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    actor: automerge::ActorId,
+    docs: Mutex<HashMap<String, Arc<Mutex<DurableDoc>>>>,
+}
+
+impl DocStore {
+    /// Opens (creating if needed) the store in `dir` and loads every document in it.
+    /// `actor` identifies this node in every change it makes.
+    pub fn open(dir: &Path, actor: automerge::ActorId) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir)?;
+        let mut docs = HashMap::new();
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            let Some(id) = snapshot_id(&path) else {
+                if path.extension().is_some_and(|e| e == "tmp") {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            };
+            let doc = load(dir, &id, &actor)?;
+            docs.insert(id, Arc::new(Mutex::new(doc)));
+        }
+        Ok(Self { inner: Arc::new(Inner { dir: dir.to_owned(), actor, docs: Mutex::new(docs) }) })
+    }
+
+    /// Ids of every document, in no particular order.
+    pub fn ids(&self) -> Vec<String> {
+        self.inner.docs.lock().keys().cloned().collect()
+    }
+
+    /// The document `id`, if it exists.
+    pub fn get(&self, id: &str) -> Option<Arc<Mutex<DurableDoc>>> {
+        self.inner.docs.lock().get(id).cloned()
+    }
+
+    /// Creates document `id`, filled by `fill` (which may commit as often as it likes), and
+    /// writes it durably before returning. Nothing is created if `fill` fails.
+    pub fn create<T, E>(&self, id: &str, fill: impl FnOnce(&mut AutoCommit) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        check_id(id)?;
+        if self.inner.docs.lock().contains_key(id) {
+            return Err(StoreError::Exists(id.to_owned()).into());
+        }
+        let mut doc = AutoCommit::new().with_actor(self.inner.actor.clone());
+        let out = fill(&mut doc)?;
+        doc.commit();
+        let bytes = doc.save();
+        write_snapshot(&self.inner.dir, id, &bytes).map_err(StoreError::from)?;
+        let saved_heads = doc.get_heads();
+        let durable = DurableDoc {
+            id: id.to_owned(),
+            doc,
+            saved_heads,
+            log: None,
+            log_bytes: 0,
+            snapshot_bytes: bytes.len() as u64,
+        };
+        let mut docs = self.inner.docs.lock();
+        if docs.contains_key(id) {
+            return Err(StoreError::Exists(id.to_owned()).into());
+        }
+        docs.insert(id.to_owned(), Arc::new(Mutex::new(durable)));
+        Ok(out)
+    }
+
+    /// Changes document `id` with `edit` and makes the change durable before returning. If
+    /// `edit` fails, its uncommitted operations are rolled back and nothing is written.
+    pub fn change<T, E>(&self, id: &str, edit: impl FnOnce(&mut AutoCommit) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let handle = self.get(id).ok_or_else(|| StoreError::Missing(id.to_owned()))?;
+        let mut guard = handle.lock();
+        let out = match edit(&mut guard.doc) {
+            Ok(out) => out,
+            Err(e) => {
+                guard.doc.rollback();
+                return Err(e);
+            }
+        };
+        guard.doc.commit();
+        self.persist(&mut guard)?;
+        Ok(out)
+    }
+
+    /// Appends whatever `doc` holds beyond its last durable state to its log and fsyncs it.
+    pub fn persist(&self, doc: &mut DurableDoc) -> Result<(), StoreError> {
+        let heads = doc.doc.get_heads();
+        if heads == doc.saved_heads {
+            return Ok(());
+        }
+        let bytes = doc.doc.save_after(&doc.saved_heads);
+        if doc.log.is_none() {
+            let file = OpenOptions::new().create(true).append(true).open(log_path(&self.inner.dir, &doc.id))?;
+            doc.log = Some(file);
+        }
+        let log = doc.log.as_mut().expect("opened above");
+        let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("change larger than 4 GiB"))?;
+        let mut frame = Vec::with_capacity(FRAME_HEADER + bytes.len());
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+        frame.extend_from_slice(&bytes);
+        log.write_all(&frame)?;
+        log.sync_data()?;
+        doc.log_bytes += frame.len() as u64;
+        doc.saved_heads = heads;
+        Ok(())
+    }
+
+    /// Removes document `id` and its files.
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let removed = self.inner.docs.lock().remove(id);
+        if let Some(handle) = removed {
+            let guard = handle.lock();
+            remove_if_exists(&snapshot_path(&self.inner.dir, &guard.id))?;
+            remove_if_exists(&log_path(&self.inner.dir, &guard.id))?;
+            sync_dir(&self.inner.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Compacts every document whose log has outgrown its snapshot. Meant for a background task;
+    /// each document is locked only while its own snapshot is written.
+    pub fn compact(&self) -> Result<usize, StoreError> {
+        let handles: Vec<_> = self.inner.docs.lock().values().cloned().collect();
+        let mut compacted = 0;
+        for handle in handles {
+            let mut guard = handle.lock();
+            if guard.log_bytes < COMPACT_MIN_LOG_BYTES.max(guard.snapshot_bytes) {
+                continue;
+            }
+            self.compact_one(&mut guard)?;
+            compacted += 1;
+        }
+        Ok(compacted)
+    }
+
+    fn compact_one(&self, doc: &mut DurableDoc) -> Result<(), StoreError> {
+        let bytes = doc.doc.save();
+        write_snapshot(&self.inner.dir, &doc.id, &bytes)?;
+        doc.snapshot_bytes = bytes.len() as u64;
+        let log = OpenOptions::new().create(true).write(true).truncate(true).open(log_path(&self.inner.dir, &doc.id))?;
+        log.sync_all()?;
+        doc.log = None;
+        doc.log_bytes = 0;
+        doc.saved_heads = doc.doc.get_heads();
+        Ok(())
+    }
+
+    /// Total bytes on disk (snapshots plus logs).
+    pub fn disk_bytes(&self) -> u64 {
+        let handles: Vec<_> = self.inner.docs.lock().values().cloned().collect();
+        handles.iter().map(|h| {
+            let g = h.lock();
+            g.snapshot_bytes + g.log_bytes
+        }).sum()
+    }
+}
+
+fn check_id(id: &str) -> Result<(), StoreError> {
+    let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadId(id.to_owned()))
+    }
+}
+
+fn snapshot_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.snap"))
+}
+
+fn log_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.log"))
+}
+
+fn snapshot_id(path: &Path) -> Option<String> {
+    if path.extension()? != "snap" {
+        return None;
+    }
+    let id = path.file_stem()?.to_str()?.to_owned();
+    check_id(&id).ok().map(|()| id)
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes `bytes` as the snapshot of `id`: temp file, fsync, rename, fsync the directory.
+fn write_snapshot(dir: &Path, id: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{id}.snap.tmp"));
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, snapshot_path(dir, id))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn load(dir: &Path, id: &str, actor: &automerge::ActorId) -> Result<DurableDoc, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt { id: id.to_owned(), reason };
+    let snapshot = fs::read(snapshot_path(dir, id))?;
+    let mut doc = AutoCommit::load(&snapshot).map_err(|e| corrupt(format!("snapshot: {e}")))?.with_actor(actor.clone());
+    let path = log_path(dir, id);
+    let mut log_bytes = 0u64;
+    let mut log = Vec::new();
+    match File::open(&path) {
+        Ok(mut f) => {
+            f.read_to_end(&mut log)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut offset = 0usize;
+    while let Some(frame) = next_frame(&log[offset..]) {
+        doc.load_incremental(frame).map_err(|e| corrupt(format!("log at byte {offset}: {e}")))?;
+        offset += FRAME_HEADER + frame.len();
+    }
+    if offset < log.len() {
+        tracing::warn!(doc = id, kept = offset, dropped = log.len() - offset, "cutting torn tail of document log");
+        let f = OpenOptions::new().write(true).open(&path)?;
+        f.set_len(offset as u64)?;
+        f.sync_all()?;
+    }
+    log_bytes += offset as u64;
+    let saved_heads = doc.get_heads();
+    Ok(DurableDoc { id: id.to_owned(), doc, saved_heads, log: None, log_bytes, snapshot_bytes: snapshot.len() as u64 })
+}
+
+/// The next whole, checksummed frame at the start of `bytes`.
+fn next_frame(bytes: &[u8]) -> Option<&[u8]> {
+    let header = bytes.get(..FRAME_HEADER)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
+    let body = bytes.get(FRAME_HEADER..FRAME_HEADER.checked_add(len)?)?;
+    (crc32fast::hash(body) == crc).then_some(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::{transaction::Transactable, ReadDoc, ROOT};
+
+    fn actor() -> automerge::ActorId {
+        automerge::ActorId::from(&[7u8; 16][..])
+    }
+
+    fn read(store: &DocStore, id: &str, key: &str) -> Option<String> {
+        let handle = store.get(id)?;
+        let guard = handle.lock();
+        let (value, _) = guard.doc().get(ROOT, key).ok()??;
+        value.as_str().map(str::to_owned)
+    }
+
+    #[test]
+    fn changes_survive_reopen_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocStore::open(dir.path(), actor()).unwrap();
+        store.create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?)).unwrap();
+        for i in 1..=5 {
+            store.change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", format!("v{i}"))?)).unwrap();
+        }
+        drop(store);
+        let store = DocStore::open(dir.path(), actor()).unwrap();
+        assert_eq!(read(&store, "a", "k").as_deref(), Some("v5"));
+        let handle = store.get("a").unwrap();
+        store.compact_one(&mut handle.lock()).unwrap();
+        store.change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v6")?)).unwrap();
+        drop(store);
+        let store = DocStore::open(dir.path(), actor()).unwrap();
+        assert_eq!(read(&store, "a", "k").as_deref(), Some("v6"));
+    }
+
+    #[test]
+    fn a_torn_log_tail_is_cut_and_earlier_changes_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocStore::open(dir.path(), actor()).unwrap();
+        store.create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?)).unwrap();
+        store.change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v1")?)).unwrap();
+        drop(store);
+        let mut log = OpenOptions::new().append(true).open(dir.path().join("a.log")).unwrap();
+        log.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
+        let store = DocStore::open(dir.path(), actor()).unwrap();
+        assert_eq!(read(&store, "a", "k").as_deref(), Some("v1"));
+        store.change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v2")?)).unwrap();
+        drop(store);
+        let store = DocStore::open(dir.path(), actor()).unwrap();
+        assert_eq!(read(&store, "a", "k").as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn a_failed_edit_applies_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocStore::open(dir.path(), actor()).unwrap();
+        store.create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?)).unwrap();
+        let result = store.change::<(), StoreError>("a", |d| {
+            d.put(ROOT, "k", "half")?;
+            Err(StoreError::Missing("x".into()))
+        });
+        assert!(result.is_err());
+        assert_eq!(read(&store, "a", "k").as_deref(), Some("v0"));
+        assert!(store.create::<_, StoreError>("a", |_| Ok(())).is_err());
+        assert!(matches!(store.create::<_, StoreError>("A/..", |_| Ok(())), Err(StoreError::BadId(_))));
+    }
+}
