@@ -1,1 +1,27 @@
-//! placeholder
+//! The HTTP surface of edgerate: the axum router, request variables, authentication and limits,
+//! the three answer formats and the error envelope, the OpenAPI document, and one module per
+//! service family.
+
+pub mod admin;
+pub mod auth;
+pub mod cluster;
+pub mod error;
+pub mod format;
+pub mod metrics;
+pub mod openapi;
+pub mod ratecard;
+pub mod router;
+pub mod service;
+pub mod state;
+pub mod system;
+pub mod vars;
+
+pub use router::router;
+pub use state::{AppState, NodeInfo};
+
+/// A new random id: `prefix` then 11 characters of `[a-z0-9]`.
+pub fn new_id(prefix: char) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let bytes: [u8; 11] = rand::random();
+    std::iter::once(prefix).chain(bytes.iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))).collect()
+}

@@ -1,1 +1,218 @@
-//! placeholder
+//! The edgerate node: starts the parts (storage, the HTTP surface, background tasks) from a
+//! config and stops them on one shutdown signal. `main.rs` is the thin CLI around it; tests
+//! start nodes in process with [`start`].
+
+pub mod client;
+pub mod config;
+
+use anyhow::Context;
+use config::Config;
+use edgerate_api::auth::{hash_key, new_secret};
+use edgerate_api::{AppState, NodeInfo};
+use edgerate_model::account::Account;
+use edgerate_model::card::CardMeta;
+use edgerate_replication::catalog::Catalog;
+use edgerate_replication::ActorId;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The demo deck loaded on a first start on the embedded default.
+pub const DEMO_DECK: &str = include_str!("demo.csv");
+/// The demo account's id and card name.
+pub const DEMO_ACCOUNT: &str = "demo";
+pub const DEMO_CARD: &str = "demo";
+/// How often the document logs are checked for compaction.
+const COMPACT_EVERY: Duration = Duration::from_secs(10);
+
+/// How to start a node.
+#[derive(Debug, Default)]
+pub struct Options {
+    pub config: Config,
+    /// Create the demo account and card on first start (the embedded default does).
+    pub demo: bool,
+    /// A listener already bound (tests bind `127.0.0.1:0`); else `config.http.listen` is bound.
+    pub listener: Option<std::net::TcpListener>,
+}
+
+/// Secrets created on a first start, to be shown once.
+#[derive(Debug, Clone)]
+pub struct FirstStart {
+    /// Set when the operator key was generated (not from config or environment).
+    pub operator_key: Option<String>,
+    /// The demo account's key, when the demo was created.
+    pub demo_key: Option<String>,
+}
+
+/// A running node.
+pub struct NodeHandle {
+    pub http_addr: SocketAddr,
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    /// Stops accepting requests, lets in-flight ones finish, stops background tasks.
+    pub async fn shutdown(self) {
+        self.state.set_ready(false);
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts a node. Every write it acknowledges is already on disk, so stopping it at any point
+/// (even with SIGKILL) loses nothing acknowledged.
+pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)> {
+    let config = options.config;
+    config.validate()?;
+    if config.peer.is_some() {
+        tracing::warn!("[peer] is configured but this build serves a single node; peers are ignored");
+    }
+    let data_dir = config.node.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let (operator_key, generated) = operator_key(&config, &data_dir)?;
+    let actor = actor_id(&data_dir)?;
+    let docs_dir = data_dir.join("docs");
+    let catalog = tokio::task::spawn_blocking(move || Catalog::open(&docs_dir, actor))
+        .await?
+        .context("opening the catalog")?;
+    let demo_key = if options.demo { create_demo(&catalog, &data_dir)? } else { None };
+    let metrics = edgerate_api::metrics::install();
+    let node = NodeInfo { id: config.node.id.clone(), region: config.node.region.clone() };
+    let state = AppState::new(catalog.clone(), node, hash_key(&operator_key), Some(metrics));
+
+    let listener = match options.listener {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)?
+        }
+        None => TcpListener::bind(config.http.listen).await.with_context(|| format!("binding {}", config.http.listen))?,
+    };
+    let http_addr = listener.local_addr()?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let app = edgerate_api::router(state.clone());
+    let mut http_stop = shutdown_rx.clone();
+    let http = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    });
+    let compactor = tokio::spawn(compact_forever(catalog, shutdown_rx));
+    tracing::info!(%http_addr, node = %config.node.id, region = %config.node.region, data = %data_dir.display(), "node started");
+    let first = FirstStart { operator_key: generated.then_some(operator_key), demo_key };
+    Ok((NodeHandle { http_addr, state, shutdown, tasks: vec![http, compactor] }, first))
+}
+
+async fn compact_forever(catalog: Catalog, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(COMPACT_EVERY) => {}
+        }
+        let docs = catalog.docs().clone();
+        match tokio::task::spawn_blocking(move || docs.compact()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!(documents = n, "compacted"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "compaction failed; will retry"),
+            Err(e) => tracing::warn!(error = %e, "compaction task failed"),
+        }
+    }
+}
+
+/// The operator key: config, else `EDGERATE_OPERATOR_KEY`, else the data dir's
+/// `operator.key` (generated on first start). The flag says it was generated just now.
+fn operator_key(config: &Config, data_dir: &Path) -> anyhow::Result<(String, bool)> {
+    if let Some(key) = &config.operator.key {
+        return Ok((key.clone(), false));
+    }
+    if let Ok(key) = std::env::var("EDGERATE_OPERATOR_KEY") {
+        if !key.trim().is_empty() {
+            return Ok((key.trim().to_owned(), false));
+        }
+    }
+    let path = data_dir.join("operator.key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        if !key.trim().is_empty() {
+            return Ok((key.trim().to_owned(), false));
+        }
+    }
+    let key = new_secret();
+    write_private(&path, key.as_bytes())?;
+    Ok((key, true))
+}
+
+/// This node's Automerge actor id, kept in the data dir so every change it ever makes is
+/// attributed to one actor.
+fn actor_id(data_dir: &Path) -> anyhow::Result<ActorId> {
+    let path = data_dir.join("actor");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        match hex::decode(text.trim()) {
+            Ok(bytes) if bytes.len() == 16 => return Ok(ActorId::from(bytes)),
+            _ => anyhow::bail!("{} is not 32 hex digits; restore it or remove it", path.display()),
+        }
+    }
+    let bytes: [u8; 16] = rand::random();
+    write_private(&path, hex::encode(bytes).as_bytes())?;
+    Ok(ActorId::from(&bytes[..]))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Creates the demo account and card once per data dir; returns the demo key when it did.
+fn create_demo(catalog: &Catalog, data_dir: &Path) -> anyhow::Result<Option<String>> {
+    let marker = data_dir.join("demo.created");
+    if marker.exists() || catalog.view().accounts.contains_key(DEMO_ACCOUNT) {
+        return Ok(None);
+    }
+    let now = edgerate_model::time::now();
+    let secret = new_secret();
+    catalog.put_account(Account {
+        id: DEMO_ACCOUNT.into(),
+        name: "Demo account".into(),
+        key_hash: hash_key(&secret),
+        rps: 100_000,
+        daily: 100_000_000,
+        created: now,
+    })?;
+    let card = catalog.create_card(CardMeta {
+        id: edgerate_api::new_id('c'),
+        account: DEMO_ACCOUNT.into(),
+        name: DEMO_CARD.into(),
+        currency: "USD".into(),
+        direction: "termination".into(),
+        precision: 4,
+        rounding: "up".into(),
+        duration_rounding: "up".into(),
+        tech_prefix: String::new(),
+        created: now,
+        updated: now,
+    })?;
+    let deck = edgerate_model::deck::parse_csv(DEMO_DECK.as_bytes()).context("the embedded demo deck")?;
+    catalog.add_revision(&card.meta.id, deck.rules, Some(now), "import:csv", now)?;
+    write_private(&marker, b"")?;
+    Ok(Some(secret))
+}

@@ -1,1 +1,111 @@
-fn main(){}
+//! `edgerate`: run a node, or talk to a running one.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use edgerate_node::client::{self, Client};
+use edgerate_node::config::Config;
+use edgerate_node::{Options, DEMO_ACCOUNT, DEMO_CARD};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "edgerate", version, about = "Edge-replicated telecom API: rate cards, billing, accounts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (with no flags: the embedded default, with a demo account and card).
+    Serve {
+        /// Config file (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides the config).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// HTTP listen address (overrides the config).
+        #[arg(long)]
+        http: Option<SocketAddr>,
+    },
+    /// Accounts (operator key from EDGERATE_OPERATOR_KEY).
+    Account {
+        #[command(flatten)]
+        node: client::NodeArgs,
+        #[command(subcommand)]
+        command: client::AccountCommand,
+    },
+    /// Rate cards (account credentials from --account/--key or EDGERATE_ACCOUNT/EDGERATE_KEY).
+    Card {
+        #[command(flatten)]
+        node: client::NodeArgs,
+        #[command(subcommand)]
+        command: client::CardCommand,
+    },
+    /// The cluster (operator key from EDGERATE_OPERATOR_KEY).
+    Cluster {
+        #[command(flatten)]
+        node: client::NodeArgs,
+        #[command(subcommand)]
+        command: client::ClusterCommand,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, data, http } => serve(config, data, http),
+        Command::Account { node, command } => Client::new(node)?.account(command),
+        Command::Card { node, command } => Client::new(node)?.card(command),
+        Command::Cluster { node, command } => Client::new(node)?.cluster(command),
+    }
+}
+
+fn serve(config_path: Option<PathBuf>, data: Option<PathBuf>, http: Option<SocketAddr>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let demo = config_path.is_none();
+    let mut config = match &config_path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = data {
+        config.node.data_dir = dir;
+    }
+    if let Some(addr) = http {
+        config.http.listen = addr;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let (node, first) = edgerate_node::start(Options { config, demo, listener: None }).await?;
+        let url = format!("http://{}", node.http_addr);
+        if let Some(key) = &first.operator_key {
+            println!("operator key (generated, kept in the data dir; shown once): {key}");
+        }
+        if let Some(key) = &first.demo_key {
+            println!("demo account: {DEMO_ACCOUNT}  key: {key}  (shown once)");
+            println!("try: curl -u '{DEMO_ACCOUNT}:{key}' '{url}/api/ratecard/query.json?card={DEMO_CARD}&number=441234567890&duration=61'");
+        }
+        println!("edgerate serving on {url}");
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        node.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

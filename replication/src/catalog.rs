@@ -87,6 +87,8 @@ pub struct View {
     pub cards: HashMap<String, Arc<CardView>>,
     /// (account, card name) → card id.
     names: HashMap<(String, String), String>,
+    /// API key hash → account id.
+    key_hashes: HashMap<String, String>,
 }
 
 impl View {
@@ -104,6 +106,23 @@ impl View {
         let mut cards: Vec<_> = self.cards.values().filter(|c| c.meta.account == account).collect();
         cards.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
         cards
+    }
+
+    /// The account whose key hashes to `hash`.
+    pub fn account_by_key_hash(&self, hash: &str) -> Option<Arc<Account>> {
+        self.accounts.get(self.key_hashes.get(hash)?).cloned()
+    }
+
+    fn insert_account(&mut self, account: Account) {
+        self.remove_account(&account.id);
+        self.key_hashes.insert(account.key_hash.clone(), account.id.clone());
+        self.accounts.insert(account.id.clone(), Arc::new(account));
+    }
+
+    fn remove_account(&mut self, id: &str) {
+        if let Some(old) = self.accounts.remove(id) {
+            self.key_hashes.remove(&old.key_hash);
+        }
     }
 
     /// Rules loaded across every revision of every card.
@@ -185,9 +204,7 @@ impl Catalog {
             let map = map_id(d, ROOT, "accounts")?;
             put_json(d, &map, &account.id, &account)
         })?;
-        self.update_view(|v| {
-            v.accounts.insert(account.id.clone(), Arc::new(account));
-        });
+        self.update_view(|v| v.insert_account(account));
         Ok(())
     }
 
@@ -206,9 +223,7 @@ impl Catalog {
             d.delete(&map, id)?;
             Ok(())
         })?;
-        self.update_view(|v| {
-            v.accounts.remove(id);
-        });
+        self.update_view(|v| v.remove_account(id));
         Ok(())
     }
 
@@ -515,8 +530,8 @@ fn load_view(docs: &DocStore) -> Result<View, CatalogError> {
     {
         let guard = accounts.lock();
         let map = map_id(guard.doc(), ROOT, "accounts")?;
-        for (id, account) in json_entries::<Account>(guard.doc(), ACCOUNTS_DOC, &map) {
-            view.accounts.insert(id, Arc::new(account));
+        for (_, account) in json_entries::<Account>(guard.doc(), ACCOUNTS_DOC, &map) {
+            view.insert_account(account);
         }
     }
     let registry = docs.get(CARDS_DOC).ok_or_else(|| StoreError::Missing(CARDS_DOC.into()))?;

@@ -4,3 +4,5 @@
 
 pub mod catalog;
 pub mod docstore;
+
+pub use automerge::ActorId;

@@ -1,0 +1,190 @@
+//! Authentication and limits (API.md §1).
+//!
+//! Keys are random secrets; only their SHA-256 is stored, and a presented key is hashed and
+//! compared with the stored hash in constant time. Limits: a token bucket per account (`rps`
+//! tokens a second, burst `rps`) and a per-UTC-day request count (`daily`). The day count is
+//! this node's; with replication it becomes the cluster's (see the replication issue).
+
+use crate::error::{ApiError, ErrorCode};
+use crate::vars::Vars;
+use base64::Engine;
+use edgerate_model::account::Account;
+use edgerate_replication::catalog::View;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use subtle::ConstantTimeEq;
+
+/// Lowercase hex SHA-256 of a key.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A new random secret: 32 lowercase hex characters (128 bits).
+pub fn new_secret() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Constant-time comparison of a presented key with a stored hash.
+pub fn key_matches(presented: &str, stored_hash: &str) -> bool {
+    hash_key(presented).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+}
+
+/// Credentials as presented: an account id (when given) and a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub account: Option<String>,
+    pub key: String,
+}
+
+/// Reads `Authorization: Basic`/`Bearer`, else the `api_key` variable. A key may also be
+/// written `account:key` in a Bearer token or in `api_key`.
+pub fn credentials(authorization: Option<&str>, vars: &Vars) -> Option<Credentials> {
+    let split = |s: &str| match s.split_once(':') {
+        Some((account, key)) => Credentials { account: Some(account.to_owned()), key: key.to_owned() },
+        None => Credentials { account: None, key: s.to_owned() },
+    };
+    if let Some(header) = authorization {
+        let (scheme, rest) = header.trim().split_once(' ')?;
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+            return String::from_utf8(decoded).ok().map(|s| split(&s));
+        }
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Some(split(rest));
+        }
+        return None;
+    }
+    vars.get("api_key").map(split)
+}
+
+/// The account the credentials belong to.
+pub fn authenticate(view: &View, creds: &Credentials) -> Result<Arc<Account>, ApiError> {
+    let unauthorized = || ApiError::new(ErrorCode::Unauthorized, "invalid or missing credentials");
+    let account = match &creds.account {
+        Some(id) => view.accounts.get(id).cloned(),
+        None => view.account_by_key_hash(&hash_key(&creds.key)),
+    }
+    .ok_or_else(unauthorized)?;
+    if key_matches(&creds.key, &account.key_hash) {
+        Ok(account)
+    } else {
+        Err(unauthorized())
+    }
+}
+
+/// Where an account stands after a request was counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u64,
+    pub remaining: u64,
+}
+
+struct Usage {
+    tokens: f64,
+    refilled: Instant,
+    day: i64,
+    today: u64,
+}
+
+/// Per-account throughput and volume counters.
+#[derive(Default)]
+pub struct Limits {
+    usage: Mutex<HashMap<String, Usage>>,
+}
+
+impl Limits {
+    /// Counts one request by `account` at unix time `now`: Ok with the day's quota, or a 429
+    /// (with `Retry-After`) and the quota as it stands.
+    pub fn admit(&self, account: &Account, now: i64) -> Result<Quota, (ApiError, Quota)> {
+        let day = now.div_euclid(86_400);
+        let rps = f64::from(account.rps.max(1));
+        let mut usage = self.usage.lock();
+        let u = usage.entry(account.id.clone()).or_insert_with(|| Usage {
+            tokens: rps,
+            refilled: Instant::now(),
+            day,
+            today: 0,
+        });
+        if u.day != day {
+            u.day = day;
+            u.today = 0;
+        }
+        let elapsed = u.refilled.elapsed().as_secs_f64();
+        u.refilled = Instant::now();
+        u.tokens = (u.tokens + elapsed * rps).min(rps);
+        if u.today >= account.daily {
+            let until_midnight = (day + 1) * 86_400 - now;
+            let quota = Quota { limit: account.daily, remaining: 0 };
+            return Err((too_many(format!("daily limit of {} requests reached", account.daily), until_midnight.max(1) as u64), quota));
+        }
+        if u.tokens < 1.0 {
+            let wait = ((1.0 - u.tokens) / rps).ceil().max(1.0) as u64;
+            let quota = Quota { limit: account.daily, remaining: account.daily - u.today };
+            return Err((too_many(format!("rate limit of {} requests per second exceeded", account.rps), wait), quota));
+        }
+        u.tokens -= 1.0;
+        u.today += 1;
+        Ok(Quota { limit: account.daily, remaining: account.daily - u.today })
+    }
+
+    /// Forgets an account's counters (after it is deleted or its limits change).
+    pub fn forget(&self, account: &str) {
+        self.usage.lock().remove(account);
+    }
+}
+
+fn too_many(reason: String, retry_after: u64) -> ApiError {
+    let mut e = ApiError::new(ErrorCode::TooManyRequests, reason);
+    e.retry_after = Some(retry_after);
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(rps: u32, daily: u64) -> Account {
+        Account { id: "a1".into(), name: "n".into(), key_hash: hash_key("s3cret"), rps, daily, created: 0 }
+    }
+
+    #[test]
+    fn reads_every_credential_form() {
+        let none = Vars::default();
+        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("a1:s3cret"));
+        let want = Some(Credentials { account: Some("a1".into()), key: "s3cret".into() });
+        assert_eq!(credentials(Some(&basic), &none), want);
+        assert_eq!(credentials(Some("Bearer a1:s3cret"), &none), want);
+        assert_eq!(credentials(Some("Bearer s3cret"), &none).unwrap().account, None);
+        assert_eq!(credentials(None, &Vars::from_pairs([("api_key", "a1:s3cret")])), want);
+        assert_eq!(credentials(Some("Digest x"), &none), None);
+        assert_eq!(credentials(Some("Basic !!!"), &none), None);
+    }
+
+    #[test]
+    fn keys_compare_by_hash() {
+        assert!(key_matches("s3cret", &hash_key("s3cret")));
+        assert!(!key_matches("s3cre", &hash_key("s3cret")));
+    }
+
+    #[test]
+    fn throughput_and_volume_limits() {
+        let limits = Limits::default();
+        let a = account(2, 1000);
+        assert!(limits.admit(&a, 0).is_ok());
+        assert!(limits.admit(&a, 0).is_ok());
+        let (err, _) = limits.admit(&a, 0).unwrap_err();
+        assert_eq!((err.code, err.retry_after), (ErrorCode::TooManyRequests, Some(1)));
+
+        let b = Account { id: "b".into(), ..account(1000, 2) };
+        assert_eq!(limits.admit(&b, 86_400 * 3 + 10).unwrap().remaining, 1);
+        assert_eq!(limits.admit(&b, 86_400 * 3 + 10).unwrap().remaining, 0);
+        let (err, quota) = limits.admit(&b, 86_400 * 3 + 10).unwrap_err();
+        assert_eq!((err.retry_after, quota.remaining), (Some(86_400 - 10), 0));
+        assert!(limits.admit(&b, 86_400 * 4).is_ok(), "a new UTC day resets the volume");
+    }
+}

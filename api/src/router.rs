@@ -1,0 +1,213 @@
+//! The router: `/api/{service}.{format}` through one dispatcher (variables → authentication →
+//! limits → service → format), plus `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and `/`.
+
+use crate::auth::{self, Quota};
+use crate::error::{ApiError, ErrorCode};
+use crate::format::{self, Format};
+use crate::service::{Access, Service, PLANNED};
+use crate::state::AppState;
+use crate::vars::Vars;
+use crate::{admin, cluster, ratecard, system};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use axum::routing::{any, get};
+use axum::Router;
+use edgerate_model::account::Account;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The largest request body read, in bytes (a deck of a few million rows).
+pub const MAX_BODY_BYTES: usize = 512 * 1024 * 1024;
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Account(Arc<Account>),
+    Operator,
+}
+
+/// What a service gets.
+pub struct Ctx {
+    pub state: AppState,
+    pub vars: Vars,
+    pub caller: Caller,
+    /// Unix seconds at which the request is answered.
+    pub now: i64,
+}
+
+impl Ctx {
+    /// The calling account (services with [`Access::Account`] only).
+    pub fn account(&self) -> &Account {
+        match &self.caller {
+            Caller::Account(a) => a,
+            Caller::Operator => unreachable!("account services are only dispatched for accounts"),
+        }
+    }
+}
+
+/// What a service answers.
+pub enum Output {
+    /// A value rendered in the requested format.
+    Value(Value),
+    /// A file sent as it is, whatever the requested format.
+    File { content_type: &'static str, filename: String, body: Vec<u8> },
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/{*service}", any(api))
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(system::openapi))
+        .route("/", get(system::index))
+        .fallback(system::not_found)
+        .with_state(state)
+}
+
+async fn api(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
+    let path = request.uri().path().trim_start_matches("/api/").to_owned();
+    let (name, format) = match path.rsplit_once('.') {
+        Some((name, ext)) => match Format::parse(ext) {
+            Some(format) => (name.to_owned(), format),
+            None => {
+                let e = ApiError::not_found(format!("unknown format '{ext}': use html, json or xml"));
+                return error_response(Format::Html, &e, None);
+            }
+        },
+        None => (path.clone(), Format::Html),
+    };
+    let Some(service) = Service::parse(&name) else {
+        let e = if PLANNED.contains(&name.as_str()) {
+            ApiError::new(ErrorCode::NotImplemented, format!("service '{name}' is not available on this node yet"))
+        } else {
+            ApiError::not_found(format!("unknown service '{name}'"))
+        };
+        return error_response(format, &e, None);
+    };
+    let (response, status) = match handle(state, service, format, request).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (response, status)
+        }
+        Err((e, quota)) => (error_response(format, &e, quota), e.code.status()),
+    };
+    crate::metrics::record_request(service, status, started.elapsed());
+    response
+}
+
+async fn handle(state: AppState, service: Service, format: Format, request: Request) -> Result<Response, (ApiError, Option<Quota>)> {
+    if request.method() != Method::GET && request.method() != Method::POST {
+        return Err((ApiError::new(ErrorCode::MethodNotAllowed, "use GET or POST"), None));
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        (ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is over {MAX_BODY_BYTES} bytes or unreadable")), None)
+    })?;
+    let content_type = header_str(&parts.headers, header::CONTENT_TYPE);
+    let vars = Vars::parse(parts.uri.query(), content_type, body).await.map_err(|e| (e, None))?;
+    let now = edgerate_model::time::now();
+    let creds = auth::credentials(header_str(&parts.headers, header::AUTHORIZATION), &vars);
+    let unauthorized = || (ApiError::new(ErrorCode::Unauthorized, "invalid or missing credentials"), None);
+    let (caller, quota) = match service.access() {
+        Access::Operator => {
+            let creds = creds.ok_or_else(unauthorized)?;
+            if !auth::key_matches(&creds.key, state.operator_key_hash()) {
+                return Err(unauthorized());
+            }
+            (Caller::Operator, None)
+        }
+        Access::Account => {
+            let creds = creds.ok_or_else(unauthorized)?;
+            let account = auth::authenticate(&state.catalog().view(), &creds).map_err(|e| (e, None))?;
+            let quota = state.limits().admit(&account, now).map_err(|(e, q)| (e, Some(q)))?;
+            (Caller::Account(account), Some(quota))
+        }
+    };
+    let ctx = Ctx { state, vars, caller, now };
+    let output = if service.writes() {
+        tokio::task::spawn_blocking(move || run(service, &ctx))
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(service.as_str(), e)))
+    } else {
+        run(service, &ctx)
+    };
+    let output = output.map_err(|e| (e, quota))?;
+    let mut response = match output {
+        Output::Value(value) => {
+            let root = service.as_str().rsplit('/').next().unwrap_or("reply");
+            body_response(StatusCode::OK, format.content_type(), format::render(format, root, &value))
+        }
+        Output::File { content_type, filename, body } => {
+            let mut r = body_response(StatusCode::OK, content_type, body);
+            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+                r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            r
+        }
+    };
+    add_quota(response.headers_mut(), quota);
+    Ok(response)
+}
+
+fn run(service: Service, ctx: &Ctx) -> Result<Output, ApiError> {
+    use Service::*;
+    match service {
+        RatecardQuery => ratecard::query(ctx),
+        RatecardCreate => ratecard::create(ctx),
+        RatecardList => ratecard::list(ctx),
+        RatecardGet => ratecard::get(ctx),
+        RatecardUpdate => ratecard::update(ctx),
+        RatecardDelete => ratecard::delete(ctx),
+        RatecardRules => ratecard::rules(ctx),
+        RatecardRuleSet => ratecard::rule_set(ctx),
+        RatecardRuleDelete => ratecard::rule_delete(ctx),
+        RatecardImport => ratecard::import(ctx),
+        RatecardExport => ratecard::export(ctx),
+        RatecardRevisions => ratecard::revisions(ctx),
+        RatecardActivate => ratecard::activate(ctx),
+        RatecardDiff => ratecard::diff(ctx),
+        AdminAccountCreate => admin::account_create(ctx),
+        AdminAccountList => admin::account_list(ctx),
+        AdminAccountUpdate => admin::account_update(ctx),
+        AdminAccountKeyRotate => admin::account_key_rotate(ctx),
+        AdminAccountDelete => admin::account_delete(ctx),
+        ClusterStatus => cluster::status(ctx),
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn body_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn add_quota(headers: &mut HeaderMap, quota: Option<Quota>) {
+    if let Some(q) = quota {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(q.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(q.remaining));
+    }
+}
+
+/// An error in `format`, with the matching status and, for 429, `Retry-After`.
+pub fn error_response(format: Format, error: &ApiError, quota: Option<Quota>) -> Response {
+    let status = StatusCode::from_u16(error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = body_response(status, format.content_type(), format::render_error(format, error));
+    if let Some(secs) = error.retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    add_quota(response.headers_mut(), quota);
+    response
+}

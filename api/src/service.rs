@@ -1,0 +1,175 @@
+//! The closed set of services under `/api/`, with what each needs (who may call it, whether it
+//! writes) and the variables it reads. The OpenAPI document is generated from this table, so it
+//! cannot drift from the dispatcher.
+
+/// Who may call a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A customer account's key.
+    Account,
+    /// The node's operator key.
+    Operator,
+}
+
+/// One variable of a service: name, required, description.
+pub type Param = (&'static str, bool, &'static str);
+
+macro_rules! services {
+    ($( $variant:ident = $name:literal, $access:ident, $writes:literal, $summary:literal, [$( ($p:literal, $req:literal, $d:literal) ),* $(,)?] );* $(;)?) => {
+        /// A service under `/api/`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Service { $( $variant ),* }
+
+        impl Service {
+            pub const ALL: &'static [Service] = &[ $( Service::$variant ),* ];
+
+            /// The service's path under `/api/`, also its metric label.
+            pub fn as_str(self) -> &'static str {
+                match self { $( Service::$variant => $name ),* }
+            }
+
+            pub fn parse(name: &str) -> Option<Self> {
+                match name { $( $name => Some(Service::$variant), )* _ => None }
+            }
+
+            pub fn access(self) -> Access {
+                match self { $( Service::$variant => Access::$access ),* }
+            }
+
+            /// True when the service changes durable state (it then runs off the async runtime).
+            pub fn writes(self) -> bool {
+                match self { $( Service::$variant => $writes ),* }
+            }
+
+            pub fn summary(self) -> &'static str {
+                match self { $( Service::$variant => $summary ),* }
+            }
+
+            pub fn params(self) -> &'static [Param] {
+                match self { $( Service::$variant => &[ $( ($p, $req, $d) ),* ] ),* }
+            }
+        }
+    };
+}
+
+services! {
+    RatecardQuery = "ratecard/query", Account, false, "Price of one or more numbers on a card (longest prefix match), and the cost of a call when `duration` is given.", [
+        ("card", true, "card id or name"),
+        ("number", true, "one or more E.164 numbers"),
+        ("duration", false, "call length in seconds, decimals allowed"),
+        ("cli", false, "calling number (US inter/intra selection)"),
+        ("at", false, "unix time or 'YYYY-MM-DD HH:MM:SS' UTC; default now"),
+    ];
+    RatecardCreate = "ratecard/create", Account, true, "Create a card with an empty live revision 1.", [
+        ("name", true, "unique among the account's cards"),
+        ("currency", false, "ISO 4217, default USD"),
+        ("direction", false, "termination (default) or origination"),
+        ("precision", false, "decimal places of a cost, 0-10, default 4"),
+        ("rounding", false, "cost rounding: up (default), down, half_up, half_down"),
+        ("duration_rounding", false, "fractional seconds: up (default), down, half_up, half_down"),
+        ("tech_prefix", false, "technical routing prefix, digits, '#' and '*', stored and exported"),
+    ];
+    RatecardList = "ratecard/list", Account, false, "The account's cards.", [];
+    RatecardGet = "ratecard/get", Account, false, "One card.", [("card", true, "card id or name")];
+    RatecardUpdate = "ratecard/update", Account, true, "Change a card's settings.", [
+        ("card", true, "card id or name"),
+        ("name", false, "new name"),
+        ("currency", false, "ISO 4217"),
+        ("direction", false, "termination or origination"),
+        ("precision", false, "0-10"),
+        ("rounding", false, "up, down, half_up, half_down"),
+        ("duration_rounding", false, "up, down, half_up, half_down"),
+        ("tech_prefix", false, "digits, '#' and '*'"),
+    ];
+    RatecardDelete = "ratecard/delete", Account, true, "Delete a card and all its revisions.", [("card", true, "card id or name")];
+    RatecardRules = "ratecard/rules", Account, false, "A page of a revision's rules, in prefix order.", [
+        ("card", true, "card id or name"),
+        ("revision", false, "default: the live revision"),
+        ("prefix", false, "only prefixes starting with this"),
+        ("limit", false, "1-10000, default 100"),
+        ("offset", false, "rules to skip, default 0"),
+    ];
+    RatecardRuleSet = "ratecard/rule/set", Account, true, "Insert or update one rule; without `revision`, in the live revision, visible at once.", [
+        ("card", true, "card id or name"),
+        ("prefix", true, "digits"),
+        ("name", false, "destination name"),
+        ("rate", false, "per minute; required for a new rule"),
+        ("connect_fee", false, "default 0"),
+        ("mcd", false, "minimum charged duration, s; default 60 for a new rule"),
+        ("pulse", false, "billing increment, s, >= 1; default 60 for a new rule"),
+        ("grace", false, "free seconds, default 0"),
+        ("rate_inter", false, "US interstate rate; empty clears"),
+        ("rate_intra", false, "US intrastate rate; empty clears"),
+        ("status", false, "Active or Blocked"),
+        ("revision", false, "default: the live revision"),
+    ];
+    RatecardRuleDelete = "ratecard/rule/delete", Account, true, "Remove one rule.", [
+        ("card", true, "card id or name"),
+        ("prefix", true, "digits"),
+        ("revision", false, "default: the live revision"),
+    ];
+    RatecardImport = "ratecard/import", Account, true, "A new revision from a whole deck (CSV or IME), all or nothing.", [
+        ("card", true, "card id or name"),
+        ("format", false, "csv (default) or ime"),
+        ("file", false, "the deck (multipart file or text); else the request body"),
+        ("live_at", false, "unix time or 'YYYY-MM-DD HH:MM:SS' when it goes live; 'now' (default) or 'draft'"),
+        ("ime_card", false, "which card of an IME document holding several"),
+    ];
+    RatecardExport = "ratecard/export", Account, false, "A revision as a deck file (text/csv or IME JSON), whatever the extension.", [
+        ("card", true, "card id or name"),
+        ("revision", false, "default: the live revision"),
+        ("format", false, "csv (default) or ime"),
+    ];
+    RatecardRevisions = "ratecard/revisions", Account, false, "A card's revisions and their states.", [("card", true, "card id or name")];
+    RatecardActivate = "ratecard/activate", Account, true, "Schedule a revision, or make it live now.", [
+        ("card", true, "card id or name"),
+        ("revision", true, "revision number"),
+        ("at", false, "when it goes live (not in the past); default now"),
+    ];
+    RatecardDiff = "ratecard/diff", Account, false, "What changed between two revisions.", [
+        ("card", true, "card id or name"),
+        ("from", true, "revision number"),
+        ("to", true, "revision number"),
+    ];
+    AdminAccountCreate = "admin/account/create", Operator, true, "Create an account; its key is shown once.", [
+        ("name", true, "account name"),
+        ("rps", false, "requests per second, default 100"),
+        ("daily", false, "requests per UTC day, default 1000000"),
+    ];
+    AdminAccountList = "admin/account/list", Operator, false, "Every account.", [];
+    AdminAccountUpdate = "admin/account/update", Operator, true, "Change an account's name or limits.", [
+        ("account", true, "account id"),
+        ("name", false, "account name"),
+        ("rps", false, "requests per second"),
+        ("daily", false, "requests per UTC day"),
+    ];
+    AdminAccountKeyRotate = "admin/account/key/rotate", Operator, true, "Replace an account's key; the new key is shown once.", [("account", true, "account id")];
+    AdminAccountDelete = "admin/account/delete", Operator, true, "Delete an account and its cards.", [("account", true, "account id")];
+    ClusterStatus = "cluster/status", Operator, false, "This node, its region and its peers.", [];
+}
+
+/// Services of the contract that this build does not serve yet: answered with 501.
+pub const PLANNED: &[&str] = &[
+    "lookup/asrplus",
+    "lookup/smart",
+    "lookup/ping",
+    "dial/dial",
+    "cdr/add",
+    "cdr/list",
+    "cdr/export",
+    "cdr/stats",
+    "admin/dataset/import",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in Service::ALL {
+            assert_eq!(Service::parse(s.as_str()), Some(*s));
+        }
+        assert_eq!(Service::parse("ratecard"), None);
+    }
+}

@@ -1,0 +1,80 @@
+//! What every request shares: the catalog, the limits, the node's identity, the operator key.
+
+use crate::auth::Limits;
+use edgerate_replication::catalog::Catalog;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// This node's identity, as shown by `cluster/status` and `/`.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub id: String,
+    pub region: String,
+}
+
+/// Shared state of the HTTP surface. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    catalog: Catalog,
+    limits: Limits,
+    operator_key_hash: String,
+    node: NodeInfo,
+    metrics: Option<PrometheusHandle>,
+    ready: AtomicBool,
+    started: std::time::Instant,
+}
+
+impl AppState {
+    /// `operator_key_hash` is [`crate::auth::hash_key`] of the operator key.
+    pub fn new(catalog: Catalog, node: NodeInfo, operator_key_hash: String, metrics: Option<PrometheusHandle>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                catalog,
+                limits: Limits::default(),
+                operator_key_hash,
+                node,
+                metrics,
+                ready: AtomicBool::new(true),
+                started: std::time::Instant::now(),
+            }),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn operator_key_hash(&self) -> &str {
+        &self.inner.operator_key_hash
+    }
+
+    pub fn node(&self) -> &NodeInfo {
+        &self.inner.node
+    }
+
+    pub fn metrics(&self) -> Option<&PrometheusHandle> {
+        self.inner.metrics.as_ref()
+    }
+
+    /// Whether `/readyz` says ready (false while shutting down).
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn uptime_secs(&self) -> u64 {
+        self.inner.started.elapsed().as_secs()
+    }
+}

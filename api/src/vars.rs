@@ -1,0 +1,228 @@
+//! Request variables (API.md §1): from the query string and the body (urlencoded form,
+//! multipart with file uploads, or a JSON object), the body winning over the query string; list
+//! variables written `a=1,2`, `a[]=1&a[]=2` or `a=1&a=2`.
+
+use crate::error::ApiError;
+use bytes::Bytes;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::str::FromStr;
+
+/// At most this many variables (values, counting list items) are read from one request.
+const MAX_VALUES: usize = 10_000;
+
+/// The variables of one request, and its body when the body is not variables (a deck).
+#[derive(Debug, Default)]
+pub struct Vars {
+    values: HashMap<String, Vec<String>>,
+    files: HashMap<String, Bytes>,
+    /// The body, when it was not variables (e.g. `text/csv`, or an IME JSON document).
+    raw_body: Option<Bytes>,
+}
+
+impl Vars {
+    /// Reads the query string and the body.
+    pub async fn parse(query: Option<&str>, content_type: Option<&str>, body: Bytes) -> Result<Self, ApiError> {
+        let mut from_query = Vars::default();
+        if let Some(q) = query {
+            from_query.add_pairs(form_urlencoded::parse(q.as_bytes()))?;
+        }
+        let mut from_body = Vars::default();
+        let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        match media.as_deref() {
+            _ if body.is_empty() => {}
+            Some("application/x-www-form-urlencoded") => from_body.add_pairs(form_urlencoded::parse(&body))?,
+            Some("multipart/form-data") => from_body.add_multipart(content_type.unwrap_or(""), body).await?,
+            Some("application/json") => from_body.add_json(body)?,
+            _ => from_body.raw_body = Some(body),
+        }
+        for (name, values) in from_body.values {
+            from_query.values.insert(name, values);
+        }
+        from_query.files = from_body.files;
+        from_query.raw_body = from_body.raw_body;
+        Ok(from_query)
+    }
+
+    /// Variables from name/value pairs (for tests and internal callers).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut vars = Vars::default();
+        for (k, v) in pairs {
+            vars.push(k, v.to_owned());
+        }
+        vars
+    }
+
+    fn push(&mut self, name: &str, value: String) {
+        let name = name.strip_suffix("[]").unwrap_or(name);
+        self.values.entry(name.to_owned()).or_default().push(value);
+    }
+
+    fn count(&self) -> usize {
+        self.values.values().map(Vec::len).sum()
+    }
+
+    fn add_pairs<'a>(&mut self, pairs: impl Iterator<Item = (std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)>) -> Result<(), ApiError> {
+        for (k, v) in pairs {
+            self.push(&k, v.into_owned());
+            if self.count() > MAX_VALUES {
+                return Err(ApiError::bad_request(format!("too many variables (more than {MAX_VALUES})")));
+            }
+        }
+        Ok(())
+    }
+
+    fn add_json(&mut self, body: Bytes) -> Result<(), ApiError> {
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("body is not valid JSON (line {}, column {})", e.line(), e.column())))?;
+        let Value::Object(map) = value else {
+            return Err(ApiError::bad_request("a JSON body must be an object of variables"));
+        };
+        if map.contains_key("schema_version") && map.contains_key("cards") {
+            // An IME rate card sent as the body of an import.
+            self.raw_body = Some(body);
+            return Ok(());
+        }
+        for (name, value) in map {
+            match value {
+                Value::Array(items) => {
+                    for item in items {
+                        let text = scalar(&name, item)?;
+                        self.push(&name, text);
+                    }
+                }
+                Value::Null => {}
+                other => {
+                    let text = scalar(&name, other)?;
+                    self.push(&name, text);
+                }
+            }
+            if self.count() > MAX_VALUES {
+                return Err(ApiError::bad_request(format!("too many variables (more than {MAX_VALUES})")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn add_multipart(&mut self, content_type: &str, body: Bytes) -> Result<(), ApiError> {
+        let boundary = multer::parse_boundary(content_type)
+            .map_err(|_| ApiError::bad_request("multipart body without a boundary"))?;
+        let stream = futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        let bad = |_| ApiError::bad_request("malformed multipart body");
+        while let Some(field) = multipart.next_field().await.map_err(bad)? {
+            let Some(name) = field.name().map(str::to_owned) else { continue };
+            if field.file_name().is_some() {
+                let data = field.bytes().await.map_err(bad)?;
+                self.files.insert(name.strip_suffix("[]").unwrap_or(&name).to_owned(), data);
+            } else {
+                let text = field.text().await.map_err(bad)?;
+                self.push(&name, text);
+            }
+            if self.count() + self.files.len() > MAX_VALUES {
+                return Err(ApiError::bad_request(format!("too many variables (more than {MAX_VALUES})")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The variable's value (the first, if given several times); empty counts as absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name)?.iter().map(|s| s.trim()).find(|s| !s.is_empty())
+    }
+
+    /// The variable's value, or a 400 naming it.
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.get(name).ok_or_else(|| ApiError::missing(name))
+    }
+
+    /// Every value of a list variable, comma lists split, empties dropped.
+    pub fn list(&self, name: &str) -> Vec<&str> {
+        self.values
+            .get(name)
+            .map(|vs| vs.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
+    }
+
+    /// A parsed optional variable; a value that does not parse is a 400 naming it.
+    pub fn parse_opt<T: FromStr>(&self, name: &str, what: &str) -> Result<Option<T>, ApiError> {
+        self.get(name)
+            .map(|s| s.parse::<T>().map_err(|_| ApiError::invalid(name, format!("'{s}' is not {what}"))))
+            .transpose()
+    }
+
+    /// An uploaded file: a multipart file field, else a text variable of that name.
+    pub fn file(&self, name: &str) -> Option<Bytes> {
+        if let Some(file) = self.files.get(name) {
+            return Some(file.clone());
+        }
+        self.values.get(name).and_then(|v| v.first()).map(|s| Bytes::from(s.clone()))
+    }
+
+    /// The body, when it was not variables.
+    pub fn raw_body(&self) -> Option<&Bytes> {
+        self.raw_body.as_ref()
+    }
+
+    /// True when `name` was given at all (even empty).
+    pub fn has(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+}
+
+fn scalar(name: &str, value: Value) -> Result<String, ApiError> {
+    match value {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(ApiError::invalid(name, "must be a string, number or boolean")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn three_list_syntaxes() {
+        let vars = Vars::parse(Some("number=1,2&number[]=3&number=4"), None, Bytes::new()).await.unwrap();
+        assert_eq!(vars.list("number"), ["1", "2", "3", "4"]);
+    }
+
+    #[tokio::test]
+    async fn body_wins_over_query() {
+        let body = Bytes::from_static(b"card=b&duration=7");
+        let vars = Vars::parse(Some("card=a&number=1"), Some("application/x-www-form-urlencoded"), body).await.unwrap();
+        assert_eq!(vars.get("card"), Some("b"));
+        assert_eq!(vars.get("number"), Some("1"));
+        let json = Bytes::from_static(br#"{"card":"c","number":["1","2"],"duration":61.5}"#);
+        let vars = Vars::parse(Some("card=a"), Some("application/json; charset=utf-8"), json).await.unwrap();
+        assert_eq!(vars.get("card"), Some("c"));
+        assert_eq!(vars.list("number"), ["1", "2"]);
+        assert_eq!(vars.get("duration"), Some("61.5"));
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_are_400() {
+        for (ct, body) in [("application/json", "{"), ("application/json", "[1]"), ("application/json", r#"{"a":{"b":1}}"#), ("multipart/form-data", "x")] {
+            let err = Vars::parse(None, Some(ct), Bytes::from(body)).await.unwrap_err();
+            assert_eq!(err.code, crate::error::ErrorCode::BadRequest, "{ct} {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn multipart_files_and_fields() {
+        let body = "--XX\r\nContent-Disposition: form-data; name=\"card\"\r\n\r\nuk\r\n\
+                    --XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.csv\"\r\nContent-Type: text/csv\r\n\r\nprefix,name\n1,a\n\r\n--XX--\r\n";
+        let vars = Vars::parse(None, Some("multipart/form-data; boundary=XX"), Bytes::from(body)).await.unwrap();
+        assert_eq!(vars.get("card"), Some("uk"));
+        assert_eq!(&vars.file("file").unwrap()[..], b"prefix,name\n1,a\n");
+    }
+
+    #[tokio::test]
+    async fn other_bodies_are_kept_raw() {
+        let vars = Vars::parse(Some("card=x"), Some("text/csv"), Bytes::from_static(b"prefix\n1\n")).await.unwrap();
+        assert_eq!(vars.raw_body().map(|b| &b[..]), Some(&b"prefix\n1\n"[..]));
+        assert_eq!(vars.get("card"), Some("x"));
+    }
+}

@@ -1,0 +1,197 @@
+//! The operator CLI: subcommands that talk to a running node through its API, never by
+//! opening its files.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// Where the node is and how to print.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's URL.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080", env = "EDGERATE_NODE")]
+    node: String,
+    /// Print the node's JSON answer as it is.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Account id, for card commands.
+    #[arg(long, global = true, env = "EDGERATE_ACCOUNT")]
+    account: Option<String>,
+    /// Account key, for card commands.
+    #[arg(long, global = true, env = "EDGERATE_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account; prints its key once.
+    Create {
+        name: String,
+        #[arg(long)]
+        rps: Option<u32>,
+        #[arg(long)]
+        daily: Option<u64>,
+    },
+    /// List accounts.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CardCommand {
+    /// List the account's cards.
+    List,
+    /// Import a deck as a new revision.
+    Import {
+        card: String,
+        file: PathBuf,
+        /// csv or ime (default: from the file's content).
+        #[arg(long)]
+        format: Option<String>,
+        /// When it goes live: unix time, 'YYYY-MM-DD HH:MM:SS', 'now' (default) or 'draft'.
+        #[arg(long)]
+        live_at: Option<String>,
+    },
+    /// Export a revision as a deck file.
+    Export {
+        card: String,
+        #[arg(long)]
+        revision: Option<u32>,
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// This node, its region and its peers.
+    Status,
+}
+
+/// A blocking API client.
+pub struct Client {
+    args: NodeArgs,
+    http: reqwest::blocking::Client,
+}
+
+impl Client {
+    pub fn new(args: NodeArgs) -> anyhow::Result<Self> {
+        let http = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(600)).build()?;
+        Ok(Self { args, http })
+    }
+
+    fn url(&self, service: &str) -> String {
+        format!("{}/api/{service}.json", self.args.node.trim_end_matches('/'))
+    }
+
+    fn operator(&self, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<reqwest::blocking::RequestBuilder> {
+        let key = std::env::var("EDGERATE_OPERATOR_KEY").context("set EDGERATE_OPERATOR_KEY to the node's operator key")?;
+        Ok(request.bearer_auth(key))
+    }
+
+    fn customer(&self, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<reqwest::blocking::RequestBuilder> {
+        match (&self.args.account, &self.args.key) {
+            (Some(account), Some(key)) => Ok(request.basic_auth(account, Some(key))),
+            _ => bail!("give --account and --key (or EDGERATE_ACCOUNT and EDGERATE_KEY)"),
+        }
+    }
+
+    fn send(&self, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<reqwest::blocking::Response> {
+        let response = request.send().with_context(|| format!("reaching {}", self.args.node))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body: Value = response.json().unwrap_or(Value::Null);
+        let reason = body["error"]["reason"].as_str().unwrap_or("no reason given");
+        bail!("{status}: {reason}")
+    }
+
+    fn print(&self, value: &Value, text: impl FnOnce(&Value) -> String) {
+        if self.args.json {
+            println!("{value}");
+        } else {
+            println!("{}", text(value));
+        }
+    }
+
+    pub fn account(&self, command: AccountCommand) -> anyhow::Result<()> {
+        match command {
+            AccountCommand::Create { name, rps, daily } => {
+                let mut form = vec![("name", name)];
+                form.extend(rps.map(|r| ("rps", r.to_string())));
+                form.extend(daily.map(|d| ("daily", d.to_string())));
+                let request = self.operator(self.http.post(self.url("admin/account/create")).form(&form))?;
+                let v: Value = self.send(request)?.json()?;
+                self.print(&v, |v| format!("account {}  key {}  (the key is shown once)", v["account"], v["key"]));
+            }
+            AccountCommand::List => {
+                let v: Value = self.send(self.operator(self.http.get(self.url("admin/account/list")))?)?.json()?;
+                self.print(&v, |v| table(&v["accounts"], &["account", "name", "rps", "daily"]));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn card(&self, command: CardCommand) -> anyhow::Result<()> {
+        match command {
+            CardCommand::List => {
+                let v: Value = self.send(self.customer(self.http.get(self.url("ratecard/list")))?)?.json()?;
+                self.print(&v, |v| table(&v["cards"], &["id", "name", "currency", "revision", "rules", "updated"]));
+            }
+            CardCommand::Import { card, file, format, live_at } => {
+                let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                eprintln!("uploading {} ({} bytes)…", file.display(), body.len());
+                let mut query = vec![("card", card)];
+                query.extend(format.map(|f| ("format", f)));
+                query.extend(live_at.map(|l| ("live_at", l)));
+                let request = self.http.post(self.url("ratecard/import")).query(&query).header("content-type", "application/octet-stream").body(body);
+                let v: Value = self.send(self.customer(request)?)?.json()?;
+                self.print(&v, |v| format!("revision {} of {}: {} rules, {}", v["rev"], v["card"], v["rules"], v["state"]));
+            }
+            CardCommand::Export { card, revision, format, out } => {
+                let mut query = vec![("card", card), ("format", format)];
+                query.extend(revision.map(|r| ("revision", r.to_string())));
+                let bytes = self.send(self.customer(self.http.get(self.url("ratecard/export")).query(&query))?)?.bytes()?;
+                match out {
+                    Some(path) => std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?,
+                    None => {
+                        use std::io::Write;
+                        std::io::stdout().write_all(&bytes)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn cluster(&self, command: ClusterCommand) -> anyhow::Result<()> {
+        match command {
+            ClusterCommand::Status => {
+                let v: Value = self.send(self.operator(self.http.get(self.url("cluster/status")))?)?.json()?;
+                self.print(&v, |v| {
+                    let peers = v["peers"].as_array().map_or(0, Vec::len);
+                    format!("node {}  region {}  peers {peers}\n{}", v["node"], v["region"], table(&v["peers"], &["node", "region", "state", "rtt_ms", "lag"]))
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A plain text table of `columns` of a JSON list.
+fn table(rows: &Value, columns: &[&str]) -> String {
+    let mut out = columns.join("\t");
+    for row in rows.as_array().into_iter().flatten() {
+        out.push('\n');
+        let cells: Vec<String> = columns.iter().map(|c| match &row[c] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }).collect();
+        out.push_str(&cells.join("\t"));
+    }
+    out
+}

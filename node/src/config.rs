@@ -1,0 +1,141 @@
+//! The node's config file (TOML, API.md §10). Unknown keys are errors. Each section's struct
+//! belongs to the crate that uses it; this file puts them together and validates the whole.
+
+use anyhow::{bail, Context};
+use edgerate_sip::SipSection;
+use edgerate_topology::{NodeSection, PeerSection, TlsSection};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The config file version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// The whole config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Config file version; default 1.
+    #[serde(default)]
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub node: NodeSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    pub peer: Option<PeerSection>,
+    pub tls: Option<TlsSection>,
+    #[serde(default)]
+    pub operator: OperatorSection,
+    pub sip: Option<SipSection>,
+}
+
+/// `[http]`: the API listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self { listen: default_listen() }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// `[operator]`: the operator key for `admin/*` and `cluster/*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSection {
+    /// Else `EDGERATE_OPERATOR_KEY`, else generated on first start and kept in the data dir.
+    pub key: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(v) = self.version {
+            if v != CONFIG_VERSION {
+                bail!("version {v} is not supported (this build reads version {CONFIG_VERSION})");
+            }
+        }
+        self.node.validate()?;
+        if let Some(key) = &self.operator.key {
+            if key.len() < 8 {
+                bail!("[operator] key must be at least 8 characters");
+            }
+        }
+        if self.peer.is_some() != self.tls.is_some() {
+            bail!("[peer] and [tls] go together: peers authenticate each other with the cluster CA");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+[node]
+id = "lon-1"
+region = "uk"
+data_dir = "/var/lib/edgerate/lon-1"
+[http]
+listen = "0.0.0.0:8080"
+[peer]
+listen = "0.0.0.0:7080"
+seeds = ["203.0.113.7:7080"]
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/lon-1.pem"
+key = "certs/lon-1.key"
+[operator]
+key = "change-me"
+[sip]
+trunk = "127.0.0.1:5060"
+"#;
+
+    #[test]
+    fn reads_the_contract_example() {
+        let c = Config::parse(FULL).unwrap();
+        assert_eq!(c.node.id, "lon-1");
+        assert_eq!(c.http.listen.port(), 8080);
+        assert_eq!(c.operator.key.as_deref(), Some("change-me"));
+        assert_eq!(c.peer.unwrap().seeds.len(), 1);
+    }
+
+    #[test]
+    fn a_typo_is_an_error() {
+        let err = Config::parse("[node]\nidd = \"x\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+        assert!(Config::parse("[htp]\nlisten = \"127.0.0.1:1\"\n").is_err());
+        assert!(Config::parse("[http]\nlisten = \"nowhere\"\n").is_err());
+        assert!(Config::parse("[node]\nid = \"a b\"\n").is_err());
+        assert!(Config::parse("version = 2\n").is_err());
+    }
+
+    #[test]
+    fn empty_config_is_the_embedded_default() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.http.listen, default_listen());
+        assert_eq!(c.node.data_dir, Path::new("./edgerate-data"));
+    }
+}
