@@ -29,7 +29,10 @@ fn find(ctx: &Ctx) -> Result<Account, ApiError> {
 fn apply_fields(account: &mut Account, ctx: &Ctx) -> Result<(), ApiError> {
     if let Some(name) = ctx.vars.get("name") {
         if name.len() > MAX_ACCOUNT_NAME || name.chars().any(char::is_control) {
-            return Err(ApiError::invalid("name", format!("must be 1-{MAX_ACCOUNT_NAME} printable characters")));
+            return Err(ApiError::invalid(
+                "name",
+                format!("must be 1-{MAX_ACCOUNT_NAME} printable characters"),
+            ));
         }
         name.clone_into(&mut account.name);
     }
@@ -93,12 +96,16 @@ pub fn account_key_rotate(ctx: &Ctx) -> Result<Output, ApiError> {
     let secret = new_secret();
     account.key_hash = hash_key(&secret);
     ctx.state.catalog().put_account(account.clone())?;
-    Ok(Output::Value(json!({ "account": account.id, "key": secret })))
+    Ok(Output::Value(
+        json!({ "account": account.id, "key": secret }),
+    ))
 }
 
 pub fn account_delete(ctx: &Ctx) -> Result<Output, ApiError> {
     let account = find(ctx)?;
     ctx.state.catalog().delete_account(&account.id)?;
     ctx.state.limits().forget(&account.id);
-    Ok(Output::Value(json!({ "account": account.id, "deleted": true })))
+    Ok(Output::Value(
+        json!({ "account": account.id, "deleted": true }),
+    ))
 }

@@ -30,7 +30,10 @@ pub fn new_secret() -> String {
 
 /// Constant-time comparison of a presented key with a stored hash.
 pub fn key_matches(presented: &str, stored_hash: &str) -> bool {
-    hash_key(presented).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+    hash_key(presented)
+        .as_bytes()
+        .ct_eq(stored_hash.as_bytes())
+        .into()
 }
 
 /// Credentials as presented: an account id (when given) and a key.
@@ -44,14 +47,22 @@ pub struct Credentials {
 /// written `account:key` in a Bearer token or in `api_key`.
 pub fn credentials(authorization: Option<&str>, vars: &Vars) -> Option<Credentials> {
     let split = |s: &str| match s.split_once(':') {
-        Some((account, key)) => Credentials { account: Some(account.to_owned()), key: key.to_owned() },
-        None => Credentials { account: None, key: s.to_owned() },
+        Some((account, key)) => Credentials {
+            account: Some(account.to_owned()),
+            key: key.to_owned(),
+        },
+        None => Credentials {
+            account: None,
+            key: s.to_owned(),
+        },
     };
     if let Some(header) = authorization {
         let (scheme, rest) = header.trim().split_once(' ')?;
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()?;
             return String::from_utf8(decoded).ok().map(|s| split(&s));
         }
         if scheme.eq_ignore_ascii_case("bearer") {
@@ -119,17 +130,38 @@ impl Limits {
         u.tokens = (u.tokens + elapsed * rps).min(rps);
         if u.today >= account.daily {
             let until_midnight = (day + 1) * 86_400 - now;
-            let quota = Quota { limit: account.daily, remaining: 0 };
-            return Err((too_many(format!("daily limit of {} requests reached", account.daily), until_midnight.max(1) as u64), quota));
+            let quota = Quota {
+                limit: account.daily,
+                remaining: 0,
+            };
+            return Err((
+                too_many(
+                    format!("daily limit of {} requests reached", account.daily),
+                    until_midnight.max(1) as u64,
+                ),
+                quota,
+            ));
         }
         if u.tokens < 1.0 {
             let wait = ((1.0 - u.tokens) / rps).ceil().max(1.0) as u64;
-            let quota = Quota { limit: account.daily, remaining: account.daily - u.today };
-            return Err((too_many(format!("rate limit of {} requests per second exceeded", account.rps), wait), quota));
+            let quota = Quota {
+                limit: account.daily,
+                remaining: account.daily - u.today,
+            };
+            return Err((
+                too_many(
+                    format!("rate limit of {} requests per second exceeded", account.rps),
+                    wait,
+                ),
+                quota,
+            ));
         }
         u.tokens -= 1.0;
         u.today += 1;
-        Ok(Quota { limit: account.daily, remaining: account.daily - u.today })
+        Ok(Quota {
+            limit: account.daily,
+            remaining: account.daily - u.today,
+        })
     }
 
     /// Forgets an account's counters (after it is deleted or its limits change).
@@ -149,18 +181,37 @@ mod tests {
     use super::*;
 
     fn account(rps: u32, daily: u64) -> Account {
-        Account { id: "a1".into(), name: "n".into(), key_hash: hash_key("s3cret"), rps, daily, created: 0 }
+        Account {
+            id: "a1".into(),
+            name: "n".into(),
+            key_hash: hash_key("s3cret"),
+            rps,
+            daily,
+            created: 0,
+        }
     }
 
     #[test]
     fn reads_every_credential_form() {
         let none = Vars::default();
-        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("a1:s3cret"));
-        let want = Some(Credentials { account: Some("a1".into()), key: "s3cret".into() });
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("a1:s3cret")
+        );
+        let want = Some(Credentials {
+            account: Some("a1".into()),
+            key: "s3cret".into(),
+        });
         assert_eq!(credentials(Some(&basic), &none), want);
         assert_eq!(credentials(Some("Bearer a1:s3cret"), &none), want);
-        assert_eq!(credentials(Some("Bearer s3cret"), &none).unwrap().account, None);
-        assert_eq!(credentials(None, &Vars::from_pairs([("api_key", "a1:s3cret")])), want);
+        assert_eq!(
+            credentials(Some("Bearer s3cret"), &none).unwrap().account,
+            None
+        );
+        assert_eq!(
+            credentials(None, &Vars::from_pairs([("api_key", "a1:s3cret")])),
+            want
+        );
         assert_eq!(credentials(Some("Digest x"), &none), None);
         assert_eq!(credentials(Some("Basic !!!"), &none), None);
     }
@@ -178,13 +229,22 @@ mod tests {
         assert!(limits.admit(&a, 0).is_ok());
         assert!(limits.admit(&a, 0).is_ok());
         let (err, _) = limits.admit(&a, 0).unwrap_err();
-        assert_eq!((err.code, err.retry_after), (ErrorCode::TooManyRequests, Some(1)));
+        assert_eq!(
+            (err.code, err.retry_after),
+            (ErrorCode::TooManyRequests, Some(1))
+        );
 
-        let b = Account { id: "b".into(), ..account(1000, 2) };
+        let b = Account {
+            id: "b".into(),
+            ..account(1000, 2)
+        };
         assert_eq!(limits.admit(&b, 86_400 * 3 + 10).unwrap().remaining, 1);
         assert_eq!(limits.admit(&b, 86_400 * 3 + 10).unwrap().remaining, 0);
         let (err, quota) = limits.admit(&b, 86_400 * 3 + 10).unwrap_err();
         assert_eq!((err.retry_after, quota.remaining), (Some(86_400 - 10), 0));
-        assert!(limits.admit(&b, 86_400 * 4).is_ok(), "a new UTC day resets the volume");
+        assert!(
+            limits.admit(&b, 86_400 * 4).is_ok(),
+            "a new UTC day resets the volume"
+        );
     }
 }

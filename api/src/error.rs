@@ -49,7 +49,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
-        Self { code, reason: reason.into(), retry_after: None }
+        Self {
+            code,
+            reason: reason.into(),
+            retry_after: None,
+        }
     }
 
     pub fn bad_request(reason: impl Into<String>) -> Self {
@@ -71,7 +75,10 @@ impl ApiError {
     /// An internal failure: logged in full, answered with a generic reason.
     pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, context, "internal error");
-        Self::new(ErrorCode::Internal, "internal error; the operator has the details in the node's log")
+        Self::new(
+            ErrorCode::Internal,
+            "internal error; the operator has the details in the node's log",
+        )
     }
 }
 
@@ -80,8 +87,13 @@ impl From<CatalogError> for ApiError {
         match e {
             CatalogError::NotFound(what) => Self::not_found(format!("{what} not found")),
             CatalogError::Conflict(why) => Self::new(ErrorCode::Conflict, why),
-            CatalogError::Store(StoreError::Io(io)) if io.kind() == std::io::ErrorKind::StorageFull => {
-                Self::new(ErrorCode::Unavailable, "the node's disk is full; nothing was applied")
+            CatalogError::Store(StoreError::Io(io))
+                if io.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                Self::new(
+                    ErrorCode::Unavailable,
+                    "the node's disk is full; nothing was applied",
+                )
             }
             CatalogError::Store(store) => Self::internal("catalog", store),
         }

@@ -58,7 +58,9 @@ pub fn render_error(format: Format, error: &ApiError) -> Vec<u8> {
 /// True when `name` can be an XML element name as is.
 fn is_xml_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let Some(first) = chars.next() else { return false };
+    let Some(first) = chars.next() else {
+        return false;
+    };
     (first.is_ascii_alphabetic() || first == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         && !name.to_ascii_lowercase().starts_with("xml")
@@ -172,7 +174,10 @@ mod tests {
     fn errors_in_every_format() {
         let e = ApiError::missing("number");
         let json: Value = serde_json::from_slice(&render_error(Format::Json, &e)).unwrap();
-        assert_eq!(json, json!({"error": {"code": 400, "reason": "Missing Required Parameter 'number'"}}));
+        assert_eq!(
+            json,
+            json!({"error": {"code": 400, "reason": "Missing Required Parameter 'number'"}})
+        );
         let xml = String::from_utf8(render_error(Format::Xml, &e)).unwrap();
         assert!(xml.ends_with("<error><code>400</code><reason>Missing Required Parameter 'number'</reason></error>"), "{xml}");
         let html = String::from_utf8(render_error(Format::Html, &e)).unwrap();

@@ -23,5 +23,11 @@ pub use state::{AppState, NodeInfo};
 pub fn new_id(prefix: char) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let bytes: [u8; 11] = rand::random();
-    std::iter::once(prefix).chain(bytes.iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))).collect()
+    std::iter::once(prefix)
+        .chain(
+            bytes
+                .iter()
+                .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])),
+        )
+        .collect()
 }

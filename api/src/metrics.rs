@@ -16,7 +16,10 @@ pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let buckets = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0];
+            let buckets = [
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
+                5.0,
+            ];
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(LATENCY.into()), &buckets)
                 .expect("buckets are non-empty");
@@ -32,7 +35,8 @@ pub fn install() -> PrometheusHandle {
 
 /// Records one answered request.
 pub fn record_request(service: Service, status: u16, elapsed: Duration) {
-    metrics::counter!(REQUESTS, "service" => service.as_str(), "status" => status_label(status)).increment(1);
+    metrics::counter!(REQUESTS, "service" => service.as_str(), "status" => status_label(status))
+        .increment(1);
     metrics::histogram!(LATENCY, "service" => service.as_str()).record(elapsed.as_secs_f64());
 }
 

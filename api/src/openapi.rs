@@ -16,7 +16,10 @@ pub fn document() -> Value {
             .collect();
         let mut properties = Map::new();
         for (name, _, description) in service.params() {
-            properties.insert((*name).into(), json!({ "type": "string", "description": description }));
+            properties.insert(
+                (*name).into(),
+                json!({ "type": "string", "description": description }),
+            );
         }
         let security = match service.access() {
             Access::Account => json!([{ "basic": [] }, { "bearer": [] }, { "api_key": [] }]),

@@ -38,25 +38,45 @@ fn find_card(view: &View, ctx: &Ctx) -> Result<Arc<CardView>, ApiError> {
 }
 
 /// The revision named by `revision`, else the one live now.
-fn chosen_revision<'a>(card: &'a CardView, vars: &Vars, now: i64) -> Result<&'a RevisionView, ApiError> {
+fn chosen_revision<'a>(
+    card: &'a CardView,
+    vars: &Vars,
+    now: i64,
+) -> Result<&'a RevisionView, ApiError> {
     match vars.parse_opt::<u32>("revision", "a revision number")? {
-        Some(rev) => card.revisions.get(&rev).ok_or_else(|| ApiError::not_found(format!("revision {rev} not found"))),
-        None => card
-            .live_at(now)
-            .ok_or_else(|| ApiError::not_found(format!("card '{}' has no live revision; name one with 'revision'", card.meta.name))),
+        Some(rev) => card
+            .revisions
+            .get(&rev)
+            .ok_or_else(|| ApiError::not_found(format!("revision {rev} not found"))),
+        None => card.live_at(now).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "card '{}' has no live revision; name one with 'revision'",
+                card.meta.name
+            ))
+        }),
     }
 }
 
 fn parse_time(vars: &Vars, name: &str) -> Result<Option<i64>, ApiError> {
     vars.get(name)
-        .map(|s| edgerate_model::time::parse(s).ok_or_else(|| ApiError::invalid(name, format!("'{s}' is not unix seconds or 'YYYY-MM-DD HH:MM:SS'"))))
+        .map(|s| {
+            edgerate_model::time::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    name,
+                    format!("'{s}' is not unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
+                )
+            })
+        })
         .transpose()
 }
 
 /// A time that may not lie in the past (beyond a little clock skew); clamped to `now`.
 fn future_time(name: &str, at: i64, now: i64) -> Result<i64, ApiError> {
     if at < now - PAST_TOLERANCE {
-        return Err(ApiError::invalid(name, "is in the past; a revision cannot go live retroactively"));
+        return Err(ApiError::invalid(
+            name,
+            "is in the past; a revision cannot go live retroactively",
+        ));
     }
     Ok(at.max(now))
 }
@@ -124,8 +144,13 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
     if raw_numbers.is_empty() {
         return Err(ApiError::missing("number"));
     }
-    let numbers = raw_numbers.iter().map(|n| parse_number("number", n)).collect::<Result<Vec<_>, _>>()?;
-    let duration = ctx.vars.parse_opt::<Decimal>("duration", "a number of seconds")?;
+    let numbers = raw_numbers
+        .iter()
+        .map(|n| parse_number("number", n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let duration = ctx
+        .vars
+        .parse_opt::<Decimal>("duration", "a number of seconds")?;
     if let Some(d) = duration {
         if d.is_sign_negative() && !d.is_zero() {
             return Err(ApiError::invalid("duration", "must not be negative"));
@@ -138,15 +163,15 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
         parse_number("cli", cli)?;
     }
     let at = parse_time(&ctx.vars, "at")?.unwrap_or(ctx.now);
-    let rev = card
-        .live_at(at)
-        .ok_or_else(|| ApiError::not_found(format!("card '{reference}' has no revision live at {at}")))?;
+    let rev = card.live_at(at).ok_or_else(|| {
+        ApiError::not_found(format!("card '{reference}' has no revision live at {at}"))
+    })?;
     let index = rev.index.read();
     let billing = card.meta.billing();
     let price = |number: &str| -> Result<Value, ApiError> {
-        let m = index
-            .longest_match(number)
-            .ok_or_else(|| ApiError::not_found(format!("no rule of card '{reference}' matches {number}")))?;
+        let m = index.longest_match(number).ok_or_else(|| {
+            ApiError::not_found(format!("no rule of card '{reference}' matches {number}"))
+        })?;
         let rule = m.rule;
         let mut out = Map::with_capacity(16);
         out.insert("card".into(), reference.into());
@@ -175,7 +200,9 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
     }
     let mut by_number = Map::with_capacity(numbers.len());
     for number in &numbers {
-        let answer = price(number).unwrap_or_else(|e| json!({ "error": { "code": e.code.status(), "reason": e.reason } }));
+        let answer = price(number).unwrap_or_else(
+            |e| json!({ "error": { "code": e.code.status(), "reason": e.reason } }),
+        );
         by_number.insert(number.clone(), answer);
     }
     Ok(Output::Value(Value::Object(by_number)))
@@ -187,38 +214,65 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
 fn apply_card_fields(meta: &mut CardMeta, vars: &Vars) -> Result<(), ApiError> {
     if let Some(name) = vars.get("name") {
         if name.len() > MAX_CARD_NAME || name.chars().any(char::is_control) {
-            return Err(ApiError::invalid("name", format!("must be 1-{MAX_CARD_NAME} printable characters")));
+            return Err(ApiError::invalid(
+                "name",
+                format!("must be 1-{MAX_CARD_NAME} printable characters"),
+            ));
         }
         name.clone_into(&mut meta.name);
     }
     if let Some(currency) = vars.get("currency") {
         if !is_currency(currency) {
-            return Err(ApiError::invalid("currency", format!("'{currency}' is not an ISO 4217 code (three capital letters)")));
+            return Err(ApiError::invalid(
+                "currency",
+                format!("'{currency}' is not an ISO 4217 code (three capital letters)"),
+            ));
         }
         currency.clone_into(&mut meta.currency);
     }
     if let Some(direction) = vars.get("direction") {
-        let d = Direction::parse(direction)
-            .ok_or_else(|| ApiError::invalid("direction", format!("'{direction}' is not termination or origination")))?;
+        let d = Direction::parse(direction).ok_or_else(|| {
+            ApiError::invalid(
+                "direction",
+                format!("'{direction}' is not termination or origination"),
+            )
+        })?;
         meta.direction = d.as_str().to_owned();
     }
     if let Some(p) = vars.parse_opt::<u32>("precision", "a whole number")? {
         if p > MAX_PRECISION {
-            return Err(ApiError::invalid("precision", format!("must be 0-{MAX_PRECISION}")));
+            return Err(ApiError::invalid(
+                "precision",
+                format!("must be 0-{MAX_PRECISION}"),
+            ));
         }
         meta.precision = p;
     }
-    for (name, field) in [("rounding", &mut meta.rounding), ("duration_rounding", &mut meta.duration_rounding)] {
+    for (name, field) in [
+        ("rounding", &mut meta.rounding),
+        ("duration_rounding", &mut meta.duration_rounding),
+    ] {
         if let Some(value) = vars.get(name) {
-            let r = Rounding::parse(value)
-                .ok_or_else(|| ApiError::invalid(name, format!("'{value}' is not up, down, half_up or half_down")))?;
+            let r = Rounding::parse(value).ok_or_else(|| {
+                ApiError::invalid(
+                    name,
+                    format!("'{value}' is not up, down, half_up or half_down"),
+                )
+            })?;
             *field = r.as_str().to_owned();
         }
     }
     if vars.has("tech_prefix") {
         let tp = vars.get("tech_prefix").unwrap_or("");
-        if tp.len() > 16 || !tp.bytes().all(|b| b.is_ascii_digit() || b == b'#' || b == b'*') {
-            return Err(ApiError::invalid("tech_prefix", "must be up to 16 digits, '#' or '*'"));
+        if tp.len() > 16
+            || !tp
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'#' || b == b'*')
+        {
+            return Err(ApiError::invalid(
+                "tech_prefix",
+                "must be up to 16 digits, '#' or '*'",
+            ));
         }
         tp.clone_into(&mut meta.tech_prefix);
     }
@@ -247,7 +301,11 @@ pub fn create(ctx: &Ctx) -> Result<Output, ApiError> {
 
 pub fn list(ctx: &Ctx) -> Result<Output, ApiError> {
     let view = ctx.state.catalog().view();
-    let cards: Vec<Value> = view.cards_of(&ctx.account().id).into_iter().map(|c| card_json(c, ctx.now)).collect();
+    let cards: Vec<Value> = view
+        .cards_of(&ctx.account().id)
+        .into_iter()
+        .map(|c| card_json(c, ctx.now))
+        .collect();
     Ok(Output::Value(json!({ "cards": cards })))
 }
 
@@ -268,7 +326,9 @@ pub fn update(ctx: &Ctx) -> Result<Output, ApiError> {
 pub fn delete(ctx: &Ctx) -> Result<Output, ApiError> {
     let card = find_card(&ctx.state.catalog().view(), ctx)?;
     ctx.state.catalog().delete_card(&card.meta.id)?;
-    Ok(Output::Value(json!({ "card": card.meta.id, "deleted": true })))
+    Ok(Output::Value(
+        json!({ "card": card.meta.id, "deleted": true }),
+    ))
 }
 
 // ---- rules -------------------------------------------------------------------------------
@@ -278,25 +338,49 @@ pub fn rules(ctx: &Ctx) -> Result<Output, ApiError> {
     let rev = chosen_revision(&card, &ctx.vars, ctx.now)?;
     let filter = ctx.vars.get("prefix").unwrap_or("");
     if !filter.is_empty() && !number::is_prefix(filter) {
-        return Err(ApiError::invalid("prefix", format!("'{filter}' is not digits")));
+        return Err(ApiError::invalid(
+            "prefix",
+            format!("'{filter}' is not digits"),
+        ));
     }
-    let limit = ctx.vars.parse_opt::<usize>("limit", "a whole number")?.unwrap_or(DEFAULT_LIMIT);
+    let limit = ctx
+        .vars
+        .parse_opt::<usize>("limit", "a whole number")?
+        .unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::invalid("limit", format!("must be 1-{MAX_LIMIT}")));
     }
-    let offset = ctx.vars.parse_opt::<usize>("offset", "a whole number")?.unwrap_or(0);
+    let offset = ctx
+        .vars
+        .parse_opt::<usize>("offset", "a whole number")?
+        .unwrap_or(0);
     let index = rev.index.read();
-    let total = if filter.is_empty() { index.len() } else { index.iter_prefixed(filter).count() };
-    let page: Vec<Value> = index.iter_prefixed(filter).skip(offset).take(limit).map(|(p, r)| rule_json(&p, r)).collect();
-    Ok(Output::Value(json!({ "card": card.meta.id, "revision": rev.meta.rev, "total": total, "rules": page })))
+    let total = if filter.is_empty() {
+        index.len()
+    } else {
+        index.iter_prefixed(filter).count()
+    };
+    let page: Vec<Value> = index
+        .iter_prefixed(filter)
+        .skip(offset)
+        .take(limit)
+        .map(|(p, r)| rule_json(&p, r))
+        .collect();
+    Ok(Output::Value(
+        json!({ "card": card.meta.id, "revision": rev.meta.rev, "total": total, "rules": page }),
+    ))
 }
 
 fn opt_money(vars: &Vars, name: &str) -> Result<Option<Decimal>, ApiError> {
-    vars.get(name).map(|s| deck::parse_money(name, s).map_err(|e| ApiError::invalid(name, e))).transpose()
+    vars.get(name)
+        .map(|s| deck::parse_money(name, s).map_err(|e| ApiError::invalid(name, e)))
+        .transpose()
 }
 
 fn opt_seconds(vars: &Vars, name: &str) -> Result<Option<u32>, ApiError> {
-    vars.get(name).map(|s| deck::parse_seconds(name, s).map_err(|e| ApiError::invalid(name, e))).transpose()
+    vars.get(name)
+        .map(|s| deck::parse_seconds(name, s).map_err(|e| ApiError::invalid(name, e)))
+        .transpose()
 }
 
 pub fn rule_set(ctx: &Ctx) -> Result<Output, ApiError> {
@@ -304,7 +388,10 @@ pub fn rule_set(ctx: &Ctx) -> Result<Output, ApiError> {
     let rev = chosen_revision(&card, &ctx.vars, ctx.now)?;
     let prefix = ctx.vars.required("prefix")?;
     if !number::is_prefix(prefix) {
-        return Err(ApiError::invalid("prefix", format!("'{prefix}' is not 1-20 digits")));
+        return Err(ApiError::invalid(
+            "prefix",
+            format!("'{prefix}' is not 1-20 digits"),
+        ));
     }
     let existing = rev.index.read().get(prefix).cloned();
     let created = existing.is_none();
@@ -345,16 +432,27 @@ pub fn rule_set(ctx: &Ctx) -> Result<Output, ApiError> {
     if let Some(grace) = opt_seconds(&ctx.vars, "grace")? {
         rule.grace = grace;
     }
-    for (name, field) in [("rate_inter", &mut rule.rate_inter), ("rate_intra", &mut rule.rate_intra)] {
+    for (name, field) in [
+        ("rate_inter", &mut rule.rate_inter),
+        ("rate_intra", &mut rule.rate_intra),
+    ] {
         if ctx.vars.has(name) {
             *field = opt_money(&ctx.vars, name)?;
         }
     }
     if let Some(status) = ctx.vars.get("status") {
-        rule.status = RuleStatus::parse(status).ok_or_else(|| ApiError::invalid("status", format!("'{status}' is not Active or Blocked")))?;
+        rule.status = RuleStatus::parse(status).ok_or_else(|| {
+            ApiError::invalid("status", format!("'{status}' is not Active or Blocked"))
+        })?;
     }
-    let target = RuleTarget { card: &card.meta.id, rev: rev.meta.rev, prefix };
-    ctx.state.catalog().set_rule(target, rule.clone(), ctx.now)?;
+    let target = RuleTarget {
+        card: &card.meta.id,
+        rev: rev.meta.rev,
+        prefix,
+    };
+    ctx.state
+        .catalog()
+        .set_rule(target, rule.clone(), ctx.now)?;
     let mut out = rule_json(prefix, &rule);
     out["card"] = card.meta.id.clone().into();
     out["revision"] = rev.meta.rev.into();
@@ -367,11 +465,20 @@ pub fn rule_delete(ctx: &Ctx) -> Result<Output, ApiError> {
     let rev = chosen_revision(&card, &ctx.vars, ctx.now)?;
     let prefix = ctx.vars.required("prefix")?;
     if !number::is_prefix(prefix) {
-        return Err(ApiError::invalid("prefix", format!("'{prefix}' is not 1-20 digits")));
+        return Err(ApiError::invalid(
+            "prefix",
+            format!("'{prefix}' is not 1-20 digits"),
+        ));
     }
-    let target = RuleTarget { card: &card.meta.id, rev: rev.meta.rev, prefix };
+    let target = RuleTarget {
+        card: &card.meta.id,
+        rev: rev.meta.rev,
+        prefix,
+    };
     ctx.state.catalog().delete_rule(target, ctx.now)?;
-    Ok(Output::Value(json!({ "card": card.meta.id, "revision": rev.meta.rev, "prefix": prefix, "deleted": true })))
+    Ok(Output::Value(
+        json!({ "card": card.meta.id, "revision": rev.meta.rev, "prefix": prefix, "deleted": true }),
+    ))
 }
 
 // ---- decks and revisions -----------------------------------------------------------------
@@ -380,7 +487,10 @@ pub fn rule_delete(ctx: &Ctx) -> Result<Output, ApiError> {
 fn deck_format<'a>(vars: &'a Vars, bytes: &[u8]) -> Result<&'a str, ApiError> {
     match vars.get("format") {
         Some(f @ ("csv" | "ime")) => Ok(f),
-        Some(other) => Err(ApiError::invalid("format", format!("'{other}' is not csv or ime"))),
+        Some(other) => Err(ApiError::invalid(
+            "format",
+            format!("'{other}' is not csv or ime"),
+        )),
         None if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => Ok("ime"),
         None => Ok("csv"),
     }
@@ -388,12 +498,20 @@ fn deck_format<'a>(vars: &'a Vars, bytes: &[u8]) -> Result<&'a str, ApiError> {
 
 pub fn import(ctx: &Ctx) -> Result<Output, ApiError> {
     let card = find_card(&ctx.state.catalog().view(), ctx)?;
-    let bytes = ctx.vars.file("file").or_else(|| ctx.vars.raw_body().cloned()).ok_or_else(|| ApiError::missing("file"))?;
+    let bytes = ctx
+        .vars
+        .file("file")
+        .or_else(|| ctx.vars.raw_body().cloned())
+        .ok_or_else(|| ApiError::missing("file"))?;
     let format = deck_format(&ctx.vars, &bytes)?;
     let live_at = match ctx.vars.get("live_at") {
         None | Some("now") => Some(ctx.now),
         Some("draft") => None,
-        Some(_) => Some(future_time("live_at", parse_time(&ctx.vars, "live_at")?.unwrap_or(ctx.now), ctx.now)?),
+        Some(_) => Some(future_time(
+            "live_at",
+            parse_time(&ctx.vars, "live_at")?.unwrap_or(ctx.now),
+            ctx.now,
+        )?),
     };
     let parsed = match format {
         "ime" => deck::parse_ime(&bytes, ctx.vars.get("ime_card")),
@@ -401,7 +519,9 @@ pub fn import(ctx: &Ctx) -> Result<Output, ApiError> {
     };
     let deck = parsed.map_err(|e| match e {
         DeckError::Rows(_) => ApiError::bad_request(e.to_string()),
-        DeckError::Checksum { .. } | DeckError::Malformed(_) => ApiError::bad_request(format!("deck rejected, nothing applied: {e}")),
+        DeckError::Checksum { .. } | DeckError::Malformed(_) => {
+            ApiError::bad_request(format!("deck rejected, nothing applied: {e}"))
+        }
     })?;
     if let Some(currency) = &deck.currency {
         if *currency != card.meta.currency {
@@ -412,11 +532,16 @@ pub fn import(ctx: &Ctx) -> Result<Output, ApiError> {
         }
     }
     if deck.rules.is_empty() {
-        return Err(ApiError::bad_request("deck rejected, nothing applied: it has no rules"));
+        return Err(ApiError::bad_request(
+            "deck rejected, nothing applied: it has no rules",
+        ));
     }
     let rules = deck.rules.len();
     let source = format!("import:{format}");
-    let meta = ctx.state.catalog().add_revision(&card.meta.id, deck.rules, live_at, &source, ctx.now)?;
+    let meta =
+        ctx.state
+            .catalog()
+            .add_revision(&card.meta.id, deck.rules, live_at, &source, ctx.now)?;
     let card = find_card(&ctx.state.catalog().view(), ctx)?;
     let mut out = revision_json(&card, &card.revisions[&meta.rev], ctx.now);
     out["card"] = card.meta.id.clone().into();
@@ -425,7 +550,16 @@ pub fn import(ctx: &Ctx) -> Result<Output, ApiError> {
 }
 
 fn file_name(name: &str, rev: u32, ext: &str) -> String {
-    let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!("{safe}-r{rev}.{ext}")
 }
 
@@ -441,7 +575,11 @@ pub fn export(ctx: &Ctx) -> Result<Output, ApiError> {
             for (prefix, rule) in index.iter() {
                 deck::write_csv_row(&mut body, &prefix, rule);
             }
-            Ok(Output::File { content_type: "text/csv; charset=utf-8", filename: file_name(&card.meta.name, rev.meta.rev, "csv"), body: body.into_bytes() })
+            Ok(Output::File {
+                content_type: "text/csv; charset=utf-8",
+                filename: file_name(&card.meta.name, rev.meta.rev, "csv"),
+                body: body.into_bytes(),
+            })
         }
         "ime" => {
             let m = &card.meta;
@@ -458,26 +596,48 @@ pub fn export(ctx: &Ctx) -> Result<Output, ApiError> {
             };
             let doc = deck::write_ime(&ime, index.iter());
             let body = serde_json::to_vec(&doc).map_err(|e| ApiError::internal("export", e))?;
-            Ok(Output::File { content_type: "application/json", filename: file_name(&m.name, rev.meta.rev, "json"), body })
+            Ok(Output::File {
+                content_type: "application/json",
+                filename: file_name(&m.name, rev.meta.rev, "json"),
+                body,
+            })
         }
-        other => Err(ApiError::invalid("format", format!("'{other}' is not csv or ime"))),
+        other => Err(ApiError::invalid(
+            "format",
+            format!("'{other}' is not csv or ime"),
+        )),
     }
 }
 
 pub fn revisions(ctx: &Ctx) -> Result<Output, ApiError> {
     let card = find_card(&ctx.state.catalog().view(), ctx)?;
-    let list: Vec<Value> = card.revisions.values().map(|r| revision_json(&card, r, ctx.now)).collect();
-    Ok(Output::Value(json!({ "card": card.meta.id, "revisions": list })))
+    let list: Vec<Value> = card
+        .revisions
+        .values()
+        .map(|r| revision_json(&card, r, ctx.now))
+        .collect();
+    Ok(Output::Value(
+        json!({ "card": card.meta.id, "revisions": list }),
+    ))
 }
 
 pub fn activate(ctx: &Ctx) -> Result<Output, ApiError> {
     let card = find_card(&ctx.state.catalog().view(), ctx)?;
-    let rev: u32 = ctx.vars.parse_opt("revision", "a revision number")?.ok_or_else(|| ApiError::missing("revision"))?;
+    let rev: u32 = ctx
+        .vars
+        .parse_opt("revision", "a revision number")?
+        .ok_or_else(|| ApiError::missing("revision"))?;
     if !card.revisions.contains_key(&rev) {
         return Err(ApiError::not_found(format!("revision {rev} not found")));
     }
-    let at = future_time("at", parse_time(&ctx.vars, "at")?.unwrap_or(ctx.now), ctx.now)?;
-    ctx.state.catalog().set_live_at(&card.meta.id, rev, Some(at), ctx.now)?;
+    let at = future_time(
+        "at",
+        parse_time(&ctx.vars, "at")?.unwrap_or(ctx.now),
+        ctx.now,
+    )?;
+    ctx.state
+        .catalog()
+        .set_live_at(&card.meta.id, rev, Some(at), ctx.now)?;
     let card = find_card(&ctx.state.catalog().view(), ctx)?;
     let mut out = revision_json(&card, &card.revisions[&rev], ctx.now);
     out["card"] = card.meta.id.clone().into();
@@ -487,13 +647,22 @@ pub fn activate(ctx: &Ctx) -> Result<Output, ApiError> {
 pub fn diff(ctx: &Ctx) -> Result<Output, ApiError> {
     let card = find_card(&ctx.state.catalog().view(), ctx)?;
     let revision = |name: &str| -> Result<&RevisionView, ApiError> {
-        let n: u32 = ctx.vars.parse_opt(name, "a revision number")?.ok_or_else(|| ApiError::missing(name))?;
-        card.revisions.get(&n).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("revision {n} not found")))
+        let n: u32 = ctx
+            .vars
+            .parse_opt(name, "a revision number")?
+            .ok_or_else(|| ApiError::missing(name))?;
+        card.revisions
+            .get(&n)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("revision {n} not found")))
     };
     let (from, to) = (revision("from")?, revision("to")?);
     let (old, new) = (from.index.read(), to.index.read());
     let d = edgerate_model::diff::diff(&old, &new);
-    let rules = |list: &[(String, &Rule)]| list.iter().map(|(p, r)| rule_json(p, r)).collect::<Vec<_>>();
+    let rules = |list: &[(String, &Rule)]| {
+        list.iter()
+            .map(|(p, r)| rule_json(p, r))
+            .collect::<Vec<_>>()
+    };
     let changes = |list: &[(String, &Rule, &Rule)]| {
         list.iter()
             .map(|(p, a, b)| json!({ "prefix": p, "name": &*b.name, "from": rule_json(p, a), "to": rule_json(p, b) }))

@@ -53,7 +53,11 @@ pub enum Output {
     /// A value rendered in the requested format.
     Value(Value),
     /// A file sent as it is, whatever the requested format.
-    File { content_type: &'static str, filename: String, body: Vec<u8> },
+    File {
+        content_type: &'static str,
+        filename: String,
+        body: Vec<u8>,
+    },
 }
 
 /// The whole HTTP surface.
@@ -76,7 +80,8 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
         Some((name, ext)) => match Format::parse(ext) {
             Some(format) => (name.to_owned(), format),
             None => {
-                let e = ApiError::not_found(format!("unknown format '{ext}': use html, json or xml"));
+                let e =
+                    ApiError::not_found(format!("unknown format '{ext}': use html, json or xml"));
                 return error_response(Format::Html, &e, None);
             }
         },
@@ -84,7 +89,10 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
     };
     let Some(service) = Service::parse(&name) else {
         let e = if PLANNED.contains(&name.as_str()) {
-            ApiError::new(ErrorCode::NotImplemented, format!("service '{name}' is not available on this node yet"))
+            ApiError::new(
+                ErrorCode::NotImplemented,
+                format!("service '{name}' is not available on this node yet"),
+            )
         } else {
             ApiError::not_found(format!("unknown service '{name}'"))
         };
@@ -101,19 +109,42 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
     response
 }
 
-async fn handle(state: AppState, service: Service, format: Format, request: Request) -> Result<Response, (ApiError, Option<Quota>)> {
+async fn handle(
+    state: AppState,
+    service: Service,
+    format: Format,
+    request: Request,
+) -> Result<Response, (ApiError, Option<Quota>)> {
     if request.method() != Method::GET && request.method() != Method::POST {
-        return Err((ApiError::new(ErrorCode::MethodNotAllowed, "use GET or POST"), None));
+        return Err((
+            ApiError::new(ErrorCode::MethodNotAllowed, "use GET or POST"),
+            None,
+        ));
     }
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        (ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is over {MAX_BODY_BYTES} bytes or unreadable")), None)
-    })?;
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            (
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("request body is over {MAX_BODY_BYTES} bytes or unreadable"),
+                ),
+                None,
+            )
+        })?;
     let content_type = header_str(&parts.headers, header::CONTENT_TYPE);
-    let vars = Vars::parse(parts.uri.query(), content_type, body).await.map_err(|e| (e, None))?;
+    let vars = Vars::parse(parts.uri.query(), content_type, body)
+        .await
+        .map_err(|e| (e, None))?;
     let now = edgerate_model::time::now();
     let creds = auth::credentials(header_str(&parts.headers, header::AUTHORIZATION), &vars);
-    let unauthorized = || (ApiError::new(ErrorCode::Unauthorized, "invalid or missing credentials"), None);
+    let unauthorized = || {
+        (
+            ApiError::new(ErrorCode::Unauthorized, "invalid or missing credentials"),
+            None,
+        )
+    };
     let (caller, quota) = match service.access() {
         Access::Operator => {
             let creds = creds.ok_or_else(unauthorized)?;
@@ -124,12 +155,21 @@ async fn handle(state: AppState, service: Service, format: Format, request: Requ
         }
         Access::Account => {
             let creds = creds.ok_or_else(unauthorized)?;
-            let account = auth::authenticate(&state.catalog().view(), &creds).map_err(|e| (e, None))?;
-            let quota = state.limits().admit(&account, now).map_err(|(e, q)| (e, Some(q)))?;
+            let account =
+                auth::authenticate(&state.catalog().view(), &creds).map_err(|e| (e, None))?;
+            let quota = state
+                .limits()
+                .admit(&account, now)
+                .map_err(|(e, q)| (e, Some(q)))?;
             (Caller::Account(account), Some(quota))
         }
     };
-    let ctx = Ctx { state, vars, caller, now };
+    let ctx = Ctx {
+        state,
+        vars,
+        caller,
+        now,
+    };
     let output = if service.writes() {
         tokio::task::spawn_blocking(move || run(service, &ctx))
             .await
@@ -141,9 +181,17 @@ async fn handle(state: AppState, service: Service, format: Format, request: Requ
     let mut response = match output {
         Output::Value(value) => {
             let root = service.as_str().rsplit('/').next().unwrap_or("reply");
-            body_response(StatusCode::OK, format.content_type(), format::render(format, root, &value))
+            body_response(
+                StatusCode::OK,
+                format.content_type(),
+                format::render(format, root, &value),
+            )
         }
-        Output::File { content_type, filename, body } => {
+        Output::File {
+            content_type,
+            filename,
+            body,
+        } => {
             let mut r = body_response(StatusCode::OK, content_type, body);
             if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
                 r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
@@ -203,10 +251,17 @@ fn add_quota(headers: &mut HeaderMap, quota: Option<Quota>) {
 
 /// An error in `format`, with the matching status and, for 429, `Retry-After`.
 pub fn error_response(format: Format, error: &ApiError, quota: Option<Quota>) -> Response {
-    let status = StatusCode::from_u16(error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = body_response(status, format.content_type(), format::render_error(format, error));
+    let status =
+        StatusCode::from_u16(error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = body_response(
+        status,
+        format.content_type(),
+        format::render_error(format, error),
+    );
     if let Some(secs) = error.retry_after {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     add_quota(response.headers_mut(), quota);
     response

@@ -31,7 +31,12 @@ struct Inner {
 
 impl AppState {
     /// `operator_key_hash` is [`crate::auth::hash_key`] of the operator key.
-    pub fn new(catalog: Catalog, node: NodeInfo, operator_key_hash: String, metrics: Option<PrometheusHandle>) -> Self {
+    pub fn new(
+        catalog: Catalog,
+        node: NodeInfo,
+        operator_key_hash: String,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 catalog,

@@ -12,14 +12,26 @@ use axum::response::{Html, IntoResponse, Response};
 use std::fmt::Write;
 
 pub async fn healthz() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}")
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}",
+    )
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_ready() {
-        ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ready\"}").into_response()
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"status\":\"ready\"}",
+        )
+            .into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"shutting down\"}").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"status\":\"shutting down\"}",
+        )
+            .into_response()
     }
 }
 
@@ -32,18 +44,34 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 pub async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::document().to_string())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document().to_string(),
+    )
 }
 
 pub async fn not_found() -> Response {
-    crate::router::error_response(Format::Json, &ApiError::not_found("no such path; services live under /api/"), None)
+    crate::router::error_response(
+        Format::Json,
+        &ApiError::not_found("no such path; services live under /api/"),
+        None,
+    )
 }
 
 /// The operator's page: this node, its peers, and (with the operator key) the cards.
-pub async fn index(State(state): State<AppState>, RawQuery(query): RawQuery, headers: HeaderMap) -> Html<String> {
-    let vars = Vars::parse(query.as_deref(), None, bytes::Bytes::new()).await.unwrap_or_default();
-    let authz = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let operator = auth::credentials(authz, &vars).is_some_and(|c| auth::key_matches(&c.key, state.operator_key_hash()));
+pub async fn index(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Html<String> {
+    let vars = Vars::parse(query.as_deref(), None, bytes::Bytes::new())
+        .await
+        .unwrap_or_default();
+    let authz = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let operator = auth::credentials(authz, &vars)
+        .is_some_and(|c| auth::key_matches(&c.key, state.operator_key_hash()));
     let view = state.catalog().view();
     let node = state.node();
     let esc = |s: &str| quick_xml::escape::escape(s).into_owned();
@@ -85,7 +113,9 @@ pub async fn index(State(state): State<AppState>, RawQuery(query): RawQuery, hea
         }
         body.push_str("</table>");
     } else {
-        body.push_str("<p>Add <code>?api_key=</code> with the operator key to list every card.</p>");
+        body.push_str(
+            "<p>Add <code>?api_key=</code> with the operator key to list every card.</p>",
+        );
     }
     Html(format::page("status", &body))
 }

@@ -22,17 +22,33 @@ pub struct Vars {
 
 impl Vars {
     /// Reads the query string and the body.
-    pub async fn parse(query: Option<&str>, content_type: Option<&str>, body: Bytes) -> Result<Self, ApiError> {
+    pub async fn parse(
+        query: Option<&str>,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Self, ApiError> {
         let mut from_query = Vars::default();
         if let Some(q) = query {
             from_query.add_pairs(form_urlencoded::parse(q.as_bytes()))?;
         }
         let mut from_body = Vars::default();
-        let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        let media = content_type.map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
         match media.as_deref() {
             _ if body.is_empty() => {}
-            Some("application/x-www-form-urlencoded") => from_body.add_pairs(form_urlencoded::parse(&body))?,
-            Some("multipart/form-data") => from_body.add_multipart(content_type.unwrap_or(""), body).await?,
+            Some("application/x-www-form-urlencoded") => {
+                from_body.add_pairs(form_urlencoded::parse(&body))?
+            }
+            Some("multipart/form-data") => {
+                from_body
+                    .add_multipart(content_type.unwrap_or(""), body)
+                    .await?
+            }
             Some("application/json") => from_body.add_json(body)?,
             _ => from_body.raw_body = Some(body),
         }
@@ -62,21 +78,33 @@ impl Vars {
         self.values.values().map(Vec::len).sum()
     }
 
-    fn add_pairs<'a>(&mut self, pairs: impl Iterator<Item = (std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)>) -> Result<(), ApiError> {
+    fn add_pairs<'a>(
+        &mut self,
+        pairs: impl Iterator<Item = (std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)>,
+    ) -> Result<(), ApiError> {
         for (k, v) in pairs {
             self.push(&k, v.into_owned());
             if self.count() > MAX_VALUES {
-                return Err(ApiError::bad_request(format!("too many variables (more than {MAX_VALUES})")));
+                return Err(ApiError::bad_request(format!(
+                    "too many variables (more than {MAX_VALUES})"
+                )));
             }
         }
         Ok(())
     }
 
     fn add_json(&mut self, body: Bytes) -> Result<(), ApiError> {
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("body is not valid JSON (line {}, column {})", e.line(), e.column())))?;
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
         let Value::Object(map) = value else {
-            return Err(ApiError::bad_request("a JSON body must be an object of variables"));
+            return Err(ApiError::bad_request(
+                "a JSON body must be an object of variables",
+            ));
         };
         if map.contains_key("schema_version") && map.contains_key("cards") {
             // An IME rate card sent as the body of an import.
@@ -98,7 +126,9 @@ impl Vars {
                 }
             }
             if self.count() > MAX_VALUES {
-                return Err(ApiError::bad_request(format!("too many variables (more than {MAX_VALUES})")));
+                return Err(ApiError::bad_request(format!(
+                    "too many variables (more than {MAX_VALUES})"
+                )));
             }
         }
         Ok(())
@@ -107,20 +137,26 @@ impl Vars {
     async fn add_multipart(&mut self, content_type: &str, body: Bytes) -> Result<(), ApiError> {
         let boundary = multer::parse_boundary(content_type)
             .map_err(|_| ApiError::bad_request("multipart body without a boundary"))?;
-        let stream = futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+        let stream =
+            futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
         let mut multipart = multer::Multipart::new(stream, boundary);
         let bad = |_| ApiError::bad_request("malformed multipart body");
         while let Some(field) = multipart.next_field().await.map_err(bad)? {
-            let Some(name) = field.name().map(str::to_owned) else { continue };
+            let Some(name) = field.name().map(str::to_owned) else {
+                continue;
+            };
             if field.file_name().is_some() {
                 let data = field.bytes().await.map_err(bad)?;
-                self.files.insert(name.strip_suffix("[]").unwrap_or(&name).to_owned(), data);
+                self.files
+                    .insert(name.strip_suffix("[]").unwrap_or(&name).to_owned(), data);
             } else {
                 let text = field.text().await.map_err(bad)?;
                 self.push(&name, text);
             }
             if self.count() + self.files.len() > MAX_VALUES {
-                return Err(ApiError::bad_request(format!("too many variables (more than {MAX_VALUES})")));
+                return Err(ApiError::bad_request(format!(
+                    "too many variables (more than {MAX_VALUES})"
+                )));
             }
         }
         Ok(())
@@ -128,7 +164,11 @@ impl Vars {
 
     /// The variable's value (the first, if given several times); empty counts as absent.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name)?.iter().map(|s| s.trim()).find(|s| !s.is_empty())
+        self.values
+            .get(name)?
+            .iter()
+            .map(|s| s.trim())
+            .find(|s| !s.is_empty())
     }
 
     /// The variable's value, or a 400 naming it.
@@ -140,14 +180,23 @@ impl Vars {
     pub fn list(&self, name: &str) -> Vec<&str> {
         self.values
             .get(name)
-            .map(|vs| vs.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()).collect())
+            .map(|vs| {
+                vs.iter()
+                    .flat_map(|v| v.split(','))
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// A parsed optional variable; a value that does not parse is a 400 naming it.
     pub fn parse_opt<T: FromStr>(&self, name: &str, what: &str) -> Result<Option<T>, ApiError> {
         self.get(name)
-            .map(|s| s.parse::<T>().map_err(|_| ApiError::invalid(name, format!("'{s}' is not {what}"))))
+            .map(|s| {
+                s.parse::<T>()
+                    .map_err(|_| ApiError::invalid(name, format!("'{s}' is not {what}")))
+            })
             .transpose()
     }
 
@@ -156,7 +205,10 @@ impl Vars {
         if let Some(file) = self.files.get(name) {
             return Some(file.clone());
         }
-        self.values.get(name).and_then(|v| v.first()).map(|s| Bytes::from(s.clone()))
+        self.values
+            .get(name)
+            .and_then(|v| v.first())
+            .map(|s| Bytes::from(s.clone()))
     }
 
     /// The body, when it was not variables.
@@ -175,7 +227,10 @@ fn scalar(name: &str, value: Value) -> Result<String, ApiError> {
         Value::String(s) => Ok(s),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        _ => Err(ApiError::invalid(name, "must be a string, number or boolean")),
+        _ => Err(ApiError::invalid(
+            name,
+            "must be a string, number or boolean",
+        )),
     }
 }
 
@@ -185,18 +240,32 @@ mod tests {
 
     #[tokio::test]
     async fn three_list_syntaxes() {
-        let vars = Vars::parse(Some("number=1,2&number[]=3&number=4"), None, Bytes::new()).await.unwrap();
+        let vars = Vars::parse(Some("number=1,2&number[]=3&number=4"), None, Bytes::new())
+            .await
+            .unwrap();
         assert_eq!(vars.list("number"), ["1", "2", "3", "4"]);
     }
 
     #[tokio::test]
     async fn body_wins_over_query() {
         let body = Bytes::from_static(b"card=b&duration=7");
-        let vars = Vars::parse(Some("card=a&number=1"), Some("application/x-www-form-urlencoded"), body).await.unwrap();
+        let vars = Vars::parse(
+            Some("card=a&number=1"),
+            Some("application/x-www-form-urlencoded"),
+            body,
+        )
+        .await
+        .unwrap();
         assert_eq!(vars.get("card"), Some("b"));
         assert_eq!(vars.get("number"), Some("1"));
         let json = Bytes::from_static(br#"{"card":"c","number":["1","2"],"duration":61.5}"#);
-        let vars = Vars::parse(Some("card=a"), Some("application/json; charset=utf-8"), json).await.unwrap();
+        let vars = Vars::parse(
+            Some("card=a"),
+            Some("application/json; charset=utf-8"),
+            json,
+        )
+        .await
+        .unwrap();
         assert_eq!(vars.get("card"), Some("c"));
         assert_eq!(vars.list("number"), ["1", "2"]);
         assert_eq!(vars.get("duration"), Some("61.5"));
@@ -204,8 +273,15 @@ mod tests {
 
     #[tokio::test]
     async fn bad_bodies_are_400() {
-        for (ct, body) in [("application/json", "{"), ("application/json", "[1]"), ("application/json", r#"{"a":{"b":1}}"#), ("multipart/form-data", "x")] {
-            let err = Vars::parse(None, Some(ct), Bytes::from(body)).await.unwrap_err();
+        for (ct, body) in [
+            ("application/json", "{"),
+            ("application/json", "[1]"),
+            ("application/json", r#"{"a":{"b":1}}"#),
+            ("multipart/form-data", "x"),
+        ] {
+            let err = Vars::parse(None, Some(ct), Bytes::from(body))
+                .await
+                .unwrap_err();
             assert_eq!(err.code, crate::error::ErrorCode::BadRequest, "{ct} {body}");
         }
     }
@@ -214,14 +290,26 @@ mod tests {
     async fn multipart_files_and_fields() {
         let body = "--XX\r\nContent-Disposition: form-data; name=\"card\"\r\n\r\nuk\r\n\
                     --XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.csv\"\r\nContent-Type: text/csv\r\n\r\nprefix,name\n1,a\n\r\n--XX--\r\n";
-        let vars = Vars::parse(None, Some("multipart/form-data; boundary=XX"), Bytes::from(body)).await.unwrap();
+        let vars = Vars::parse(
+            None,
+            Some("multipart/form-data; boundary=XX"),
+            Bytes::from(body),
+        )
+        .await
+        .unwrap();
         assert_eq!(vars.get("card"), Some("uk"));
         assert_eq!(&vars.file("file").unwrap()[..], b"prefix,name\n1,a\n");
     }
 
     #[tokio::test]
     async fn other_bodies_are_kept_raw() {
-        let vars = Vars::parse(Some("card=x"), Some("text/csv"), Bytes::from_static(b"prefix\n1\n")).await.unwrap();
+        let vars = Vars::parse(
+            Some("card=x"),
+            Some("text/csv"),
+            Bytes::from_static(b"prefix\n1\n"),
+        )
+        .await
+        .unwrap();
         assert_eq!(vars.raw_body().map(|b| &b[..]), Some(&b"prefix\n1\n"[..]));
         assert_eq!(vars.get("card"), Some("x"));
     }

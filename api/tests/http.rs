@@ -30,7 +30,8 @@ struct Reply {
 
 impl Reply {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
     }
 
     fn text(&self) -> String {
@@ -39,24 +40,58 @@ impl Reply {
 }
 
 fn basic(account: &str, key: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{account}:{key}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{account}:{key}"))
+    )
 }
 
 impl Api {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(dir.path(), ActorId::from(&[3u8; 16][..])).unwrap();
-        for (id, rps, daily) in [("acme", 100_000, 1_000_000), ("rival", 100_000, 1_000_000), ("slow", 2, 1_000_000), ("small", 1000, 3)] {
+        for (id, rps, daily) in [
+            ("acme", 100_000, 1_000_000),
+            ("rival", 100_000, 1_000_000),
+            ("slow", 2, 1_000_000),
+            ("small", 1000, 3),
+        ] {
             catalog
-                .put_account(Account { id: id.into(), name: id.into(), key_hash: hash_key(&format!("{KEY}-{id}")), rps, daily, created: 0 })
+                .put_account(Account {
+                    id: id.into(),
+                    name: id.into(),
+                    key_hash: hash_key(&format!("{KEY}-{id}")),
+                    rps,
+                    daily,
+                    created: 0,
+                })
                 .unwrap();
         }
-        let node = NodeInfo { id: "test-1".into(), region: "test".into() };
-        let state = AppState::new(catalog, node, hash_key(OPERATOR_KEY), Some(edgerate_api::metrics::install()));
-        Self { app: router(state.clone()), state, _dir: dir }
+        let node = NodeInfo {
+            id: "test-1".into(),
+            region: "test".into(),
+        };
+        let state = AppState::new(
+            catalog,
+            node,
+            hash_key(OPERATOR_KEY),
+            Some(edgerate_api::metrics::install()),
+        );
+        Self {
+            app: router(state.clone()),
+            state,
+            _dir: dir,
+        }
     }
 
-    async fn request(&self, method: &str, uri: &str, auth: Option<String>, content_type: Option<&str>, body: impl Into<Body>) -> Reply {
+    async fn request(
+        &self,
+        method: &str,
+        uri: &str,
+        auth: Option<String>,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Reply {
         let mut builder = Request::builder().method(method).uri(uri);
         if let Some(auth) = auth {
             builder = builder.header(header::AUTHORIZATION, auth);
@@ -64,34 +99,78 @@ impl Api {
         if let Some(ct) = content_type {
             builder = builder.header(header::CONTENT_TYPE, ct);
         }
-        let response = self.app.clone().oneshot(builder.body(body.into()).unwrap()).await.unwrap();
+        let response = self
+            .app
+            .clone()
+            .oneshot(builder.body(body.into()).unwrap())
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
-        Reply { status, headers, body }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// GET as account `acme`.
     async fn get(&self, uri: &str) -> Reply {
-        self.request("GET", uri, Some(basic("acme", &format!("{KEY}-acme"))), None, Body::empty()).await
+        self.request(
+            "GET",
+            uri,
+            Some(basic("acme", &format!("{KEY}-acme"))),
+            None,
+            Body::empty(),
+        )
+        .await
     }
 
     /// POST a form as `acme`.
     async fn post(&self, uri: &str, form: &str) -> Reply {
-        self.request("POST", uri, Some(basic("acme", &format!("{KEY}-acme"))), Some("application/x-www-form-urlencoded"), form.to_owned()).await
+        self.request(
+            "POST",
+            uri,
+            Some(basic("acme", &format!("{KEY}-acme"))),
+            Some("application/x-www-form-urlencoded"),
+            form.to_owned(),
+        )
+        .await
     }
 
     async fn operator(&self, uri: &str, form: &str) -> Reply {
-        self.request("POST", uri, Some(format!("Bearer {OPERATOR_KEY}")), Some("application/x-www-form-urlencoded"), form.to_owned()).await
+        self.request(
+            "POST",
+            uri,
+            Some(format!("Bearer {OPERATOR_KEY}")),
+            Some("application/x-www-form-urlencoded"),
+            form.to_owned(),
+        )
+        .await
     }
 
     /// Creates card `name` and imports `csv` into it, live now.
     async fn card_with(&self, name: &str, csv: &str) -> String {
-        let created = self.post("/api/ratecard/create.json", &format!("name={name}")).await;
+        let created = self
+            .post("/api/ratecard/create.json", &format!("name={name}"))
+            .await;
         assert_eq!(created.status, 200, "{}", created.text());
         let id = created.json()["id"].as_str().unwrap().to_owned();
         let imported = self
-            .request("POST", &format!("/api/ratecard/import.json?card={id}"), Some(basic("acme", &format!("{KEY}-acme"))), Some("text/csv"), csv.to_owned())
+            .request(
+                "POST",
+                &format!("/api/ratecard/import.json?card={id}"),
+                Some(basic("acme", &format!("{KEY}-acme"))),
+                Some("text/csv"),
+                csv.to_owned(),
+            )
             .await;
         assert_eq!(imported.status, 200, "{}", imported.text());
         id
@@ -107,14 +186,19 @@ const DECK: &str = "prefix,name,rate,connect_fee,mcd,pulse,grace,rate_inter,rate
 
 fn error_of(reply: &Reply) -> (u64, String) {
     let v = reply.json();
-    (v["error"]["code"].as_u64().unwrap(), v["error"]["reason"].as_str().unwrap().to_owned())
+    (
+        v["error"]["code"].as_u64().unwrap(),
+        v["error"]["reason"].as_str().unwrap().to_owned(),
+    )
 }
 
 #[tokio::test]
 async fn query_answers_the_contract_example() {
     let api = Api::new();
     api.card_with("uk-retail", DECK).await;
-    let r = api.get("/api/ratecard/query.json?card=uk-retail&number=%2B44%201234%20567890&duration=61").await;
+    let r = api
+        .get("/api/ratecard/query.json?card=uk-retail&number=%2B44%201234%20567890&duration=61")
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json(),
@@ -123,8 +207,14 @@ async fn query_answers_the_contract_example() {
                "duration":61,"billed_duration":120,"cost":0.024})
     );
     assert_eq!(r.headers[header::CONTENT_TYPE], "application/json");
-    assert!(r.headers.contains_key("x-ratelimit-limit") && r.headers.contains_key("x-ratelimit-remaining"));
-    let no_duration = api.get("/api/ratecard/query.json?card=uk-retail&number=441234567890").await.json();
+    assert!(
+        r.headers.contains_key("x-ratelimit-limit")
+            && r.headers.contains_key("x-ratelimit-remaining")
+    );
+    let no_duration = api
+        .get("/api/ratecard/query.json?card=uk-retail&number=441234567890")
+        .await
+        .json();
     assert!(no_duration.get("cost").is_none() && no_duration.get("billed_duration").is_none());
 }
 
@@ -135,7 +225,12 @@ async fn query_billing_cases() {
     let cost = |number: &'static str, duration: &'static str| {
         let api = &api;
         async move {
-            let v = api.get(&format!("/api/ratecard/query.json?card=c&number={number}&duration={duration}")).await.json();
+            let v = api
+                .get(&format!(
+                    "/api/ratecard/query.json?card=c&number={number}&duration={duration}"
+                ))
+                .await
+                .json();
             (v["billed_duration"].clone(), v["cost"].clone())
         }
     };
@@ -148,12 +243,19 @@ async fn query_billing_cases() {
     // 1/1 at 0.005: 9 s → 0.00075 → 0.0008 (4 dp, up).
     assert_eq!(cost("12125550100", "9").await, (json!(9), json!(0.0008)));
     // Blocked rule: status and no cost.
-    let blocked = api.get("/api/ratecard/query.json?card=c&number=447012345&duration=60").await;
+    let blocked = api
+        .get("/api/ratecard/query.json?card=c&number=447012345&duration=60")
+        .await;
     assert_eq!(blocked.status, 200);
     assert_eq!(blocked.json()["status"], "Blocked");
     assert!(blocked.json().get("cost").is_none());
     // Card precision and rounding apply.
-    let r = api.post("/api/ratecard/update.json", "card=c&precision=2&rounding=down").await;
+    let r = api
+        .post(
+            "/api/ratecard/update.json",
+            "card=c&precision=2&rounding=down",
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(cost("447700", "31").await, (json!(36), json!(0.02)));
 }
@@ -162,18 +264,28 @@ async fn query_billing_cases() {
 async fn query_several_numbers_and_misses() {
     let api = Api::new();
     api.card_with("c", DECK).await;
-    let r = api.get("/api/ratecard/query.json?card=c&number[]=441234&number[]=33123&number[]=1212").await;
+    let r = api
+        .get("/api/ratecard/query.json?card=c&number[]=441234&number[]=33123&number[]=1212")
+        .await;
     assert_eq!(r.status, 200);
     let v = r.json();
     assert_eq!(v["441234"]["prefix"], "441");
     assert_eq!(v["1212"]["prefix"], "1");
     assert_eq!(v["33123"]["error"]["code"], 404);
-    let miss = api.get("/api/ratecard/query.json?card=c&number=33123").await;
+    let miss = api
+        .get("/api/ratecard/query.json?card=c&number=33123")
+        .await;
     assert_eq!(miss.status, 404);
-    let xml = api.get("/api/ratecard/query.xml?card=c&number=441234,33123").await;
+    let xml = api
+        .get("/api/ratecard/query.xml?card=c&number=441234,33123")
+        .await;
     let doc = roxmltree::Document::parse(std::str::from_utf8(&xml.body).unwrap()).unwrap();
     assert_eq!(doc.root_element().tag_name().name(), "query");
-    let keys: Vec<_> = doc.root_element().children().filter_map(|n| n.attribute("key")).collect();
+    let keys: Vec<_> = doc
+        .root_element()
+        .children()
+        .filter_map(|n| n.attribute("key"))
+        .collect();
     assert_eq!(keys, ["441234", "33123"]);
 }
 
@@ -182,14 +294,46 @@ async fn query_errors() {
     let api = Api::new();
     api.card_with("c", DECK).await;
     for (uri, code, needle) in [
-        ("/api/ratecard/query.json?card=c", 400, "Missing Required Parameter 'number'"),
-        ("/api/ratecard/query.json?number=44", 400, "Missing Required Parameter 'card'"),
-        ("/api/ratecard/query.json?card=c&number=44abc", 400, "'number'"),
-        ("/api/ratecard/query.json?card=c&number=44&duration=-1", 400, "'duration'"),
-        ("/api/ratecard/query.json?card=c&number=44&duration=abc", 400, "'duration'"),
-        ("/api/ratecard/query.json?card=c&number=44&at=yesterday", 400, "'at'"),
-        ("/api/ratecard/query.json?card=nope&number=44", 404, "card 'nope' not found"),
-        ("/api/ratecard/query.json?card=c&number=44&at=5", 404, "no revision live"),
+        (
+            "/api/ratecard/query.json?card=c",
+            400,
+            "Missing Required Parameter 'number'",
+        ),
+        (
+            "/api/ratecard/query.json?number=44",
+            400,
+            "Missing Required Parameter 'card'",
+        ),
+        (
+            "/api/ratecard/query.json?card=c&number=44abc",
+            400,
+            "'number'",
+        ),
+        (
+            "/api/ratecard/query.json?card=c&number=44&duration=-1",
+            400,
+            "'duration'",
+        ),
+        (
+            "/api/ratecard/query.json?card=c&number=44&duration=abc",
+            400,
+            "'duration'",
+        ),
+        (
+            "/api/ratecard/query.json?card=c&number=44&at=yesterday",
+            400,
+            "'at'",
+        ),
+        (
+            "/api/ratecard/query.json?card=nope&number=44",
+            404,
+            "card 'nope' not found",
+        ),
+        (
+            "/api/ratecard/query.json?card=c&number=44&at=5",
+            404,
+            "no revision live",
+        ),
     ] {
         let r = api.get(uri).await;
         let (c, reason) = error_of(&r);
@@ -203,25 +347,42 @@ async fn errors_in_every_format() {
     let api = Api::new();
     let json = api.get("/api/ratecard/query.json").await;
     assert_eq!(json.status, 400);
-    assert_eq!(json.json(), json!({"error":{"code":400,"reason":"Missing Required Parameter 'card'"}}));
+    assert_eq!(
+        json.json(),
+        json!({"error":{"code":400,"reason":"Missing Required Parameter 'card'"}})
+    );
     let xml = api.get("/api/ratecard/query.xml").await;
     assert_eq!(xml.status, 400);
     let text = xml.text();
     let doc = roxmltree::Document::parse(&text).unwrap();
     assert_eq!(doc.root_element().tag_name().name(), "error");
-    assert!(text.contains("<error><code>400</code><reason>Missing Required Parameter 'card'</reason></error>"));
+    assert!(text.contains(
+        "<error><code>400</code><reason>Missing Required Parameter 'card'</reason></error>"
+    ));
     for uri in ["/api/ratecard/query.html", "/api/ratecard/query"] {
         let html = api.get(uri).await;
         assert_eq!(html.status, 400);
-        assert!(html.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
-        assert!(html.text().contains("Missing Required Parameter &#39;card&#39;") || html.text().contains("Missing Required Parameter 'card'"));
+        assert!(html.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(
+            html.text()
+                .contains("Missing Required Parameter &#39;card&#39;")
+                || html.text().contains("Missing Required Parameter 'card'")
+        );
     }
 }
 
 #[tokio::test]
 async fn html_pages_escape_values() {
     let api = Api::new();
-    let r = api.post("/api/ratecard/create.html", "name=%3Cscript%3Ealert(1)%3C%2Fscript%3E").await;
+    let r = api
+        .post(
+            "/api/ratecard/create.html",
+            "name=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let page = r.text();
     assert!(page.starts_with("<!DOCTYPE html>"));
@@ -234,14 +395,46 @@ async fn every_body_kind_carries_variables() {
     let api = Api::new();
     api.card_with("c", DECK).await;
     let auth = Some(basic("acme", &format!("{KEY}-acme")));
-    let form = api.request("POST", "/api/ratecard/query.json?card=zzz", auth.clone(), Some("application/x-www-form-urlencoded"), "card=c&number=441").await;
+    let form = api
+        .request(
+            "POST",
+            "/api/ratecard/query.json?card=zzz",
+            auth.clone(),
+            Some("application/x-www-form-urlencoded"),
+            "card=c&number=441",
+        )
+        .await;
     assert_eq!(form.status, 200, "body wins: {}", form.text());
-    let json_body = api.request("POST", "/api/ratecard/query.json", auth.clone(), Some("application/json"), r#"{"card":"c","number":["441","447"],"duration":10}"#).await;
+    let json_body = api
+        .request(
+            "POST",
+            "/api/ratecard/query.json",
+            auth.clone(),
+            Some("application/json"),
+            r#"{"card":"c","number":["441","447"],"duration":10}"#,
+        )
+        .await;
     assert_eq!(json_body.json()["447"]["cost"], json!(0.0240));
     let multipart = "--b\r\nContent-Disposition: form-data; name=\"card\"\r\n\r\nc\r\n--b\r\nContent-Disposition: form-data; name=\"number\"\r\n\r\n441\r\n--b--\r\n";
-    let mp = api.request("POST", "/api/ratecard/query.json", auth.clone(), Some("multipart/form-data; boundary=b"), multipart).await;
+    let mp = api
+        .request(
+            "POST",
+            "/api/ratecard/query.json",
+            auth.clone(),
+            Some("multipart/form-data; boundary=b"),
+            multipart,
+        )
+        .await;
     assert_eq!(mp.json()["prefix"], "441");
-    let broken = api.request("POST", "/api/ratecard/query.json", auth, Some("application/json"), "{\"card\":").await;
+    let broken = api
+        .request(
+            "POST",
+            "/api/ratecard/query.json",
+            auth,
+            Some("application/json"),
+            "{\"card\":",
+        )
+        .await;
     assert_eq!(broken.status, 400);
 }
 
@@ -251,19 +444,75 @@ async fn authentication_forms_and_failures() {
     api.card_with("c", DECK).await;
     let uri = "/api/ratecard/list.json";
     let ok = |r: &Reply| r.status == 200;
-    assert!(ok(&api.request("GET", uri, Some(basic("acme", &format!("{KEY}-acme"))), None, Body::empty()).await));
-    assert!(ok(&api.request("GET", uri, Some(format!("Bearer {KEY}-acme")), None, Body::empty()).await));
-    assert!(ok(&api.request("GET", &format!("{uri}?api_key={KEY}-acme"), None, None, Body::empty()).await));
-    assert!(ok(&api.request("GET", &format!("{uri}?api_key=acme:{KEY}-acme"), None, None, Body::empty()).await));
-    for auth in [None, Some(basic("acme", "wrong")), Some(basic("nobody", "x")), Some("Bearer wrong".into()), Some(basic("rival", &format!("{KEY}-acme")))] {
-        let r = api.request("GET", uri, auth.clone(), None, Body::empty()).await;
+    assert!(ok(&api
+        .request(
+            "GET",
+            uri,
+            Some(basic("acme", &format!("{KEY}-acme"))),
+            None,
+            Body::empty()
+        )
+        .await));
+    assert!(ok(&api
+        .request(
+            "GET",
+            uri,
+            Some(format!("Bearer {KEY}-acme")),
+            None,
+            Body::empty()
+        )
+        .await));
+    assert!(ok(&api
+        .request(
+            "GET",
+            &format!("{uri}?api_key={KEY}-acme"),
+            None,
+            None,
+            Body::empty()
+        )
+        .await));
+    assert!(ok(&api
+        .request(
+            "GET",
+            &format!("{uri}?api_key=acme:{KEY}-acme"),
+            None,
+            None,
+            Body::empty()
+        )
+        .await));
+    for auth in [
+        None,
+        Some(basic("acme", "wrong")),
+        Some(basic("nobody", "x")),
+        Some("Bearer wrong".into()),
+        Some(basic("rival", &format!("{KEY}-acme"))),
+    ] {
+        let r = api
+            .request("GET", uri, auth.clone(), None, Body::empty())
+            .await;
         assert_eq!(r.status, 401, "{auth:?}");
         assert_eq!(error_of(&r).0, 401);
     }
     // Customer keys do not open operator services, and the operator key is not an account key.
-    let r = api.request("GET", "/api/admin/account/list.json", Some(format!("Bearer {KEY}-acme")), None, Body::empty()).await;
+    let r = api
+        .request(
+            "GET",
+            "/api/admin/account/list.json",
+            Some(format!("Bearer {KEY}-acme")),
+            None,
+            Body::empty(),
+        )
+        .await;
     assert_eq!(r.status, 401);
-    let r = api.request("GET", uri, Some(format!("Bearer {OPERATOR_KEY}")), None, Body::empty()).await;
+    let r = api
+        .request(
+            "GET",
+            uri,
+            Some(format!("Bearer {OPERATOR_KEY}")),
+            None,
+            Body::empty(),
+        )
+        .await;
     assert_eq!(r.status, 401);
 }
 
@@ -280,12 +529,21 @@ async fn another_accounts_card_is_not_found() {
         format!("/api/ratecard/export.json?card={id}"),
         format!("/api/ratecard/delete.json?card={id}"),
     ] {
-        let r = api.request("POST", &uri, rival.clone(), None, Body::empty()).await;
+        let r = api
+            .request("POST", &uri, rival.clone(), None, Body::empty())
+            .await;
         assert_eq!(r.status, 404, "{uri}");
     }
-    let list = api.request("GET", "/api/ratecard/list.json", rival, None, Body::empty()).await;
+    let list = api
+        .request("GET", "/api/ratecard/list.json", rival, None, Body::empty())
+        .await;
     assert_eq!(list.json()["cards"], json!([]));
-    assert_eq!(api.get(&format!("/api/ratecard/get.json?card={id}")).await.status, 200);
+    assert_eq!(
+        api.get(&format!("/api/ratecard/get.json?card={id}"))
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -295,7 +553,15 @@ async fn throughput_limit_answers_429_with_retry_after() {
     let mut statuses = Vec::new();
     let mut last = None;
     for _ in 0..5 {
-        let r = api.request("GET", "/api/ratecard/list.json", auth.clone(), None, Body::empty()).await;
+        let r = api
+            .request(
+                "GET",
+                "/api/ratecard/list.json",
+                auth.clone(),
+                None,
+                Body::empty(),
+            )
+            .await;
         statuses.push(r.status);
         last = Some(r);
     }
@@ -313,15 +579,34 @@ async fn daily_limit_answers_429_until_midnight() {
     let auth = Some(basic("small", &format!("{KEY}-small")));
     let mut remaining = Vec::new();
     for _ in 0..3 {
-        let r = api.request("GET", "/api/ratecard/list.json", auth.clone(), None, Body::empty()).await;
+        let r = api
+            .request(
+                "GET",
+                "/api/ratecard/list.json",
+                auth.clone(),
+                None,
+                Body::empty(),
+            )
+            .await;
         assert_eq!(r.status, 200);
         assert_eq!(r.headers["x-ratelimit-limit"], "3");
-        remaining.push(r.headers["x-ratelimit-remaining"].to_str().unwrap().to_owned());
+        remaining.push(
+            r.headers["x-ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     assert_eq!(remaining, ["2", "1", "0"]);
-    let r = api.request("GET", "/api/ratecard/list.json", auth, None, Body::empty()).await;
+    let r = api
+        .request("GET", "/api/ratecard/list.json", auth, None, Body::empty())
+        .await;
     assert_eq!(r.status, 429);
-    let retry: u64 = r.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=86_400).contains(&retry));
 }
 
@@ -331,22 +616,58 @@ async fn card_lifecycle() {
     let created = api.post("/api/ratecard/create.json", "name=wholesale&currency=EUR&direction=origination&precision=6&rounding=half_up&duration_rounding=down&tech_prefix=99%23").await;
     assert_eq!(created.status, 200, "{}", created.text());
     let card = created.json();
-    assert_eq!((card["currency"].as_str(), card["direction"].as_str(), card["precision"].as_u64()), (Some("EUR"), Some("origination"), Some(6)));
-    assert_eq!((card["revision"].as_u64(), card["rules"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (
+            card["currency"].as_str(),
+            card["direction"].as_str(),
+            card["precision"].as_u64()
+        ),
+        (Some("EUR"), Some("origination"), Some(6))
+    );
+    assert_eq!(
+        (card["revision"].as_u64(), card["rules"].as_u64()),
+        (Some(1), Some(0))
+    );
     let id = card["id"].as_str().unwrap();
-    assert_eq!(api.post("/api/ratecard/create.json", "name=wholesale").await.status, 409);
-    for bad in ["name=x&currency=euro", "name=x&direction=sideways", "name=x&precision=11", "name=x&rounding=sideways", "name=x&tech_prefix=ab", "currency=USD"] {
+    assert_eq!(
+        api.post("/api/ratecard/create.json", "name=wholesale")
+            .await
+            .status,
+        409
+    );
+    for bad in [
+        "name=x&currency=euro",
+        "name=x&direction=sideways",
+        "name=x&precision=11",
+        "name=x&rounding=sideways",
+        "name=x&tech_prefix=ab",
+        "currency=USD",
+    ] {
         let r = api.post("/api/ratecard/create.json", bad).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
     }
     let list = api.get("/api/ratecard/list.json").await.json();
     assert_eq!(list["cards"][0]["id"], id);
-    let updated = api.post("/api/ratecard/update.json", &format!("card={id}&name=renamed")).await.json();
+    let updated = api
+        .post(
+            "/api/ratecard/update.json",
+            &format!("card={id}&name=renamed"),
+        )
+        .await
+        .json();
     assert_eq!(updated["name"], "renamed");
-    assert_eq!(api.get("/api/ratecard/get.json?card=renamed").await.json()["id"], id);
+    assert_eq!(
+        api.get("/api/ratecard/get.json?card=renamed").await.json()["id"],
+        id
+    );
     let deleted = api.post("/api/ratecard/delete.json", "card=renamed").await;
     assert_eq!(deleted.json(), json!({"card": id, "deleted": true}));
-    assert_eq!(api.get(&format!("/api/ratecard/get.json?card={id}")).await.status, 404);
+    assert_eq!(
+        api.get(&format!("/api/ratecard/get.json?card={id}"))
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test]
@@ -357,43 +678,119 @@ async fn rules_paging_and_prefix_filter() {
         deck.push_str(&format!("{},n{i},0.01,0,60,60\n", 4400 + i));
     }
     api.card_with("c", &deck).await;
-    let page = api.get("/api/ratecard/rules.json?card=c&limit=10&offset=5").await.json();
+    let page = api
+        .get("/api/ratecard/rules.json?card=c&limit=10&offset=5")
+        .await
+        .json();
     assert_eq!(page["total"], 250);
     assert_eq!(page["rules"].as_array().unwrap().len(), 10);
     assert_eq!(page["rules"][0]["prefix"], "4405");
-    let filtered = api.get("/api/ratecard/rules.json?card=c&prefix=441&limit=10000").await.json();
+    let filtered = api
+        .get("/api/ratecard/rules.json?card=c&prefix=441&limit=10000")
+        .await
+        .json();
     assert_eq!(filtered["total"], 10);
-    assert!(filtered["rules"].as_array().unwrap().iter().all(|r| r["prefix"].as_str().unwrap().starts_with("441")));
-    let rev1 = api.get("/api/ratecard/rules.json?card=c&revision=1").await.json();
+    assert!(filtered["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["prefix"].as_str().unwrap().starts_with("441")));
+    let rev1 = api
+        .get("/api/ratecard/rules.json?card=c&revision=1")
+        .await
+        .json();
     assert_eq!(rev1["total"], 0);
-    for bad in ["limit=0", "limit=10001", "prefix=4a", "offset=-1", "revision=x"] {
-        assert_eq!(api.get(&format!("/api/ratecard/rules.json?card=c&{bad}")).await.status, 400, "{bad}");
+    for bad in [
+        "limit=0",
+        "limit=10001",
+        "prefix=4a",
+        "offset=-1",
+        "revision=x",
+    ] {
+        assert_eq!(
+            api.get(&format!("/api/ratecard/rules.json?card=c&{bad}"))
+                .await
+                .status,
+            400,
+            "{bad}"
+        );
     }
-    assert_eq!(api.get("/api/ratecard/rules.json?card=c&revision=9").await.status, 404);
+    assert_eq!(
+        api.get("/api/ratecard/rules.json?card=c&revision=9")
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test]
 async fn rule_set_is_visible_at_once_and_delete_removes() {
     let api = Api::new();
     api.card_with("c", DECK).await;
-    let set = api.post("/api/ratecard/rule/set.json", "card=c&prefix=4479&name=UK%20Mobile%20Premium&rate=0.5&mcd=1&pulse=1").await;
+    let set = api
+        .post(
+            "/api/ratecard/rule/set.json",
+            "card=c&prefix=4479&name=UK%20Mobile%20Premium&rate=0.5&mcd=1&pulse=1",
+        )
+        .await;
     assert_eq!(set.status, 200, "{}", set.text());
     assert_eq!(set.json()["created"], true);
-    let q = api.get("/api/ratecard/query.json?card=c&number=447912345&duration=60").await.json();
-    assert_eq!((q["prefix"].as_str(), q["cost"].clone()), (Some("4479"), json!(0.5)));
+    let q = api
+        .get("/api/ratecard/query.json?card=c&number=447912345&duration=60")
+        .await
+        .json();
+    assert_eq!(
+        (q["prefix"].as_str(), q["cost"].clone()),
+        (Some("4479"), json!(0.5))
+    );
     // Update keeps the fields not given.
-    let upd = api.post("/api/ratecard/rule/set.json", "card=c&prefix=4479&rate=0.4").await.json();
-    assert_eq!((upd["created"].clone(), upd["name"].clone(), upd["mcd"].clone()), (json!(false), json!("UK Mobile Premium"), json!(1)));
-    let del = api.post("/api/ratecard/rule/delete.json", "card=c&prefix=4479").await;
+    let upd = api
+        .post("/api/ratecard/rule/set.json", "card=c&prefix=4479&rate=0.4")
+        .await
+        .json();
+    assert_eq!(
+        (
+            upd["created"].clone(),
+            upd["name"].clone(),
+            upd["mcd"].clone()
+        ),
+        (json!(false), json!("UK Mobile Premium"), json!(1))
+    );
+    let del = api
+        .post("/api/ratecard/rule/delete.json", "card=c&prefix=4479")
+        .await;
     assert_eq!(del.status, 200);
-    let q = api.get("/api/ratecard/query.json?card=c&number=447912345").await.json();
+    let q = api
+        .get("/api/ratecard/query.json?card=c&number=447912345")
+        .await
+        .json();
     assert_eq!(q["prefix"], "447");
-    assert_eq!(api.post("/api/ratecard/rule/delete.json", "card=c&prefix=4479").await.status, 404);
-    for bad in ["prefix=44a&rate=1", "prefix=55", "prefix=55&rate=-1", "prefix=55&rate=1&pulse=0", "prefix=55&rate=1&status=Maybe", "prefix=55&rate=1&mcd=x"] {
-        let r = api.post("/api/ratecard/rule/set.json", &format!("card=c&{bad}")).await;
+    assert_eq!(
+        api.post("/api/ratecard/rule/delete.json", "card=c&prefix=4479")
+            .await
+            .status,
+        404
+    );
+    for bad in [
+        "prefix=44a&rate=1",
+        "prefix=55",
+        "prefix=55&rate=-1",
+        "prefix=55&rate=1&pulse=0",
+        "prefix=55&rate=1&status=Maybe",
+        "prefix=55&rate=1&mcd=x",
+    ] {
+        let r = api
+            .post("/api/ratecard/rule/set.json", &format!("card=c&{bad}"))
+            .await;
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
     }
-    assert_eq!(api.get("/api/ratecard/query.json?card=c&number=55").await.status, 404, "rejected edits applied nothing");
+    assert_eq!(
+        api.get("/api/ratecard/query.json?card=c&number=55")
+            .await
+            .status,
+        404,
+        "rejected edits applied nothing"
+    );
 }
 
 #[tokio::test]
@@ -401,46 +798,126 @@ async fn a_bad_deck_is_rejected_whole_with_line_numbers() {
     let api = Api::new();
     let id = api.card_with("c", DECK).await;
     let bad = "prefix,name,rate,connect_fee,mcd,pulse\n449,ok,0.1,0,60,60\n44x,bad,0.1,0,60,60\n441,neg,-0.1,0,60,60\n449,dup,0.1,0,60,60\n";
-    let r = api.request("POST", &format!("/api/ratecard/import.json?card={id}"), Some(basic("acme", &format!("{KEY}-acme"))), Some("text/csv"), bad).await;
+    let r = api
+        .request(
+            "POST",
+            &format!("/api/ratecard/import.json?card={id}"),
+            Some(basic("acme", &format!("{KEY}-acme"))),
+            Some("text/csv"),
+            bad,
+        )
+        .await;
     assert_eq!(r.status, 400);
     let (_, reason) = error_of(&r);
-    assert!(reason.contains("line 3") && reason.contains("line 4") && reason.contains("line 5"), "{reason}");
+    assert!(
+        reason.contains("line 3") && reason.contains("line 4") && reason.contains("line 5"),
+        "{reason}"
+    );
     let revisions = api.get("/api/ratecard/revisions.json?card=c").await.json();
-    assert_eq!(revisions["revisions"].as_array().unwrap().len(), 2, "nothing applied");
-    assert_eq!(api.get("/api/ratecard/query.json?card=c&number=4491").await.json()["prefix"], "44");
-    for (body, ct) in [("", "text/csv"), ("prefix,name\n1,a\n", "text/csv"), ("{\"schema_version\":\"1.0.0\",\"cards\":{}}", "application/json")] {
-        let r = api.request("POST", &format!("/api/ratecard/import.json?card={id}"), Some(basic("acme", &format!("{KEY}-acme"))), Some(ct), body).await;
+    assert_eq!(
+        revisions["revisions"].as_array().unwrap().len(),
+        2,
+        "nothing applied"
+    );
+    assert_eq!(
+        api.get("/api/ratecard/query.json?card=c&number=4491")
+            .await
+            .json()["prefix"],
+        "44"
+    );
+    for (body, ct) in [
+        ("", "text/csv"),
+        ("prefix,name\n1,a\n", "text/csv"),
+        (
+            "{\"schema_version\":\"1.0.0\",\"cards\":{}}",
+            "application/json",
+        ),
+    ] {
+        let r = api
+            .request(
+                "POST",
+                &format!("/api/ratecard/import.json?card={id}"),
+                Some(basic("acme", &format!("{KEY}-acme"))),
+                Some(ct),
+                body,
+            )
+            .await;
         assert_eq!(r.status, 400, "{body}");
     }
-    assert_eq!(api.post("/api/ratecard/import.json", "card=c").await.status, 400, "no deck");
+    assert_eq!(
+        api.post("/api/ratecard/import.json", "card=c").await.status,
+        400,
+        "no deck"
+    );
 }
 
 #[tokio::test]
 async fn ime_import_export_round_trip_with_checksum() {
     let api = Api::new();
-    let created = api.post("/api/ratecard/create.json", "name=ime").await.json();
+    let created = api
+        .post("/api/ratecard/create.json", "name=ime")
+        .await
+        .json();
     let id = created["id"].as_str().unwrap().to_owned();
     let example = include_str!("../../model/tests/data/ime-example.json");
     let auth = Some(basic("acme", &format!("{KEY}-acme")));
-    let r = api.request("POST", &format!("/api/ratecard/import.json?card={id}&format=ime"), auth.clone(), Some("application/json"), example).await;
+    let r = api
+        .request(
+            "POST",
+            &format!("/api/ratecard/import.json?card={id}&format=ime"),
+            auth.clone(),
+            Some("application/json"),
+            example,
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["rules"], 3);
-    let exported = api.get(&format!("/api/ratecard/export.xml?card={id}&format=ime")).await;
+    let exported = api
+        .get(&format!("/api/ratecard/export.xml?card={id}&format=ime"))
+        .await;
     assert_eq!(exported.status, 200);
-    assert_eq!(exported.headers[header::CONTENT_TYPE], "application/json", "the deck file whatever the extension");
+    assert_eq!(
+        exported.headers[header::CONTENT_TYPE],
+        "application/json",
+        "the deck file whatever the extension"
+    );
     let mut doc: Value = serde_json::from_slice(&exported.body).unwrap();
     assert_eq!(doc["metadata"]["checksum"].as_str().unwrap().len(), 64);
     // Re-import the export: the checksum verifies.
-    let again = api.request("POST", &format!("/api/ratecard/import.json?card={id}"), auth.clone(), Some("application/json"), exported.body.clone()).await;
+    let again = api
+        .request(
+            "POST",
+            &format!("/api/ratecard/import.json?card={id}"),
+            auth.clone(),
+            Some("application/json"),
+            exported.body.clone(),
+        )
+        .await;
     assert_eq!(again.status, 200, "{}", again.text());
     // Tamper with a rate: the checksum no longer matches.
     doc["cards"][id.as_str()]["rates"][0][2] = json!(9.99);
-    let tampered = api.request("POST", &format!("/api/ratecard/import.json?card={id}"), auth.clone(), Some("application/json"), serde_json::to_vec(&doc).unwrap()).await;
+    let tampered = api
+        .request(
+            "POST",
+            &format!("/api/ratecard/import.json?card={id}"),
+            auth.clone(),
+            Some("application/json"),
+            serde_json::to_vec(&doc).unwrap(),
+        )
+        .await;
     assert_eq!(tampered.status, 400);
     assert!(error_of(&tampered).1.contains("checksum"));
     // Multipart upload of the same file.
     let body = format!("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"deck.json\"\r\nContent-Type: application/json\r\n\r\n{example}\r\n--b--\r\n");
-    let mp = api.request("POST", &format!("/api/ratecard/import.json?card={id}"), auth, Some("multipart/form-data; boundary=b"), body).await;
+    let mp = api
+        .request(
+            "POST",
+            &format!("/api/ratecard/import.json?card={id}"),
+            auth,
+            Some("multipart/form-data; boundary=b"),
+            body,
+        )
+        .await;
     assert_eq!(mp.status, 200, "{}", mp.text());
 }
 
@@ -450,13 +927,24 @@ async fn csv_export_is_the_deck_file() {
     api.card_with("c", DECK).await;
     let r = api.get("/api/ratecard/export.json?card=c").await;
     assert_eq!(r.status, 200);
-    assert!(r.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/csv"));
-    assert!(r.headers[header::CONTENT_DISPOSITION].to_str().unwrap().contains("attachment"));
+    assert!(r.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    assert!(r.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .contains("attachment"));
     let text = r.text();
     assert!(text.starts_with("prefix,name,rate,connect_fee,mcd,pulse"));
     assert!(text.contains("447,UK Mobile,0.028,0.01,30,6,0,,,Active"));
     assert_eq!(text.lines().count(), 6);
-    assert_eq!(api.get("/api/ratecard/export.json?card=c&format=pdf").await.status, 400);
+    assert_eq!(
+        api.get("/api/ratecard/export.json?card=c&format=pdf")
+            .await
+            .status,
+        400
+    );
 }
 
 #[tokio::test]
@@ -467,66 +955,225 @@ async fn scheduled_revisions_go_live_at_their_time() {
     let at = now + 3600;
     let deck2 = "prefix,name,rate,connect_fee,mcd,pulse\n441,UK Landline,0.010,0,60,60\n449,New,0.1,0,60,60\n";
     let r = api
-        .request("POST", &format!("/api/ratecard/import.json?card={id}&live_at={at}"), Some(basic("acme", &format!("{KEY}-acme"))), Some("text/csv"), deck2)
+        .request(
+            "POST",
+            &format!("/api/ratecard/import.json?card={id}&live_at={at}"),
+            Some(basic("acme", &format!("{KEY}-acme"))),
+            Some("text/csv"),
+            deck2,
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["state"], "scheduled");
-    assert_eq!(api.get("/api/ratecard/query.json?card=c&number=441").await.json()["rate"], json!(0.012));
-    let future = api.get(&format!("/api/ratecard/query.json?card=c&number=441&at={at}")).await.json();
-    assert_eq!((future["revision"].clone(), future["rate"].clone()), (json!(3), json!(0.010)));
+    assert_eq!(
+        api.get("/api/ratecard/query.json?card=c&number=441")
+            .await
+            .json()["rate"],
+        json!(0.012)
+    );
+    let future = api
+        .get(&format!(
+            "/api/ratecard/query.json?card=c&number=441&at={at}"
+        ))
+        .await
+        .json();
+    assert_eq!(
+        (future["revision"].clone(), future["rate"].clone()),
+        (json!(3), json!(0.010))
+    );
     let revs = api.get("/api/ratecard/revisions.json?card=c").await.json();
-    let states: Vec<&str> = revs["revisions"].as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> = revs["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["archived", "live", "scheduled"]);
     // Activate now.
-    let act = api.post("/api/ratecard/activate.json", "card=c&revision=3").await;
+    let act = api
+        .post("/api/ratecard/activate.json", "card=c&revision=3")
+        .await;
     assert_eq!(act.status, 200, "{}", act.text());
     assert_eq!(act.json()["state"], "live");
-    assert_eq!(api.get("/api/ratecard/query.json?card=c&number=441").await.json()["rate"], json!(0.01));
+    assert_eq!(
+        api.get("/api/ratecard/query.json?card=c&number=441")
+            .await
+            .json()["rate"],
+        json!(0.01)
+    );
     // A past time is refused; a missing revision is 404.
-    assert_eq!(api.post("/api/ratecard/activate.json", "card=c&revision=2&at=1000").await.status, 400);
-    assert_eq!(api.post("/api/ratecard/activate.json", "card=c&revision=9").await.status, 404);
+    assert_eq!(
+        api.post("/api/ratecard/activate.json", "card=c&revision=2&at=1000")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        api.post("/api/ratecard/activate.json", "card=c&revision=9")
+            .await
+            .status,
+        404
+    );
     // A draft import changes nothing live.
     let draft = api
-        .request("POST", &format!("/api/ratecard/import.json?card={id}&live_at=draft"), Some(basic("acme", &format!("{KEY}-acme"))), Some("text/csv"), DECK)
+        .request(
+            "POST",
+            &format!("/api/ratecard/import.json?card={id}&live_at=draft"),
+            Some(basic("acme", &format!("{KEY}-acme"))),
+            Some("text/csv"),
+            DECK,
+        )
         .await;
     assert_eq!(draft.json()["state"], "draft");
     // The diff between the live revision and the draft.
-    let d = api.get("/api/ratecard/diff.json?card=c&from=3&to=4").await.json();
-    let prefixes = |k: &str| d[k].as_array().unwrap().iter().map(|r| r["prefix"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let d = api
+        .get("/api/ratecard/diff.json?card=c&from=3&to=4")
+        .await
+        .json();
+    let prefixes = |k: &str| {
+        d[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["prefix"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(prefixes("added"), ["1", "44", "447", "4470"]);
     assert_eq!(prefixes("removed"), ["449"]);
     assert_eq!(prefixes("increased"), ["441"]);
     assert_eq!(d["unchanged"], 0);
-    assert_eq!(api.get("/api/ratecard/diff.json?card=c&from=3").await.status, 400);
+    assert_eq!(
+        api.get("/api/ratecard/diff.json?card=c&from=3")
+            .await
+            .status,
+        400
+    );
 }
 
 #[tokio::test]
 async fn accounts_by_the_operator() {
     let api = Api::new();
-    let created = api.operator("/api/admin/account/create.json", "name=Carrier%20One&rps=50&daily=1000").await;
+    let created = api
+        .operator(
+            "/api/admin/account/create.json",
+            "name=Carrier%20One&rps=50&daily=1000",
+        )
+        .await;
     assert_eq!(created.status, 200, "{}", created.text());
     let v = created.json();
-    let (id, key) = (v["account"].as_str().unwrap().to_owned(), v["key"].as_str().unwrap().to_owned());
-    assert_eq!((v["rps"].as_u64(), v["daily"].as_u64()), (Some(50), Some(1000)));
-    let as_new = api.request("GET", "/api/ratecard/list.json", Some(basic(&id, &key)), None, Body::empty()).await;
+    let (id, key) = (
+        v["account"].as_str().unwrap().to_owned(),
+        v["key"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(
+        (v["rps"].as_u64(), v["daily"].as_u64()),
+        (Some(50), Some(1000))
+    );
+    let as_new = api
+        .request(
+            "GET",
+            "/api/ratecard/list.json",
+            Some(basic(&id, &key)),
+            None,
+            Body::empty(),
+        )
+        .await;
     assert_eq!(as_new.status, 200);
     assert_eq!(as_new.headers["x-ratelimit-limit"], "1000");
-    let list = api.operator("/api/admin/account/list.json", "").await.json();
-    assert!(list["accounts"].as_array().unwrap().iter().any(|a| a["account"] == id.as_str()));
+    let list = api
+        .operator("/api/admin/account/list.json", "")
+        .await
+        .json();
+    assert!(list["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["account"] == id.as_str()));
     assert!(!list.to_string().contains(&key), "keys are never listed");
-    let updated = api.operator("/api/admin/account/update.json", &format!("account={id}&daily=5")).await.json();
+    let updated = api
+        .operator(
+            "/api/admin/account/update.json",
+            &format!("account={id}&daily=5"),
+        )
+        .await
+        .json();
     assert_eq!(updated["daily"], 5);
-    let rotated = api.operator("/api/admin/account/key/rotate.json", &format!("account={id}")).await.json();
+    let rotated = api
+        .operator(
+            "/api/admin/account/key/rotate.json",
+            &format!("account={id}"),
+        )
+        .await
+        .json();
     let new_key = rotated["key"].as_str().unwrap();
-    assert_eq!(api.request("GET", "/api/ratecard/list.json", Some(basic(&id, &key)), None, Body::empty()).await.status, 401);
-    assert_eq!(api.request("GET", "/api/ratecard/list.json", Some(basic(&id, new_key)), None, Body::empty()).await.status, 200);
-    assert_eq!(api.operator("/api/admin/account/delete.json", &format!("account={id}")).await.status, 200);
-    assert_eq!(api.request("GET", "/api/ratecard/list.json", Some(basic(&id, new_key)), None, Body::empty()).await.status, 401);
-    assert_eq!(api.operator("/api/admin/account/delete.json", &format!("account={id}")).await.status, 404);
+    assert_eq!(
+        api.request(
+            "GET",
+            "/api/ratecard/list.json",
+            Some(basic(&id, &key)),
+            None,
+            Body::empty()
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(
+        api.request(
+            "GET",
+            "/api/ratecard/list.json",
+            Some(basic(&id, new_key)),
+            None,
+            Body::empty()
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        api.operator("/api/admin/account/delete.json", &format!("account={id}"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        api.request(
+            "GET",
+            "/api/ratecard/list.json",
+            Some(basic(&id, new_key)),
+            None,
+            Body::empty()
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(
+        api.operator("/api/admin/account/delete.json", &format!("account={id}"))
+            .await
+            .status,
+        404
+    );
     for bad in ["", "name=x&rps=0", "name=x&daily=lots"] {
-        assert_eq!(api.operator("/api/admin/account/create.json", bad).await.status, 400, "{bad}");
+        assert_eq!(
+            api.operator("/api/admin/account/create.json", bad)
+                .await
+                .status,
+            400,
+            "{bad}"
+        );
     }
-    assert_eq!(api.request("POST", "/api/admin/account/create.json?name=x", None, None, Body::empty()).await.status, 401);
+    assert_eq!(
+        api.request(
+            "POST",
+            "/api/admin/account/create.json?name=x",
+            None,
+            None,
+            Body::empty()
+        )
+        .await
+        .status,
+        401
+    );
 }
 
 #[tokio::test]
@@ -537,7 +1184,15 @@ async fn unknown_services_formats_and_methods() {
     let planned = api.get("/api/lookup/asrplus.json?number=44").await;
     assert_eq!(planned.status, 501);
     assert_eq!(error_of(&planned).0, 501);
-    let put = api.request("PUT", "/api/ratecard/list.json", Some(basic("acme", &format!("{KEY}-acme"))), None, Body::empty()).await;
+    let put = api
+        .request(
+            "PUT",
+            "/api/ratecard/list.json",
+            Some(basic("acme", &format!("{KEY}-acme"))),
+            None,
+            Body::empty(),
+        )
+        .await;
     assert_eq!(put.status, 405);
     assert_eq!(api.get("/nowhere").await.status, 404);
 }
@@ -551,18 +1206,36 @@ async fn operability_endpoints() {
     api.state.set_ready(false);
     assert_eq!(api.get("/readyz").await.status, 503);
     let metrics = api.get("/metrics").await.text();
-    assert!(metrics.contains("edgerate_http_requests_total"), "{metrics}");
+    assert!(
+        metrics.contains("edgerate_http_requests_total"),
+        "{metrics}"
+    );
     assert!(metrics.contains("edgerate_ratecard_rules_loaded"));
     assert!(metrics.contains("edgerate_http_request_duration_seconds"));
     let spec = api.get("/openapi.json").await.json();
     for service in edgerate_api::service::Service::ALL {
         let path = format!("/api/{}.{{format}}", service.as_str());
-        assert!(spec["paths"].get(&path).is_some(), "{path} missing from the OpenAPI document");
+        assert!(
+            spec["paths"].get(&path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
     }
     let status = api.operator("/api/cluster/status.json", "").await.json();
-    assert_eq!((status["node"].as_str(), status["region"].as_str()), (Some("test-1"), Some("test")));
+    assert_eq!(
+        (status["node"].as_str(), status["region"].as_str()),
+        (Some("test-1"), Some("test"))
+    );
     let page = api.get("/").await.text();
     assert!(page.contains("test-1") && page.starts_with("<!DOCTYPE html>"));
-    let page = api.request("GET", &format!("/?api_key={OPERATOR_KEY}"), None, None, Body::empty()).await.text();
+    let page = api
+        .request(
+            "GET",
+            &format!("/?api_key={OPERATOR_KEY}"),
+            None,
+            None,
+            Body::empty(),
+        )
+        .await
+        .text();
     assert!(page.contains("<td>c</td>"), "{page}");
 }

@@ -76,7 +76,11 @@ pub struct CardBilling {
 
 impl Default for CardBilling {
     fn default() -> Self {
-        Self { precision: 4, rounding: Rounding::Up, duration_rounding: Rounding::Up }
+        Self {
+            precision: 4,
+            rounding: Rounding::Up,
+            duration_rounding: Rounding::Up,
+        }
     }
 }
 
@@ -137,7 +141,11 @@ pub fn charge(duration: Decimal, rule: &RuleBilling, card: &CardBilling) -> Char
         rule.connect_fee + Decimal::from(billed) * rule.rate / Decimal::from(60)
     };
     let cost = card.rounding.round(cost, card.precision).normalize();
-    Charge { duration: seconds, billed_duration: billed, cost }
+    Charge {
+        duration: seconds,
+        billed_duration: billed,
+        cost,
+    }
 }
 
 #[cfg(test)]
@@ -170,17 +178,32 @@ mod tests {
 
     #[test]
     fn cost_example_from_the_contract() {
-        let rule = RuleBilling { rate: d("0.005"), connect_fee: d("0"), mcd: 1, pulse: 1, grace: 0 };
+        let rule = RuleBilling {
+            rate: d("0.005"),
+            connect_fee: d("0"),
+            mcd: 1,
+            pulse: 1,
+            grace: 0,
+        };
         let c = charge(d("9"), &rule, &CardBilling::default());
         assert_eq!(c.billed_duration, 9);
         assert_eq!(c.cost.to_string(), "0.0008");
-        let down = CardBilling { rounding: Rounding::Down, ..CardBilling::default() };
+        let down = CardBilling {
+            rounding: Rounding::Down,
+            ..CardBilling::default()
+        };
         assert_eq!(charge(d("9"), &rule, &down).cost.to_string(), "0.0007");
     }
 
     #[test]
     fn uk_example_from_the_contract() {
-        let rule = RuleBilling { rate: d("0.012"), connect_fee: d("0"), mcd: 60, pulse: 60, grace: 0 };
+        let rule = RuleBilling {
+            rate: d("0.012"),
+            connect_fee: d("0"),
+            mcd: 60,
+            pulse: 60,
+            grace: 0,
+        };
         let c = charge(d("61"), &rule, &CardBilling::default());
         assert_eq!((c.duration, c.billed_duration), (61, 120));
         assert_eq!(c.cost.to_string(), "0.024");
@@ -188,9 +211,23 @@ mod tests {
 
     #[test]
     fn connect_fee_only_when_billed() {
-        let rule = RuleBilling { rate: d("0.01"), connect_fee: d("0.05"), mcd: 60, pulse: 60, grace: 3 };
-        assert_eq!(charge(d("3"), &rule, &CardBilling::default()).cost, Decimal::ZERO);
-        assert_eq!(charge(d("4"), &rule, &CardBilling::default()).cost.to_string(), "0.06");
+        let rule = RuleBilling {
+            rate: d("0.01"),
+            connect_fee: d("0.05"),
+            mcd: 60,
+            pulse: 60,
+            grace: 3,
+        };
+        assert_eq!(
+            charge(d("3"), &rule, &CardBilling::default()).cost,
+            Decimal::ZERO
+        );
+        assert_eq!(
+            charge(d("4"), &rule, &CardBilling::default())
+                .cost
+                .to_string(),
+            "0.06"
+        );
     }
 
     #[test]
@@ -206,26 +243,51 @@ mod tests {
     #[test]
     fn cost_rounding_methods() {
         // 0.00075 exactly: a tie at 4 dp.
-        let rule = RuleBilling { rate: d("0.005"), connect_fee: d("0"), mcd: 1, pulse: 1, grace: 0 };
-        let at = |rounding| charge(d("9"), &rule, &CardBilling { rounding, ..CardBilling::default() }).cost.to_string();
+        let rule = RuleBilling {
+            rate: d("0.005"),
+            connect_fee: d("0"),
+            mcd: 1,
+            pulse: 1,
+            grace: 0,
+        };
+        let at = |rounding| {
+            charge(
+                d("9"),
+                &rule,
+                &CardBilling {
+                    rounding,
+                    ..CardBilling::default()
+                },
+            )
+            .cost
+            .to_string()
+        };
         assert_eq!(at(Rounding::Up), "0.0008");
         assert_eq!(at(Rounding::Down), "0.0007");
         assert_eq!(at(Rounding::HalfUp), "0.0008");
         assert_eq!(at(Rounding::HalfDown), "0.0007");
-        let zero_dp = CardBilling { precision: 0, ..CardBilling::default() };
+        let zero_dp = CardBilling {
+            precision: 0,
+            ..CardBilling::default()
+        };
         assert_eq!(charge(d("9"), &rule, &zero_dp).cost.to_string(), "1");
     }
 
     fn rule_strategy() -> impl Strategy<Value = RuleBilling> {
-        (0u32..1_000_000, 0u32..100_000, 0u32..600, 1u32..600, 0u32..30).prop_map(
-            |(rate, fee, mcd, pulse, grace)| RuleBilling {
+        (
+            0u32..1_000_000,
+            0u32..100_000,
+            0u32..600,
+            1u32..600,
+            0u32..30,
+        )
+            .prop_map(|(rate, fee, mcd, pulse, grace)| RuleBilling {
                 rate: Decimal::new(rate.into(), 5),
                 connect_fee: Decimal::new(fee.into(), 4),
                 mcd,
                 pulse,
                 grace,
-            },
-        )
+            })
     }
 
     fn card_strategy() -> impl Strategy<Value = CardBilling> {

@@ -135,19 +135,34 @@ mod tests {
     use super::*;
 
     fn rev(rev: u32, live_at: Option<i64>) -> RevisionMeta {
-        RevisionMeta { rev, created: 0, live_at, source: "test".into(), shards: 1, buckets: 1 }
+        RevisionMeta {
+            rev,
+            created: 0,
+            live_at,
+            source: "test".into(),
+            shards: 1,
+            buckets: 1,
+        }
     }
 
     #[test]
     fn live_revision_follows_the_clock() {
-        let revs = [rev(1, Some(100)), rev(2, Some(200)), rev(3, None), rev(4, Some(150))];
+        let revs = [
+            rev(1, Some(100)),
+            rev(2, Some(200)),
+            rev(3, None),
+            rev(4, Some(150)),
+        ];
         assert_eq!(live_revision(&revs, 99), None);
         assert_eq!(live_revision(&revs, 100), Some(1));
         assert_eq!(live_revision(&revs, 160), Some(4));
         assert_eq!(live_revision(&revs, 10_000), Some(2));
         let live = live_revision(&revs, 160);
         assert_eq!(revision_state(&revs[0], live, 160), RevisionState::Archived);
-        assert_eq!(revision_state(&revs[1], live, 160), RevisionState::Scheduled);
+        assert_eq!(
+            revision_state(&revs[1], live, 160),
+            RevisionState::Scheduled
+        );
         assert_eq!(revision_state(&revs[2], live, 160), RevisionState::Draft);
         assert_eq!(revision_state(&revs[3], live, 160), RevisionState::Live);
     }

@@ -38,7 +38,9 @@ pub enum DeckError {
     #[error("deck rejected, nothing applied: {}", .0.join("; "))]
     Rows(Vec<String>),
     /// An IME `metadata.checksum` that does not match the document.
-    #[error("checksum mismatch: metadata.checksum is {declared} but the document hashes to {actual}")]
+    #[error(
+        "checksum mismatch: metadata.checksum is {declared} but the document hashes to {actual}"
+    )]
     Checksum { declared: String, actual: String },
 }
 
@@ -58,7 +60,14 @@ enum Column {
 }
 
 impl Column {
-    const REQUIRED: [Column; 6] = [Self::Prefix, Self::Name, Self::Rate, Self::ConnectFee, Self::Mcd, Self::Pulse];
+    const REQUIRED: [Column; 6] = [
+        Self::Prefix,
+        Self::Name,
+        Self::Rate,
+        Self::ConnectFee,
+        Self::Mcd,
+        Self::Pulse,
+    ];
 
     fn from_header(name: &str) -> Option<Self> {
         Some(match name.trim().to_ascii_lowercase().as_str() {
@@ -100,7 +109,11 @@ struct Defaults {
     pulse: Option<u32>,
 }
 
-const NO_DEFAULTS: Defaults = Defaults { connect_fee: None, mcd: None, pulse: None };
+const NO_DEFAULTS: Defaults = Defaults {
+    connect_fee: None,
+    mcd: None,
+    pulse: None,
+};
 
 /// Builds one rule from its cells, looked up by column; `cell` returns `None` for an absent or
 /// empty cell.
@@ -127,15 +140,21 @@ fn build_rule<'a>(
     let connect_fee = money(Column::ConnectFee, cell(Column::ConnectFee))?
         .or(defaults.connect_fee)
         .unwrap_or(Decimal::ZERO);
-    let mcd = seconds(Column::Mcd, cell(Column::Mcd))?.or(defaults.mcd).ok_or("mcd is empty")?;
-    let pulse = seconds(Column::Pulse, cell(Column::Pulse))?.or(defaults.pulse).ok_or("pulse is empty")?;
+    let mcd = seconds(Column::Mcd, cell(Column::Mcd))?
+        .or(defaults.mcd)
+        .ok_or("mcd is empty")?;
+    let pulse = seconds(Column::Pulse, cell(Column::Pulse))?
+        .or(defaults.pulse)
+        .ok_or("pulse is empty")?;
     if pulse == 0 {
         return Err("pulse must be at least 1".into());
     }
     let grace = seconds(Column::Grace, cell(Column::Grace))?.unwrap_or(0);
     let status = match cell(Column::Status) {
         None => RuleStatus::Active,
-        Some(s) => RuleStatus::parse(s).ok_or_else(|| format!("status '{s}' is not Active or Blocked"))?,
+        Some(s) => {
+            RuleStatus::parse(s).ok_or_else(|| format!("status '{s}' is not Active or Blocked"))?
+        }
     };
     let rule = Rule {
         name,
@@ -164,7 +183,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// A non-negative exact decimal; `None` when empty.
 pub fn parse_money(what: &str, s: &str) -> Result<Decimal, String> {
-    let value = Decimal::from_str_exact(s.trim()).map_err(|_| format!("{what} '{s}' is not a decimal number"))?;
+    let value = Decimal::from_str_exact(s.trim())
+        .map_err(|_| format!("{what} '{s}' is not a decimal number"))?;
     if value.is_sign_negative() && !value.is_zero() {
         return Err(format!("{what} '{s}' is negative"));
     }
@@ -179,7 +199,9 @@ fn money(col: Column, s: Option<&str>) -> Result<Option<Decimal>, String> {
 pub fn parse_seconds(what: &str, s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(v) if v <= 86_400 => Ok(v),
-        _ => Err(format!("{what} '{s}' is not a whole number of seconds (0-86400)")),
+        _ => Err(format!(
+            "{what} '{s}' is not a whole number of seconds (0-86400)"
+        )),
     }
 }
 
@@ -197,7 +219,12 @@ struct Collector {
 
 impl Collector {
     fn new() -> Self {
-        Self { rules: Vec::new(), seen: HashMap::new(), problems: Vec::new(), names: HashMap::new() }
+        Self {
+            rules: Vec::new(),
+            seen: HashMap::new(),
+            problems: Vec::new(),
+            names: HashMap::new(),
+        }
     }
 
     fn push(&mut self, place: String, row: Result<(String, Rule), String>) {
@@ -240,7 +267,11 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Deck, DeckError> {
         .from_reader(bytes);
     let mut records = reader.records();
     let header = match records.next() {
-        None => return Err(DeckError::Malformed("deck is empty: a header row is required".into())),
+        None => {
+            return Err(DeckError::Malformed(
+                "deck is empty: a header row is required".into(),
+            ))
+        }
         Some(Err(e)) => return Err(DeckError::Malformed(format!("line 1: {}", csv_reason(&e)))),
         Some(Ok(h)) => h,
     };
@@ -261,7 +292,10 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Deck, DeckError> {
     for (i, col) in columns.iter().enumerate() {
         if let Some(col) = col {
             if position.insert(*col, i).is_some() {
-                return Err(DeckError::Malformed(format!("header names column '{}' twice", col.as_str())));
+                return Err(DeckError::Malformed(format!(
+                    "header names column '{}' twice",
+                    col.as_str()
+                )));
             }
         }
     }
@@ -279,17 +313,27 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Deck, DeckError> {
         if record.iter().all(str::is_empty) {
             continue;
         }
-        let short = Column::REQUIRED.iter().find(|c| position[c] >= record.len());
+        let short = Column::REQUIRED
+            .iter()
+            .find(|c| position[c] >= record.len());
         let row = match short {
             Some(c) => Err(format!("missing column '{}'", c.as_str())),
             None => {
-                let cell = |c: Column| position.get(&c).and_then(|&i| record.get(i)).filter(|s| !s.is_empty());
+                let cell = |c: Column| {
+                    position
+                        .get(&c)
+                        .and_then(|&i| record.get(i))
+                        .filter(|s| !s.is_empty())
+                };
                 build_rule(cell, &NO_DEFAULTS, &mut out.names)
             }
         };
         out.push(format!("line {line}"), row);
     }
-    Ok(Deck { rules: out.finish()?, ..Deck::default() })
+    Ok(Deck {
+        rules: out.finish()?,
+        ..Deck::default()
+    })
 }
 
 fn csv_reason(e: &csv::Error) -> String {
@@ -301,19 +345,33 @@ fn csv_reason(e: &csv::Error) -> String {
 
 /// Reads an IME 1.x document. `card` names the card to read when the document holds several.
 pub fn parse_ime(bytes: &[u8], card: Option<&str>) -> Result<Deck, DeckError> {
-    let doc: Value = serde_json::from_slice(bytes)
-        .map_err(|e| DeckError::Malformed(format!("not a JSON document (line {}, column {})", e.line(), e.column())))?;
-    let root = doc.as_object().ok_or_else(|| DeckError::Malformed("an IME document is a JSON object".into()))?;
-    let schema = root.get("schema_version").and_then(Value::as_str).unwrap_or("");
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| {
+        DeckError::Malformed(format!(
+            "not a JSON document (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let root = doc
+        .as_object()
+        .ok_or_else(|| DeckError::Malformed("an IME document is a JSON object".into()))?;
+    let schema = root
+        .get("schema_version")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if !schema.starts_with("1.") {
-        return Err(DeckError::Malformed(format!("schema_version '{schema}' is not 1.x")));
+        return Err(DeckError::Malformed(format!(
+            "schema_version '{schema}' is not 1.x"
+        )));
     }
     verify_checksum(&doc)?;
     let cards = root
         .get("cards")
         .and_then(Value::as_object)
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| DeckError::Malformed("'cards' must be an object with at least one card".into()))?;
+        .ok_or_else(|| {
+            DeckError::Malformed("'cards' must be an object with at least one card".into())
+        })?;
     let (card_key, card_value) = match card {
         Some(name) => cards
             .get_key_value(name)
@@ -336,18 +394,34 @@ pub fn parse_ime(bytes: &[u8], card: Option<&str>) -> Result<Deck, DeckError> {
         .and_then(Value::as_array)
         .ok_or_else(|| DeckError::Malformed(format!("card '{card_key}' has no 'fields' list")))?
         .iter()
-        .map(|f| f.get("name").and_then(Value::as_str).and_then(Column::from_header))
+        .map(|f| {
+            f.get("name")
+                .and_then(Value::as_str)
+                .and_then(Column::from_header)
+        })
         .collect();
     let rate_settings = card_obj.get("rate").and_then(Value::as_object);
     let setting = |key: &str| rate_settings.and_then(|r| r.get(key)).and_then(scalar_text);
     let defaults = Defaults {
-        connect_fee: setting("connection").map(|s| parse_money("rate.connection", &s)).transpose().map_err(DeckError::Malformed)?,
-        mcd: setting("default_initial").map(|s| parse_seconds("rate.default_initial", &s)).transpose().map_err(DeckError::Malformed)?,
-        pulse: setting("default_pulse").map(|s| parse_seconds("rate.default_pulse", &s)).transpose().map_err(DeckError::Malformed)?,
+        connect_fee: setting("connection")
+            .map(|s| parse_money("rate.connection", &s))
+            .transpose()
+            .map_err(DeckError::Malformed)?,
+        mcd: setting("default_initial")
+            .map(|s| parse_seconds("rate.default_initial", &s))
+            .transpose()
+            .map_err(DeckError::Malformed)?,
+        pulse: setting("default_pulse")
+            .map(|s| parse_seconds("rate.default_pulse", &s))
+            .transpose()
+            .map_err(DeckError::Malformed)?,
     };
     for required in [Column::Prefix, Column::Rate] {
         if !fields.contains(&Some(required)) {
-            return Err(DeckError::Malformed(format!("card '{card_key}' fields lack '{}'", required.as_str())));
+            return Err(DeckError::Malformed(format!(
+                "card '{card_key}' fields lack '{}'",
+                required.as_str()
+            )));
         }
     }
     let rows = card_obj
@@ -363,12 +437,20 @@ pub fn parse_ime(bytes: &[u8], card: Option<&str>) -> Result<Deck, DeckError> {
         };
         let texts: Vec<Option<String>> = cells.iter().map(scalar_text).collect();
         let cell = |c: Column| {
-            fields.iter().position(|f| *f == Some(c)).and_then(|i| texts.get(i)).and_then(|t| t.as_deref())
+            fields
+                .iter()
+                .position(|f| *f == Some(c))
+                .and_then(|i| texts.get(i))
+                .and_then(|t| t.as_deref())
         };
         let row = build_rule(cell, &defaults, &mut out.names);
         out.push(place, row);
     }
-    let rounding = card_obj.get("charge").and_then(|c| c.get("rounding")).and_then(Value::as_str).map(str::to_owned);
+    let rounding = card_obj
+        .get("charge")
+        .and_then(|c| c.get("rounding"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let precision = card_obj
         .get("charge")
         .and_then(|c| c.get("precision"))
@@ -376,7 +458,10 @@ pub fn parse_ime(bytes: &[u8], card: Option<&str>) -> Result<Deck, DeckError> {
         .and_then(|p| u32::try_from(p).ok());
     Ok(Deck {
         rules: out.finish()?,
-        currency: card_obj.get("currency").and_then(Value::as_str).map(str::to_owned),
+        currency: card_obj
+            .get("currency")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         precision,
         rounding,
     })
@@ -396,14 +481,21 @@ fn scalar_text(v: &Value) -> Option<String> {
 /// form of the document without `metadata.checksum`/`metadata.signature` (and without
 /// `metadata` if that leaves it empty).
 fn verify_checksum(doc: &Value) -> Result<(), DeckError> {
-    let Some(declared) = doc.get("metadata").and_then(|m| m.get("checksum")).and_then(Value::as_str) else {
+    let Some(declared) = doc
+        .get("metadata")
+        .and_then(|m| m.get("checksum"))
+        .and_then(Value::as_str)
+    else {
         return Ok(());
     };
     let actual = ime_checksum(doc).map_err(DeckError::Malformed)?;
     if actual.eq_ignore_ascii_case(declared.trim()) {
         Ok(())
     } else {
-        Err(DeckError::Checksum { declared: declared.to_owned(), actual })
+        Err(DeckError::Checksum {
+            declared: declared.to_owned(),
+            actual,
+        })
     }
 }
 
@@ -435,7 +527,10 @@ fn jcs(v: &Value, out: &mut String) -> Result<(), String> {
             out.push_str(&serde_json::to_string(v).map_err(|e| e.to_string())?);
         }
         Value::Number(n) => {
-            let f: f64 = n.to_string().parse().map_err(|_| format!("number {n} is out of range"))?;
+            let f: f64 = n
+                .to_string()
+                .parse()
+                .map_err(|_| format!("number {n} is out of range"))?;
             if !f.is_finite() {
                 return Err(format!("number {n} is out of range"));
             }
@@ -470,7 +565,8 @@ fn jcs(v: &Value, out: &mut String) -> Result<(), String> {
 }
 
 /// The CSV header edgerate writes.
-pub const CSV_HEADER: &str = "prefix,name,rate,connect_fee,mcd,pulse,grace,rate_inter,rate_intra,status";
+pub const CSV_HEADER: &str =
+    "prefix,name,rate,connect_fee,mcd,pulse,grace,rate_inter,rate_intra,status";
 
 /// Appends one rule as a CSV row (the header is [`CSV_HEADER`]).
 pub fn write_csv_row(out: &mut String, prefix: &str, rule: &Rule) {
@@ -513,7 +609,11 @@ pub struct ImeCard<'a> {
 
 /// Writes an IME 1.0 document with its checksum.
 pub fn write_ime<'r>(card: &ImeCard<'_>, rules: impl Iterator<Item = (String, &'r Rule)>) -> Value {
-    let num = |d: Decimal| Value::Number(Number::from_str(&d.normalize().to_string()).expect("a decimal is a JSON number"));
+    let num = |d: Decimal| {
+        Value::Number(
+            Number::from_str(&d.normalize().to_string()).expect("a decimal is a JSON number"),
+        )
+    };
     let opt = |d: Option<Decimal>| d.map(num).unwrap_or(Value::Null);
     let rates: Vec<Value> = rules
         .map(|(prefix, r)| {
@@ -532,8 +632,16 @@ pub fn write_ime<'r>(card: &ImeCard<'_>, rules: impl Iterator<Item = (String, &'
         })
         .collect();
     let fields: Vec<Value> = [
-        "prefix", "name", "rate", "connection_fee", "initial_interval", "billing_interval", "grace", "rate_inter",
-        "rate_intra", "status",
+        "prefix",
+        "name",
+        "rate",
+        "connection_fee",
+        "initial_interval",
+        "billing_interval",
+        "grace",
+        "rate_inter",
+        "rate_intra",
+        "status",
     ]
     .iter()
     .map(|f| serde_json::json!({ "name": f }))
@@ -547,7 +655,10 @@ pub fn write_ime<'r>(card: &ImeCard<'_>, rules: impl Iterator<Item = (String, &'
         card_obj.insert("tech_prefix".into(), card.tech_prefix.into());
     }
     card_obj.insert("fields".into(), Value::Array(fields));
-    card_obj.insert("charge".into(), serde_json::json!({ "precision": card.precision, "rounding": card.rounding }));
+    card_obj.insert(
+        "charge".into(),
+        serde_json::json!({ "precision": card.precision, "rounding": card.rounding }),
+    );
     card_obj.insert("rates".into(), Value::Array(rates));
     let mut cards = Map::new();
     cards.insert(card.id.into(), Value::Object(card_obj));
@@ -586,9 +697,14 @@ mod tests {
     fn bad_rows_reject_the_deck_with_line_numbers() {
         let csv = "prefix,name,rate,connect_fee,mcd,pulse\n\
                    441,a,0.01,0,60,60\n44x,b,0.01,0,60,60\n442,c,-1,0,60,60\n441,d,0.01,0,60,60\n443,e,0.01,0,60,0\n444,f\n";
-        let Err(DeckError::Rows(problems)) = parse_csv(csv.as_bytes()) else { panic!("deck accepted") };
+        let Err(DeckError::Rows(problems)) = parse_csv(csv.as_bytes()) else {
+            panic!("deck accepted")
+        };
         assert_eq!(problems.len(), 5, "{problems:?}");
-        assert!(problems[0].starts_with("line 3:") && problems[0].contains("44x"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("line 3:") && problems[0].contains("44x"),
+            "{problems:?}"
+        );
         assert!(problems[1].starts_with("line 4:") && problems[1].contains("negative"));
         assert!(problems[2].starts_with("line 5:") && problems[2].contains("duplicate"));
         assert!(problems[3].starts_with("line 6:") && problems[3].contains("pulse"));
@@ -621,15 +737,24 @@ mod tests {
         assert!(parse_ime(&good, None).is_ok());
         doc["cards"]["default"]["rates"][0][2] = serde_json::json!(0.013);
         let tampered = serde_json::to_vec(&doc).unwrap();
-        assert!(matches!(parse_ime(&tampered, None), Err(DeckError::Checksum { .. })));
+        assert!(matches!(
+            parse_ime(&tampered, None),
+            Err(DeckError::Checksum { .. })
+        ));
     }
 
     #[test]
     fn jcs_matches_rfc8785_number_and_key_rules() {
-        let v: Value = serde_json::from_str(r#"{"b":1.0E2,"a":[0.000001,1e21,-0,"\u00e9\n"],"\u20ac":1,"1":true}"#).unwrap();
+        let v: Value = serde_json::from_str(
+            r#"{"b":1.0E2,"a":[0.000001,1e21,-0,"\u00e9\n"],"\u20ac":1,"1":true}"#,
+        )
+        .unwrap();
         let mut out = String::new();
         jcs(&v, &mut out).unwrap();
-        assert_eq!(out, "{\"1\":true,\"a\":[0.000001,1e+21,0,\"é\\n\"],\"b\":100,\"€\":1}");
+        assert_eq!(
+            out,
+            "{\"1\":true,\"a\":[0.000001,1e+21,0,\"é\\n\"],\"b\":100,\"€\":1}"
+        );
     }
 
     #[test]

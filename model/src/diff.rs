@@ -65,8 +65,14 @@ mod tests {
             .map(|(p, r)| (p.to_string(), sample("x", r)))
             .collect();
         let d = diff(&from, &to);
-        assert_eq!(d.removed.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), ["1"]);
-        assert_eq!(d.added.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), ["5"]);
+        assert_eq!(
+            d.removed.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+            ["1"]
+        );
+        assert_eq!(
+            d.added.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+            ["5"]
+        );
         assert_eq!(d.increased[0].0, "2");
         assert_eq!(d.decreased[0].0, "3");
         assert_eq!(d.unchanged, 1);

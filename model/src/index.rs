@@ -9,6 +9,20 @@
 use crate::rule::Rule;
 
 const NO_RULE: u32 = u32::MAX;
+/// Leading digits resolved by one read of the direct table.
+const DIRECT_DIGITS: usize = 5;
+const DIRECT_SIZE: usize = 100_000;
+/// Indexes of at least this many rules get a direct table when compacted (it costs 1.2 MB).
+const DIRECT_MIN_RULES: usize = 20_000;
+
+/// Where the walk stands after [`DIRECT_DIGITS`] digits: the node reached (0: the path ended
+/// earlier) and the longest match so far.
+#[derive(Debug, Clone, Copy)]
+struct Direct {
+    node: u32,
+    rule: u32,
+    len: u32,
+}
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -17,7 +31,10 @@ struct Node {
 }
 
 impl Node {
-    const EMPTY: Node = Node { children: [0; 10], rule: NO_RULE };
+    const EMPTY: Node = Node {
+        children: [0; 10],
+        rule: NO_RULE,
+    };
 }
 
 /// Prefix → rule, longest-prefix match. Prefixes are ASCII digit strings.
@@ -27,6 +44,8 @@ pub struct PrefixIndex {
     rules: Vec<Option<Rule>>,
     free_rules: Vec<u32>,
     len: usize,
+    /// Shortcut for the first [`DIRECT_DIGITS`] digits of large indexes, indexed by their value.
+    direct: Option<Vec<Direct>>,
 }
 
 impl Default for PrefixIndex {
@@ -44,14 +63,20 @@ pub struct Match<'a> {
 
 impl PrefixIndex {
     pub fn new() -> Self {
-        Self { nodes: vec![Node::EMPTY], rules: Vec::new(), free_rules: Vec::new(), len: 0 }
+        Self::with_capacity(0)
     }
 
     /// An index sized for about `rules` rules.
     pub fn with_capacity(rules: usize) -> Self {
         let mut nodes = Vec::with_capacity(rules.saturating_mul(2).max(1));
         nodes.push(Node::EMPTY);
-        Self { nodes, rules: Vec::with_capacity(rules), free_rules: Vec::new(), len: 0 }
+        Self {
+            nodes,
+            rules: Vec::with_capacity(rules),
+            free_rules: Vec::new(),
+            len: 0,
+            direct: None,
+        }
     }
 
     /// Number of rules.
@@ -65,9 +90,26 @@ impl PrefixIndex {
 
     /// The rule with the longest prefix of `number` (ASCII digits; anything else ends the walk).
     pub fn longest_match(&self, number: &str) -> Option<Match<'_>> {
-        let mut node = &self.nodes[0];
+        let bytes = number.as_bytes();
+        let mut start = 0usize;
+        let mut node_id = 0u32;
         let mut best = None;
-        for (depth, b) in number.bytes().enumerate() {
+        if let (Some(direct), Some(head)) = (&self.direct, bytes.get(..DIRECT_DIGITS)) {
+            if head.iter().all(u8::is_ascii_digit) {
+                let key = head.iter().fold(0usize, |k, b| k * 10 + usize::from(b - b'0'));
+                let entry = direct[key];
+                if entry.rule != NO_RULE {
+                    best = Some((entry.len as usize, entry.rule));
+                }
+                if entry.node == 0 {
+                    return best.map(|(prefix_len, slot)| Match { prefix_len, rule: self.rule_at(slot) });
+                }
+                node_id = entry.node;
+                start = DIRECT_DIGITS;
+            }
+        }
+        let mut node = &self.nodes[node_id as usize];
+        for (depth, b) in bytes.iter().enumerate().skip(start) {
             let digit = b.wrapping_sub(b'0');
             if digit > 9 {
                 break;
@@ -81,7 +123,10 @@ impl PrefixIndex {
                 best = Some((depth + 1, node.rule));
             }
         }
-        best.map(|(prefix_len, slot)| Match { prefix_len, rule: self.rule_at(slot) })
+        best.map(|(prefix_len, slot)| Match {
+            prefix_len,
+            rule: self.rule_at(slot),
+        })
     }
 
     /// The rule stored exactly under `prefix`.
@@ -93,7 +138,10 @@ impl PrefixIndex {
 
     /// Inserts or replaces the rule for `prefix` (ASCII digits, non-empty); returns the old one.
     pub fn insert(&mut self, prefix: &str, rule: Rule) -> Option<Rule> {
-        debug_assert!(crate::number::is_prefix(prefix), "prefix {prefix:?} must be validated");
+        debug_assert!(
+            crate::number::is_prefix(prefix),
+            "prefix {prefix:?} must be validated"
+        );
         let mut node = 0usize;
         for b in prefix.bytes() {
             let digit = usize::from(b - b'0');
@@ -111,6 +159,12 @@ impl PrefixIndex {
         if slot != NO_RULE {
             return self.rules[slot as usize].replace(rule);
         }
+        self.insert_slot(node, rule);
+        self.refresh_direct(prefix);
+        None
+    }
+
+    fn insert_slot(&mut self, node: usize, rule: Rule) {
         let slot = match self.free_rules.pop() {
             Some(free) => {
                 self.rules[free as usize] = Some(rule);
@@ -123,7 +177,6 @@ impl PrefixIndex {
         };
         self.nodes[node].rule = slot;
         self.len += 1;
-        None
     }
 
     /// Removes the rule for `prefix`; returns it. Trie nodes stay (they are cheap and a removed
@@ -136,7 +189,81 @@ impl PrefixIndex {
         }
         self.free_rules.push(slot);
         self.len -= 1;
+        self.refresh_direct(prefix);
         self.rules[slot as usize].take()
+    }
+
+    /// Recomputes the direct-table entries a change at `prefix` can affect.
+    fn refresh_direct(&mut self, prefix: &str) {
+        if self.direct.is_none() {
+            return;
+        }
+        let value = prefix.bytes().take(DIRECT_DIGITS).fold(0usize, |k, b| k * 10 + usize::from(b - b'0'));
+        let span = 10usize.pow((DIRECT_DIGITS.saturating_sub(prefix.len())) as u32);
+        for key in value * span..(value + 1) * span {
+            let entry = self.direct_entry(key);
+            if let Some(direct) = &mut self.direct {
+                direct[key] = entry;
+            }
+        }
+    }
+
+    /// Walks the first [`DIRECT_DIGITS`] digits of `key` (zero-padded) from the root.
+    fn direct_entry(&self, key: usize) -> Direct {
+        let mut entry = Direct { node: 0, rule: NO_RULE, len: 0 };
+        let mut node = 0usize;
+        for depth in 0..DIRECT_DIGITS {
+            let digit = key / 10usize.pow((DIRECT_DIGITS - 1 - depth) as u32) % 10;
+            let child = self.nodes[node].children[digit];
+            if child == 0 {
+                return entry;
+            }
+            node = child as usize;
+            if self.nodes[node].rule != NO_RULE {
+                entry.rule = self.nodes[node].rule;
+                entry.len = depth as u32 + 1;
+            }
+        }
+        entry.node = node as u32;
+        entry
+    }
+
+    /// Renumbers the trie's nodes in depth-first order, so that a lookup walking down a sparse
+    /// branch reads consecutive memory. Built indexes are compacted once; later edits append.
+    pub fn compact(&mut self) {
+        let mut order: Vec<u32> = Vec::with_capacity(self.nodes.len());
+        let mut stack = vec![0u32];
+        while let Some(node) = stack.pop() {
+            order.push(node);
+            let children = &self.nodes[node as usize].children;
+            stack.extend(children.iter().rev().copied().filter(|&c| c != 0));
+        }
+        let mut new_id = vec![0u32; self.nodes.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_id[old as usize] = new as u32;
+        }
+        let nodes = order
+            .iter()
+            .map(|&old| {
+                let mut node = self.nodes[old as usize].clone();
+                for child in &mut node.children {
+                    if *child != 0 {
+                        *child = new_id[*child as usize];
+                    }
+                }
+                node
+            })
+            .collect();
+        self.nodes = nodes;
+        self.direct = None;
+        if self.len >= DIRECT_MIN_RULES {
+            self.build_direct();
+        }
+    }
+
+    /// Builds the direct table (kept up to date by later edits).
+    fn build_direct(&mut self) {
+        self.direct = Some((0..DIRECT_SIZE).map(|key| self.direct_entry(key)).collect());
     }
 
     /// Rules whose prefix starts with `filter` (all when empty), in ascending prefix order.
@@ -173,7 +300,9 @@ impl PrefixIndex {
     }
 
     fn rule_at(&self, slot: u32) -> &Rule {
-        self.rules[slot as usize].as_ref().expect("a node's rule slot is always filled")
+        self.rules[slot as usize]
+            .as_ref()
+            .expect("a node's rule slot is always filled")
     }
 }
 
@@ -184,6 +313,7 @@ impl FromIterator<(String, Rule)> for PrefixIndex {
         for (prefix, rule) in iter {
             index.insert(&prefix, rule);
         }
+        index.compact();
         index
     }
 }
@@ -216,7 +346,7 @@ impl<'a> Iterator for Iter<'a> {
             let (node, next_digit) = self.stack.last_mut()?;
             if *next_digit >= 10 {
                 self.stack.pop();
-                if self.stack.len() >= 1 {
+                if !self.stack.is_empty() {
                     self.prefix.pop();
                 }
                 continue;
@@ -262,7 +392,10 @@ mod tests {
         let mut index = PrefixIndex::new();
         index.insert("1", sample("a", "1"));
         index.insert("12", sample("b", "2"));
-        assert_eq!(index.remove("12").map(|r| r.name.to_string()), Some("b".into()));
+        assert_eq!(
+            index.remove("12").map(|r| r.name.to_string()),
+            Some("b".into())
+        );
         assert_eq!(index.remove("12"), None);
         assert_eq!(index.len(), 1);
         assert_eq!(&*index.longest_match("123").unwrap().rule.name, "a");
@@ -296,12 +429,20 @@ mod tests {
     proptest! {
         #[test]
         fn matches_a_naive_scan(
-            ops in proptest::collection::vec(("[0-2]{1,5}", any::<bool>()), 0..200),
-            numbers in proptest::collection::vec("[0-2]{0,7}", 1..50),
+            ops in proptest::collection::vec(("[0-2]{1,7}", any::<bool>()), 0..200),
+            numbers in proptest::collection::vec("[0-2]{0,9}", 1..50),
+            compact_at in 0usize..200,
+            direct in any::<bool>(),
         ) {
             let mut index = PrefixIndex::new();
             let mut model = BTreeMap::new();
             for (i, (prefix, insert)) in ops.iter().enumerate() {
+                if i == compact_at {
+                    index.compact();
+                    if direct {
+                        index.build_direct();
+                    }
+                }
                 if *insert {
                     let rule = sample(&i.to_string(), "1");
                     prop_assert_eq!(index.insert(prefix, rule.clone()), model.insert(prefix.clone(), rule));

@@ -62,11 +62,23 @@ mod tests {
 
     #[test]
     fn rejects_other_characters() {
-        assert!(matches!(normalise("44abc"), Err(NumberError::BadCharacter(_))));
-        assert!(matches!(normalise("4412*"), Err(NumberError::BadCharacter(_))));
-        assert!(matches!(normalise("++44"), Err(NumberError::BadCharacter(_))));
+        assert!(matches!(
+            normalise("44abc"),
+            Err(NumberError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            normalise("4412*"),
+            Err(NumberError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            normalise("++44"),
+            Err(NumberError::BadCharacter(_))
+        ));
         assert!(matches!(normalise("+ -"), Err(NumberError::Empty(_))));
         assert!(matches!(normalise("00"), Err(NumberError::Empty(_))));
-        assert!(matches!(normalise(&"1".repeat(21)), Err(NumberError::TooLong(_))));
+        assert!(matches!(
+            normalise(&"1".repeat(21)),
+            Err(NumberError::TooLong(_))
+        ));
     }
 }

@@ -60,7 +60,13 @@ pub struct Rule {
 impl Rule {
     /// The billing parameters at `rate` (the rule's own, or its inter/intra rate).
     pub fn billing(&self, rate: Decimal) -> RuleBilling {
-        RuleBilling { rate, connect_fee: self.connect_fee, mcd: self.mcd, pulse: self.pulse, grace: self.grace }
+        RuleBilling {
+            rate,
+            connect_fee: self.connect_fee,
+            mcd: self.mcd,
+            pulse: self.pulse,
+            grace: self.grace,
+        }
     }
 
     /// True when two rules price calls identically (names aside).
@@ -104,7 +110,13 @@ impl Rule {
         }
         let name: Arc<str> = Arc::from(next()?);
         let decimal = |s: &str| Decimal::from_str(s).map_err(|_| DecodeError::BadField);
-        let opt_decimal = |s: &str| if s.is_empty() { Ok(None) } else { decimal(s).map(Some) };
+        let opt_decimal = |s: &str| {
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                decimal(s).map(Some)
+            }
+        };
         let int = |s: &str| s.parse::<u32>().map_err(|_| DecodeError::BadField);
         let rule = Rule {
             name,

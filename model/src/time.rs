@@ -19,17 +19,29 @@ pub fn parse(s: &str) -> Option<i64> {
         None => (0, 0, 0),
         Some(c) => {
             let mut hms = c.splitn(3, ':');
-            (num(hms.next()?, 2)?, num(hms.next()?, 2)?, num(hms.next()?, 2)?)
+            (
+                num(hms.next()?, 2)?,
+                num(hms.next()?, 2)?,
+                num(hms.next()?, 2)?,
+            )
         }
     };
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || h > 23 || m > 59 || sec > 60 {
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || h > 23
+        || m > 59
+        || sec > 60
+    {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
 }
 
 fn num(s: &str, width: usize) -> Option<i64> {
-    (s.len() == width && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+    (s.len() == width && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {
@@ -74,7 +86,13 @@ pub fn format_date(secs: i64) -> String {
 /// `YYYY-MM-DD HH:MM:SS` of unix seconds.
 pub fn format_datetime(secs: i64) -> String {
     let rem = secs.rem_euclid(86_400);
-    format!("{} {:02}:{:02}:{:02}", format_date(secs), rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{} {:02}:{:02}:{:02}",
+        format_date(secs),
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// The current unix time in seconds.

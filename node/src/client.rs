@@ -10,7 +10,12 @@ use std::path::PathBuf;
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// The node's URL.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8080", env = "EDGERATE_NODE")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8080",
+        env = "EDGERATE_NODE"
+    )]
     node: String,
     /// Print the node's JSON answer as it is.
     #[arg(long, global = true)]
@@ -79,34 +84,53 @@ pub struct Client {
 
 impl Client {
     pub fn new(args: NodeArgs) -> anyhow::Result<Self> {
-        let http = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(600)).build()?;
+        let http = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(600))
+            .build()?;
         Ok(Self { args, http })
     }
 
     fn url(&self, service: &str) -> String {
-        format!("{}/api/{service}.json", self.args.node.trim_end_matches('/'))
+        format!(
+            "{}/api/{service}.json",
+            self.args.node.trim_end_matches('/')
+        )
     }
 
-    fn operator(&self, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<reqwest::blocking::RequestBuilder> {
-        let key = std::env::var("EDGERATE_OPERATOR_KEY").context("set EDGERATE_OPERATOR_KEY to the node's operator key")?;
+    fn operator(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> anyhow::Result<reqwest::blocking::RequestBuilder> {
+        let key = std::env::var("EDGERATE_OPERATOR_KEY")
+            .context("set EDGERATE_OPERATOR_KEY to the node's operator key")?;
         Ok(request.bearer_auth(key))
     }
 
-    fn customer(&self, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<reqwest::blocking::RequestBuilder> {
+    fn customer(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> anyhow::Result<reqwest::blocking::RequestBuilder> {
         match (&self.args.account, &self.args.key) {
             (Some(account), Some(key)) => Ok(request.basic_auth(account, Some(key))),
             _ => bail!("give --account and --key (or EDGERATE_ACCOUNT and EDGERATE_KEY)"),
         }
     }
 
-    fn send(&self, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<reqwest::blocking::Response> {
-        let response = request.send().with_context(|| format!("reaching {}", self.args.node))?;
+    fn send(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        let response = request
+            .send()
+            .with_context(|| format!("reaching {}", self.args.node))?;
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status();
         let body: Value = response.json().unwrap_or(Value::Null);
-        let reason = body["error"]["reason"].as_str().unwrap_or("no reason given");
+        let reason = body["error"]["reason"]
+            .as_str()
+            .unwrap_or("no reason given");
         bail!("{status}: {reason}")
     }
 
@@ -124,13 +148,23 @@ impl Client {
                 let mut form = vec![("name", name)];
                 form.extend(rps.map(|r| ("rps", r.to_string())));
                 form.extend(daily.map(|d| ("daily", d.to_string())));
-                let request = self.operator(self.http.post(self.url("admin/account/create")).form(&form))?;
+                let request =
+                    self.operator(self.http.post(self.url("admin/account/create")).form(&form))?;
                 let v: Value = self.send(request)?.json()?;
-                self.print(&v, |v| format!("account {}  key {}  (the key is shown once)", v["account"], v["key"]));
+                self.print(&v, |v| {
+                    format!(
+                        "account {}  key {}  (the key is shown once)",
+                        v["account"], v["key"]
+                    )
+                });
             }
             AccountCommand::List => {
-                let v: Value = self.send(self.operator(self.http.get(self.url("admin/account/list")))?)?.json()?;
-                self.print(&v, |v| table(&v["accounts"], &["account", "name", "rps", "daily"]));
+                let v: Value = self
+                    .send(self.operator(self.http.get(self.url("admin/account/list")))?)?
+                    .json()?;
+                self.print(&v, |v| {
+                    table(&v["accounts"], &["account", "name", "rps", "daily"])
+                });
             }
         }
         Ok(())
@@ -139,25 +173,56 @@ impl Client {
     pub fn card(&self, command: CardCommand) -> anyhow::Result<()> {
         match command {
             CardCommand::List => {
-                let v: Value = self.send(self.customer(self.http.get(self.url("ratecard/list")))?)?.json()?;
-                self.print(&v, |v| table(&v["cards"], &["id", "name", "currency", "revision", "rules", "updated"]));
+                let v: Value = self
+                    .send(self.customer(self.http.get(self.url("ratecard/list")))?)?
+                    .json()?;
+                self.print(&v, |v| {
+                    table(
+                        &v["cards"],
+                        &["id", "name", "currency", "revision", "rules", "updated"],
+                    )
+                });
             }
-            CardCommand::Import { card, file, format, live_at } => {
-                let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            CardCommand::Import {
+                card,
+                file,
+                format,
+                live_at,
+            } => {
+                let body =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
                 eprintln!("uploading {} ({} bytes)…", file.display(), body.len());
                 let mut query = vec![("card", card)];
                 query.extend(format.map(|f| ("format", f)));
                 query.extend(live_at.map(|l| ("live_at", l)));
-                let request = self.http.post(self.url("ratecard/import")).query(&query).header("content-type", "application/octet-stream").body(body);
+                let request = self
+                    .http
+                    .post(self.url("ratecard/import"))
+                    .query(&query)
+                    .header("content-type", "application/octet-stream")
+                    .body(body);
                 let v: Value = self.send(self.customer(request)?)?.json()?;
-                self.print(&v, |v| format!("revision {} of {}: {} rules, {}", v["rev"], v["card"], v["rules"], v["state"]));
+                self.print(&v, |v| {
+                    format!(
+                        "revision {} of {}: {} rules, {}",
+                        v["rev"], v["card"], v["rules"], v["state"]
+                    )
+                });
             }
-            CardCommand::Export { card, revision, format, out } => {
+            CardCommand::Export {
+                card,
+                revision,
+                format,
+                out,
+            } => {
                 let mut query = vec![("card", card), ("format", format)];
                 query.extend(revision.map(|r| ("revision", r.to_string())));
-                let bytes = self.send(self.customer(self.http.get(self.url("ratecard/export")).query(&query))?)?.bytes()?;
+                let bytes = self
+                    .send(self.customer(self.http.get(self.url("ratecard/export")).query(&query))?)?
+                    .bytes()?;
                 match out {
-                    Some(path) => std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?,
+                    Some(path) => std::fs::write(&path, &bytes)
+                        .with_context(|| format!("writing {}", path.display()))?,
                     None => {
                         use std::io::Write;
                         std::io::stdout().write_all(&bytes)?;
@@ -171,10 +236,17 @@ impl Client {
     pub fn cluster(&self, command: ClusterCommand) -> anyhow::Result<()> {
         match command {
             ClusterCommand::Status => {
-                let v: Value = self.send(self.operator(self.http.get(self.url("cluster/status")))?)?.json()?;
+                let v: Value = self
+                    .send(self.operator(self.http.get(self.url("cluster/status")))?)?
+                    .json()?;
                 self.print(&v, |v| {
                     let peers = v["peers"].as_array().map_or(0, Vec::len);
-                    format!("node {}  region {}  peers {peers}\n{}", v["node"], v["region"], table(&v["peers"], &["node", "region", "state", "rtt_ms", "lag"]))
+                    format!(
+                        "node {}  region {}  peers {peers}\n{}",
+                        v["node"],
+                        v["region"],
+                        table(&v["peers"], &["node", "region", "state", "rtt_ms", "lag"])
+                    )
                 });
             }
         }
@@ -187,10 +259,13 @@ fn table(rows: &Value, columns: &[&str]) -> String {
     let mut out = columns.join("\t");
     for row in rows.as_array().into_iter().flatten() {
         out.push('\n');
-        let cells: Vec<String> = columns.iter().map(|c| match &row[c] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }).collect();
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match &row[c] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
         out.push_str(&cells.join("\t"));
     }
     out

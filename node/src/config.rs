@@ -40,7 +40,9 @@ pub struct HttpSection {
 
 impl Default for HttpSection {
     fn default() -> Self {
-        Self { listen: default_listen() }
+        Self {
+            listen: default_listen(),
+        }
     }
 }
 
@@ -59,7 +61,8 @@ pub struct OperatorSection {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("config {}", path.display()))
     }
 
@@ -83,7 +86,9 @@ impl Config {
             }
         }
         if self.peer.is_some() != self.tls.is_some() {
-            bail!("[peer] and [tls] go together: peers authenticate each other with the cluster CA");
+            bail!(
+                "[peer] and [tls] go together: peers authenticate each other with the cluster CA"
+            );
         }
         Ok(())
     }
@@ -130,6 +135,12 @@ trunk = "127.0.0.1:5060"
         assert!(Config::parse("[http]\nlisten = \"nowhere\"\n").is_err());
         assert!(Config::parse("[node]\nid = \"a b\"\n").is_err());
         assert!(Config::parse("version = 2\n").is_err());
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let c = Config::parse(include_str!("../../config.example.toml")).unwrap();
+        assert_eq!(c.node.region, "uk");
     }
 
     #[test]

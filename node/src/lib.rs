@@ -72,27 +72,44 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
     let config = options.config;
     config.validate()?;
     if config.peer.is_some() {
-        tracing::warn!("[peer] is configured but this build serves a single node; peers are ignored");
+        tracing::warn!(
+            "[peer] is configured but this build serves a single node; peers are ignored"
+        );
     }
     let data_dir = config.node.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let (operator_key, generated) = operator_key(&config, &data_dir)?;
     let actor = actor_id(&data_dir)?;
     let docs_dir = data_dir.join("docs");
     let catalog = tokio::task::spawn_blocking(move || Catalog::open(&docs_dir, actor))
         .await?
         .context("opening the catalog")?;
-    let demo_key = if options.demo { create_demo(&catalog, &data_dir)? } else { None };
+    let demo_key = if options.demo {
+        create_demo(&catalog, &data_dir)?
+    } else {
+        None
+    };
     let metrics = edgerate_api::metrics::install();
-    let node = NodeInfo { id: config.node.id.clone(), region: config.node.region.clone() };
-    let state = AppState::new(catalog.clone(), node, hash_key(&operator_key), Some(metrics));
+    let node = NodeInfo {
+        id: config.node.id.clone(),
+        region: config.node.region.clone(),
+    };
+    let state = AppState::new(
+        catalog.clone(),
+        node,
+        hash_key(&operator_key),
+        Some(metrics),
+    );
 
     let listener = match options.listener {
         Some(l) => {
             l.set_nonblocking(true)?;
             TcpListener::from_std(l)?
         }
-        None => TcpListener::bind(config.http.listen).await.with_context(|| format!("binding {}", config.http.listen))?,
+        None => TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("binding {}", config.http.listen))?,
     };
     let http_addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -110,8 +127,19 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
     });
     let compactor = tokio::spawn(compact_forever(catalog, shutdown_rx));
     tracing::info!(%http_addr, node = %config.node.id, region = %config.node.region, data = %data_dir.display(), "node started");
-    let first = FirstStart { operator_key: generated.then_some(operator_key), demo_key };
-    Ok((NodeHandle { http_addr, state, shutdown, tasks: vec![http, compactor] }, first))
+    let first = FirstStart {
+        operator_key: generated.then_some(operator_key),
+        demo_key,
+    };
+    Ok((
+        NodeHandle {
+            http_addr,
+            state,
+            shutdown,
+            tasks: vec![http, compactor],
+        },
+        first,
+    ))
 }
 
 async fn compact_forever(catalog: Catalog, mut stop: watch::Receiver<bool>) {
@@ -159,7 +187,10 @@ fn actor_id(data_dir: &Path) -> anyhow::Result<ActorId> {
     if let Ok(text) = std::fs::read_to_string(&path) {
         match hex::decode(text.trim()) {
             Ok(bytes) if bytes.len() == 16 => return Ok(ActorId::from(bytes)),
-            _ => anyhow::bail!("{} is not 32 hex digits; restore it or remove it", path.display()),
+            _ => anyhow::bail!(
+                "{} is not 32 hex digits; restore it or remove it",
+                path.display()
+            ),
         }
     }
     let bytes: [u8; 16] = rand::random();
@@ -176,7 +207,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(bytes)?;
     file.sync_all()?;
     Ok(())
@@ -211,7 +244,8 @@ fn create_demo(catalog: &Catalog, data_dir: &Path) -> anyhow::Result<Option<Stri
         created: now,
         updated: now,
     })?;
-    let deck = edgerate_model::deck::parse_csv(DEMO_DECK.as_bytes()).context("the embedded demo deck")?;
+    let deck =
+        edgerate_model::deck::parse_csv(DEMO_DECK.as_bytes()).context("the embedded demo deck")?;
     catalog.add_revision(&card.meta.id, deck.rules, Some(now), "import:csv", now)?;
     write_private(&marker, b"")?;
     Ok(Some(secret))

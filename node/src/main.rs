@@ -9,7 +9,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "edgerate", version, about = "Edge-replicated telecom API: rate cards, billing, accounts")]
+#[command(
+    name = "edgerate",
+    version,
+    about = "Edge-replicated telecom API: rate cards, billing, accounts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,9 +66,15 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn serve(config_path: Option<PathBuf>, data: Option<PathBuf>, http: Option<SocketAddr>) -> anyhow::Result<()> {
+fn serve(
+    config_path: Option<PathBuf>,
+    data: Option<PathBuf>,
+    http: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let demo = config_path.is_none();
     let mut config = match &config_path {
@@ -77,7 +87,10 @@ fn serve(config_path: Option<PathBuf>, data: Option<PathBuf>, http: Option<Socke
     if let Some(addr) = http {
         config.http.listen = addr;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async move {
         let (node, first) = edgerate_node::start(Options { config, demo, listener: None }).await?;
         let url = format!("http://{}", node.http_addr);
@@ -100,7 +113,8 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing the SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

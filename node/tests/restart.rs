@@ -28,17 +28,62 @@ fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut node = NodeProcess::start(bin(), &data, OPERATOR);
-    let key = node.demo_key().expect("the demo key is printed on first start");
+    let key = node
+        .demo_key()
+        .expect("the demo key is printed on first start");
     let api = Api::account(&node.url, "demo", &key);
-    let demo = api.ok("ratecard/query", &[("card", "demo"), ("number", "441234567890"), ("duration", "61")]);
-    assert_eq!(demo["cost"], serde_json::json!(0.024), "the demo card is loaded");
+    let demo = api.ok(
+        "ratecard/query",
+        &[
+            ("card", "demo"),
+            ("number", "441234567890"),
+            ("duration", "61"),
+        ],
+    );
+    assert_eq!(
+        demo["cost"],
+        serde_json::json!(0.024),
+        "the demo card is loaded"
+    );
 
-    let card = api.ok("ratecard/create", &[("name", "wholesale")])["id"].as_str().unwrap().to_owned();
-    let imported = api.upload("ratecard/import", &format!("card={card}"), "text/csv", generated_deck(20_000, 1).into_bytes());
-    assert_eq!(imported.status, 200, "{}", String::from_utf8_lossy(&imported.body));
-    api.ok("ratecard/rule/set", &[("card", &card), ("prefix", "4479"), ("name", "Edited"), ("rate", "0.5")]);
-    api.ok("ratecard/rule/set", &[("card", &card), ("prefix", "441"), ("name", "UK"), ("rate", "0.01")]);
-    api.ok("ratecard/rule/delete", &[("card", &card), ("prefix", "441")]);
+    let card = api.ok("ratecard/create", &[("name", "wholesale")])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let imported = api.upload(
+        "ratecard/import",
+        &format!("card={card}"),
+        "text/csv",
+        generated_deck(20_000, 1).into_bytes(),
+    );
+    assert_eq!(
+        imported.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&imported.body)
+    );
+    api.ok(
+        "ratecard/rule/set",
+        &[
+            ("card", &card),
+            ("prefix", "4479"),
+            ("name", "Edited"),
+            ("rate", "0.5"),
+        ],
+    );
+    api.ok(
+        "ratecard/rule/set",
+        &[
+            ("card", &card),
+            ("prefix", "441"),
+            ("name", "UK"),
+            ("rate", "0.01"),
+        ],
+    );
+    api.ok(
+        "ratecard/rule/delete",
+        &[("card", &card), ("prefix", "441")],
+    );
     let operator = Api::operator(&node.url, OPERATOR);
     let account = operator.ok("admin/account/create", &[("name", "late")]);
     let before = snapshot(&api, &card);
@@ -48,8 +93,16 @@ fn acknowledged_writes_survive_sigkill() {
     assert_eq!(node.demo_key(), None, "the demo is created once");
     let api = Api::account(&node.url, "demo", &key);
     assert_eq!(snapshot(&api, &card), before);
-    let late = Api::account(&node.url, account["account"].as_str().unwrap(), account["key"].as_str().unwrap());
-    assert_eq!(late.call("ratecard/list", &[]).status, 200, "the account created last survives");
+    let late = Api::account(
+        &node.url,
+        account["account"].as_str().unwrap(),
+        account["key"].as_str().unwrap(),
+    );
+    assert_eq!(
+        late.call("ratecard/list", &[]).status,
+        200,
+        "the account created last survives"
+    );
 
     let status = node.terminate();
     assert!(status.success(), "SIGTERM exits cleanly: {status}");

@@ -1,21 +1,43 @@
-use automerge::{hydrate, transaction::Transactable, AutoCommit, ReadDoc, ROOT, ScalarValue, sync::{self, SyncDoc}};
+use automerge::{
+    hydrate,
+    sync::{self, SyncDoc},
+    transaction::Transactable,
+    AutoCommit, ReadDoc, ScalarValue, ROOT,
+};
 use std::collections::HashMap;
 use std::time::Instant;
 fn main() {
-    let n: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(50_000);
-    let chunk: usize = std::env::args().nth(2).map(|s| s.parse().unwrap()).unwrap_or(n);
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(50_000);
+    let chunk: usize = std::env::args()
+        .nth(2)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(n);
     let t = Instant::now();
     let mut doc = AutoCommit::new();
     let mut i = 0;
     let mut c = 0;
     while i < n {
         let mut m: HashMap<String, hydrate::Value> = HashMap::new();
-        for j in i..(i+chunk).min(n) {
-            m.insert(format!("{}", 1_000_000 + j * 7), hydrate::Value::Scalar(ScalarValue::Str(format!("r1\x1fName {}\x1f0.0123\x1f0\x1f60\x1f60\x1f0\x1f\x1f\x1fActive", j % 300).into())));
+        for j in i..(i + chunk).min(n) {
+            m.insert(
+                format!("{}", 1_000_000 + j * 7),
+                hydrate::Value::Scalar(ScalarValue::Str(
+                    format!(
+                        "r1\x1fName {}\x1f0.0123\x1f0\x1f60\x1f60\x1f0\x1f\x1f\x1fActive",
+                        j % 300
+                    )
+                    .into(),
+                )),
+            );
         }
-        doc.batch_create_object(ROOT, format!("c{c}"), &hydrate::Value::Map(m.into()), false).unwrap();
+        doc.batch_create_object(ROOT, format!("c{c}"), &hydrate::Value::Map(m.into()), false)
+            .unwrap();
         doc.commit();
-        i += chunk; c += 1;
+        i += chunk;
+        c += 1;
     }
     println!("batch insert {:?}", t.elapsed());
     let t = Instant::now();
@@ -30,10 +52,16 @@ fn main() {
     let (mut s1, mut s2) = (sync::State::new(), sync::State::new());
     loop {
         let m1 = doc2.sync().generate_sync_message(&mut s1);
-        if let Some(m) = m1.clone() { peer.sync().receive_sync_message(&mut s2, m).unwrap(); }
+        if let Some(m) = m1.clone() {
+            peer.sync().receive_sync_message(&mut s2, m).unwrap();
+        }
         let m2 = peer.sync().generate_sync_message(&mut s2);
-        if let Some(m) = m2.clone() { doc2.sync().receive_sync_message(&mut s1, m).unwrap(); }
-        if m1.is_none() && m2.is_none() { break; }
+        if let Some(m) = m2.clone() {
+            doc2.sync().receive_sync_message(&mut s1, m).unwrap();
+        }
+        if m1.is_none() && m2.is_none() {
+            break;
+        }
     }
     println!("sync to empty {:?} keys {}", t.elapsed(), peer.length(ROOT));
 }

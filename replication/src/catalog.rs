@@ -18,7 +18,10 @@
 
 use crate::docstore::{DocStore, StoreError};
 use arc_swap::ArcSwap;
-use automerge::{hydrate, transaction::Transactable, AutoCommit, ObjType, ReadDoc, ScalarValue, ScalarValueRef, ValueRef, ROOT};
+use automerge::{
+    hydrate, transaction::Transactable, AutoCommit, ObjType, ReadDoc, ScalarValue, ScalarValueRef,
+    ValueRef, ROOT,
+};
 use edgerate_model::account::Account;
 use edgerate_model::card::{live_revision, CardMeta, RevisionMeta};
 use edgerate_model::index::PrefixIndex;
@@ -94,16 +97,26 @@ pub struct View {
 impl View {
     /// The account's card named by id or by name; another account's card is not found.
     pub fn card(&self, account: &str, reference: &str) -> Option<&Arc<CardView>> {
-        if let Some(card) = self.cards.get(reference).filter(|c| c.meta.account == account) {
+        if let Some(card) = self
+            .cards
+            .get(reference)
+            .filter(|c| c.meta.account == account)
+        {
             return Some(card);
         }
-        let id = self.names.get(&(account.to_owned(), reference.to_owned()))?;
+        let id = self
+            .names
+            .get(&(account.to_owned(), reference.to_owned()))?;
         self.cards.get(id)
     }
 
     /// The account's cards, by name.
     pub fn cards_of(&self, account: &str) -> Vec<&Arc<CardView>> {
-        let mut cards: Vec<_> = self.cards.values().filter(|c| c.meta.account == account).collect();
+        let mut cards: Vec<_> = self
+            .cards
+            .values()
+            .filter(|c| c.meta.account == account)
+            .collect();
         cards.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
         cards
     }
@@ -115,7 +128,8 @@ impl View {
 
     fn insert_account(&mut self, account: Account) {
         self.remove_account(&account.id);
-        self.key_hashes.insert(account.key_hash.clone(), account.id.clone());
+        self.key_hashes
+            .insert(account.key_hash.clone(), account.id.clone());
         self.accounts.insert(account.id.clone(), Arc::new(account));
     }
 
@@ -127,17 +141,25 @@ impl View {
 
     /// Rules loaded across every revision of every card.
     pub fn rules_loaded(&self) -> usize {
-        self.cards.values().flat_map(|c| c.revisions.values()).map(|r| r.index.read().len()).sum()
+        self.cards
+            .values()
+            .flat_map(|c| c.revisions.values())
+            .map(|r| r.index.read().len())
+            .sum()
     }
 
     fn insert_card(&mut self, card: CardView) {
-        self.names.insert((card.meta.account.clone(), card.meta.name.clone()), card.meta.id.clone());
+        self.names.insert(
+            (card.meta.account.clone(), card.meta.name.clone()),
+            card.meta.id.clone(),
+        );
         self.cards.insert(card.meta.id.clone(), Arc::new(card));
     }
 
     fn remove_card(&mut self, id: &str) {
         if let Some(card) = self.cards.remove(id) {
-            self.names.remove(&(card.meta.account.clone(), card.meta.name.clone()));
+            self.names
+                .remove(&(card.meta.account.clone(), card.meta.name.clone()));
         }
     }
 }
@@ -178,7 +200,13 @@ impl Catalog {
             }
         }
         let view = load_view(&docs)?;
-        Ok(Self { inner: Arc::new(Inner { docs, view: ArcSwap::from_pointee(view), write: Mutex::new(()) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                docs,
+                view: ArcSwap::from_pointee(view),
+                write: Mutex::new(()),
+            }),
+        })
     }
 
     /// The current view.
@@ -200,17 +228,24 @@ impl Catalog {
     /// Stores a new or changed account.
     pub fn put_account(&self, account: Account) -> Result<(), CatalogError> {
         let _w = self.inner.write.lock();
-        self.inner.docs.change::<_, CatalogError>(ACCOUNTS_DOC, |d| {
-            let map = map_id(d, ROOT, "accounts")?;
-            put_json(d, &map, &account.id, &account)
-        })?;
+        self.inner
+            .docs
+            .change::<_, CatalogError>(ACCOUNTS_DOC, |d| {
+                let map = map_id(d, ROOT, "accounts")?;
+                put_json(d, &map, &account.id, &account)
+            })?;
         self.update_view(|v| v.insert_account(account));
         Ok(())
     }
 
     /// Deletes an account and every card it owns.
     pub fn delete_account(&self, id: &str) -> Result<(), CatalogError> {
-        let cards: Vec<String> = self.view().cards_of(id).iter().map(|c| c.meta.id.clone()).collect();
+        let cards: Vec<String> = self
+            .view()
+            .cards_of(id)
+            .iter()
+            .map(|c| c.meta.id.clone())
+            .collect();
         for card in cards {
             self.delete_card(&card)?;
         }
@@ -218,11 +253,13 @@ impl Catalog {
         if !self.view().accounts.contains_key(id) {
             return Err(CatalogError::NotFound(format!("account '{id}'")));
         }
-        self.inner.docs.change::<_, CatalogError>(ACCOUNTS_DOC, |d| {
-            let map = map_id(d, ROOT, "accounts")?;
-            d.delete(&map, id)?;
-            Ok(())
-        })?;
+        self.inner
+            .docs
+            .change::<_, CatalogError>(ACCOUNTS_DOC, |d| {
+                let map = map_id(d, ROOT, "accounts")?;
+                d.delete(&map, id)?;
+                Ok(())
+            })?;
         self.update_view(|v| v.remove_account(id));
         Ok(())
     }
@@ -231,7 +268,10 @@ impl Catalog {
     pub fn create_card(&self, meta: CardMeta) -> Result<Arc<CardView>, CatalogError> {
         let _w = self.inner.write.lock();
         if self.view().card(&meta.account, &meta.name).is_some() {
-            return Err(CatalogError::Conflict(format!("a card named '{}' already exists", meta.name)));
+            return Err(CatalogError::Conflict(format!(
+                "a card named '{}' already exists",
+                meta.name
+            )));
         }
         let rev = RevisionMeta {
             rev: 1,
@@ -242,19 +282,27 @@ impl Catalog {
             buckets: MIN_BUCKETS,
         };
         self.write_shards(&meta.id, &rev, Vec::new())?;
-        self.inner.docs.create::<_, CatalogError>(&card_doc(&meta.id), |d| {
-            d.put(ROOT, "v", SCHEMA_VERSION)?;
-            put_json(d, &ROOT, "meta", &meta)?;
-            let revs = d.put_object(ROOT, "revisions", ObjType::Map)?;
-            put_json(d, &revs, &rev.rev.to_string(), &rev)
-        })?;
+        self.inner
+            .docs
+            .create::<_, CatalogError>(&card_doc(&meta.id), |d| {
+                d.put(ROOT, "v", SCHEMA_VERSION)?;
+                put_json(d, &ROOT, "meta", &meta)?;
+                let revs = d.put_object(ROOT, "revisions", ObjType::Map)?;
+                put_json(d, &revs, &rev.rev.to_string(), &rev)
+            })?;
         self.inner.docs.change::<_, CatalogError>(CARDS_DOC, |d| {
             let map = map_id(d, ROOT, "cards")?;
             d.put(&map, &meta.id, meta.account.as_str())?;
             Ok(())
         })?;
         let mut revisions = BTreeMap::new();
-        revisions.insert(1, RevisionView { meta: rev, index: Arc::new(RwLock::new(PrefixIndex::new())) });
+        revisions.insert(
+            1,
+            RevisionView {
+                meta: rev,
+                index: Arc::new(RwLock::new(PrefixIndex::new())),
+            },
+        );
         let card = CardView { meta, revisions };
         let id = card.meta.id.clone();
         self.update_view(|v| v.insert_card(card));
@@ -265,12 +313,25 @@ impl Catalog {
     pub fn update_card(&self, meta: CardMeta) -> Result<Arc<CardView>, CatalogError> {
         let _w = self.inner.write.lock();
         let view = self.view();
-        let old = view.cards.get(&meta.id).ok_or_else(|| CatalogError::NotFound(format!("card '{}'", meta.id)))?;
+        let old = view
+            .cards
+            .get(&meta.id)
+            .ok_or_else(|| CatalogError::NotFound(format!("card '{}'", meta.id)))?;
         if old.meta.name != meta.name && view.card(&meta.account, &meta.name).is_some() {
-            return Err(CatalogError::Conflict(format!("a card named '{}' already exists", meta.name)));
+            return Err(CatalogError::Conflict(format!(
+                "a card named '{}' already exists",
+                meta.name
+            )));
         }
-        self.inner.docs.change::<_, CatalogError>(&card_doc(&meta.id), |d| put_json(d, &ROOT, "meta", &meta))?;
-        let card = CardView { meta, revisions: old.revisions.clone() };
+        self.inner
+            .docs
+            .change::<_, CatalogError>(&card_doc(&meta.id), |d| {
+                put_json(d, &ROOT, "meta", &meta)
+            })?;
+        let card = CardView {
+            meta,
+            revisions: old.revisions.clone(),
+        };
         let id = card.meta.id.clone();
         self.update_view(|v| {
             v.remove_card(&id);
@@ -282,7 +343,12 @@ impl Catalog {
     /// Deletes a card, its revisions and their rules.
     pub fn delete_card(&self, id: &str) -> Result<(), CatalogError> {
         let _w = self.inner.write.lock();
-        let card = self.view().cards.get(id).cloned().ok_or_else(|| CatalogError::NotFound(format!("card '{id}'")))?;
+        let card = self
+            .view()
+            .cards
+            .get(id)
+            .cloned()
+            .ok_or_else(|| CatalogError::NotFound(format!("card '{id}'")))?;
         self.inner.docs.change::<_, CatalogError>(CARDS_DOC, |d| {
             let map = map_id(d, ROOT, "cards")?;
             d.delete(&map, id)?;
@@ -291,7 +357,9 @@ impl Catalog {
         self.update_view(|v| v.remove_card(id));
         for rev in card.revisions.values() {
             for shard in 0..rev.meta.shards {
-                self.inner.docs.remove(&shard_doc(id, rev.meta.rev, shard))?;
+                self.inner
+                    .docs
+                    .remove(&shard_doc(id, rev.meta.rev, shard))?;
             }
         }
         self.inner.docs.remove(&card_doc(id))?;
@@ -299,22 +367,37 @@ impl Catalog {
     }
 
     /// Upserts one rule in place; returns the rule it replaced.
-    pub fn set_rule(&self, target: RuleTarget<'_>, rule: Rule, now: i64) -> Result<Option<Rule>, CatalogError> {
-        self.edit_rule(target, now, |d, bucket| {
-            d.put(bucket, target.prefix, rule.encode())?;
-            Ok(())
-        }, |index| index.insert(target.prefix, rule.clone()))
+    pub fn set_rule(
+        &self,
+        target: RuleTarget<'_>,
+        rule: Rule,
+        now: i64,
+    ) -> Result<Option<Rule>, CatalogError> {
+        self.edit_rule(
+            target,
+            now,
+            |d, bucket| {
+                d.put(bucket, target.prefix, rule.encode())?;
+                Ok(())
+            },
+            |index| index.insert(target.prefix, rule.clone()),
+        )
     }
 
     /// Removes one rule; `NotFound` when the revision has no rule for the prefix.
     pub fn delete_rule(&self, target: RuleTarget<'_>, now: i64) -> Result<Rule, CatalogError> {
-        let removed = self.edit_rule(target, now, |d, bucket| {
-            if d.get(bucket, target.prefix)?.is_none() {
-                return Err(CatalogError::NotFound(format!("rule '{}'", target.prefix)));
-            }
-            d.delete(bucket, target.prefix)?;
-            Ok(())
-        }, |index| index.remove(target.prefix))?;
+        let removed = self.edit_rule(
+            target,
+            now,
+            |d, bucket| {
+                if d.get(bucket, target.prefix)?.is_none() {
+                    return Err(CatalogError::NotFound(format!("rule '{}'", target.prefix)));
+                }
+                d.delete(bucket, target.prefix)?;
+                Ok(())
+            },
+            |index| index.remove(target.prefix),
+        )?;
         removed.ok_or_else(|| CatalogError::NotFound(format!("rule '{}'", target.prefix)))
     }
 
@@ -326,16 +409,23 @@ impl Catalog {
         apply: impl FnOnce(&mut PrefixIndex) -> Option<Rule>,
     ) -> Result<Option<Rule>, CatalogError> {
         let _w = self.inner.write.lock();
-        let card = self.view().cards.get(target.card).cloned().ok_or_else(|| CatalogError::NotFound(format!("card '{}'", target.card)))?;
+        let card = self
+            .view()
+            .cards
+            .get(target.card)
+            .cloned()
+            .ok_or_else(|| CatalogError::NotFound(format!("card '{}'", target.card)))?;
         let rev = card
             .revisions
             .get(&target.rev)
             .ok_or_else(|| CatalogError::NotFound(format!("revision {}", target.rev)))?;
         let (shard, bucket) = locate(target.prefix, rev.meta.shards, rev.meta.buckets);
-        self.inner.docs.change(&shard_doc(target.card, target.rev, shard), |d| {
-            let bucket = map_id(d, ROOT, &bucket_key(bucket))?;
-            write(d, &bucket)
-        })?;
+        self.inner
+            .docs
+            .change(&shard_doc(target.card, target.rev, shard), |d| {
+                let bucket = map_id(d, ROOT, &bucket_key(bucket))?;
+                write(d, &bucket)
+            })?;
         let replaced = apply(&mut rev.index.write());
         self.touch_card(&card, now)?;
         Ok(replaced)
@@ -345,11 +435,18 @@ impl Catalog {
     fn touch_card(&self, card: &CardView, now: i64) -> Result<(), CatalogError> {
         let mut meta = card.meta.clone();
         meta.updated = now;
-        self.inner.docs.change::<_, CatalogError>(&card_doc(&meta.id), |d| put_json(d, &ROOT, "meta", &meta))?;
+        self.inner
+            .docs
+            .change::<_, CatalogError>(&card_doc(&meta.id), |d| {
+                put_json(d, &ROOT, "meta", &meta)
+            })?;
         let id = meta.id.clone();
         self.update_view(|v| {
             if let Some(current) = v.cards.get(&id) {
-                let next = CardView { meta, revisions: current.revisions.clone() };
+                let next = CardView {
+                    meta,
+                    revisions: current.revisions.clone(),
+                };
                 v.cards.insert(id, Arc::new(next));
             }
         });
@@ -368,10 +465,16 @@ impl Catalog {
         now: i64,
     ) -> Result<RevisionMeta, CatalogError> {
         let _w = self.inner.write.lock();
-        let card = self.view().cards.get(card_id).cloned().ok_or_else(|| CatalogError::NotFound(format!("card '{card_id}'")))?;
+        let card = self
+            .view()
+            .cards
+            .get(card_id)
+            .cloned()
+            .ok_or_else(|| CatalogError::NotFound(format!("card '{card_id}'")))?;
         let number = card.revisions.keys().next_back().map_or(1, |n| n + 1);
         let shards = rules.len().div_ceil(RULES_PER_SHARD).max(1);
-        let buckets = (rules.len().div_ceil(shards).div_ceil(RULES_PER_BUCKET) as u32).max(MIN_BUCKETS);
+        let buckets =
+            (rules.len().div_ceil(shards).div_ceil(RULES_PER_BUCKET) as u32).max(MIN_BUCKETS);
         let meta = RevisionMeta {
             rev: number,
             created: now,
@@ -383,14 +486,25 @@ impl Catalog {
         let index = self.write_shards(card_id, &meta, rules)?;
         let mut card_meta = card.meta.clone();
         card_meta.updated = now;
-        self.inner.docs.change::<_, CatalogError>(&card_doc(card_id), |d| {
-            put_json(d, &ROOT, "meta", &card_meta)?;
-            let revs = map_id(d, ROOT, "revisions")?;
-            put_json(d, &revs, &number.to_string(), &meta)
-        })?;
+        self.inner
+            .docs
+            .change::<_, CatalogError>(&card_doc(card_id), |d| {
+                put_json(d, &ROOT, "meta", &card_meta)?;
+                let revs = map_id(d, ROOT, "revisions")?;
+                put_json(d, &revs, &number.to_string(), &meta)
+            })?;
         let mut revisions = card.revisions.clone();
-        revisions.insert(number, RevisionView { meta: meta.clone(), index: Arc::new(RwLock::new(index)) });
-        let next = CardView { meta: card_meta, revisions };
+        revisions.insert(
+            number,
+            RevisionView {
+                meta: meta.clone(),
+                index: Arc::new(RwLock::new(index)),
+            },
+        );
+        let next = CardView {
+            meta: card_meta,
+            revisions,
+        };
         self.update_view(|v| {
             v.cards.insert(card_id.to_owned(), Arc::new(next));
         });
@@ -398,21 +512,49 @@ impl Catalog {
     }
 
     /// Sets when a revision goes live (`None`: back to draft).
-    pub fn set_live_at(&self, card_id: &str, rev: u32, live_at: Option<i64>, now: i64) -> Result<RevisionMeta, CatalogError> {
+    pub fn set_live_at(
+        &self,
+        card_id: &str,
+        rev: u32,
+        live_at: Option<i64>,
+        now: i64,
+    ) -> Result<RevisionMeta, CatalogError> {
         let _w = self.inner.write.lock();
-        let card = self.view().cards.get(card_id).cloned().ok_or_else(|| CatalogError::NotFound(format!("card '{card_id}'")))?;
-        let current = card.revisions.get(&rev).ok_or_else(|| CatalogError::NotFound(format!("revision {rev}")))?;
-        let meta = RevisionMeta { live_at, ..current.meta.clone() };
+        let card = self
+            .view()
+            .cards
+            .get(card_id)
+            .cloned()
+            .ok_or_else(|| CatalogError::NotFound(format!("card '{card_id}'")))?;
+        let current = card
+            .revisions
+            .get(&rev)
+            .ok_or_else(|| CatalogError::NotFound(format!("revision {rev}")))?;
+        let meta = RevisionMeta {
+            live_at,
+            ..current.meta.clone()
+        };
         let mut card_meta = card.meta.clone();
         card_meta.updated = now;
-        self.inner.docs.change::<_, CatalogError>(&card_doc(card_id), |d| {
-            put_json(d, &ROOT, "meta", &card_meta)?;
-            let revs = map_id(d, ROOT, "revisions")?;
-            put_json(d, &revs, &rev.to_string(), &meta)
-        })?;
+        self.inner
+            .docs
+            .change::<_, CatalogError>(&card_doc(card_id), |d| {
+                put_json(d, &ROOT, "meta", &card_meta)?;
+                let revs = map_id(d, ROOT, "revisions")?;
+                put_json(d, &revs, &rev.to_string(), &meta)
+            })?;
         let mut revisions = card.revisions.clone();
-        revisions.insert(rev, RevisionView { meta: meta.clone(), index: current.index.clone() });
-        let next = CardView { meta: card_meta, revisions };
+        revisions.insert(
+            rev,
+            RevisionView {
+                meta: meta.clone(),
+                index: current.index.clone(),
+            },
+        );
+        let next = CardView {
+            meta: card_meta,
+            revisions,
+        };
         self.update_view(|v| {
             v.cards.insert(card_id.to_owned(), Arc::new(next));
         });
@@ -420,18 +562,31 @@ impl Catalog {
     }
 
     /// Writes a revision's shard documents (in parallel) and returns its index.
-    fn write_shards(&self, card: &str, meta: &RevisionMeta, rules: Vec<(String, Rule)>) -> Result<PrefixIndex, CatalogError> {
+    fn write_shards(
+        &self,
+        card: &str,
+        meta: &RevisionMeta,
+        rules: Vec<(String, Rule)>,
+    ) -> Result<PrefixIndex, CatalogError> {
         let shards = meta.shards as usize;
         let buckets = meta.buckets as usize;
-        let mut layout: Vec<Vec<HashMap<String, hydrate::Value>>> = (0..shards).map(|_| (0..buckets).map(|_| HashMap::new()).collect()).collect();
+        let mut layout: Vec<Vec<Bucket>> = (0..shards)
+            .map(|_| (0..buckets).map(|_| HashMap::new()).collect())
+            .collect();
         for (prefix, rule) in &rules {
             let (shard, bucket) = locate(prefix, meta.shards, meta.buckets);
-            layout[shard as usize][bucket as usize].insert(prefix.clone(), hydrate::Value::Scalar(ScalarValue::Str(rule.encode().into())));
+            layout[shard as usize][bucket as usize].insert(
+                prefix.clone(),
+                hydrate::Value::Scalar(ScalarValue::Str(rule.encode().into())),
+            );
         }
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(shards);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(shards);
         let (index, written) = std::thread::scope(|scope| {
             let index = scope.spawn(move || rules.into_iter().collect::<PrefixIndex>());
-            let mut per_worker: Vec<Vec<(usize, Vec<HashMap<String, hydrate::Value>>)>> = (0..workers).map(|_| Vec::new()).collect();
+            let mut per_worker: Vec<Vec<(usize, Vec<Bucket>)>> =
+                (0..workers).map(|_| Vec::new()).collect();
             for (i, shard) in layout.into_iter().enumerate() {
                 per_worker[i % workers].push((i, shard));
             }
@@ -440,21 +595,31 @@ impl Catalog {
                 .map(|jobs| {
                     scope.spawn(move || -> Result<(), CatalogError> {
                         for (shard, bucket_maps) in jobs {
-                            self.inner.docs.create::<_, CatalogError>(&shard_doc(card, meta.rev, shard as u32), |d| {
-                                d.put(ROOT, "v", SCHEMA_VERSION)?;
-                                d.commit();
-                                for (b, map) in bucket_maps.into_iter().enumerate() {
-                                    d.batch_create_object(ROOT, bucket_key(b as u32), &hydrate::Value::Map(map.into()), false)?;
+                            self.inner.docs.create::<_, CatalogError>(
+                                &shard_doc(card, meta.rev, shard as u32),
+                                |d| {
+                                    d.put(ROOT, "v", SCHEMA_VERSION)?;
                                     d.commit();
-                                }
-                                Ok(())
-                            })?;
+                                    for (b, map) in bucket_maps.into_iter().enumerate() {
+                                        d.batch_create_object(
+                                            ROOT,
+                                            bucket_key(b as u32),
+                                            &hydrate::Value::Map(map.into()),
+                                            false,
+                                        )?;
+                                        d.commit();
+                                    }
+                                    Ok(())
+                                },
+                            )?;
                         }
                         Ok(())
                     })
                 })
                 .collect();
-            let written: Result<(), CatalogError> = handles.into_iter().try_for_each(|h| h.join().expect("shard writer panicked"));
+            let written: Result<(), CatalogError> = handles
+                .into_iter()
+                .try_for_each(|h| h.join().expect("shard writer panicked"));
             (index.join().expect("index builder panicked"), written)
         });
         if let Err(e) = written {
@@ -466,6 +631,9 @@ impl Catalog {
         Ok(index)
     }
 }
+
+/// One bucket's rules, as Automerge values ready for one batch insert.
+type Bucket = HashMap<String, hydrate::Value>;
 
 fn card_doc(card: &str) -> String {
     format!("card-{card}")
@@ -491,14 +659,27 @@ fn locate(prefix: &str, shards: u32, buckets: u32) -> (u32, u32) {
     ((hash % shards) as u32, ((hash / shards) % buckets) as u32)
 }
 
-fn map_id(d: &AutoCommit, obj: automerge::ObjId, key: &str) -> Result<automerge::ObjId, CatalogError> {
+fn map_id(
+    d: &AutoCommit,
+    obj: automerge::ObjId,
+    key: &str,
+) -> Result<automerge::ObjId, CatalogError> {
     match d.get(&obj, key)? {
         Some((automerge::Value::Object(ObjType::Map), id)) => Ok(id),
-        _ => Err(StoreError::Corrupt { id: "document".into(), reason: format!("'{key}' is not a map") }.into()),
+        _ => Err(StoreError::Corrupt {
+            id: "document".into(),
+            reason: format!("'{key}' is not a map"),
+        }
+        .into()),
     }
 }
 
-fn put_json<T: Serialize>(d: &mut AutoCommit, obj: &automerge::ObjId, key: &str, value: &T) -> Result<(), CatalogError> {
+fn put_json<T: Serialize>(
+    d: &mut AutoCommit,
+    obj: &automerge::ObjId,
+    key: &str,
+    value: &T,
+) -> Result<(), CatalogError> {
     let text = serde_json::to_string(value).expect("catalog types serialise");
     d.put(obj, key, text)?;
     Ok(())
@@ -512,7 +693,11 @@ fn str_of<'a>(value: &'a ValueRef<'a>) -> Option<&'a str> {
 }
 
 /// Every (key, JSON value) of a map of JSON strings; unreadable entries are logged and skipped.
-fn json_entries<T: DeserializeOwned>(d: &AutoCommit, doc: &str, map: &automerge::ObjId) -> Vec<(String, T)> {
+fn json_entries<T: DeserializeOwned>(
+    d: &AutoCommit,
+    doc: &str,
+    map: &automerge::ObjId,
+) -> Vec<(String, T)> {
     d.map_range(map, ..)
         .filter_map(|item| {
             let parsed = str_of(&item.value).and_then(|s| serde_json::from_str(s).ok());
@@ -526,7 +711,9 @@ fn json_entries<T: DeserializeOwned>(d: &AutoCommit, doc: &str, map: &automerge:
 
 fn load_view(docs: &DocStore) -> Result<View, CatalogError> {
     let mut view = View::default();
-    let accounts = docs.get(ACCOUNTS_DOC).ok_or_else(|| StoreError::Missing(ACCOUNTS_DOC.into()))?;
+    let accounts = docs
+        .get(ACCOUNTS_DOC)
+        .ok_or_else(|| StoreError::Missing(ACCOUNTS_DOC.into()))?;
     {
         let guard = accounts.lock();
         let map = map_id(guard.doc(), ROOT, "accounts")?;
@@ -534,11 +721,17 @@ fn load_view(docs: &DocStore) -> Result<View, CatalogError> {
             view.insert_account(account);
         }
     }
-    let registry = docs.get(CARDS_DOC).ok_or_else(|| StoreError::Missing(CARDS_DOC.into()))?;
+    let registry = docs
+        .get(CARDS_DOC)
+        .ok_or_else(|| StoreError::Missing(CARDS_DOC.into()))?;
     let card_ids: Vec<String> = {
         let guard = registry.lock();
         let map = map_id(guard.doc(), ROOT, "cards")?;
-        guard.doc().map_range(&map, ..).map(|item| item.key.into_owned()).collect()
+        guard
+            .doc()
+            .map_range(&map, ..)
+            .map(|item| item.key.into_owned())
+            .collect()
     };
     for id in card_ids {
         match load_card(docs, &id) {
@@ -551,7 +744,9 @@ fn load_view(docs: &DocStore) -> Result<View, CatalogError> {
 
 fn load_card(docs: &DocStore, id: &str) -> Result<CardView, CatalogError> {
     let doc_id = card_doc(id);
-    let handle = docs.get(&doc_id).ok_or_else(|| StoreError::Missing(doc_id.clone()))?;
+    let handle = docs
+        .get(&doc_id)
+        .ok_or_else(|| StoreError::Missing(doc_id.clone()))?;
     let (meta, revs) = {
         let guard = handle.lock();
         let d = guard.doc();
@@ -559,8 +754,17 @@ fn load_card(docs: &DocStore, id: &str) -> Result<CardView, CatalogError> {
             Some((value, _)) => value
                 .as_str()
                 .and_then(|s| serde_json::from_str(s).ok())
-                .ok_or_else(|| StoreError::Corrupt { id: doc_id.clone(), reason: "meta is unreadable".into() })?,
-            None => return Err(StoreError::Corrupt { id: doc_id.clone(), reason: "no meta".into() }.into()),
+                .ok_or_else(|| StoreError::Corrupt {
+                    id: doc_id.clone(),
+                    reason: "meta is unreadable".into(),
+                })?,
+            None => {
+                return Err(StoreError::Corrupt {
+                    id: doc_id.clone(),
+                    reason: "no meta".into(),
+                }
+                .into())
+            }
         };
         let revs_map = map_id(d, ROOT, "revisions")?;
         (meta, json_entries::<RevisionMeta>(d, &doc_id, &revs_map))
@@ -568,17 +772,29 @@ fn load_card(docs: &DocStore, id: &str) -> Result<CardView, CatalogError> {
     let mut revisions = BTreeMap::new();
     for (_, rev) in revs {
         let index = load_rules(docs, id, &rev)?;
-        revisions.insert(rev.rev, RevisionView { meta: rev, index: Arc::new(RwLock::new(index)) });
+        revisions.insert(
+            rev.rev,
+            RevisionView {
+                meta: rev,
+                index: Arc::new(RwLock::new(index)),
+            },
+        );
     }
     Ok(CardView { meta, revisions })
 }
 
-fn load_rules(docs: &DocStore, card: &str, rev: &RevisionMeta) -> Result<PrefixIndex, CatalogError> {
+fn load_rules(
+    docs: &DocStore,
+    card: &str,
+    rev: &RevisionMeta,
+) -> Result<PrefixIndex, CatalogError> {
     let mut index = PrefixIndex::new();
     let mut bad = 0usize;
     for shard in 0..rev.shards {
         let doc_id = shard_doc(card, rev.rev, shard);
-        let handle = docs.get(&doc_id).ok_or_else(|| StoreError::Missing(doc_id.clone()))?;
+        let handle = docs
+            .get(&doc_id)
+            .ok_or_else(|| StoreError::Missing(doc_id.clone()))?;
         let guard = handle.lock();
         let d = guard.doc();
         for bucket in 0..rev.buckets {
@@ -652,18 +868,46 @@ mod tests {
         let catalog = Catalog::open(dir.path(), actor()).unwrap();
         catalog.create_card(card_meta("c1")).unwrap();
         let deck: Vec<(String, Rule)> = (0..5000).map(|i| (format!("44{i}"), rule(i))).collect();
-        let rev = catalog.add_revision("c1", deck, Some(200), "import:csv", 150).unwrap();
+        let rev = catalog
+            .add_revision("c1", deck, Some(200), "import:csv", 150)
+            .unwrap();
         assert_eq!(rev.rev, 2);
-        let target = RuleTarget { card: "c1", rev: 2, prefix: "4499999" };
+        let target = RuleTarget {
+            card: "c1",
+            rev: 2,
+            prefix: "4499999",
+        };
         catalog.set_rule(target, rule(7), 160).unwrap();
-        catalog.delete_rule(RuleTarget { card: "c1", rev: 2, prefix: "440" }, 170).unwrap();
-        assert_eq!(rate_of(&catalog, "c1", "4412", 150), None, "revision 2 is not live yet");
-        assert_eq!(rate_of(&catalog, "c1", "4412", 200), Some(Decimal::new(12, 4)));
+        catalog
+            .delete_rule(
+                RuleTarget {
+                    card: "c1",
+                    rev: 2,
+                    prefix: "440",
+                },
+                170,
+            )
+            .unwrap();
+        assert_eq!(
+            rate_of(&catalog, "c1", "4412", 150),
+            None,
+            "revision 2 is not live yet"
+        );
+        assert_eq!(
+            rate_of(&catalog, "c1", "4412", 200),
+            Some(Decimal::new(12, 4))
+        );
         drop(catalog);
 
         let catalog = Catalog::open(dir.path(), actor()).unwrap();
-        assert_eq!(rate_of(&catalog, "c1", "4412", 300), Some(Decimal::new(12, 4)));
-        assert_eq!(rate_of(&catalog, "c1", "44999991", 300), Some(Decimal::new(7, 4)));
+        assert_eq!(
+            rate_of(&catalog, "c1", "4412", 300),
+            Some(Decimal::new(12, 4))
+        );
+        assert_eq!(
+            rate_of(&catalog, "c1", "44999991", 300),
+            Some(Decimal::new(7, 4))
+        );
         assert_eq!(rate_of(&catalog, "c1", "440", 300), None);
         let view = catalog.view();
         assert_eq!(view.cards["c1"].revisions[&2].index.read().len(), 5000);
@@ -678,7 +922,10 @@ mod tests {
         let catalog = Catalog::open(dir.path(), actor()).unwrap();
         catalog.create_card(card_meta("c1")).unwrap();
         catalog.delete_card("c1").unwrap();
-        assert!(matches!(catalog.delete_card("c1"), Err(CatalogError::NotFound(_))));
+        assert!(matches!(
+            catalog.delete_card("c1"),
+            Err(CatalogError::NotFound(_))
+        ));
         drop(catalog);
         let catalog = Catalog::open(dir.path(), actor()).unwrap();
         assert!(catalog.view().cards.is_empty());

@@ -94,7 +94,13 @@ impl DocStore {
             let doc = load(dir, &id, &actor)?;
             docs.insert(id, Arc::new(Mutex::new(doc)));
         }
-        Ok(Self { inner: Arc::new(Inner { dir: dir.to_owned(), actor, docs: Mutex::new(docs) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                actor,
+                docs: Mutex::new(docs),
+            }),
+        })
     }
 
     /// Ids of every document, in no particular order.
@@ -109,7 +115,11 @@ impl DocStore {
 
     /// Creates document `id`, filled by `fill` (which may commit as often as it likes), and
     /// writes it durably before returning. Nothing is created if `fill` fails.
-    pub fn create<T, E>(&self, id: &str, fill: impl FnOnce(&mut AutoCommit) -> Result<T, E>) -> Result<T, E>
+    pub fn create<T, E>(
+        &self,
+        id: &str,
+        fill: impl FnOnce(&mut AutoCommit) -> Result<T, E>,
+    ) -> Result<T, E>
     where
         E: From<StoreError>,
     {
@@ -141,11 +151,17 @@ impl DocStore {
 
     /// Changes document `id` with `edit` and makes the change durable before returning. If
     /// `edit` fails, its uncommitted operations are rolled back and nothing is written.
-    pub fn change<T, E>(&self, id: &str, edit: impl FnOnce(&mut AutoCommit) -> Result<T, E>) -> Result<T, E>
+    pub fn change<T, E>(
+        &self,
+        id: &str,
+        edit: impl FnOnce(&mut AutoCommit) -> Result<T, E>,
+    ) -> Result<T, E>
     where
         E: From<StoreError>,
     {
-        let handle = self.get(id).ok_or_else(|| StoreError::Missing(id.to_owned()))?;
+        let handle = self
+            .get(id)
+            .ok_or_else(|| StoreError::Missing(id.to_owned()))?;
         let mut guard = handle.lock();
         let out = match edit(&mut guard.doc) {
             Ok(out) => out,
@@ -167,11 +183,15 @@ impl DocStore {
         }
         let bytes = doc.doc.save_after(&doc.saved_heads);
         if doc.log.is_none() {
-            let file = OpenOptions::new().create(true).append(true).open(log_path(&self.inner.dir, &doc.id))?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log_path(&self.inner.dir, &doc.id))?;
             doc.log = Some(file);
         }
         let log = doc.log.as_mut().expect("opened above");
-        let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("change larger than 4 GiB"))?;
+        let len =
+            u32::try_from(bytes.len()).map_err(|_| io::Error::other("change larger than 4 GiB"))?;
         let mut frame = Vec::with_capacity(FRAME_HEADER + bytes.len());
         frame.extend_from_slice(&len.to_le_bytes());
         frame.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
@@ -215,7 +235,11 @@ impl DocStore {
         let bytes = doc.doc.save();
         write_snapshot(&self.inner.dir, &doc.id, &bytes)?;
         doc.snapshot_bytes = bytes.len() as u64;
-        let log = OpenOptions::new().create(true).write(true).truncate(true).open(log_path(&self.inner.dir, &doc.id))?;
+        let log = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(log_path(&self.inner.dir, &doc.id))?;
         log.sync_all()?;
         doc.log = None;
         doc.log_bytes = 0;
@@ -226,15 +250,22 @@ impl DocStore {
     /// Total bytes on disk (snapshots plus logs).
     pub fn disk_bytes(&self) -> u64 {
         let handles: Vec<_> = self.inner.docs.lock().values().cloned().collect();
-        handles.iter().map(|h| {
-            let g = h.lock();
-            g.snapshot_bytes + g.log_bytes
-        }).sum()
+        handles
+            .iter()
+            .map(|h| {
+                let g = h.lock();
+                g.snapshot_bytes + g.log_bytes
+            })
+            .sum()
     }
 }
 
 fn check_id(id: &str) -> Result<(), StoreError> {
-    let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -282,9 +313,14 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn load(dir: &Path, id: &str, actor: &automerge::ActorId) -> Result<DurableDoc, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt { id: id.to_owned(), reason };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: id.to_owned(),
+        reason,
+    };
     let snapshot = fs::read(snapshot_path(dir, id))?;
-    let mut doc = AutoCommit::load(&snapshot).map_err(|e| corrupt(format!("snapshot: {e}")))?.with_actor(actor.clone());
+    let mut doc = AutoCommit::load(&snapshot)
+        .map_err(|e| corrupt(format!("snapshot: {e}")))?
+        .with_actor(actor.clone());
     let path = log_path(dir, id);
     let mut log_bytes = 0u64;
     let mut log = Vec::new();
@@ -297,18 +333,31 @@ fn load(dir: &Path, id: &str, actor: &automerge::ActorId) -> Result<DurableDoc, 
     }
     let mut offset = 0usize;
     while let Some(frame) = next_frame(&log[offset..]) {
-        doc.load_incremental(frame).map_err(|e| corrupt(format!("log at byte {offset}: {e}")))?;
+        doc.load_incremental(frame)
+            .map_err(|e| corrupt(format!("log at byte {offset}: {e}")))?;
         offset += FRAME_HEADER + frame.len();
     }
     if offset < log.len() {
-        tracing::warn!(doc = id, kept = offset, dropped = log.len() - offset, "cutting torn tail of document log");
+        tracing::warn!(
+            doc = id,
+            kept = offset,
+            dropped = log.len() - offset,
+            "cutting torn tail of document log"
+        );
         let f = OpenOptions::new().write(true).open(&path)?;
         f.set_len(offset as u64)?;
         f.sync_all()?;
     }
     log_bytes += offset as u64;
     let saved_heads = doc.get_heads();
-    Ok(DurableDoc { id: id.to_owned(), doc, saved_heads, log: None, log_bytes, snapshot_bytes: snapshot.len() as u64 })
+    Ok(DurableDoc {
+        id: id.to_owned(),
+        doc,
+        saved_heads,
+        log: None,
+        log_bytes,
+        snapshot_bytes: snapshot.len() as u64,
+    })
 }
 
 /// The next whole, checksummed frame at the start of `bytes`.
@@ -340,16 +389,22 @@ mod tests {
     fn changes_survive_reopen_and_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let store = DocStore::open(dir.path(), actor()).unwrap();
-        store.create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?)).unwrap();
+        store
+            .create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?))
+            .unwrap();
         for i in 1..=5 {
-            store.change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", format!("v{i}"))?)).unwrap();
+            store
+                .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", format!("v{i}"))?))
+                .unwrap();
         }
         drop(store);
         let store = DocStore::open(dir.path(), actor()).unwrap();
         assert_eq!(read(&store, "a", "k").as_deref(), Some("v5"));
         let handle = store.get("a").unwrap();
         store.compact_one(&mut handle.lock()).unwrap();
-        store.change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v6")?)).unwrap();
+        store
+            .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v6")?))
+            .unwrap();
         drop(store);
         let store = DocStore::open(dir.path(), actor()).unwrap();
         assert_eq!(read(&store, "a", "k").as_deref(), Some("v6"));
@@ -359,14 +414,23 @@ mod tests {
     fn a_torn_log_tail_is_cut_and_earlier_changes_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = DocStore::open(dir.path(), actor()).unwrap();
-        store.create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?)).unwrap();
-        store.change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v1")?)).unwrap();
+        store
+            .create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?))
+            .unwrap();
+        store
+            .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v1")?))
+            .unwrap();
         drop(store);
-        let mut log = OpenOptions::new().append(true).open(dir.path().join("a.log")).unwrap();
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("a.log"))
+            .unwrap();
         log.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
         let store = DocStore::open(dir.path(), actor()).unwrap();
         assert_eq!(read(&store, "a", "k").as_deref(), Some("v1"));
-        store.change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v2")?)).unwrap();
+        store
+            .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v2")?))
+            .unwrap();
         drop(store);
         let store = DocStore::open(dir.path(), actor()).unwrap();
         assert_eq!(read(&store, "a", "k").as_deref(), Some("v2"));
@@ -376,7 +440,9 @@ mod tests {
     fn a_failed_edit_applies_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = DocStore::open(dir.path(), actor()).unwrap();
-        store.create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?)).unwrap();
+        store
+            .create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?))
+            .unwrap();
         let result = store.change::<(), StoreError>("a", |d| {
             d.put(ROOT, "k", "half")?;
             Err(StoreError::Missing("x".into()))
@@ -384,6 +450,9 @@ mod tests {
         assert!(result.is_err());
         assert_eq!(read(&store, "a", "k").as_deref(), Some("v0"));
         assert!(store.create::<_, StoreError>("a", |_| Ok(())).is_err());
-        assert!(matches!(store.create::<_, StoreError>("A/..", |_| Ok(())), Err(StoreError::BadId(_))));
+        assert!(matches!(
+            store.create::<_, StoreError>("A/..", |_| Ok(())),
+            Err(StoreError::BadId(_))
+        ));
     }
 }

@@ -17,14 +17,20 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the child to take).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A running node process.
@@ -61,7 +67,13 @@ impl NodeProcess {
                 }
             }
         });
-        let mut node = Self { child, url: format!("http://127.0.0.1:{port}"), data: data.to_owned(), lines, printed: Vec::new() };
+        let mut node = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data: data.to_owned(),
+            lines,
+            printed: Vec::new(),
+        };
         let client = reqwest::blocking::Client::new();
         let ready = format!("{}/readyz", node.url);
         wait_for("the node to be ready", Duration::from_secs(60), || {
@@ -69,7 +81,11 @@ impl NodeProcess {
             if let Ok(Some(status)) = node.child.try_wait() {
                 panic!("edgerate exited early with {status}: {:?}", node.printed);
             }
-            client.get(&ready).send().ok().filter(|r| r.status().is_success())
+            client
+                .get(&ready)
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
         });
         node
     }
@@ -132,14 +148,26 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "not JSON ({}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 }
 
 impl Api {
     /// Basic auth as `account:key`.
     pub fn account(url: &str, account: &str, key: &str) -> Self {
-        Self::with_auth(url, format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{account}:{key}"))))
+        Self::with_auth(
+            url,
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{account}:{key}"))
+            ),
+        )
     }
 
     /// Bearer auth with the operator key.
@@ -148,14 +176,30 @@ impl Api {
     }
 
     fn with_auth(url: &str, auth: String) -> Self {
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build().expect("client");
-        Self { http, base: url.to_owned(), auth }
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .expect("client");
+        Self {
+            http,
+            base: url.to_owned(),
+            auth,
+        }
     }
 
     /// POSTs form variables to `/api/{service}.json`.
     pub fn call(&self, service: &str, form: &[(&str, &str)]) -> Answer {
-        let r = self.http.post(format!("{}/api/{service}.json", self.base)).header("authorization", &self.auth).form(form).send().expect("request");
-        Answer { status: r.status().as_u16(), body: r.bytes().expect("body").to_vec() }
+        let r = self
+            .http
+            .post(format!("{}/api/{service}.json", self.base))
+            .header("authorization", &self.auth)
+            .form(form)
+            .send()
+            .expect("request");
+        Answer {
+            status: r.status().as_u16(),
+            body: r.bytes().expect("body").to_vec(),
+        }
     }
 
     /// POSTs `body` (with `content_type`) to `/api/{service}.json?{query}`.
@@ -168,13 +212,21 @@ impl Api {
             .body(body)
             .send()
             .expect("request");
-        Answer { status: r.status().as_u16(), body: r.bytes().expect("body").to_vec() }
+        Answer {
+            status: r.status().as_u16(),
+            body: r.bytes().expect("body").to_vec(),
+        }
     }
 
     /// Calls and asserts 200, returning the JSON.
     pub fn ok(&self, service: &str, form: &[(&str, &str)]) -> Value {
         let a = self.call(service, form);
-        assert_eq!(a.status, 200, "{service}: {}", String::from_utf8_lossy(&a.body));
+        assert_eq!(
+            a.status,
+            200,
+            "{service}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
         a.json()
     }
 }
@@ -186,7 +238,10 @@ pub fn generated_deck(rows: usize, seed: u64) -> String {
     for i in 0..rows {
         let prefix = 10_000_000 + (i as u64 * 7919 + seed) % 89_999_999;
         let rate = (i as u64 * 31 + seed) % 10_000;
-        out.push_str(&format!("{prefix},Destination {},0.{rate:04},0,60,60\n", i % 500));
+        out.push_str(&format!(
+            "{prefix},Destination {},0.{rate:04},0,60,60\n",
+            i % 500
+        ));
     }
     out
 }

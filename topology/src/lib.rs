@@ -23,7 +23,11 @@ pub struct NodeSection {
 
 impl Default for NodeSection {
     fn default() -> Self {
-        Self { id: default_id(), region: default_id(), data_dir: default_data_dir() }
+        Self {
+            id: default_id(),
+            region: default_id(),
+            data_dir: default_data_dir(),
+        }
     }
 }
 
@@ -65,7 +69,12 @@ pub enum TopologyError {
 impl NodeSection {
     /// Checks the identity fields.
     pub fn validate(&self) -> Result<(), TopologyError> {
-        let ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
         if !ok(&self.id) {
             return Err(TopologyError::BadName { field: "id" });
         }
