@@ -115,12 +115,10 @@ impl Limits {
         let day = now.div_euclid(86_400);
         let rps = f64::from(account.rps.max(1));
         let mut usage = self.usage.lock();
-        let u = usage.entry(account.id.clone()).or_insert_with(|| Usage {
-            tokens: rps,
-            refilled: Instant::now(),
-            day,
-            today: 0,
-        });
+        if !usage.contains_key(&account.id) {
+            usage.insert(account.id.clone(), Usage { tokens: rps, refilled: Instant::now(), day, today: 0 });
+        }
+        let u = usage.get_mut(&account.id).expect("inserted above");
         if u.day != day {
             u.day = day;
             u.today = 0;

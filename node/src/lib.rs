@@ -227,7 +227,7 @@ fn create_demo(catalog: &Catalog, data_dir: &Path) -> anyhow::Result<Option<Stri
         id: DEMO_ACCOUNT.into(),
         name: "Demo account".into(),
         key_hash: hash_key(&secret),
-        rps: 100_000,
+        rps: 1_000_000,
         daily: 100_000_000,
         created: now,
     })?;

@@ -8,6 +8,11 @@ use edgerate_node::{Options, DEMO_ACCOUNT, DEMO_CARD};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Request handling allocates many small, short-lived buffers; mimalloc serves them faster
+/// than the system allocator (measured in BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "edgerate",

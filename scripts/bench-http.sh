@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# HTTP benchmark: `ratecard/query.json` on a release node against nginx (1 worker) serving a
+# static file with the same JSON bytes, same run. The server under test (node, then nginx) is
+# pinned to core 0 and wrk to core 1; each is measured ROUNDS times, alternating, and the
+# ratio node/nginx of the medians is printed.
+#
+#   scripts/bench-http.sh                      # DURATION=10 CONNS=32 ROUNDS=3
+#   URL_PATH='/api/lookup/asrplus.json?…' scripts/bench-http.sh   # another service
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-32}
+ROUNDS=${ROUNDS:-3}
+URL_PATH=${URL_PATH:-/api/ratecard/query.json?card=demo&number=441234567890&duration=61}
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need wrk wrk
+need nginx nginx-light
+need curl curl
+
+cargo build --release -q -p edgerate-node
+work=$(mktemp -d)
+chmod 755 "$work"
+cleanup() { kill "${node_pid:-}" "${nginx_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+node_port=$(free_port)
+nginx_port=$(free_port)
+
+EDGERATE_OPERATOR_KEY=bench-operator-key RUST_LOG=warn taskset -c 0 \
+  target/release/edgerate serve --data "$work/data" --http "127.0.0.1:$node_port" >"$work/node.out" 2>&1 &
+node_pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$node_port/readyz" >/dev/null && break; sleep 0.1; done
+key=$(sed -n 's/^demo account: demo  key: \([0-9a-f]*\).*/\1/p' "$work/node.out")
+auth="Authorization: Basic $(printf 'demo:%s' "$key" | base64)"
+
+mkdir -p "$work/www"
+curl -sf -H "$auth" "http://127.0.0.1:$node_port$URL_PATH" >"$work/www/reply.json"
+cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / { root $work/www; default_type application/json; }
+  }
+}
+CONF
+taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" &
+nginx_pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$nginx_port/reply.json" >/dev/null && break; sleep 0.1; done
+cmp -s "$work/www/reply.json" <(curl -s "http://127.0.0.1:$nginx_port/reply.json") || { echo "nginx does not serve the same bytes" >&2; exit 1; }
+
+echo "reply: $(wc -c <"$work/www/reply.json") bytes: $(cat "$work/www/reply.json")"
+run() { # name, wrk args…
+  local name=$1; shift
+  local out; out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@")
+  local rps p99 errors
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errors=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  echo "$name rps=$rps p99=$p99 non2xx=${errors:-0}"
+}
+results=$(for round in $(seq "$ROUNDS"); do
+  run nginx "http://127.0.0.1:$nginx_port/reply.json"
+  run node -H "$auth" "http://127.0.0.1:$node_port$URL_PATH"
+done)
+echo "$results"
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+nginx_rps=$(grep '^nginx' <<<"$results" | sed 's/.*rps=\([0-9.]*\).*/\1/' | median)
+node_rps=$(grep '^node' <<<"$results" | sed 's/.*rps=\([0-9.]*\).*/\1/' | median)
+echo "median rps: node $node_rps, nginx $nginx_rps, ratio $(python3 -c "print(round($node_rps/$nginx_rps, 3))") (target >= 0.8)"
