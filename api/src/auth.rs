@@ -73,19 +73,52 @@ pub fn credentials(authorization: Option<&str>, vars: &Vars) -> Option<Credentia
     vars.get("api_key").map(split)
 }
 
+/// Keys verified recently, so a client's every request does not hash its key again. An entry
+/// holds the account and the key hash it was verified against; it is used only while the
+/// account still has that hash (a rotated or deleted key stops working at once).
+#[derive(Default)]
+pub struct KeyCache {
+    verified: Mutex<HashMap<String, (String, String)>>,
+}
+
+/// Entries kept at most; the cache is emptied when full.
+const KEY_CACHE_MAX: usize = 10_000;
+
 /// The account the credentials belong to.
-pub fn authenticate(view: &View, creds: &Credentials) -> Result<Arc<Account>, ApiError> {
+pub fn authenticate(
+    view: &View,
+    creds: &Credentials,
+    cache: &KeyCache,
+) -> Result<Arc<Account>, ApiError> {
+    let cached = cache.verified.lock().get(&creds.key).cloned();
+    if let Some((id, hash)) = cached {
+        let same_account = creds.account.as_ref().is_none_or(|a| *a == id);
+        if let Some(account) = view
+            .accounts
+            .get(&id)
+            .filter(|a| same_account && a.key_hash == hash)
+        {
+            return Ok(account.clone());
+        }
+    }
     let unauthorized = || ApiError::new(ErrorCode::Unauthorized, "invalid or missing credentials");
     let account = match &creds.account {
         Some(id) => view.accounts.get(id).cloned(),
         None => view.account_by_key_hash(&hash_key(&creds.key)),
     }
     .ok_or_else(unauthorized)?;
-    if key_matches(&creds.key, &account.key_hash) {
-        Ok(account)
-    } else {
-        Err(unauthorized())
+    if !key_matches(&creds.key, &account.key_hash) {
+        return Err(unauthorized());
     }
+    let mut verified = cache.verified.lock();
+    if verified.len() >= KEY_CACHE_MAX {
+        verified.clear();
+    }
+    verified.insert(
+        creds.key.clone(),
+        (account.id.clone(), account.key_hash.clone()),
+    );
+    Ok(account)
 }
 
 /// Where an account stands after a request was counted.
@@ -116,7 +149,15 @@ impl Limits {
         let rps = f64::from(account.rps.max(1));
         let mut usage = self.usage.lock();
         if !usage.contains_key(&account.id) {
-            usage.insert(account.id.clone(), Usage { tokens: rps, refilled: Instant::now(), day, today: 0 });
+            usage.insert(
+                account.id.clone(),
+                Usage {
+                    tokens: rps,
+                    refilled: Instant::now(),
+                    day,
+                    today: 0,
+                },
+            );
         }
         let u = usage.get_mut(&account.id).expect("inserted above");
         if u.day != day {

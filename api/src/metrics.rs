@@ -2,6 +2,7 @@
 //! request latency, rules loaded.
 
 use crate::service::Service;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -33,27 +34,42 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// Records one answered request.
-pub fn record_request(service: Service, status: u16, elapsed: Duration) {
-    metrics::counter!(REQUESTS, "service" => service.as_str(), "status" => status_label(status))
-        .increment(1);
-    metrics::histogram!(LATENCY, "service" => service.as_str()).record(elapsed.as_secs_f64());
+/// The status labels (bounded): these codes, and `other`.
+const STATUSES: [u16; 11] = [200, 400, 401, 404, 405, 409, 413, 429, 500, 501, 503];
+const STATUS_LABELS: [&str; 12] = [
+    "200", "400", "401", "404", "405", "409", "413", "429", "500", "501", "503", "other",
+];
+
+/// One service's metric handles, registered on first use so the request path does no
+/// registry lookups.
+struct ServiceMetrics {
+    latency: Histogram,
+    requests: [OnceLock<Counter>; STATUS_LABELS.len()],
 }
 
-/// A bounded label for a status code.
-fn status_label(status: u16) -> &'static str {
-    match status {
-        200 => "200",
-        400 => "400",
-        401 => "401",
-        404 => "404",
-        405 => "405",
-        409 => "409",
-        413 => "413",
-        429 => "429",
-        500 => "500",
-        501 => "501",
-        503 => "503",
-        _ => "other",
-    }
+/// Records one answered request.
+pub fn record_request(service: Service, status: u16, elapsed: Duration) {
+    static HANDLES: OnceLock<Vec<ServiceMetrics>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        Service::ALL
+            .iter()
+            .map(|s| ServiceMetrics {
+                latency: metrics::histogram!(LATENCY, "service" => s.as_str()),
+                requests: std::array::from_fn(|_| OnceLock::new()),
+            })
+            .collect()
+    });
+    let Some(m) = handles.get(service as usize) else {
+        return;
+    };
+    let label = STATUSES
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(STATUSES.len());
+    m.requests[label]
+        .get_or_init(|| {
+            metrics::counter!(REQUESTS, "service" => service.as_str(), "status" => STATUS_LABELS[label])
+        })
+        .increment(1);
+    m.latency.record(elapsed.as_secs_f64());
 }

@@ -11,7 +11,8 @@ use edgerate_model::number;
 use edgerate_model::rule::{Rule, RuleStatus};
 use edgerate_replication::catalog::{CardView, RevisionView, RuleTarget, View};
 use rust_decimal::Decimal;
-use serde_json::{json, Map, Number, Value};
+use serde::Serialize;
+use serde_json::{json, Number, Value};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -25,9 +26,9 @@ const MAX_CARD_NAME: usize = 100;
 /// Default `mcd`/`pulse` of a rule created by `rule/set` without them.
 const DEFAULT_INCREMENT: u32 = 60;
 
-/// A decimal as an exact JSON number.
+/// A decimal as an exact JSON value.
 pub fn money(d: Decimal) -> Value {
-    Value::Number(Number::from_str(&d.normalize().to_string()).expect("a decimal is a JSON number"))
+    Value::Number(number_of(d))
 }
 
 fn find_card(view: &View, ctx: &Ctx) -> Result<Arc<CardView>, ApiError> {
@@ -167,45 +168,129 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
         ApiError::not_found(format!("card '{reference}' has no revision live at {at}"))
     })?;
     let index = rev.index.read();
-    let billing = card.meta.billing();
-    let price = |number: &str| -> Result<Value, ApiError> {
-        let m = index.longest_match(number).ok_or_else(|| {
-            ApiError::not_found(format!("no rule of card '{reference}' matches {number}"))
-        })?;
-        let rule = m.rule;
-        let mut out = Map::with_capacity(16);
-        out.insert("card".into(), reference.into());
-        out.insert("revision".into(), rev.meta.rev.into());
-        out.insert("number".into(), number.into());
-        out.insert("prefix".into(), number[..m.prefix_len].into());
-        out.insert("name".into(), (&*rule.name).into());
-        out.insert("rate".into(), money(rule.rate));
-        out.insert("connect_fee".into(), money(rule.connect_fee));
-        out.insert("mcd".into(), rule.mcd.into());
-        out.insert("pulse".into(), rule.pulse.into());
-        out.insert("currency".into(), card.meta.currency.as_str().into());
-        out.insert("status".into(), rule.status.as_str().into());
-        if let Some(duration) = duration {
-            out.insert("duration".into(), money(duration));
-            if rule.status == RuleStatus::Active {
-                let charge = billing::charge(duration, &rule.billing(rule.rate), &billing);
-                out.insert("billed_duration".into(), charge.billed_duration.into());
-                out.insert("cost".into(), money(charge.cost));
-            }
-        }
-        Ok(Value::Object(out))
+    let pricing = Pricing {
+        reference,
+        card,
+        revision: rev.meta.rev,
+        index: &index,
+        duration,
     };
     if let [number] = numbers.as_slice() {
-        return price(number).map(Output::Value);
+        return ctx.reply(&pricing.price(number)?);
     }
-    let mut by_number = Map::with_capacity(numbers.len());
-    for number in &numbers {
-        let answer = price(number).unwrap_or_else(
-            |e| json!({ "error": { "code": e.code.status(), "reason": e.reason } }),
-        );
-        by_number.insert(number.clone(), answer);
+    let answers: Vec<(&str, Answer<'_>)> = numbers
+        .iter()
+        .map(|number| {
+            let answer = pricing.price(number).map_or_else(
+                |e| Answer::Error {
+                    error: ErrorBody {
+                        code: e.code.status(),
+                        reason: e.reason,
+                    },
+                },
+                Answer::Priced,
+            );
+            (number.as_str(), answer)
+        })
+        .collect();
+    ctx.reply(&ByNumber(answers))
+}
+
+/// What pricing one number needs.
+struct Pricing<'a> {
+    reference: &'a str,
+    card: &'a CardView,
+    revision: u32,
+    index: &'a edgerate_model::index::PrefixIndex,
+    duration: Option<Decimal>,
+}
+
+impl<'a> Pricing<'a> {
+    fn price(&self, number: &'a str) -> Result<Priced<'a>, ApiError> {
+        let index: &'a edgerate_model::index::PrefixIndex = self.index;
+        let m = index.longest_match(number).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no rule of card '{}' matches {number}",
+                self.reference
+            ))
+        })?;
+        let rule = m.rule;
+        let charge = self
+            .duration
+            .filter(|_| rule.status == RuleStatus::Active)
+            .map(|d| billing::charge(d, &rule.billing(rule.rate), &self.card.meta.billing()));
+        Ok(Priced {
+            card: self.reference,
+            revision: self.revision,
+            number,
+            prefix: &number[..m.prefix_len],
+            name: &rule.name,
+            rate: number_of(rule.rate),
+            connect_fee: number_of(rule.connect_fee),
+            mcd: rule.mcd,
+            pulse: rule.pulse,
+            currency: &self.card.meta.currency,
+            status: rule.status.as_str(),
+            duration: self.duration.map(number_of),
+            billed_duration: charge.map(|c| c.billed_duration),
+            cost: charge.map(|c| number_of(c.cost)),
+        })
     }
-    Ok(Output::Value(Value::Object(by_number)))
+}
+
+/// A decimal as an exact JSON number.
+fn number_of(d: Decimal) -> Number {
+    Number::from_str(&d.normalize().to_string()).expect("a decimal is a JSON number")
+}
+
+/// One priced number (API.md §3, `ratecard/query`).
+#[derive(Serialize)]
+struct Priced<'a> {
+    card: &'a str,
+    revision: u32,
+    number: &'a str,
+    prefix: &'a str,
+    name: &'a str,
+    rate: Number,
+    connect_fee: Number,
+    mcd: u32,
+    pulse: u32,
+    currency: &'a str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    billed_duration: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost: Option<Number>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    code: u16,
+    reason: String,
+}
+
+/// One number's answer among several: its price or its error.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Answer<'a> {
+    Priced(Priced<'a>),
+    Error { error: ErrorBody },
+}
+
+/// Answers keyed by number, in request order.
+struct ByNumber<'a>(Vec<(&'a str, Answer<'a>)>);
+
+impl Serialize for ByNumber<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (number, answer) in &self.0 {
+            map.serialize_entry(number, answer)?;
+        }
+        map.end()
+    }
 }
 
 // ---- cards -------------------------------------------------------------------------------

@@ -22,6 +22,10 @@ use std::time::Instant;
 /// The largest request body read, in bytes (a deck of a few million rows).
 pub const MAX_BODY_BYTES: usize = 512 * 1024 * 1024;
 
+const X_RATELIMIT_LIMIT: header::HeaderName = header::HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: header::HeaderName =
+    header::HeaderName::from_static("x-ratelimit-remaining");
+
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub enum Caller {
@@ -36,6 +40,8 @@ pub struct Ctx {
     pub caller: Caller,
     /// Unix seconds at which the request is answered.
     pub now: i64,
+    /// The requested answer format.
+    pub format: Format,
 }
 
 impl Ctx {
@@ -46,12 +52,24 @@ impl Ctx {
             Caller::Operator => unreachable!("account services are only dispatched for accounts"),
         }
     }
+
+    /// An answer from a serialisable value: JSON is written straight from it (the hot path
+    /// builds no intermediate tree); XML and HTML render it as a tree.
+    pub fn reply<T: serde::Serialize>(&self, answer: &T) -> Result<Output, ApiError> {
+        let done = match self.format {
+            Format::Json => serde_json::to_vec(answer).map(Output::Json),
+            Format::Xml | Format::Html => serde_json::to_value(answer).map(Output::Value),
+        };
+        done.map_err(|e| ApiError::internal("serialising an answer", e))
+    }
 }
 
 /// What a service answers.
 pub enum Output {
     /// A value rendered in the requested format.
     Value(Value),
+    /// A JSON answer already written (see [`Ctx::reply`]).
+    Json(Vec<u8>),
     /// A file sent as it is, whatever the requested format.
     File {
         content_type: &'static str,
@@ -155,8 +173,8 @@ async fn handle(
         }
         Access::Account => {
             let creds = creds.ok_or_else(unauthorized)?;
-            let account =
-                auth::authenticate(&state.catalog().view(), &creds).map_err(|e| (e, None))?;
+            let account = auth::authenticate(&state.catalog().view(), &creds, state.key_cache())
+                .map_err(|e| (e, None))?;
             let quota = state
                 .limits()
                 .admit(&account, now)
@@ -169,6 +187,7 @@ async fn handle(
         vars,
         caller,
         now,
+        format,
     };
     let output = if service.writes() {
         tokio::task::spawn_blocking(move || run(service, &ctx))
@@ -187,6 +206,7 @@ async fn handle(
                 format::render(format, root, &value),
             )
         }
+        Output::Json(body) => body_response(StatusCode::OK, Format::Json.content_type(), body),
         Output::File {
             content_type,
             filename,
@@ -244,8 +264,8 @@ fn body_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) 
 
 fn add_quota(headers: &mut HeaderMap, quota: Option<Quota>) {
     if let Some(q) = quota {
-        headers.insert("x-ratelimit-limit", HeaderValue::from(q.limit));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(q.remaining));
+        headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(q.limit));
+        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(q.remaining));
     }
 }
 

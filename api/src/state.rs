@@ -1,6 +1,6 @@
 //! What every request shares: the catalog, the limits, the node's identity, the operator key.
 
-use crate::auth::Limits;
+use crate::auth::{KeyCache, Limits};
 use edgerate_replication::catalog::Catalog;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +22,7 @@ pub struct AppState {
 struct Inner {
     catalog: Catalog,
     limits: Limits,
+    keys: KeyCache,
     operator_key_hash: String,
     node: NodeInfo,
     metrics: Option<PrometheusHandle>,
@@ -41,6 +42,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 catalog,
                 limits: Limits::default(),
+                keys: KeyCache::default(),
                 operator_key_hash,
                 node,
                 metrics,
@@ -56,6 +58,10 @@ impl AppState {
 
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    pub fn key_cache(&self) -> &KeyCache {
+        &self.inner.keys
     }
 
     pub fn operator_key_hash(&self) -> &str {

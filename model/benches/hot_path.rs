@@ -34,21 +34,35 @@ fn rule(rate: i64, name: &Arc<str>) -> Rule {
 /// 12-digit extensions of random prefixes mixed with random 12-digit numbers (no locality).
 fn random_card() -> (PrefixIndex, Vec<String>) {
     let mut rng = StdRng::seed_from_u64(7);
-    let names: Vec<Arc<str>> = (0..500).map(|i| Arc::from(format!("Destination {i}"))).collect();
+    let names: Vec<Arc<str>> = (0..500)
+        .map(|i| Arc::from(format!("Destination {i}")))
+        .collect();
     let mut index = PrefixIndex::with_capacity(PREFIXES);
     let mut prefixes = Vec::with_capacity(PREFIXES);
     while index.len() < PREFIXES {
         let len = rng.random_range(3..=10);
-        let prefix: String = (0..len).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect();
+        let prefix: String = (0..len)
+            .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+            .collect();
         if index.get(&prefix).is_none() {
-            index.insert(&prefix, rule(rng.random_range(1..10_000), &names[prefixes.len() % names.len()]));
+            index.insert(
+                &prefix,
+                rule(
+                    rng.random_range(1..10_000),
+                    &names[prefixes.len() % names.len()],
+                ),
+            );
             prefixes.push(prefix);
         }
     }
     index.compact();
     let numbers = (0..100_000)
         .map(|i| {
-            let mut n = if i % 2 == 0 { prefixes[rng.random_range(0..prefixes.len())].clone() } else { String::new() };
+            let mut n = if i % 2 == 0 {
+                prefixes[rng.random_range(0..prefixes.len())].clone()
+            } else {
+                String::new()
+            };
             while n.len() < 12 {
                 n.push(char::from(b'0' + rng.random_range(0..10u8)));
             }
@@ -63,23 +77,44 @@ fn random_card() -> (PrefixIndex, Vec<String>) {
 /// codes (2-8 digits); looked up with full-length numbers drawn from the same plan.
 fn carrier_card() -> (PrefixIndex, Vec<String>) {
     let mut rng = StdRng::seed_from_u64(11);
-    let names: Vec<Arc<str>> = (0..500).map(|i| Arc::from(format!("Destination {i}"))).collect();
+    let names: Vec<Arc<str>> = (0..500)
+        .map(|i| Arc::from(format!("Destination {i}")))
+        .collect();
     let mut index = PrefixIndex::with_capacity(PREFIXES);
     let mut prefixes = Vec::with_capacity(PREFIXES);
     for npa in 200..1000 {
         for nxx in 0..1000 {
             let prefix = format!("1{npa}{nxx:03}");
-            index.insert(&prefix, rule(rng.random_range(1..10_000), &names[prefixes.len() % names.len()]));
+            index.insert(
+                &prefix,
+                rule(
+                    rng.random_range(1..10_000),
+                    &names[prefixes.len() % names.len()],
+                ),
+            );
             prefixes.push(prefix);
         }
     }
-    let countries = ["44", "33", "49", "39", "34", "31", "32", "41", "43", "46", "47", "48", "351", "353", "358", "61", "81", "82", "86", "91", "52", "55", "54", "57", "27", "234", "254", "971", "966", "972"];
+    let countries = [
+        "44", "33", "49", "39", "34", "31", "32", "41", "43", "46", "47", "48", "351", "353",
+        "358", "61", "81", "82", "86", "91", "52", "55", "54", "57", "27", "234", "254", "971",
+        "966", "972",
+    ];
     while index.len() < PREFIXES {
         let cc = countries[rng.random_range(0..countries.len())];
         let extra = rng.random_range(0..=6);
-        let prefix: String = cc.chars().chain((0..extra).map(|_| char::from(b'0' + rng.random_range(0..10u8)))).collect();
+        let prefix: String = cc
+            .chars()
+            .chain((0..extra).map(|_| char::from(b'0' + rng.random_range(0..10u8))))
+            .collect();
         if index.get(&prefix).is_none() {
-            index.insert(&prefix, rule(rng.random_range(1..10_000), &names[prefixes.len() % names.len()]));
+            index.insert(
+                &prefix,
+                rule(
+                    rng.random_range(1..10_000),
+                    &names[prefixes.len() % names.len()],
+                ),
+            );
             prefixes.push(prefix);
         }
     }
@@ -109,7 +144,10 @@ fn p99_per_lookup(index: &PrefixIndex, numbers: &[String]) -> (f64, f64) {
         }
     }
     per_lookup.sort_by(f64::total_cmp);
-    (per_lookup[per_lookup.len() / 2], per_lookup[per_lookup.len() * 99 / 100])
+    (
+        per_lookup[per_lookup.len() / 2],
+        per_lookup[per_lookup.len() * 99 / 100],
+    )
 }
 
 /// The machine's baseline: one dependent random read from a 256 MiB array (pointer chase), the
@@ -136,22 +174,40 @@ fn memory_latency_ns() -> f64 {
 }
 
 fn benches(c: &mut Criterion) {
-    println!("baseline: one random memory read (256 MiB pointer chase): {:.0} ns", memory_latency_ns());
-    for (name, (index, numbers)) in [("longest_match_1m_carrier", carrier_card()), ("longest_match_1m_random", random_card())] {
+    println!(
+        "baseline: one random memory read (256 MiB pointer chase): {:.0} ns",
+        memory_latency_ns()
+    );
+    for (name, (index, numbers)) in [
+        ("longest_match_1m_carrier", carrier_card()),
+        ("longest_match_1m_random", random_card()),
+    ] {
         let (median, p99) = p99_per_lookup(&index, &numbers);
         println!("{name}: batches of 16: median {median:.0} ns, p99 {p99:.0} ns per lookup");
         let mut i = 0;
         c.bench_function(name, |b| {
             b.iter(|| {
                 i = (i + 1) % numbers.len();
-                black_box(index.longest_match(black_box(&numbers[i])).map(|m| m.rule.rate))
+                black_box(
+                    index
+                        .longest_match(black_box(&numbers[i]))
+                        .map(|m| m.rule.rate),
+                )
             })
         });
     }
-    let rule = RuleBilling { rate: Decimal::new(123, 4), connect_fee: Decimal::new(5, 3), mcd: 30, pulse: 6, grace: 0 };
+    let rule = RuleBilling {
+        rate: Decimal::new(123, 4),
+        connect_fee: Decimal::new(5, 3),
+        mcd: 30,
+        pulse: 6,
+        grace: 0,
+    };
     let card = CardBilling::default();
     let duration = Decimal::new(615, 1);
-    c.bench_function("billing_charge", |b| b.iter(|| black_box(charge(black_box(duration), &rule, &card))));
+    c.bench_function("billing_charge", |b| {
+        b.iter(|| black_box(charge(black_box(duration), &rule, &card)))
+    });
 }
 
 criterion_group!(hot_path, benches);

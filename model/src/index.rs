@@ -96,13 +96,18 @@ impl PrefixIndex {
         let mut best = None;
         if let (Some(direct), Some(head)) = (&self.direct, bytes.get(..DIRECT_DIGITS)) {
             if head.iter().all(u8::is_ascii_digit) {
-                let key = head.iter().fold(0usize, |k, b| k * 10 + usize::from(b - b'0'));
+                let key = head
+                    .iter()
+                    .fold(0usize, |k, b| k * 10 + usize::from(b - b'0'));
                 let entry = direct[key];
                 if entry.rule != NO_RULE {
                     best = Some((entry.len as usize, entry.rule));
                 }
                 if entry.node == 0 {
-                    return best.map(|(prefix_len, slot)| Match { prefix_len, rule: self.rule_at(slot) });
+                    return best.map(|(prefix_len, slot)| Match {
+                        prefix_len,
+                        rule: self.rule_at(slot),
+                    });
                 }
                 node_id = entry.node;
                 start = DIRECT_DIGITS;
@@ -198,7 +203,10 @@ impl PrefixIndex {
         if self.direct.is_none() {
             return;
         }
-        let value = prefix.bytes().take(DIRECT_DIGITS).fold(0usize, |k, b| k * 10 + usize::from(b - b'0'));
+        let value = prefix
+            .bytes()
+            .take(DIRECT_DIGITS)
+            .fold(0usize, |k, b| k * 10 + usize::from(b - b'0'));
         let span = 10usize.pow((DIRECT_DIGITS.saturating_sub(prefix.len())) as u32);
         for key in value * span..(value + 1) * span {
             let entry = self.direct_entry(key);
@@ -210,7 +218,11 @@ impl PrefixIndex {
 
     /// Walks the first [`DIRECT_DIGITS`] digits of `key` (zero-padded) from the root.
     fn direct_entry(&self, key: usize) -> Direct {
-        let mut entry = Direct { node: 0, rule: NO_RULE, len: 0 };
+        let mut entry = Direct {
+            node: 0,
+            rule: NO_RULE,
+            len: 0,
+        };
         let mut node = 0usize;
         for depth in 0..DIRECT_DIGITS {
             let digit = key / 10usize.pow((DIRECT_DIGITS - 1 - depth) as u32) % 10;
