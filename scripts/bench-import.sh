@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Import benchmark: a generated ROWS-row CSV deck (default 1M) uploaded to a release node.
+# Prints the seconds from upload to live (the import answers only once the revision is durable
+# and queryable), the node's peak RSS, and the restart time with the card loaded (SIGKILL, start,
+# until a query on the big card answers).
+#
+#   scripts/bench-import.sh            # ROWS=1000000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${ROWS:-1000000}
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+cargo build --release -q -p edgerate-node
+work=$(mktemp -d)
+cleanup() { kill -9 "${node_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+url="http://127.0.0.1:$port"
+
+python3 - "$ROWS" >"$work/deck.csv" <<'PY'
+import sys
+rows = int(sys.argv[1])
+out = sys.stdout
+out.write("prefix,name,rate,connect_fee,mcd,pulse\n")
+for i in range(rows):
+    prefix = 10_000_000 + (i * 7919) % 89_999_999
+    out.write(f"{prefix},Destination {i % 500},0.{(i * 31) % 10000:04d},0,60,60\n")
+PY
+echo "deck: $ROWS rows, $(du -h "$work/deck.csv" | cut -f1)"
+
+start_node() {
+  EDGERATE_OPERATOR_KEY=bench-operator-key RUST_LOG=warn target/release/edgerate serve --data "$work/data" --http "127.0.0.1:$port" >>"$work/node.out" 2>&1 &
+  node_pid=$!
+}
+start_node
+for _ in $(seq 200); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.05; done
+key=$(sed -n 's/^demo account: demo  key: \([0-9a-f]*\).*/\1/p' "$work/node.out")
+auth=(-u "demo:$key")
+curl -sf "${auth[@]}" -d name=big "$url/api/ratecard/create.json" >/dev/null
+rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
+import_s=$(curl -sf "${auth[@]}" -o "$work/import.json" -w '%{time_total}' -H 'content-type: text/csv' \
+  --data-binary @"$work/deck.csv" "$url/api/ratecard/import.json?card=big")
+cat "$work/import.json"; echo
+probe="$url/api/ratecard/query.json?card=big&number=100079190&duration=61"
+curl -sf "${auth[@]}" "$probe" >/dev/null
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$node_pid/status")
+rss=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
+disk=$(du -sh "$work/data" | cut -f1)
+sleep 15 # the blocking thread that ran the import exits after 10 s idle, and its heap with it
+rss_settled=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
+
+kill -9 "$node_pid"; wait "$node_pid" 2>/dev/null || true
+t0=$(date +%s.%N)
+start_node
+until curl -sf "${auth[@]}" "$probe" >/dev/null 2>&1; do sleep 0.02; done
+t1=$(date +%s.%N)
+rss_restart=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
+echo "import of $ROWS rows live after ${import_s}s (target <= 10 s)"
+echo "RSS: before import $((rss_before / 1024)) MiB, right after $((rss / 1024)) MiB, 15 s later $((rss_settled / 1024)) MiB, peak $((hwm / 1024)) MiB (target <= 1024 MiB); data dir $disk"
+echo "restart to serving the big card: $(python3 -c "print(round($t1 - $t0, 2))") s (target <= 5 s); RSS after restart $((rss_restart / 1024)) MiB"
