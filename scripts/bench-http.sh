@@ -74,4 +74,5 @@ echo "$results"
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 nginx_rps=$(grep '^nginx' <<<"$results" | sed 's/.*rps=\([0-9.]*\).*/\1/' | median)
 node_rps=$(grep '^node' <<<"$results" | sed 's/.*rps=\([0-9.]*\).*/\1/' | median)
+echo "per-round ratios: $(paste <(grep '^node' <<<"$results" | sed 's/.*rps=\([0-9.]*\).*/\1/') <(grep '^nginx' <<<"$results" | sed 's/.*rps=\([0-9.]*\).*/\1/') | awk '{printf "%.2f ", $1/$2}')"
 echo "median rps: node $node_rps, nginx $nginx_rps, ratio $(python3 -c "print(round($node_rps/$nginx_rps, 3))") (target >= 0.8)"

@@ -2,4 +2,4 @@
 # The test command: every crate's unit, property, HTTP and end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --workspace --all-targets "$@"
+cargo test --workspace "$@"

@@ -777,6 +777,18 @@ mod tests {
         assert_eq!(back.rules, deck.rules);
     }
 
+    proptest::proptest! {
+        /// Decks come from outside: any bytes give a deck or an error, never a panic.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), text in "[0-9a-z,\"#\n{}\\[\\]:._-]{0,300}") {
+            let _ = parse_csv(&bytes);
+            let _ = parse_ime(&bytes, None);
+            let _ = parse_csv(text.as_bytes());
+            let _ = parse_ime(text.as_bytes(), Some("x"));
+            let _ = parse_csv(format!("prefix,name,rate,connect_fee,mcd,pulse\n{text}").as_bytes());
+        }
+    }
+
     #[test]
     fn csv_export_round_trips() {
         let csv = "prefix,name,rate,connect_fee,mcd,pulse,grace,rate_inter,rate_intra,status\n\

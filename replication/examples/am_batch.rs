@@ -1,3 +1,7 @@
+//! Probe of the Automerge facts the catalog relies on: batch-inserting N scalars in bucket maps
+//! of CHUNK, saving, loading and a full sync to an empty peer.
+//! `cargo run --release -p edgerate-replication --example am_batch -- 50000 1000`
+
 use automerge::{
     hydrate,
     sync::{self, SyncDoc},
