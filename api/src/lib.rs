@@ -4,9 +4,11 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cdr;
 pub mod cluster;
 pub mod error;
 pub mod format;
+pub mod lookup;
 pub mod metrics;
 pub mod openapi;
 pub mod ratecard;

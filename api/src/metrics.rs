@@ -11,6 +11,10 @@ pub const REQUESTS: &str = "edgerate_http_requests_total";
 pub const LATENCY: &str = "edgerate_http_request_duration_seconds";
 pub const RULES_LOADED: &str = "edgerate_ratecard_rules_loaded";
 pub const CARDS_LOADED: &str = "edgerate_ratecard_cards_loaded";
+pub const CDRS_INGESTED: &str = "edgerate_cdr_ingested_total";
+pub const LOG_RECORDS: &str = "edgerate_eventlog_records";
+pub const ASRPLUS_ENTRIES: &str = "edgerate_asrplus_numbers";
+pub const ASRPLUS_LOOKUPS: &str = "edgerate_asrplus_lookups_total";
 
 /// Installs the process-wide recorder once and returns its handle (later calls return the same).
 pub fn install() -> PrometheusHandle {

@@ -7,7 +7,7 @@ use crate::format::{self, Format};
 use crate::service::{Access, Service, PLANNED};
 use crate::state::AppState;
 use crate::vars::Vars;
-use crate::{admin, cluster, ratecard, system};
+use crate::{admin, cdr, cluster, lookup, ratecard, system};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -70,6 +70,12 @@ pub enum Output {
     Value(Value),
     /// A JSON answer already written (see [`Ctx::reply`]).
     Json(Vec<u8>),
+    /// A file streamed as it is produced, whatever the requested format.
+    Stream {
+        content_type: &'static str,
+        filename: String,
+        body: Body,
+    },
     /// A file sent as it is, whatever the requested format.
     File {
         content_type: &'static str,
@@ -189,7 +195,7 @@ async fn handle(
         now,
         format,
     };
-    let output = if service.writes() {
+    let output = if service.blocking() {
         tokio::task::spawn_blocking(move || run(service, &ctx))
             .await
             .unwrap_or_else(|e| Err(ApiError::internal(service.as_str(), e)))
@@ -211,12 +217,16 @@ async fn handle(
             content_type,
             filename,
             body,
+        } => attachment(body_response(StatusCode::OK, content_type, body), &filename),
+        Output::Stream {
+            content_type,
+            filename,
+            body,
         } => {
-            let mut r = body_response(StatusCode::OK, content_type, body);
-            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
-                r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
-            }
-            r
+            let mut r = Response::new(body);
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            attachment(r, &filename)
         }
     };
     add_quota(response.headers_mut(), quota);
@@ -246,11 +256,26 @@ fn run(service: Service, ctx: &Ctx) -> Result<Output, ApiError> {
         AdminAccountKeyRotate => admin::account_key_rotate(ctx),
         AdminAccountDelete => admin::account_delete(ctx),
         ClusterStatus => cluster::status(ctx),
+        LookupAsrplus => lookup::asrplus(ctx),
+        CdrAdd => cdr::add(ctx),
+        CdrList => cdr::list(ctx),
+        CdrExport => cdr::export(ctx),
+        CdrStats => cdr::stats(ctx),
     }
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Marks a response as a file download named `filename`.
+fn attachment(mut response: Response, filename: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, v);
+    }
+    response
 }
 
 fn body_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {

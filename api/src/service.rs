@@ -36,8 +36,9 @@ macro_rules! services {
                 match self { $( Service::$variant => Access::$access ),* }
             }
 
-            /// True when the service changes durable state (it then runs off the async runtime).
-            pub fn writes(self) -> bool {
+            /// True when the service writes to disk or reads the database (it then runs off the
+            /// async runtime).
+            pub fn blocking(self) -> bool {
                 match self { $( Service::$variant => $writes ),* }
             }
 
@@ -146,18 +147,55 @@ services! {
     AdminAccountKeyRotate = "admin/account/key/rotate", Operator, true, "Replace an account's key; the new key is shown once.", [("account", true, "account id")];
     AdminAccountDelete = "admin/account/delete", Operator, true, "Delete an account and its cards.", [("account", true, "account id")];
     ClusterStatus = "cluster/status", Operator, false, "This node, its region and its peers.", [];
+    LookupAsrplus = "lookup/asrplus", Account, false, "Has this number failed recently? The latest final outcome per number over 30 days.", [
+        ("number", true, "one or more E.164 numbers"),
+    ];
+    CdrAdd = "cdr/add", Account, true, "Store CDRs (one as variables, or a JSON array / CSV body of many), rated on their card; idempotent on callid.", [
+        ("callid", true, "unique per account"),
+        ("dt", false, "call start, unix seconds or 'YYYY-MM-DD HH:MM:SS' UTC; default now"),
+        ("source_cli", false, "calling number"),
+        ("dest_number", true, "called number"),
+        ("duration", false, "seconds, decimals allowed; default 0"),
+        ("sip_code", true, "final SIP response code"),
+        ("sip_reason", false, "default: the code's standard phrase"),
+        ("card", false, "card id or name to rate the call on"),
+        ("file", false, "a CSV (header row of these names) or JSON array of CDRs; else the body"),
+    ];
+    CdrList = "cdr/list", Account, true, "A page of CDRs in a time range (at most 93 days).", [
+        ("from", true, "unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
+        ("to", true, "unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
+        ("number", false, "called number"),
+        ("cli", false, "calling number"),
+        ("sip_code", false, "final SIP code"),
+        ("card", false, "card as given on ingest"),
+        ("limit", false, "1-10000, default 100"),
+        ("offset", false, "default 0"),
+        ("order", false, "desc (default, newest first) or asc"),
+    ];
+    CdrExport = "cdr/export", Account, true, "CDRs as a streamed CSV download (filters as cdr/list, oldest first).", [
+        ("from", true, "unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
+        ("to", true, "unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
+        ("number", false, "called number"),
+        ("cli", false, "calling number"),
+        ("sip_code", false, "final SIP code"),
+        ("card", false, "card as given on ingest"),
+    ];
+    CdrStats = "cdr/stats", Account, true, "Attempts, connected calls, ASR (%), ACD (s), minutes and cost, optionally grouped.", [
+        ("from", true, "unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
+        ("to", true, "unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
+        ("group_by", false, "prefix, card, sip_code or day"),
+        ("number", false, "called number"),
+        ("cli", false, "calling number"),
+        ("sip_code", false, "final SIP code"),
+        ("card", false, "card as given on ingest"),
+    ];
 }
 
 /// Services of the contract that this build does not serve yet: answered with 501.
 pub const PLANNED: &[&str] = &[
-    "lookup/asrplus",
     "lookup/smart",
     "lookup/ping",
     "dial/dial",
-    "cdr/add",
-    "cdr/list",
-    "cdr/export",
-    "cdr/stats",
     "admin/dataset/import",
 ];
 

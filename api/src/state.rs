@@ -2,6 +2,7 @@
 
 use crate::auth::{KeyCache, Limits};
 use edgerate_replication::catalog::Catalog;
+use edgerate_replication::eventlog::EventLog;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub struct AppState {
 
 struct Inner {
     catalog: Catalog,
+    log: Arc<EventLog>,
     limits: Limits,
     keys: KeyCache,
     operator_key_hash: String,
@@ -34,6 +36,7 @@ impl AppState {
     /// `operator_key_hash` is [`crate::auth::hash_key`] of the operator key.
     pub fn new(
         catalog: Catalog,
+        log: Arc<EventLog>,
         node: NodeInfo,
         operator_key_hash: String,
         metrics: Option<PrometheusHandle>,
@@ -41,6 +44,7 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 catalog,
+                log,
                 limits: Limits::default(),
                 keys: KeyCache::default(),
                 operator_key_hash,
@@ -54,6 +58,16 @@ impl AppState {
 
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
+    }
+
+    /// The event log (CDRs and outcomes) and its ASR Plus view.
+    pub fn log(&self) -> &EventLog {
+        &self.inner.log
+    }
+
+    /// A shared handle on the event log, for work that outlives the request.
+    pub fn log_handle(&self) -> Arc<EventLog> {
+        self.inner.log.clone()
     }
 
     pub fn limits(&self) -> &Limits {

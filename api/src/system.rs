@@ -39,6 +39,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let view = state.catalog().view();
     metrics::gauge!(crate::metrics::RULES_LOADED).set(view.rules_loaded() as f64);
     metrics::gauge!(crate::metrics::CARDS_LOADED).set(view.cards.len() as f64);
+    metrics::gauge!(crate::metrics::ASRPLUS_ENTRIES).set(state.log().asrplus().len() as f64);
+    let log = state.log_handle();
+    if let Ok(Ok(records)) = tokio::task::spawn_blocking(move || log.len()).await {
+        metrics::gauge!(crate::metrics::LOG_RECORDS).set(records as f64);
+    }
     let body = state.metrics().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

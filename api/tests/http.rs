@@ -7,10 +7,13 @@ use base64::Engine;
 use edgerate_api::auth::hash_key;
 use edgerate_api::{router, AppState, NodeInfo};
 use edgerate_model::account::Account;
+use edgerate_model::asrplus::DEFAULT_BAD_CODES;
 use edgerate_replication::catalog::Catalog;
+use edgerate_replication::eventlog::EventLog;
 use edgerate_replication::ActorId;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use tower::ServiceExt;
 
 const OPERATOR_KEY: &str = "operator-secret";
@@ -71,8 +74,16 @@ impl Api {
             id: "test-1".into(),
             region: "test".into(),
         };
+        let log = EventLog::open(
+            &dir.path().join("events.sqlite"),
+            "test-1",
+            &DEFAULT_BAD_CODES,
+            edgerate_model::time::now(),
+        )
+        .unwrap();
         let state = AppState::new(
             catalog,
+            Arc::new(log),
             node,
             hash_key(OPERATOR_KEY),
             Some(edgerate_api::metrics::install()),
@@ -1181,7 +1192,7 @@ async fn unknown_services_formats_and_methods() {
     let api = Api::new();
     assert_eq!(api.get("/api/ratecard/nothing.json").await.status, 404);
     assert_eq!(api.get("/api/ratecard/query.yaml").await.status, 404);
-    let planned = api.get("/api/lookup/asrplus.json?number=44").await;
+    let planned = api.get("/api/lookup/smart.json?number=44").await;
     assert_eq!(planned.status, 501);
     assert_eq!(error_of(&planned).0, 501);
     let put = api

@@ -2,8 +2,10 @@
 //! revisions, the prefix index, the billing formula, rate decks (CSV and IME) and times.
 
 pub mod account;
+pub mod asrplus;
 pub mod billing;
 pub mod card;
+pub mod cdr;
 pub mod deck;
 pub mod diff;
 pub mod index;

@@ -27,6 +27,52 @@ pub struct Config {
     #[serde(default)]
     pub operator: OperatorSection,
     pub sip: Option<SipSection>,
+    #[serde(default)]
+    pub asrplus: AsrPlusSection,
+    #[serde(default)]
+    pub cdr: CdrSection,
+}
+
+/// `[asrplus]`: which final SIP codes mark a number as not existing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsrPlusSection {
+    /// Default `[404, 410, 484, 604]`.
+    #[serde(default = "default_bad_codes")]
+    pub bad_codes: Vec<u16>,
+}
+
+impl Default for AsrPlusSection {
+    fn default() -> Self {
+        Self {
+            bad_codes: default_bad_codes(),
+        }
+    }
+}
+
+fn default_bad_codes() -> Vec<u16> {
+    edgerate_model::asrplus::DEFAULT_BAD_CODES.to_vec()
+}
+
+/// `[cdr]`: how long CDRs are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdrSection {
+    /// Days; default 400.
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+}
+
+impl Default for CdrSection {
+    fn default() -> Self {
+        Self {
+            retention_days: default_retention(),
+        }
+    }
+}
+
+fn default_retention() -> u32 {
+    400
 }
 
 /// `[http]`: the API listener.
@@ -84,6 +130,17 @@ impl Config {
             if key.len() < 8 {
                 bail!("[operator] key must be at least 8 characters");
             }
+        }
+        if let Some(code) = self
+            .asrplus
+            .bad_codes
+            .iter()
+            .find(|c| !(300..=699).contains(*c))
+        {
+            bail!("[asrplus] bad_codes: {code} is not a SIP failure code (300-699)");
+        }
+        if self.cdr.retention_days == 0 {
+            bail!("[cdr] retention_days must be at least 1");
         }
         if self.peer.is_some() != self.tls.is_some() {
             bail!(

@@ -12,9 +12,11 @@ use edgerate_api::{AppState, NodeInfo};
 use edgerate_model::account::Account;
 use edgerate_model::card::CardMeta;
 use edgerate_replication::catalog::Catalog;
+use edgerate_replication::eventlog::EventLog;
 use edgerate_replication::ActorId;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,6 +29,8 @@ pub const DEMO_ACCOUNT: &str = "demo";
 pub const DEMO_CARD: &str = "demo";
 /// How often the document logs are checked for compaction.
 const COMPACT_EVERY: Duration = Duration::from_secs(10);
+/// How often CDRs past retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// How to start a node.
 #[derive(Debug, Default)]
@@ -85,6 +89,14 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
     let catalog = tokio::task::spawn_blocking(move || Catalog::open(&docs_dir, actor))
         .await?
         .context("opening the catalog")?;
+    let log_path = data_dir.join("events.sqlite");
+    let (origin, bad_codes) = (config.node.id.clone(), config.asrplus.bad_codes.clone());
+    let log = tokio::task::spawn_blocking(move || {
+        EventLog::open(&log_path, &origin, &bad_codes, edgerate_model::time::now())
+    })
+    .await?
+    .context("opening the event log")?;
+    let log = Arc::new(log);
     let demo_key = if options.demo {
         create_demo(&catalog, &data_dir)?
     } else {
@@ -97,6 +109,7 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
     };
     let state = AppState::new(
         catalog.clone(),
+        log.clone(),
         node,
         hash_key(&operator_key),
         Some(metrics),
@@ -125,7 +138,8 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
             tracing::error!(error = %e, "http server stopped");
         }
     });
-    let compactor = tokio::spawn(compact_forever(catalog, shutdown_rx));
+    let compactor = tokio::spawn(compact_forever(catalog, shutdown_rx.clone()));
+    let retention = tokio::spawn(prune_forever(log, config.cdr.retention_days, shutdown_rx));
     tracing::info!(%http_addr, node = %config.node.id, region = %config.node.region, data = %data_dir.display(), "node started");
     let first = FirstStart {
         operator_key: generated.then_some(operator_key),
@@ -136,7 +150,7 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
             http_addr,
             state,
             shutdown,
-            tasks: vec![http, compactor],
+            tasks: vec![http, compactor, retention],
         },
         first,
     ))
@@ -154,6 +168,24 @@ async fn compact_forever(catalog: Catalog, mut stop: watch::Receiver<bool>) {
             Ok(Ok(n)) => tracing::debug!(documents = n, "compacted"),
             Ok(Err(e)) => tracing::warn!(error = %e, "compaction failed; will retry"),
             Err(e) => tracing::warn!(error = %e, "compaction task failed"),
+        }
+    }
+}
+
+/// Deletes CDRs past retention, hourly.
+async fn prune_forever(log: Arc<EventLog>, retention_days: u32, mut stop: watch::Receiver<bool>) {
+    loop {
+        let horizon = edgerate_model::time::now() - i64::from(retention_days) * 86_400;
+        let handle = log.clone();
+        match tokio::task::spawn_blocking(move || handle.prune(horizon)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(records = n, "pruned CDRs past retention"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning CDRs failed; will retry"),
+            Err(e) => tracing::warn!(error = %e, "pruning task failed"),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
         }
     }
 }

@@ -4,5 +4,6 @@
 
 pub mod catalog;
 pub mod docstore;
+pub mod eventlog;
 
 pub use automerge::ActorId;

@@ -1,0 +1,448 @@
+//! `cdr/*`: CDR ingest (rated on the named card), listing, streamed export and stats (API.md §7).
+
+use crate::error::ApiError;
+use crate::router::{Ctx, Output};
+use crate::vars::Vars;
+use axum::body::Body;
+use bytes::Bytes;
+use edgerate_model::billing;
+use edgerate_model::cdr::{parse_cdr, Cdr, CdrInput, Rating};
+use edgerate_model::rule::RuleStatus;
+use edgerate_replication::catalog::View;
+use edgerate_replication::eventlog::{Filter, GroupBy, Order, Position, Record, Stats};
+use rust_decimal::Decimal;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+/// Most CDRs in one `cdr/add`.
+const MAX_BATCH: usize = 100_000;
+/// Longest `cdr/list` range, seconds.
+const MAX_RANGE: i64 = 93 * 86_400;
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+/// Rows per page read from the log while exporting, and bytes per chunk sent.
+const EXPORT_PAGE: usize = 5_000;
+const EXPORT_CHUNK: usize = 64 * 1024;
+
+pub const CSV_HEADER: &str = "callid,dt,source_cli,dest_number,duration,sip_code,sip_reason,card,dest_code,dest_name,rate,billed_duration,cost";
+
+/// Rates a CDR on its card at the time of the call: the card's live revision at `dt`, the
+/// longest matching rule, the billing formula. Unrated when there is no card, no match, or the
+/// rule is blocked.
+fn rate(view: &View, account: &str, cdr: &CdrInput) -> Option<Rating> {
+    let card = view.card(account, cdr.card.as_deref()?)?;
+    let rev = card.live_at(cdr.dt)?;
+    let index = rev.index.read();
+    let m = index.longest_match(&cdr.dest_number)?;
+    if m.rule.status != RuleStatus::Active {
+        return None;
+    }
+    let charge = billing::charge(
+        cdr.duration,
+        &m.rule.billing(m.rule.rate),
+        &card.meta.billing(),
+    );
+    Some(Rating {
+        dest_code: cdr.dest_number[..m.prefix_len].to_owned(),
+        dest_name: m.rule.name.to_string(),
+        rate: m.rule.rate,
+        billed_duration: charge.billed_duration,
+        cost: charge.cost,
+    })
+}
+
+/// The CDRs of a request: a JSON array or CSV body (or `file`), else one CDR as variables.
+fn read_batch(vars: &Vars, now: i64) -> Result<Vec<CdrInput>, ApiError> {
+    let body = vars.file("file").or_else(|| vars.raw_body().cloned());
+    let Some(body) = body else {
+        return parse_cdr(|k| vars.get(k), now)
+            .map(|c| vec![c])
+            .map_err(ApiError::bad_request);
+    };
+    let rows = if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        json_rows(&body)?
+    } else {
+        csv_rows(&body)?
+    };
+    if rows.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "a batch holds at most {MAX_BATCH} CDRs"
+        )));
+    }
+    rows.iter()
+        .map(|(place, fields)| {
+            parse_cdr(|k| fields.get(k).map(String::as_str), now)
+                .map_err(|e| ApiError::bad_request(format!("{place}: {e}; nothing was stored")))
+        })
+        .collect()
+}
+
+type Row = (String, HashMap<String, String>);
+
+fn json_rows(body: &[u8]) -> Result<Vec<Row>, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "body is not valid JSON (line {}, column {}); nothing was stored",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let items = value
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("a JSON body of CDRs is an array of objects"))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let place = format!("row {}", i + 1);
+            let obj = item.as_object().ok_or_else(|| {
+                ApiError::bad_request(format!("{place}: not an object; nothing was stored"))
+            })?;
+            let fields = obj
+                .iter()
+                .filter_map(|(k, v)| match v {
+                    Value::String(s) => Some(Ok((k.clone(), s.clone()))),
+                    Value::Number(n) => Some(Ok((k.clone(), n.to_string()))),
+                    Value::Null => None,
+                    _ => Some(Err(ApiError::bad_request(format!(
+                        "{place}: '{k}' must be a string or a number; nothing was stored"
+                    )))),
+                })
+                .collect::<Result<HashMap<_, _>, _>>()?;
+            Ok((place, fields))
+        })
+        .collect()
+}
+
+fn csv_rows(body: &[u8]) -> Result<Vec<Row>, ApiError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_reader(body);
+    let unreadable = |line: u64| {
+        ApiError::bad_request(format!("line {line}: unreadable CSV; nothing was stored"))
+    };
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|_| unreadable(1))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| unreadable(e.position().map_or(0, |p| p.line())))?;
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() > header.len() {
+            return Err(ApiError::bad_request(format!(
+                "line {line}: more fields than the header names; nothing was stored"
+            )));
+        }
+        let fields = header
+            .iter()
+            .cloned()
+            .zip(record.iter().map(str::to_owned))
+            .collect();
+        rows.push((format!("line {line}"), fields));
+    }
+    Ok(rows)
+}
+
+pub fn add(ctx: &Ctx) -> Result<Output, ApiError> {
+    let inputs = read_batch(&ctx.vars, ctx.now)?;
+    let view = ctx.state.catalog().view();
+    let account = &ctx.account().id;
+    let cdrs: Vec<Cdr> = inputs
+        .into_iter()
+        .map(|input| {
+            let rating = rate(&view, account, &input);
+            Cdr { input, rating }
+        })
+        .collect();
+    let done = ctx
+        .state
+        .log()
+        .append(account, &cdrs)
+        .map_err(|e| ApiError::internal("cdr/add", e))?;
+    metrics::counter!(crate::metrics::CDRS_INGESTED).increment(done.added as u64);
+    Ok(Output::Value(
+        json!({ "added": done.added, "duplicates": done.duplicates }),
+    ))
+}
+
+fn time_var(vars: &Vars, name: &str) -> Result<i64, ApiError> {
+    let raw = vars.required(name)?;
+    edgerate_model::time::parse(raw).ok_or_else(|| {
+        ApiError::invalid(
+            name,
+            format!("'{raw}' is not unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
+        )
+    })
+}
+
+/// The filter of `cdr/list`, `cdr/export` and `cdr/stats`.
+fn filter(ctx: &Ctx, max_range: Option<i64>) -> Result<Filter, ApiError> {
+    let (from, to) = (time_var(&ctx.vars, "from")?, time_var(&ctx.vars, "to")?);
+    if to < from {
+        return Err(ApiError::invalid("to", "is before 'from'"));
+    }
+    if let Some(max) = max_range {
+        if to - from > max {
+            return Err(ApiError::invalid(
+                "to",
+                format!("the range is over {} days", max / 86_400),
+            ));
+        }
+    }
+    let number = |name: &str| {
+        ctx.vars
+            .get(name)
+            .map(|n| edgerate_model::number::normalise(n).map_err(|e| ApiError::invalid(name, e)))
+            .transpose()
+    };
+    let sip_code = ctx
+        .vars
+        .parse_opt::<u16>("sip_code", "a SIP response code")?;
+    Ok(Filter {
+        account: ctx.account().id.clone(),
+        from,
+        to,
+        number: number("number")?,
+        cli: number("cli")?,
+        sip_code,
+        card: ctx.vars.get("card").map(str::to_owned),
+    })
+}
+
+fn cdr_json(r: &Record) -> Value {
+    let c = &r.cdr.input;
+    let mut out = Map::new();
+    out.insert("callid".into(), c.callid.clone().into());
+    out.insert("dt".into(), c.dt.into());
+    out.insert("source_cli".into(), c.source_cli.clone().into());
+    out.insert("dest_number".into(), c.dest_number.clone().into());
+    out.insert("duration".into(), crate::ratecard::money(c.duration));
+    out.insert("sip_code".into(), c.sip_code.into());
+    out.insert("sip_reason".into(), c.sip_reason.clone().into());
+    out.insert(
+        "card".into(),
+        c.card.clone().map_or(Value::Null, Value::from),
+    );
+    if let Some(rating) = &r.cdr.rating {
+        out.insert("dest_code".into(), rating.dest_code.clone().into());
+        out.insert("dest_name".into(), rating.dest_name.clone().into());
+        out.insert("rate".into(), crate::ratecard::money(rating.rate));
+        out.insert("billed_duration".into(), rating.billed_duration.into());
+        out.insert("cost".into(), crate::ratecard::money(rating.cost));
+    }
+    Value::Object(out)
+}
+
+pub fn list(ctx: &Ctx) -> Result<Output, ApiError> {
+    let filter = filter(ctx, Some(MAX_RANGE))?;
+    let limit = ctx
+        .vars
+        .parse_opt::<usize>("limit", "a whole number")?
+        .unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::invalid("limit", format!("must be 1-{MAX_LIMIT}")));
+    }
+    let offset = ctx
+        .vars
+        .parse_opt::<usize>("offset", "a whole number")?
+        .unwrap_or(0);
+    let order = match ctx.vars.get("order").unwrap_or("desc") {
+        "asc" => Order::Asc,
+        "desc" => Order::Desc,
+        other => {
+            return Err(ApiError::invalid(
+                "order",
+                format!("'{other}' is not asc or desc"),
+            ))
+        }
+    };
+    let (total, page) = ctx
+        .state
+        .log()
+        .list(&filter, order, limit, offset)
+        .map_err(|e| ApiError::internal("cdr/list", e))?;
+    let cdrs: Vec<Value> = page.iter().map(cdr_json).collect();
+    Ok(Output::Value(json!({ "total": total, "cdrs": cdrs })))
+}
+
+fn csv_field(out: &mut String, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+fn csv_row(out: &mut String, r: &Record) {
+    use std::fmt::Write;
+    let c = &r.cdr.input;
+    csv_field(out, &c.callid);
+    let _ = write!(
+        out,
+        ",{},{},{},{},{},",
+        c.dt,
+        c.source_cli,
+        c.dest_number,
+        c.duration.normalize(),
+        c.sip_code
+    );
+    csv_field(out, &c.sip_reason);
+    out.push(',');
+    csv_field(out, c.card.as_deref().unwrap_or(""));
+    match &r.cdr.rating {
+        Some(rt) => {
+            let _ = write!(out, ",{},", rt.dest_code);
+            csv_field(out, &rt.dest_name);
+            let _ = writeln!(
+                out,
+                ",{},{},{}",
+                rt.rate.normalize(),
+                rt.billed_duration,
+                rt.cost.normalize()
+            );
+        }
+        None => out.push_str(",,,,,\n"),
+    }
+}
+
+/// Streams the matching CDRs as CSV: pages are read from the log one at a time and sent in
+/// chunks as the client takes them, so nothing holds the whole result.
+pub fn export(ctx: &Ctx) -> Result<Output, ApiError> {
+    let filter = filter(ctx, Some(MAX_RANGE))?;
+    let log = ctx.state.log_handle();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = String::with_capacity(EXPORT_CHUNK * 2);
+        buf.push_str(CSV_HEADER);
+        buf.push('\n');
+        let mut after: Option<Position> = None;
+        loop {
+            let page = match log.page_after(&filter, after.as_ref(), EXPORT_PAGE) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(error = %e, "cdr export stopped");
+                    return;
+                }
+            };
+            for r in &page {
+                csv_row(&mut buf, r);
+                if buf.len() >= EXPORT_CHUNK
+                    && tx
+                        .blocking_send(Bytes::from(std::mem::take(&mut buf)))
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == EXPORT_PAGE => after = Some(last.position()),
+                _ => break,
+            }
+        }
+        let _ = tx.blocking_send(Bytes::from(buf));
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<Bytes, std::convert::Infallible>(chunk), rx))
+    });
+    Ok(Output::Stream {
+        content_type: "text/csv; charset=utf-8",
+        filename: "cdrs.csv".into(),
+        body: Body::from_stream(stream),
+    })
+}
+
+fn stats_json(s: &Stats) -> Map<String, Value> {
+    let hundred = Decimal::from(100);
+    let ratio = |num: Decimal, den: u64| {
+        if den == 0 {
+            Decimal::ZERO
+        } else {
+            (num / Decimal::from(den)).round_dp(2)
+        }
+    };
+    let mut out = Map::new();
+    out.insert("attempts".into(), s.attempts.into());
+    out.insert("connected".into(), s.connected.into());
+    out.insert(
+        "asr".into(),
+        crate::ratecard::money(ratio(Decimal::from(s.connected) * hundred, s.attempts)),
+    );
+    out.insert(
+        "acd".into(),
+        crate::ratecard::money(ratio(s.seconds, s.connected)),
+    );
+    out.insert(
+        "minutes".into(),
+        crate::ratecard::money((s.seconds / Decimal::from(60)).round_dp(2)),
+    );
+    out.insert("cost".into(), crate::ratecard::money(s.cost));
+    out
+}
+
+pub fn stats(ctx: &Ctx) -> Result<Output, ApiError> {
+    let filter = filter(ctx, None)?;
+    let group_by = ctx
+        .vars
+        .get("group_by")
+        .map(|g| {
+            GroupBy::parse(g).ok_or_else(|| {
+                ApiError::invalid(
+                    "group_by",
+                    format!("'{g}' is not prefix, card, sip_code or day"),
+                )
+            })
+        })
+        .transpose()?;
+    let groups = ctx
+        .state
+        .log()
+        .stats(&filter, group_by)
+        .map_err(|e| ApiError::internal("cdr/stats", e))?;
+    let (from, to) = (filter.from, filter.to);
+    match group_by {
+        None => {
+            let total = groups.first().cloned().unwrap_or(Stats {
+                key: String::new(),
+                attempts: 0,
+                connected: 0,
+                seconds: Decimal::ZERO,
+                cost: Decimal::ZERO,
+            });
+            let mut out = stats_json(&total);
+            out.insert("from".into(), from.into());
+            out.insert("to".into(), to.into());
+            Ok(Output::Value(Value::Object(out)))
+        }
+        Some(g) => {
+            let name = ctx.vars.get("group_by").unwrap_or_default().to_owned();
+            let list: Vec<Value> = groups
+                .iter()
+                .map(|s| {
+                    let mut row = Map::new();
+                    row.insert(
+                        name.clone(),
+                        if g == GroupBy::SipCode {
+                            s.key.parse::<u16>().map_or(Value::Null, Value::from)
+                        } else {
+                            s.key.clone().into()
+                        },
+                    );
+                    row.extend(stats_json(s));
+                    Value::Object(row)
+                })
+                .collect();
+            Ok(Output::Value(
+                json!({ "from": from, "to": to, "group_by": name, "groups": list }),
+            ))
+        }
+    }
+}

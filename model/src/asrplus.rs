@@ -1,0 +1,163 @@
+//! ASR Plus (API.md §2): per destination number, the latest final SIP outcome that says
+//! something about the number — a code of the "bad" set (Invalid) or 200 (Valid) — remembered
+//! for 30 days. Other outcomes (busy, no answer, server errors) say nothing about whether the
+//! number exists and are not remembered.
+//!
+//! The state is a pure function of the set of observed outcomes: the latest `dt` wins (ties:
+//! the higher code, so every node that saw the same outcomes agrees), which makes it a view over
+//! the grow-only event log that any node can rebuild in any order.
+
+use std::collections::{HashMap, HashSet};
+
+/// How long an outcome is remembered, seconds.
+pub const WINDOW_SECS: i64 = 30 * 86_400;
+
+/// The default "bad" codes: the number does not exist.
+pub const DEFAULT_BAD_CODES: [u16; 4] = [404, 410, 484, 604];
+
+/// A remembered outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Unix seconds.
+    pub dt: i64,
+    pub code: u16,
+}
+
+/// What ASR Plus says of a number at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Unknown,
+    Valid(Outcome),
+    Invalid(Outcome),
+}
+
+impl Verdict {
+    pub fn status(self) -> &'static str {
+        match self {
+            Self::Unknown => "Unknown",
+            Self::Valid(_) => "Valid",
+            Self::Invalid(_) => "Invalid",
+        }
+    }
+}
+
+/// The in-memory ASR Plus state.
+#[derive(Debug, Clone)]
+pub struct AsrPlus {
+    bad: HashSet<u16>,
+    latest: HashMap<Box<str>, Outcome>,
+}
+
+impl AsrPlus {
+    pub fn new(bad: impl IntoIterator<Item = u16>) -> Self {
+        Self {
+            bad: bad.into_iter().collect(),
+            latest: HashMap::new(),
+        }
+    }
+
+    /// Numbers remembered (including expired ones not yet pruned).
+    pub fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+
+    /// Takes in one final outcome. Order of observation does not matter.
+    pub fn observe(&mut self, number: &str, dt: i64, code: u16) {
+        if code != 200 && !self.bad.contains(&code) {
+            return;
+        }
+        let outcome = Outcome { dt, code };
+        match self.latest.get_mut(number) {
+            Some(current) => {
+                if (dt, code) > (current.dt, current.code) {
+                    *current = outcome;
+                }
+            }
+            None => {
+                self.latest.insert(number.into(), outcome);
+            }
+        }
+    }
+
+    /// The verdict on `number` at `now`: unknown when never seen or last seen over 30 days ago.
+    pub fn verdict(&self, number: &str, now: i64) -> Verdict {
+        match self.latest.get(number) {
+            Some(o) if now - o.dt <= WINDOW_SECS => {
+                if o.code == 200 {
+                    Verdict::Valid(*o)
+                } else {
+                    Verdict::Invalid(*o)
+                }
+            }
+            _ => Verdict::Unknown,
+        }
+    }
+
+    /// Forgets outcomes that have expired at `now`.
+    pub fn prune(&mut self, now: i64) {
+        self.latest.retain(|_, o| now - o.dt <= WINDOW_SECS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn bad_codes_invalidate_and_200_validates() {
+        let mut a = AsrPlus::new(DEFAULT_BAD_CODES);
+        a.observe("44", 100, 404);
+        assert_eq!(
+            a.verdict("44", 200),
+            Verdict::Invalid(Outcome { dt: 100, code: 404 })
+        );
+        a.observe("44", 150, 200);
+        assert_eq!(a.verdict("44", 200).status(), "Valid", "good after bad");
+        a.observe("44", 120, 410);
+        assert_eq!(
+            a.verdict("44", 200).status(),
+            "Valid",
+            "an older outcome does not win"
+        );
+        a.observe("44", 300, 486);
+        assert_eq!(a.verdict("44", 400).status(), "Valid", "busy says nothing");
+        assert_eq!(a.verdict("45", 400), Verdict::Unknown);
+    }
+
+    #[test]
+    fn expires_after_exactly_thirty_days() {
+        let mut a = AsrPlus::new(DEFAULT_BAD_CODES);
+        a.observe("44", 1000, 604);
+        assert_eq!(a.verdict("44", 1000 + WINDOW_SECS).status(), "Invalid");
+        assert_eq!(a.verdict("44", 1000 + WINDOW_SECS + 1), Verdict::Unknown);
+        a.prune(1000 + WINDOW_SECS + 1);
+        assert!(a.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn order_of_observation_does_not_matter(events in proptest::collection::vec((0u8..4, 0i64..1000, prop::sample::select(vec![200u16, 404, 410, 486, 503, 604])), 0..60), seed in any::<u64>()) {
+            let mut forward = AsrPlus::new(DEFAULT_BAD_CODES);
+            for (n, dt, code) in &events {
+                forward.observe(&n.to_string(), *dt, *code);
+            }
+            let mut shuffled = events.clone();
+            let len = shuffled.len();
+            for i in (1..len).rev() {
+                shuffled.swap(i, (seed as usize).wrapping_mul(i + 7) % (i + 1));
+            }
+            let mut backward = AsrPlus::new(DEFAULT_BAD_CODES);
+            for (n, dt, code) in shuffled.iter().rev() {
+                backward.observe(&n.to_string(), *dt, *code);
+            }
+            for n in 0u8..4 {
+                prop_assert_eq!(forward.verdict(&n.to_string(), 500), backward.verdict(&n.to_string(), 500));
+            }
+        }
+    }
+}

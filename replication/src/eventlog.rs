@@ -1,0 +1,599 @@
+//! The event log: every CDR (and, with the telephony work, every ping and dial outcome) as an
+//! append-only record in an embedded SQLite database on local disk, and the ASR Plus view over it.
+//!
+//! Merge law: a record is identified by `(origin node, sequence)`, assigned once by the node
+//! that took it in, and never changes. The log is a grow-only set of such records: applying a
+//! record twice, or records in any order, gives the same set, so nodes converge by shipping
+//! what a peer lacks according to its version vector (the highest sequence seen per origin;
+//! sequences of one origin are dense). Everything derived (ASR Plus, CDR lists and stats) is a
+//! function of that set.
+//!
+//! Durability: WAL journal with `synchronous=FULL`, so a batch is on disk when its transaction
+//! commits, before it is acknowledged. Money is stored exactly: decimals as text, and costs also
+//! as integers of 10⁻¹⁰ for exact sums.
+
+use edgerate_model::asrplus::AsrPlus;
+use edgerate_model::cdr::{Cdr, CdrInput, Rating};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use rust_decimal::Decimal;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use thiserror::Error;
+
+const SCHEMA_VERSION: i64 = 1;
+/// Costs are also stored as integers in units of 10⁻¹⁰ (the finest card precision).
+const COST_SCALE: u32 = 10;
+
+/// Why the log failed.
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error("event log: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("event log schema version {0} is newer than this build")]
+    Version(i64),
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub origin: String,
+    pub seq: u64,
+    pub account: String,
+    pub cdr: Cdr,
+}
+
+/// What a batch append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub added: usize,
+    pub duplicates: usize,
+}
+
+/// Sort order of a listing, by call time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+/// Which CDRs a listing, export or stats covers (always one account and a time range).
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub account: String,
+    /// Unix seconds, inclusive.
+    pub from: i64,
+    /// Unix seconds, inclusive.
+    pub to: i64,
+    pub number: Option<String>,
+    pub cli: Option<String>,
+    pub sip_code: Option<u16>,
+    pub card: Option<String>,
+}
+
+/// Where a paged read stands: the last record read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub dt: i64,
+    pub origin: String,
+    pub seq: u64,
+}
+
+impl Record {
+    pub fn position(&self) -> Position {
+        Position {
+            dt: self.cdr.input.dt,
+            origin: self.origin.clone(),
+            seq: self.seq,
+        }
+    }
+}
+
+/// How stats are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Prefix,
+    Card,
+    SipCode,
+    Day,
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "prefix" => Some(Self::Prefix),
+            "card" => Some(Self::Card),
+            "sip_code" => Some(Self::SipCode),
+            "day" => Some(Self::Day),
+            _ => None,
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Prefix => "COALESCE(dest_code, '')",
+            Self::Card => "COALESCE(card, '')",
+            Self::SipCode => "CAST(sip_code AS TEXT)",
+            Self::Day => "strftime('%Y-%m-%d', dt, 'unixepoch')",
+        }
+    }
+}
+
+/// One group of CDR stats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub key: String,
+    pub attempts: u64,
+    pub connected: u64,
+    /// Seconds of connected calls.
+    pub seconds: Decimal,
+    pub cost: Decimal,
+}
+
+/// The log and its ASR Plus view.
+pub struct EventLog {
+    conn: Mutex<Connection>,
+    origin: String,
+    asrplus: RwLock<AsrPlus>,
+}
+
+impl EventLog {
+    /// Opens (creating) the log at `path`; records taken in here get `origin`. ASR Plus is
+    /// rebuilt from the last 30 days of records, with `bad_codes` as its "bad" set.
+    pub fn open(path: &Path, origin: &str, bad_codes: &[u16], now: i64) -> Result<Self, LogError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS events (
+               origin TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, account TEXT NOT NULL,
+               callid TEXT NOT NULL, dt INTEGER NOT NULL, source_cli TEXT NOT NULL, dest_number TEXT NOT NULL,
+               duration TEXT NOT NULL, duration_ms INTEGER NOT NULL, sip_code INTEGER NOT NULL,
+               sip_reason TEXT NOT NULL, card TEXT, dest_code TEXT, dest_name TEXT, rate TEXT,
+               billed_duration INTEGER, cost TEXT, cost_e10 INTEGER,
+               PRIMARY KEY (origin, seq)) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS events_callid ON events(account, callid);
+             CREATE INDEX IF NOT EXISTS events_dt ON events(account, dt);
+             CREATE INDEX IF NOT EXISTS events_number ON events(account, dest_number, dt);
+             CREATE INDEX IF NOT EXISTS events_time ON events(dt);",
+        )?;
+        let version: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match version {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+            Some(v) if v > SCHEMA_VERSION => return Err(LogError::Version(v)),
+            Some(_) => {}
+        }
+        let mut asrplus = AsrPlus::new(bad_codes.iter().copied());
+        {
+            let mut stmt =
+                conn.prepare("SELECT dest_number, dt, sip_code FROM events WHERE dt >= ?1")?;
+            let rows = stmt.query_map([now - edgerate_model::asrplus::WINDOW_SECS], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, u16>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (number, dt, code) = row?;
+                asrplus.observe(&number, dt, code);
+            }
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+            origin: origin.to_owned(),
+            asrplus: RwLock::new(asrplus),
+        })
+    }
+
+    /// The ASR Plus view.
+    pub fn asrplus(&self) -> RwLockReadGuard<'_, AsrPlus> {
+        self.asrplus.read()
+    }
+
+    /// Appends a batch of one account's CDRs in one transaction, skipping those whose `callid`
+    /// the account already has (in the log or earlier in the batch). Durable on return.
+    pub fn append(&self, account: &str, cdrs: &[Cdr]) -> Result<Appended, LogError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let mut seq: u64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE origin = ?1",
+                [&self.origin],
+                |r| r.get::<_, i64>(0),
+            )?
+            .try_into()
+            .unwrap_or(0);
+        let mut seen = HashSet::new();
+        let mut added = Vec::with_capacity(cdrs.len());
+        {
+            let mut exists = tx.prepare_cached(
+                "SELECT 1 FROM events WHERE account = ?1 AND callid = ?2 LIMIT 1",
+            )?;
+            let mut insert = tx.prepare_cached(INSERT)?;
+            for cdr in cdrs {
+                let callid = cdr.input.callid.as_str();
+                if !seen.insert(callid) || exists.exists(params![account, callid])? {
+                    continue;
+                }
+                seq += 1;
+                insert_record(&mut insert, &self.origin, seq, account, cdr)?;
+                added.push(cdr);
+            }
+        }
+        tx.commit()?;
+        let mut asrplus = self.asrplus.write();
+        for cdr in &added {
+            asrplus.observe(&cdr.input.dest_number, cdr.input.dt, cdr.input.sip_code);
+        }
+        Ok(Appended {
+            added: added.len(),
+            duplicates: cdrs.len() - added.len(),
+        })
+    }
+
+    /// Applies records from elsewhere (the replication seam): idempotent by `(origin, seq)`.
+    pub fn apply(&self, records: &[Record]) -> Result<usize, LogError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let mut applied = Vec::new();
+        {
+            let mut insert =
+                tx.prepare_cached(&INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO"))?;
+            for r in records {
+                if insert_record(&mut insert, &r.origin, r.seq, &r.account, &r.cdr)? > 0 {
+                    applied.push(r);
+                }
+            }
+        }
+        tx.commit()?;
+        let mut asrplus = self.asrplus.write();
+        for r in &applied {
+            asrplus.observe(
+                &r.cdr.input.dest_number,
+                r.cdr.input.dt,
+                r.cdr.input.sip_code,
+            );
+        }
+        Ok(applied.len())
+    }
+
+    /// The highest sequence held per origin.
+    pub fn version_vector(&self) -> Result<HashMap<String, u64>, LogError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare("SELECT origin, MAX(seq) FROM events GROUP BY origin")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|r| r.map(|(o, s)| (o, u64::try_from(s).unwrap_or(0))))
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+    }
+
+    /// Records of `origin` after `after`, in sequence order, at most `limit`.
+    pub fn since(&self, origin: &str, after: u64, limit: usize) -> Result<Vec<Record>, LogError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![origin, after as i64, limit as i64], read_record)?;
+        rows.collect::<Result<_, _>>().map_err(Into::into)
+    }
+
+    fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value;
+        let mut sql = String::from("account = ? AND dt >= ? AND dt <= ?");
+        let mut args = vec![
+            Value::from(filter.account.clone()),
+            Value::from(filter.from),
+            Value::from(filter.to),
+        ];
+        if let Some(n) = &filter.number {
+            sql.push_str(" AND dest_number = ?");
+            args.push(Value::from(n.clone()));
+        }
+        if let Some(c) = &filter.cli {
+            sql.push_str(" AND source_cli = ?");
+            args.push(Value::from(c.clone()));
+        }
+        if let Some(code) = filter.sip_code {
+            sql.push_str(" AND sip_code = ?");
+            args.push(Value::from(i64::from(code)));
+        }
+        if let Some(card) = &filter.card {
+            sql.push_str(" AND card = ?");
+            args.push(Value::from(card.clone()));
+        }
+        (sql, args)
+    }
+
+    /// A page of matching CDRs and how many match in all.
+    pub fn list(
+        &self,
+        filter: &Filter,
+        order: Order,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(u64, Vec<Record>), LogError> {
+        let (clause, args) = Self::where_clause(filter);
+        let conn = self.conn.lock();
+        let total: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM events WHERE {clause}"),
+            params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let dir = if order == Order::Asc { "ASC" } else { "DESC" };
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE {clause} ORDER BY dt {dir}, origin {dir}, seq {dir} LIMIT {limit} OFFSET {offset}");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(args.iter()), read_record)?;
+        let page = rows.collect::<Result<Vec<_>, _>>()?;
+        Ok((u64::try_from(total).unwrap_or(0), page))
+    }
+
+    /// Up to `limit` matching CDRs after the position `after` (oldest first), for reading a
+    /// large result in pages without holding the database between them.
+    pub fn page_after(
+        &self,
+        filter: &Filter,
+        after: Option<&Position>,
+        limit: usize,
+    ) -> Result<Vec<Record>, LogError> {
+        let (mut clause, mut args) = Self::where_clause(filter);
+        if let Some(p) = after {
+            clause.push_str(" AND (dt, origin, seq) > (?, ?, ?)");
+            args.extend([p.dt.into(), p.origin.clone().into(), (p.seq as i64).into()]);
+        }
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM events WHERE {clause} ORDER BY dt, origin, seq LIMIT {limit}"
+        ))?;
+        let rows = stmt.query_map(params_from_iter(args.iter()), read_record)?;
+        rows.collect::<Result<_, _>>().map_err(Into::into)
+    }
+
+    /// Attempts, connected calls, connected seconds and cost per group.
+    pub fn stats(
+        &self,
+        filter: &Filter,
+        group_by: Option<GroupBy>,
+    ) -> Result<Vec<Stats>, LogError> {
+        let (clause, args) = Self::where_clause(filter);
+        let key = group_by.map_or("''", GroupBy::column);
+        let sql = format!(
+            "SELECT {key} AS k, COUNT(*), SUM(sip_code = 200), SUM(CASE WHEN sip_code = 200 THEN duration_ms ELSE 0 END), \
+             COALESCE(SUM(cost_e10), 0) FROM events WHERE {clause} GROUP BY k ORDER BY k"
+        );
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
+            Ok(Stats {
+                key: r.get(0)?,
+                attempts: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                connected: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
+                seconds: Decimal::new(r.get::<_, i64>(3)?, 3),
+                cost: Decimal::new(r.get::<_, i64>(4)?, COST_SCALE),
+            })
+        })?;
+        rows.collect::<Result<_, _>>().map_err(Into::into)
+    }
+
+    /// Deletes records older than `before` (retention); returns how many.
+    pub fn prune(&self, before: i64) -> Result<usize, LogError> {
+        let conn = self.conn.lock();
+        Ok(conn.execute("DELETE FROM events WHERE dt < ?1", [before])?)
+    }
+
+    /// Records held.
+    pub fn len(&self) -> Result<u64, LogError> {
+        let conn = self.conn.lock();
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+const COLUMNS: &str =
+    "origin, seq, account, callid, dt, source_cli, dest_number, duration, sip_code, sip_reason, \
+                       card, dest_code, dest_name, rate, billed_duration, cost";
+
+const INSERT: &str = "INSERT INTO events (origin, seq, kind, account, callid, dt, source_cli, dest_number, duration, \
+    duration_ms, sip_code, sip_reason, card, dest_code, dest_name, rate, billed_duration, cost, cost_e10) \
+    VALUES (?1, ?2, 'cdr', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
+fn insert_record(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    origin: &str,
+    seq: u64,
+    account: &str,
+    cdr: &Cdr,
+) -> Result<usize, LogError> {
+    let c = &cdr.input;
+    let r = cdr.rating.as_ref();
+    let duration_ms =
+        i64::try_from((c.duration * Decimal::from(1000)).round().mantissa()).unwrap_or(i64::MAX);
+    let cost_e10 = r.map(|r| {
+        i64::try_from(
+            (r.cost * Decimal::from(10_000_000_000u64))
+                .round()
+                .mantissa(),
+        )
+        .unwrap_or(i64::MAX)
+    });
+    Ok(stmt.execute(params![
+        origin,
+        seq as i64,
+        account,
+        c.callid,
+        c.dt,
+        c.source_cli,
+        c.dest_number,
+        c.duration.normalize().to_string(),
+        duration_ms,
+        c.sip_code,
+        c.sip_reason,
+        c.card,
+        r.map(|r| r.dest_code.clone()),
+        r.map(|r| r.dest_name.clone()),
+        r.map(|r| r.rate.normalize().to_string()),
+        r.map(|r| r.billed_duration as i64),
+        r.map(|r| r.cost.normalize().to_string()),
+        cost_e10,
+    ])?)
+}
+
+fn decimal(s: String) -> Decimal {
+    Decimal::from_str(&s).unwrap_or_default()
+}
+
+fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    let dest_code: Option<String> = row.get(11)?;
+    let rating = match dest_code {
+        Some(dest_code) => Some(Rating {
+            dest_code,
+            dest_name: row.get::<_, Option<String>>(12)?.unwrap_or_default(),
+            rate: decimal(row.get::<_, Option<String>>(13)?.unwrap_or_default()),
+            billed_duration: row
+                .get::<_, Option<i64>>(14)?
+                .unwrap_or(0)
+                .try_into()
+                .unwrap_or(0),
+            cost: decimal(row.get::<_, Option<String>>(15)?.unwrap_or_default()),
+        }),
+        None => None,
+    };
+    Ok(Record {
+        origin: row.get(0)?,
+        seq: row.get::<_, i64>(1)?.try_into().unwrap_or(0),
+        account: row.get(2)?,
+        cdr: Cdr {
+            input: CdrInput {
+                callid: row.get(3)?,
+                dt: row.get(4)?,
+                source_cli: row.get(5)?,
+                dest_number: row.get(6)?,
+                duration: decimal(row.get(7)?),
+                sip_code: row.get(8)?,
+                sip_reason: row.get(9)?,
+                card: row.get(10)?,
+            },
+            rating,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cdr(callid: &str, number: &str, dt: i64, code: u16) -> Cdr {
+        Cdr {
+            input: CdrInput {
+                callid: callid.into(),
+                dt,
+                source_cli: "12125550100".into(),
+                dest_number: number.into(),
+                duration: Decimal::new(615, 1),
+                sip_code: code,
+                sip_reason: String::new(),
+                card: None,
+            },
+            rating: None,
+        }
+    }
+
+    fn filter(account: &str) -> Filter {
+        Filter {
+            account: account.into(),
+            from: 0,
+            to: i64::MAX,
+            number: None,
+            cli: None,
+            sip_code: None,
+            card: None,
+        }
+    }
+
+    #[test]
+    fn appends_are_idempotent_on_callid_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.sqlite");
+        let log = EventLog::open(&path, "n1", &[404], 1000).unwrap();
+        let batch = [
+            cdr("a", "44", 900, 404),
+            cdr("b", "45", 950, 200),
+            cdr("a", "46", 960, 200),
+        ];
+        assert_eq!(
+            log.append("acc", &batch).unwrap(),
+            Appended {
+                added: 2,
+                duplicates: 1
+            }
+        );
+        assert_eq!(
+            log.append("acc", &batch[..1]).unwrap(),
+            Appended {
+                added: 0,
+                duplicates: 1
+            }
+        );
+        assert_eq!(
+            log.append("other", &batch[..1]).unwrap().added,
+            1,
+            "callids are per account"
+        );
+        assert_eq!(log.asrplus().verdict("44", 1000).status(), "Invalid");
+        drop(log);
+        let log = EventLog::open(&path, "n1", &[404], 1000).unwrap();
+        assert_eq!(
+            log.asrplus().verdict("44", 1000).status(),
+            "Invalid",
+            "rebuilt from the log"
+        );
+        let (total, page) = log.list(&filter("acc"), Order::Desc, 10, 0).unwrap();
+        assert_eq!((total, page[0].cdr.input.callid.as_str()), (2, "b"));
+        assert_eq!(log.version_vector().unwrap()["n1"], 3);
+    }
+
+    proptest! {
+        /// Any interleaving of the same records gives the same state.
+        #[test]
+        fn merge_is_order_independent(records in proptest::collection::vec((0u8..3, 1u64..20, 0i64..100, prop::sample::select(vec![200u16, 404, 486])), 0..40), seed in any::<u64>()) {
+            // An (origin, seq) names one record for ever: keep the first of any repeats.
+            let mut ids = HashSet::new();
+            let records: Vec<_> = records.into_iter().filter(|(o, s, _, _)| ids.insert((*o, *s))).collect();
+            let recs: Vec<Record> = records.iter().map(|(o, s, dt, code)| Record {
+                origin: format!("n{o}"), seq: *s, account: "acc".into(),
+                cdr: cdr(&format!("{o}-{s}"), &format!("44{}", s % 3), *dt, *code),
+            }).collect();
+            let dir = tempfile::tempdir().unwrap();
+            let a = EventLog::open(&dir.path().join("a"), "x", &[404], 100).unwrap();
+            let b = EventLog::open(&dir.path().join("b"), "y", &[404], 100).unwrap();
+            a.apply(&recs).unwrap();
+            let mut shuffled = recs.clone();
+            for i in (1..shuffled.len()).rev() {
+                shuffled.swap(i, (seed as usize).wrapping_mul(i + 3) % (i + 1));
+            }
+            for chunk in shuffled.chunks(3).rev() {
+                b.apply(chunk).unwrap();
+                b.apply(chunk).unwrap();
+            }
+            let all = |log: &EventLog| log.list(&filter("acc"), Order::Asc, 10_000, 0).unwrap();
+            prop_assert_eq!(all(&a), all(&b));
+            prop_assert_eq!(a.version_vector().unwrap(), b.version_vector().unwrap());
+            for n in 0..3 {
+                let number = format!("44{n}");
+                prop_assert_eq!(a.asrplus().verdict(&number, 100), b.asrplus().verdict(&number, 100));
+            }
+        }
+    }
+}
