@@ -41,7 +41,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!(crate::metrics::CARDS_LOADED).set(view.cards.len() as f64);
     metrics::gauge!(crate::metrics::ASRPLUS_ENTRIES).set(state.log().asrplus().len() as f64);
     let log = state.log_handle();
-    if let Ok(Ok(records)) = tokio::task::spawn_blocking(move || log.len()).await {
+    if let Ok(Ok(records)) = tokio::task::spawn_blocking(move || log.record_count()).await {
         metrics::gauge!(crate::metrics::LOG_RECORDS).set(records as f64);
     }
     let body = state.metrics().map(|h| h.render()).unwrap_or_default();

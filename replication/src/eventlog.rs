@@ -393,7 +393,7 @@ impl EventLog {
     }
 
     /// Records held.
-    pub fn len(&self) -> Result<u64, LogError> {
+    pub fn record_count(&self) -> Result<u64, LogError> {
         let conn = self.conn.lock();
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
