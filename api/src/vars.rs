@@ -101,10 +101,18 @@ impl Vars {
                 e.column()
             ))
         })?;
-        let Value::Object(map) = value else {
-            return Err(ApiError::bad_request(
-                "a JSON body must be an object of variables",
-            ));
+        let map = match value {
+            Value::Object(map) => map,
+            Value::Array(_) => {
+                // A list of records (e.g. the CDRs of `cdr/add`): the body itself, no variables.
+                self.raw_body = Some(body);
+                return Ok(());
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "a JSON body must be an object of variables",
+                ))
+            }
         };
         if map.contains_key("schema_version") && map.contains_key("cards") {
             // An IME rate card sent as the body of an import.
@@ -275,7 +283,7 @@ mod tests {
     async fn bad_bodies_are_400() {
         for (ct, body) in [
             ("application/json", "{"),
-            ("application/json", "[1]"),
+            ("application/json", "1"),
             ("application/json", r#"{"a":{"b":1}}"#),
             ("multipart/form-data", "x"),
         ] {

@@ -1250,3 +1250,329 @@ async fn operability_endpoints() {
         .text();
     assert!(page.contains("<td>c</td>"), "{page}");
 }
+
+/// POSTs `body` as `content_type` to `uri` as `acme`.
+async fn upload(api: &Api, uri: &str, content_type: &str, body: &str) -> Reply {
+    api.request(
+        "POST",
+        uri,
+        Some(basic("acme", &format!("{KEY}-acme"))),
+        Some(content_type),
+        body.to_owned(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn cdrs_are_rated_on_ingest_and_idempotent() {
+    let api = Api::new();
+    api.card_with("c", DECK).await;
+    let now = edgerate_model::time::now();
+    let one = api.post("/api/cdr/add.json", &format!("callid=a1&dt={now}&source_cli=12125550100&dest_number=%2B441234567890&duration=61&sip_code=200&card=c")).await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json(), json!({"added": 1, "duplicates": 0}));
+    let again = api
+        .post(
+            "/api/cdr/add.json",
+            &format!("callid=a1&dt={now}&dest_number=441234567890&sip_code=404"),
+        )
+        .await;
+    assert_eq!(
+        again.json(),
+        json!({"added": 0, "duplicates": 1}),
+        "re-sending changes nothing"
+    );
+    let batch = format!(
+        r#"[{{"callid":"j1","dt":{now},"dest_number":"447700900123","duration":31,"sip_code":200,"card":"c"}},
+                         {{"callid":"j2","dt":"{}","dest_number":"33123","duration":0,"sip_code":404}},
+                         {{"callid":"a1","dt":{now},"dest_number":"44","sip_code":200}}]"#,
+        edgerate_model::time::format_datetime(now - 10)
+    );
+    assert_eq!(
+        upload(&api, "/api/cdr/add.json", "application/json", &batch)
+            .await
+            .json(),
+        json!({"added": 2, "duplicates": 1})
+    );
+    let csv = format!("callid,dt,dest_number,duration,sip_code,card\nc1,{now},12125550100,9,200,c\nc2,{now},441234,5,486,\n");
+    assert_eq!(
+        upload(&api, "/api/cdr/add.json", "text/csv", &csv)
+            .await
+            .json(),
+        json!({"added": 2, "duplicates": 0})
+    );
+
+    let list = api
+        .get(&format!(
+            "/api/cdr/list.json?from={}&to={}&order=asc",
+            now - 60,
+            now + 60
+        ))
+        .await
+        .json();
+    assert_eq!(list["total"], 5);
+    let by_id = |id: &str| {
+        list["cdrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["callid"] == id)
+            .unwrap()
+            .clone()
+    };
+    let a1 = by_id("a1");
+    assert_eq!(
+        (
+            a1["dest_code"].clone(),
+            a1["rate"].clone(),
+            a1["billed_duration"].clone(),
+            a1["cost"].clone()
+        ),
+        (json!("441"), json!(0.012), json!(120), json!(0.024))
+    );
+    assert_eq!(
+        by_id("j1")["cost"],
+        json!(0.0268),
+        "30/6 with a connect fee, same formula as ratecard/query"
+    );
+    assert_eq!(by_id("c1")["cost"], json!(0.0008));
+    assert!(by_id("j2").get("cost").is_none(), "no card, no rating");
+    assert_eq!(by_id("j2")["sip_reason"], "Not Found");
+}
+
+#[tokio::test]
+async fn a_bad_cdr_batch_stores_nothing() {
+    let api = Api::new();
+    let now = edgerate_model::time::now();
+    for (ct, body, needle) in [
+        (
+            "application/json",
+            format!(
+                r#"[{{"callid":"x1","dest_number":"44","sip_code":200}},{{"callid":"x2","sip_code":200}}]"#
+            ),
+            "row 2: missing 'dest_number'",
+        ),
+        (
+            "application/json",
+            r#"[{"callid":"x1","dest_number":"44","sip_code":200,"duration":-5}]"#.to_owned(),
+            "row 1: 'duration' -5 is negative",
+        ),
+        (
+            "application/json",
+            "[{\"callid\":".to_owned(),
+            "not valid JSON",
+        ),
+        (
+            "text/csv",
+            format!("callid,dt,dest_number,sip_code\ny1,{now},44,200\ny2,yesterday,44,200\n"),
+            "line 3: 'dt'",
+        ),
+        (
+            "text/csv",
+            "callid,dest_number\nz1,44\n".to_owned(),
+            "line 2: missing 'sip_code'",
+        ),
+    ] {
+        let r = upload(&api, "/api/cdr/add.json", ct, &body).await;
+        assert_eq!(r.status, 400, "{body}");
+        assert!(error_of(&r).1.contains(needle), "{}", error_of(&r).1);
+    }
+    assert_eq!(
+        api.post("/api/cdr/add.json", "callid=v&dest_number=44")
+            .await
+            .status,
+        400
+    );
+    let list = api
+        .get(&format!("/api/cdr/list.json?from=0&to={}", 86_400 * 90))
+        .await
+        .json();
+    assert_eq!(list["total"], 0);
+    let recent = api
+        .get(&format!(
+            "/api/cdr/list.json?from={}&to={}",
+            now - 3600,
+            now + 3600
+        ))
+        .await
+        .json();
+    assert_eq!(recent["total"], 0, "nothing of a rejected batch was stored");
+}
+
+#[tokio::test]
+async fn cdr_list_filters_pages_and_ranges() {
+    let api = Api::new();
+    let base = 1_700_000_000;
+    let mut csv = String::from("callid,dt,source_cli,dest_number,duration,sip_code\n");
+    for i in 0..30 {
+        csv.push_str(&format!(
+            "k{i},{},1212555{:04},4420{},{},{}\n",
+            base + i * 60,
+            i % 3,
+            i % 5,
+            i,
+            if i % 2 == 0 { 200 } else { 486 }
+        ));
+    }
+    assert_eq!(
+        upload(&api, "/api/cdr/add.json", "text/csv", &csv)
+            .await
+            .json()["added"],
+        30
+    );
+    let q = |extra: &str| format!("/api/cdr/list.json?from={base}&to={}&{extra}", base + 3600);
+    let all = api.get(&q("limit=10")).await.json();
+    assert_eq!(
+        (all["total"].clone(), all["cdrs"].as_array().unwrap().len()),
+        (json!(30), 10)
+    );
+    assert_eq!(all["cdrs"][0]["callid"], "k29", "newest first by default");
+    assert_eq!(
+        api.get(&q("order=asc&limit=1&offset=2")).await.json()["cdrs"][0]["callid"],
+        "k2"
+    );
+    assert_eq!(api.get(&q("number=44203")).await.json()["total"], 6);
+    assert_eq!(api.get(&q("cli=12125550001")).await.json()["total"], 10);
+    assert_eq!(api.get(&q("sip_code=486")).await.json()["total"], 15);
+    let other = api
+        .request(
+            "GET",
+            &q(""),
+            Some(basic("rival", &format!("{KEY}-rival"))),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(
+        other.json()["total"],
+        0,
+        "another account's CDRs are not visible"
+    );
+    for bad in [
+        "/api/cdr/list.json?from=0".to_owned(),
+        "/api/cdr/list.json?to=0".to_owned(),
+        format!("/api/cdr/list.json?from=0&to={}", 94 * 86_400),
+        "/api/cdr/list.json?from=10&to=5".to_owned(),
+        q("limit=10001"),
+        q("order=sideways"),
+        q("number=44x"),
+    ] {
+        assert_eq!(api.get(&bad).await.status, 400, "{bad}");
+    }
+    let export = api
+        .get(&format!(
+            "/api/cdr/export.json?from={base}&to={}&sip_code=200",
+            base + 3600
+        ))
+        .await;
+    assert_eq!(export.status, 200);
+    assert!(export.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let text = export.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], edgerate_api::cdr::CSV_HEADER);
+    assert_eq!(lines.len(), 16);
+    assert!(
+        lines[1].starts_with(&format!("k0,{base},12125550000,44200,0,200,OK,")),
+        "{}",
+        lines[1]
+    );
+    let stats = api
+        .get(&format!(
+            "/api/cdr/stats.json?from={base}&to={}",
+            base + 3600
+        ))
+        .await
+        .json();
+    assert_eq!(
+        (
+            stats["attempts"].clone(),
+            stats["connected"].clone(),
+            stats["asr"].clone()
+        ),
+        (json!(30), json!(15), json!(50))
+    );
+    // connected durations: 0, 2, …, 28 → 210 s over 15 calls.
+    assert_eq!(
+        (stats["acd"].clone(), stats["minutes"].clone()),
+        (json!(14), json!(3.5))
+    );
+    let by_code = api
+        .get(&format!(
+            "/api/cdr/stats.json?from={base}&to={}&group_by=sip_code",
+            base + 3600
+        ))
+        .await
+        .json();
+    assert_eq!(by_code["groups"][0]["sip_code"], 200);
+    assert_eq!(by_code["groups"][1]["attempts"], 15);
+    assert_eq!(
+        api.get(&format!(
+            "/api/cdr/stats.json?from={base}&to={}&group_by=week",
+            base + 1
+        ))
+        .await
+        .status,
+        400
+    );
+}
+
+#[tokio::test]
+async fn asrplus_answers_from_recent_outcomes() {
+    let api = Api::new();
+    let now = edgerate_model::time::now();
+    let csv = format!(
+        "callid,dt,dest_number,sip_code\nq1,{},441234567890,404\nq2,{},442000000000,404\nq3,{},442000000000,200\nq4,{},443000000000,604\nq5,{},444000000000,486\n",
+        now - 11 * 86_400 - 5,
+        now - 100,
+        now - 50,
+        now - 31 * 86_400,
+        now - 10
+    );
+    assert_eq!(
+        upload(&api, "/api/cdr/add.json", "text/csv", &csv)
+            .await
+            .json()["added"],
+        5
+    );
+    let one = api
+        .get("/api/lookup/asrplus.json?number=%2B44%201234%20567890")
+        .await
+        .json();
+    assert_eq!(one["status"], "Invalid");
+    assert_eq!(
+        (one["code"].clone(), one["reason"].clone()),
+        (json!(404), json!("Not Found"))
+    );
+    assert_eq!(one["age_days"], 11);
+    assert!(one["age"].as_i64().unwrap() >= 11 * 86_400 + 5);
+    let several = api
+        .get("/api/lookup/asrplus.json?number=442000000000,443000000000,444000000000,445")
+        .await
+        .json();
+    assert_eq!(several["442000000000"]["status"], "Valid", "good after bad");
+    assert_eq!(
+        several["443000000000"],
+        json!({"number": "443000000000", "status": "Unknown"}),
+        "older than 30 days"
+    );
+    assert_eq!(
+        several["444000000000"]["status"], "Unknown",
+        "busy says nothing"
+    );
+    assert_eq!(several["445"]["status"], "Unknown");
+    let xml = api
+        .get("/api/lookup/asrplus.xml?number=442000000000,445")
+        .await
+        .text();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    assert_eq!(doc.root_element().tag_name().name(), "asrplus");
+    assert!(xml.contains("<item key=\"442000000000\">"), "{xml}");
+    assert_eq!(api.get("/api/lookup/asrplus.json").await.status, 400);
+    assert_eq!(
+        api.get("/api/lookup/asrplus.json?number=abc").await.status,
+        400
+    );
+}

@@ -13,6 +13,11 @@ fn bin() -> &'static Path {
 
 /// Everything observable about the demo account's state.
 fn snapshot(api: &Api, card: &str) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (from, to) = ((now - 86_400).to_string(), (now + 86_400).to_string());
     let export = api.call("ratecard/export", &[("card", card)]);
     assert_eq!(export.status, 200);
     serde_json::json!({
@@ -20,6 +25,8 @@ fn snapshot(api: &Api, card: &str) -> Value {
         "revisions": api.ok("ratecard/revisions", &[("card", card)]),
         "export": String::from_utf8(export.body).unwrap(),
         "query": api.ok("ratecard/query", &[("card", card), ("number", "441234567890,4479001,10000001"), ("duration", "61")]),
+        "cdrs": api.ok("cdr/list", &[("from", &from), ("to", &to)]),
+        "asrplus": api.ok("lookup/asrplus", &[("number", "4479001,447911")]),
     })
 }
 
@@ -84,6 +91,9 @@ fn acknowledged_writes_survive_sigkill() {
         "ratecard/rule/delete",
         &[("card", &card), ("prefix", "441")],
     );
+    let cdrs = "callid,dest_number,duration,sip_code,card\nx1,4479001,61,200,wholesale\nx2,447911,0,404,\n";
+    let added = api.upload("cdr/add", "", "text/csv", cdrs.as_bytes().to_vec());
+    assert_eq!(added.json()["added"], 2, "{:?}", added);
     let operator = Api::operator(&node.url, OPERATOR);
     let account = operator.ok("admin/account/create", &[("name", "late")]);
     let before = snapshot(&api, &card);
@@ -93,6 +103,11 @@ fn acknowledged_writes_survive_sigkill() {
     assert_eq!(node.demo_key(), None, "the demo is created once");
     let api = Api::account(&node.url, "demo", &key);
     assert_eq!(snapshot(&api, &card), before);
+    let after = api.ok("lookup/asrplus", &[("number", "447911")]);
+    assert_eq!(
+        after["status"], "Invalid",
+        "ASR Plus is rebuilt from the log"
+    );
     let late = Api::account(
         &node.url,
         account["account"].as_str().unwrap(),
