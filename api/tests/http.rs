@@ -1347,9 +1347,8 @@ async fn a_bad_cdr_batch_stores_nothing() {
     for (ct, body, needle) in [
         (
             "application/json",
-            format!(
-                r#"[{{"callid":"x1","dest_number":"44","sip_code":200}},{{"callid":"x2","sip_code":200}}]"#
-            ),
+            r#"[{"callid":"x1","dest_number":"44","sip_code":200},{"callid":"x2","sip_code":200}]"#
+                .to_owned(),
             "row 2: missing 'dest_number'",
         ),
         (
