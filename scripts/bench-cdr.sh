@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# CDR benchmark on a release node: ingest of TOTAL CDRs in CSV batches of BATCH (rated on the
+# demo card; call times spread over the day after the node started), then `cdr/list` by number and by time over them, and ASR Plus memory.
+#
+#   scripts/bench-cdr.sh                 # TOTAL=1000000 BATCH=1000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOTAL=${TOTAL:-1000000}
+BATCH=${BATCH:-1000}
+cargo build --release -q -p edgerate-node
+work=$(mktemp -d)
+cleanup() { kill "${node_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+url="http://127.0.0.1:$port"
+EDGERATE_OPERATOR_KEY=bench-operator-key RUST_LOG=warn target/release/edgerate serve --data "$work/data" --http "127.0.0.1:$port" >"$work/node.out" 2>&1 &
+node_pid=$!
+for _ in $(seq 200); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.05; done
+key=$(sed -n 's/^demo account: demo  key: \([0-9a-f]*\).*/\1/p' "$work/node.out")
+now=$(($(date +%s) + 1))
+python3 - "$TOTAL" "$BATCH" "$now" "$work" <<'PY'
+import sys, os
+total, batch, now, work = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+os.makedirs(f"{work}/batches")
+for b in range(0, total, batch):
+    with open(f"{work}/batches/{b // batch:06d}.csv", "w") as f:
+        f.write("callid,dt,source_cli,dest_number,duration,sip_code,card\n")
+        for i in range(b, min(b + batch, total)):
+            code = (200, 200, 200, 486, 404, 503)[i % 6]
+            dt = now + i * 86400 // total  # spread over one day from now: the demo card is live from its creation, and CDRs are rated at their call time
+            f.write(f"call-{i},{dt},1212555{i % 10000:04d},44{7000000000 + (i * 7919) % 999999999},{(i * 37) % 600},{code},demo\n")
+PY
+rss0=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
+python3 - "$url" "$key" "$work/batches" <<'PY'
+import sys, os, time, urllib.request, base64, json
+url, key, folder = sys.argv[1:]
+auth = "Basic " + base64.b64encode(f"demo:{key}".encode()).decode()
+files = sorted(os.listdir(folder))
+added = 0
+t0 = time.time()
+for name in files:
+    body = open(os.path.join(folder, name), "rb").read()
+    req = urllib.request.Request(f"{url}/api/cdr/add.json", data=body, headers={"Authorization": auth, "Content-Type": "text/csv"})
+    added += json.load(urllib.request.urlopen(req))["added"]
+dt = time.time() - t0
+print(f"ingest: {added} CDRs in {len(files)} batches in {dt:.1f} s = {added / dt:,.0f} CDRs/s (target >= 50,000/s)")
+PY
+rss1=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
+auth=(-u "demo:$key")
+from=$now; to=$((now + 86400))
+number=$(sed -n '2p' "$work/batches/000000.csv" | cut -d, -f4)
+time_one() { curl -sf "${auth[@]}" -o /dev/null -w '%{time_total}' "$1"; }
+for what in "number=$number" "limit=100" "limit=100&order=asc" "sip_code=404&limit=100"; do
+  best=9
+  for _ in 1 2 3 4 5; do t=$(time_one "$url/api/cdr/list.json?from=$from&to=$to&$what"); best=$(python3 -c "print(min($best, $t))"); done
+  echo "cdr/list $what: best of 5 $(python3 -c "print(round($best * 1000, 1))") ms (target <= 50 ms)"
+done
+curl -sf "${auth[@]}" "$url/api/cdr/list.json?from=$from&to=$to&number=$number&limit=1" | head -c 300; echo
+echo "RSS: $((rss0 / 1024)) MiB before, $((rss1 / 1024)) MiB after ingest; data dir $(du -sh "$work/data" | cut -f1)"
+curl -sf "$url/metrics" | grep -E '^edgerate_(asrplus_numbers|eventlog_records)'
