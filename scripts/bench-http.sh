@@ -5,7 +5,7 @@
 # ratio node/nginx of the medians is printed.
 #
 #   scripts/bench-http.sh                      # DURATION=10 CONNS=32 ROUNDS=3
-#   URL_PATH='/api/lookup/asrplus.json?…' scripts/bench-http.sh   # another service
+#   URL_PATH='/api/lookup/asrplus.json?number=441234567890' scripts/bench-http.sh   # ASR Plus
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -35,6 +35,9 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$node_port/readyz" >/dev/null
 key=$(sed -n 's/^demo account: demo  key: \([0-9a-f]*\).*/\1/p' "$work/node.out")
 auth="Authorization: Basic $(printf 'demo:%s' "$key" | base64)"
 
+# One outcome in the event log, so that lookup/asrplus has something to answer.
+curl -sf -H "$auth" -H 'content-type: text/csv' --data-binary $'callid,dest_number,sip_code\nbench-1,441234567890,404\n' \
+  "http://127.0.0.1:$node_port/api/cdr/add.json" >/dev/null
 mkdir -p "$work/www"
 curl -sf -H "$auth" "http://127.0.0.1:$node_port$URL_PATH" >"$work/www/reply.json"
 cat >"$work/nginx.conf" <<CONF

@@ -30,7 +30,7 @@ fn answer(number: &str, verdict: Verdict, now: i64) -> AsrAnswer<'_> {
         Verdict::Valid(o) | Verdict::Invalid(o) => Some(o),
     };
     let age = outcome.map(|o| (now - o.dt).max(0));
-    metrics::counter!(crate::metrics::ASRPLUS_LOOKUPS, "status" => verdict.status()).increment(1);
+    crate::metrics::record_asrplus(verdict.status());
     AsrAnswer {
         number,
         status: verdict.status(),

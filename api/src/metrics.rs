@@ -77,3 +77,14 @@ pub fn record_request(service: Service, status: u16, elapsed: Duration) {
         .increment(1);
     m.latency.record(elapsed.as_secs_f64());
 }
+
+/// Counts one ASR Plus answer by status (`Valid`, `Invalid`, `Unknown`).
+pub fn record_asrplus(status: &'static str) {
+    static COUNTERS: OnceLock<[Counter; 3]> = OnceLock::new();
+    const STATUSES: [&str; 3] = ["Valid", "Invalid", "Unknown"];
+    let counters = COUNTERS
+        .get_or_init(|| STATUSES.map(|s| metrics::counter!(ASRPLUS_LOOKUPS, "status" => s)));
+    if let Some(i) = STATUSES.iter().position(|s| *s == status) {
+        counters[i].increment(1);
+    }
+}
