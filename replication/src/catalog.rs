@@ -16,11 +16,11 @@
 //! The view is an immutable snapshot swapped atomically after every durable write; a revision's
 //! prefix index sits behind its own lock so `rule/set` edits it in place.
 
+use crate::bucketed;
 use crate::docstore::{DocStore, StoreError};
 use arc_swap::ArcSwap;
 use automerge::{
-    hydrate, transaction::Transactable, AutoCommit, ObjType, ReadDoc, ScalarValue, ScalarValueRef,
-    ValueRef, ROOT,
+    transaction::Transactable, AutoCommit, ObjType, ReadDoc, ScalarValueRef, ValueRef, ROOT,
 };
 use edgerate_model::account::Account;
 use edgerate_model::card::{live_revision, CardMeta, RevisionMeta};
@@ -37,12 +37,6 @@ use thiserror::Error;
 const SCHEMA_VERSION: u64 = 1;
 const ACCOUNTS_DOC: &str = "accounts";
 const CARDS_DOC: &str = "cards";
-/// Rules per shard document, at most (DESIGN.md: ≤ ~100k keys per document).
-const RULES_PER_SHARD: usize = 100_000;
-/// Rules per bucket map, about (one bucket is one change of this many operations at import).
-const RULES_PER_BUCKET: usize = 1_000;
-/// Buckets of a new, empty revision (room for rules set one at a time).
-const MIN_BUCKETS: u32 = 16;
 
 /// Why a catalog operation failed.
 #[derive(Debug, Error)]
@@ -279,7 +273,7 @@ impl Catalog {
             live_at: Some(meta.created),
             source: "create".into(),
             shards: 1,
-            buckets: MIN_BUCKETS,
+            buckets: bucketed::MIN_BUCKETS,
         };
         self.write_shards(&meta.id, &rev, Vec::new())?;
         self.inner
@@ -419,11 +413,11 @@ impl Catalog {
             .revisions
             .get(&target.rev)
             .ok_or_else(|| CatalogError::NotFound(format!("revision {}", target.rev)))?;
-        let (shard, bucket) = locate(target.prefix, rev.meta.shards, rev.meta.buckets);
+        let (shard, bucket) = bucketed::locate(target.prefix, rev.meta.shards, rev.meta.buckets);
         self.inner
             .docs
             .change(&shard_doc(target.card, target.rev, shard), |d| {
-                let bucket = map_id(d, ROOT, &bucket_key(bucket))?;
+                let bucket = map_id(d, ROOT, &bucketed::bucket_key(bucket))?;
                 write(d, &bucket)
             })?;
         let replaced = apply(&mut rev.index.write());
@@ -472,15 +466,13 @@ impl Catalog {
             .cloned()
             .ok_or_else(|| CatalogError::NotFound(format!("card '{card_id}'")))?;
         let number = card.revisions.keys().next_back().map_or(1, |n| n + 1);
-        let shards = rules.len().div_ceil(RULES_PER_SHARD).max(1);
-        let buckets =
-            (rules.len().div_ceil(shards).div_ceil(RULES_PER_BUCKET) as u32).max(MIN_BUCKETS);
+        let (shards, buckets) = bucketed::layout_for(rules.len());
         let meta = RevisionMeta {
             rev: number,
             created: now,
             live_at,
             source: source.to_owned(),
-            shards: shards as u32,
+            shards,
             buckets,
         };
         let index = self.write_shards(card_id, &meta, rules)?;
@@ -568,72 +560,23 @@ impl Catalog {
         meta: &RevisionMeta,
         rules: Vec<(String, Rule)>,
     ) -> Result<PrefixIndex, CatalogError> {
-        let shards = meta.shards as usize;
-        let buckets = meta.buckets as usize;
-        let mut layout: Vec<Vec<Bucket>> = (0..shards)
-            .map(|_| (0..buckets).map(|_| HashMap::new()).collect())
-            .collect();
-        for (prefix, rule) in &rules {
-            let (shard, bucket) = locate(prefix, meta.shards, meta.buckets);
-            layout[shard as usize][bucket as usize].insert(
-                prefix.clone(),
-                hydrate::Value::Scalar(ScalarValue::Str(rule.encode().into())),
-            );
-        }
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(shards);
+        let encoded: Vec<(String, String)> =
+            rules.iter().map(|(p, r)| (p.clone(), r.encode())).collect();
+        let doc_id = |shard| shard_doc(card, meta.rev, shard);
         let (index, written) = std::thread::scope(|scope| {
             let index = scope.spawn(move || rules.into_iter().collect::<PrefixIndex>());
-            let mut per_worker: Vec<Vec<(usize, Vec<Bucket>)>> =
-                (0..workers).map(|_| Vec::new()).collect();
-            for (i, shard) in layout.into_iter().enumerate() {
-                per_worker[i % workers].push((i, shard));
-            }
-            let handles: Vec<_> = per_worker
-                .into_iter()
-                .map(|jobs| {
-                    scope.spawn(move || -> Result<(), CatalogError> {
-                        for (shard, bucket_maps) in jobs {
-                            self.inner.docs.create::<_, CatalogError>(
-                                &shard_doc(card, meta.rev, shard as u32),
-                                |d| {
-                                    d.put(ROOT, "v", SCHEMA_VERSION)?;
-                                    d.commit();
-                                    for (b, map) in bucket_maps.into_iter().enumerate() {
-                                        d.batch_create_object(
-                                            ROOT,
-                                            bucket_key(b as u32),
-                                            &hydrate::Value::Map(map.into()),
-                                            false,
-                                        )?;
-                                        d.commit();
-                                    }
-                                    Ok(())
-                                },
-                            )?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            let written: Result<(), CatalogError> = handles
-                .into_iter()
-                .try_for_each(|h| h.join().expect("shard writer panicked"));
+            let written = bucketed::write(
+                &self.inner.docs,
+                &doc_id,
+                meta.shards,
+                meta.buckets,
+                encoded,
+            );
             (index.join().expect("index builder panicked"), written)
         });
-        if let Err(e) = written {
-            for shard in 0..meta.shards {
-                let _ = self.inner.docs.remove(&shard_doc(card, meta.rev, shard));
-            }
-            return Err(e);
-        }
-        Ok(index)
+        written.map(|()| index)
     }
 }
-
-/// One bucket's rules, as Automerge values ready for one batch insert.
-type Bucket = HashMap<String, hydrate::Value>;
 
 fn card_doc(card: &str) -> String {
     format!("card-{card}")
@@ -643,23 +586,7 @@ fn shard_doc(card: &str, rev: u32, shard: u32) -> String {
     format!("rules-{card}-{rev}-{shard}")
 }
 
-fn bucket_key(bucket: u32) -> String {
-    format!("b{bucket}")
-}
-
-/// The shard and bucket of a prefix: FNV-1a (64-bit), stable across builds and platforms.
-fn locate(prefix: &str, shards: u32, buckets: u32) -> (u32, u32) {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in prefix.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let shards = u64::from(shards.max(1));
-    let buckets = u64::from(buckets.max(1));
-    ((hash % shards) as u32, ((hash / shards) % buckets) as u32)
-}
-
-fn map_id(
+pub(crate) fn map_id(
     d: &AutoCommit,
     obj: automerge::ObjId,
     key: &str,
@@ -790,28 +717,23 @@ fn load_rules(
 ) -> Result<PrefixIndex, CatalogError> {
     let mut index = PrefixIndex::new();
     let mut bad = 0usize;
-    for shard in 0..rev.shards {
-        let doc_id = shard_doc(card, rev.rev, shard);
-        let handle = docs
-            .get(&doc_id)
-            .ok_or_else(|| StoreError::Missing(doc_id.clone()))?;
-        let guard = handle.lock();
-        let d = guard.doc();
-        for bucket in 0..rev.buckets {
-            let map = map_id(d, ROOT, &bucket_key(bucket))?;
-            for item in d.map_range(&map, ..) {
-                match str_of(&item.value).map(Rule::decode) {
-                    Some(Ok(rule)) if edgerate_model::number::is_prefix(&item.key) => {
-                        index.insert(&item.key, rule);
-                    }
-                    _ => bad += 1,
-                }
+    let doc_id = |shard| shard_doc(card, rev.rev, shard);
+    bucketed::read(
+        docs,
+        &doc_id,
+        rev.shards,
+        rev.buckets,
+        |prefix, encoded| match Rule::decode(encoded) {
+            Ok(rule) if edgerate_model::number::is_prefix(prefix) => {
+                index.insert(prefix, rule);
             }
-        }
-    }
+            _ => bad += 1,
+        },
+    )?;
     if bad > 0 {
         tracing::warn!(card, rev = rev.rev, bad, "skipped unreadable rules");
     }
+    index.compact();
     Ok(index)
 }
 
@@ -935,7 +857,7 @@ mod tests {
     fn locate_spreads_prefixes() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..1000 {
-            seen.insert(locate(&format!("44{i}"), 4, 16));
+            seen.insert(bucketed::locate(&format!("44{i}"), 4, 16));
         }
         assert_eq!(seen.len(), 64);
     }

@@ -1,0 +1,140 @@
+//! Large key → scalar maps stored as Automerge documents: spread by a stable hash over shard
+//! documents, each split into bucket maps written with one batch insert (one change) per
+//! bucket. Rule sets of revisions and operator datasets are stored this way.
+
+use crate::catalog::CatalogError;
+use crate::docstore::{DocStore, StoreError};
+use automerge::{
+    hydrate, transaction::Transactable, ReadDoc, ScalarValue, ScalarValueRef, ValueRef, ROOT,
+};
+use std::collections::HashMap;
+
+/// Document schema version of shard documents.
+const SCHEMA_VERSION: u64 = 1;
+
+/// Keys per shard document, at most (DESIGN.md: ≤ ~100k keys per document).
+pub const KEYS_PER_SHARD: usize = 100_000;
+/// Keys per bucket map, about.
+pub const KEYS_PER_BUCKET: usize = 1_000;
+/// Buckets of a new, small map (room for keys added one at a time).
+pub const MIN_BUCKETS: u32 = 16;
+
+/// How many shards and buckets per shard suit `keys` keys.
+pub fn layout_for(keys: usize) -> (u32, u32) {
+    let shards = keys.div_ceil(KEYS_PER_SHARD).max(1);
+    let buckets = (keys.div_ceil(shards).div_ceil(KEYS_PER_BUCKET) as u32).max(MIN_BUCKETS);
+    (shards as u32, buckets)
+}
+
+/// The shard and bucket of a key: FNV-1a (64-bit), stable across builds and platforms.
+pub fn locate(key: &str, shards: u32, buckets: u32) -> (u32, u32) {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let shards = u64::from(shards.max(1));
+    let buckets = u64::from(buckets.max(1));
+    ((hash % shards) as u32, ((hash / shards) % buckets) as u32)
+}
+
+/// The map key of bucket `bucket` in a shard document.
+pub fn bucket_key(bucket: u32) -> String {
+    format!("b{bucket}")
+}
+
+/// Creates the `shards` documents named by `doc_id` holding `entries`, in parallel, each
+/// durable before this returns. On failure the documents written so far are removed.
+pub fn write(
+    docs: &DocStore,
+    doc_id: &(dyn Fn(u32) -> String + Sync),
+    shards: u32,
+    buckets: u32,
+    entries: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), CatalogError> {
+    let mut layout: Vec<Vec<HashMap<String, hydrate::Value>>> = (0..shards)
+        .map(|_| (0..buckets).map(|_| HashMap::new()).collect())
+        .collect();
+    for (key, value) in entries {
+        let (shard, bucket) = locate(&key, shards, buckets);
+        layout[shard as usize][bucket as usize]
+            .insert(key, hydrate::Value::Scalar(ScalarValue::Str(value.into())));
+    }
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(shards as usize);
+    let mut per_worker: Vec<Vec<(u32, Vec<HashMap<String, hydrate::Value>>)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for (i, shard) in layout.into_iter().enumerate() {
+        per_worker[i % workers].push((i as u32, shard));
+    }
+    let written = std::thread::scope(|scope| {
+        let handles: Vec<_> = per_worker
+            .into_iter()
+            .map(|jobs| {
+                scope.spawn(move || -> Result<(), CatalogError> {
+                    for (shard, bucket_maps) in jobs {
+                        docs.create::<_, CatalogError>(&doc_id(shard), |d| {
+                            d.put(ROOT, "v", SCHEMA_VERSION)?;
+                            d.commit();
+                            for (b, map) in bucket_maps.into_iter().enumerate() {
+                                d.batch_create_object(
+                                    ROOT,
+                                    bucket_key(b as u32),
+                                    &hydrate::Value::Map(map.into()),
+                                    false,
+                                )?;
+                                d.commit();
+                            }
+                            Ok(())
+                        })?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("shard writer panicked"))
+    });
+    if written.is_err() {
+        remove(docs, doc_id, shards);
+    }
+    written
+}
+
+/// Removes the shard documents (best effort: a leftover document is only wasted disk).
+pub fn remove(docs: &DocStore, doc_id: &dyn Fn(u32) -> String, shards: u32) {
+    for shard in 0..shards {
+        if let Err(e) = docs.remove(&doc_id(shard)) {
+            tracing::warn!(doc = %doc_id(shard), error = %e, "could not remove a shard document");
+        }
+    }
+}
+
+/// Calls `each(key, value)` for every string entry of the shard documents.
+pub fn read(
+    docs: &DocStore,
+    doc_id: &dyn Fn(u32) -> String,
+    shards: u32,
+    buckets: u32,
+    mut each: impl FnMut(&str, &str),
+) -> Result<(), CatalogError> {
+    for shard in 0..shards {
+        let id = doc_id(shard);
+        let handle = docs
+            .get(&id)
+            .ok_or_else(|| StoreError::Missing(id.clone()))?;
+        let guard = handle.lock();
+        let d = guard.doc();
+        for bucket in 0..buckets {
+            let map = crate::catalog::map_id(d, ROOT, &bucket_key(bucket))?;
+            for item in d.map_range(&map, ..) {
+                if let ValueRef::Scalar(ScalarValueRef::Str(value)) = &item.value {
+                    each(&item.key, value);
+                }
+            }
+        }
+    }
+    Ok(())
+}
