@@ -4,6 +4,7 @@ use crate::auth::{hash_key, new_secret};
 use crate::error::ApiError;
 use crate::router::{Ctx, Output};
 use edgerate_model::account::Account;
+use edgerate_model::dataset::DatasetKind;
 use serde_json::{json, Value};
 
 const DEFAULT_RPS: u32 = 100;
@@ -108,4 +109,26 @@ pub fn account_delete(ctx: &Ctx) -> Result<Output, ApiError> {
     Ok(Output::Value(
         json!({ "account": account.id, "deleted": true }),
     ))
+}
+
+pub fn dataset_import(ctx: &Ctx) -> Result<Output, ApiError> {
+    let name = ctx.vars.required("name")?;
+    let kind = DatasetKind::parse(name).ok_or_else(|| {
+        ApiError::invalid("name", format!("'{name}' is not range, lrn, hlr or tps"))
+    })?;
+    let bytes = ctx
+        .vars
+        .file("file")
+        .or_else(|| ctx.vars.raw_body().cloned())
+        .ok_or_else(|| ApiError::missing("file"))?;
+    let rows = edgerate_model::dataset::parse_csv(kind, &bytes)
+        .map_err(|e| ApiError::bad_request(format!("dataset rejected, nothing applied: {e}")))?;
+    let meta = ctx.state.catalog().import_dataset(kind, rows, ctx.now)?;
+    Ok(Output::Value(json!({
+        "name": meta.name,
+        "rows": meta.rows,
+        "fields": meta.fields,
+        "generation": meta.generation,
+        "imported": meta.imported,
+    })))
 }

@@ -257,6 +257,8 @@ fn run(service: Service, ctx: &Ctx) -> Result<Output, ApiError> {
         AdminAccountDelete => admin::account_delete(ctx),
         ClusterStatus => cluster::status(ctx),
         LookupAsrplus => lookup::asrplus(ctx),
+        LookupSmart => lookup::smart(ctx),
+        AdminDatasetImport => admin::dataset_import(ctx),
         CdrAdd => cdr::add(ctx),
         CdrList => cdr::list(ctx),
         CdrExport => cdr::export(ctx),

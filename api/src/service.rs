@@ -150,6 +150,14 @@ services! {
     LookupAsrplus = "lookup/asrplus", Account, false, "Has this number failed recently? The latest final outcome per number over 30 days.", [
         ("number", true, "one or more E.164 numbers"),
     ];
+    LookupSmart = "lookup/smart", Account, false, "ASR Plus, numbering plan and dataset lookups for one or more numbers, nested by number then type.", [
+        ("number", true, "one or more E.164 numbers"),
+        ("type", true, "one or more of asrplus, plan, range, lrn, hlr, tps (ping: 501 until the SIP agent runs)"),
+    ];
+    AdminDatasetImport = "admin/dataset/import", Operator, true, "Replace a lookup dataset (range, lrn, hlr or tps) from CSV, atomically.", [
+        ("name", true, "range, lrn, hlr or tps"),
+        ("file", false, "the CSV (header: the key column - prefix, tn or number - and fields); else the body"),
+    ];
     CdrAdd = "cdr/add", Account, true, "Store CDRs (one as variables, or a JSON array / CSV body of many), rated on their card; idempotent on callid.", [
         ("callid", true, "unique per account"),
         ("dt", false, "call start, unix seconds or 'YYYY-MM-DD HH:MM:SS' UTC; default now"),

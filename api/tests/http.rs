@@ -1192,7 +1192,7 @@ async fn unknown_services_formats_and_methods() {
     let api = Api::new();
     assert_eq!(api.get("/api/ratecard/nothing.json").await.status, 404);
     assert_eq!(api.get("/api/ratecard/query.yaml").await.status, 404);
-    let planned = api.get("/api/lookup/smart.json?number=44").await;
+    let planned = api.get("/api/lookup/ping.json?number=44").await;
     assert_eq!(planned.status, 501);
     assert_eq!(error_of(&planned).0, 501);
     let put = api
@@ -1283,7 +1283,7 @@ async fn cdrs_are_rated_on_ingest_and_idempotent() {
         "re-sending changes nothing"
     );
     let batch = format!(
-        r#"[{{"callid":"j1","dt":{now},"dest_number":"447700900123","duration":31,"sip_code":200,"card":"c"}},
+        r#"[{{"callid":"j1","dt":{now},"dest_number":"447400123456","duration":31,"sip_code":200,"card":"c"}},
                          {{"callid":"j2","dt":"{}","dest_number":"33123","duration":0,"sip_code":404}},
                          {{"callid":"a1","dt":{now},"dest_number":"44","sip_code":200}}]"#,
         edgerate_model::time::format_datetime(now - 10)
@@ -1573,5 +1573,139 @@ async fn asrplus_answers_from_recent_outcomes() {
     assert_eq!(
         api.get("/api/lookup/asrplus.json?number=abc").await.status,
         400
+    );
+}
+
+#[tokio::test]
+async fn smart_lookup_nests_by_number_and_type() {
+    let api = Api::new();
+    let op = |uri: &str, body: &str| {
+        let uri = uri.to_owned();
+        let body = body.to_owned();
+        let api = &api;
+        async move {
+            api.request(
+                "POST",
+                &uri,
+                Some(format!("Bearer {OPERATOR_KEY}")),
+                Some("text/csv"),
+                body,
+            )
+            .await
+        }
+    };
+    let range = op("/api/admin/dataset/import.json?name=range", "prefix,area_code,de,fg,status,date_modified\n44121,0121,Birmingham,BT,Allocated,2019-01-01\n4412,012,West Midlands,BT,Allocated,2018-01-01\n").await;
+    assert_eq!(range.status, 200, "{}", range.text());
+    assert_eq!(range.json()["rows"], 2);
+    assert_eq!(
+        op(
+            "/api/admin/dataset/import.json?name=lrn",
+            "tn,lrn,state,city\n2125550100,2125550000,NY,New York\n"
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        op(
+            "/api/admin/dataset/import.json?name=hlr",
+            "prefix,mcc,mnc,brand,operator\n4474,234,15,Vodafone,Vodafone UK\n"
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        op(
+            "/api/admin/dataset/import.json?name=tps",
+            "number\n441214960000\n"
+        )
+        .await
+        .status,
+        200
+    );
+    // A bad file changes nothing.
+    let bad = op(
+        "/api/admin/dataset/import.json?name=range",
+        "prefix,area_code\n44x,1\n",
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(error_of(&bad).1.contains("line 2"), "{}", error_of(&bad).1);
+    assert_eq!(
+        op("/api/admin/dataset/import.json?name=colours", "prefix\n1\n")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        api.post(
+            "/api/admin/dataset/import.json?name=tps",
+            "file=number%0A1%0A"
+        )
+        .await
+        .status,
+        401,
+        "operator only"
+    );
+
+    let r = api.get("/api/lookup/smart.json?number=441214960000,12125550100,447400123456&type=range,lrn,hlr,tps,plan").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let uk = &v["441214960000"];
+    assert_eq!(
+        uk["range"],
+        json!({"area_code":"0121","de":"Birmingham","fg":"BT","status":"Allocated","date_modified":"2019-01-01"})
+    );
+    assert_eq!(uk["tps"], json!({"listed": true}));
+    assert_eq!(uk["lrn"], json!({"status": "Unknown"}));
+    assert_eq!(uk["hlr"], json!({"status": "Unknown"}));
+    assert_eq!(
+        (
+            uk["plan"]["country"].clone(),
+            uk["plan"]["country_code"].clone(),
+            uk["plan"]["e164"].clone()
+        ),
+        (json!("GB"), json!(44), json!("+441214960000"))
+    );
+    let us = &v["12125550100"];
+    assert_eq!(
+        us["lrn"],
+        json!({"tn":"2125550100","lrn":"2125550000","state":"NY","city":"New York"})
+    );
+    assert_eq!(us["tps"], json!({"listed": false}));
+    assert_eq!(v["447400123456"]["hlr"]["operator"], "Vodafone UK");
+    assert_eq!(v["447400123456"]["plan"]["type"], "mobile");
+
+    let asr = api
+        .get("/api/lookup/smart.json?number=4412&type=asrplus")
+        .await
+        .json();
+    assert_eq!(asr["4412"]["asrplus"]["status"], "Unknown");
+    let xml = api
+        .get("/api/lookup/smart.xml?number=441214960000&type=tps,plan")
+        .await
+        .text();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    assert_eq!(doc.root_element().tag_name().name(), "smart");
+    assert!(
+        xml.contains("<item key=\"441214960000\"><tps><listed>true</listed></tps>"),
+        "{xml}"
+    );
+    assert_eq!(
+        api.get("/api/lookup/smart.json?number=44&type=weather")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        api.get("/api/lookup/smart.json?number=44").await.status,
+        400
+    );
+    assert_eq!(
+        api.get("/api/lookup/smart.json?number=44&type=plan,ping")
+            .await
+            .status,
+        501
     );
 }

@@ -24,6 +24,7 @@ use automerge::{
 };
 use edgerate_model::account::Account;
 use edgerate_model::card::{live_revision, CardMeta, RevisionMeta};
+use edgerate_model::dataset::{DatasetKind, DatasetRows};
 use edgerate_model::index::PrefixIndex;
 use edgerate_model::rule::Rule;
 use parking_lot::{Mutex, RwLock};
@@ -37,6 +38,7 @@ use thiserror::Error;
 const SCHEMA_VERSION: u64 = 1;
 const ACCOUNTS_DOC: &str = "accounts";
 const CARDS_DOC: &str = "cards";
+const DATASETS_DOC: &str = "datasets";
 
 /// Why a catalog operation failed.
 #[derive(Debug, Error)]
@@ -86,6 +88,76 @@ pub struct View {
     names: HashMap<(String, String), String>,
     /// API key hash → account id.
     key_hashes: HashMap<String, String>,
+    /// Operator datasets by kind.
+    pub datasets: HashMap<DatasetKind, Arc<Dataset>>,
+}
+
+/// A dataset's bookkeeping, as stored in the `datasets` document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DatasetMeta {
+    pub name: String,
+    /// Bumped by every import; names the shard documents.
+    pub generation: u32,
+    pub shards: u32,
+    pub buckets: u32,
+    /// The fields of every record, in order.
+    pub fields: Vec<String>,
+    pub rows: usize,
+    /// Unix seconds.
+    pub imported: i64,
+}
+
+/// A dataset in memory.
+#[derive(Debug)]
+pub struct Dataset {
+    pub kind: DatasetKind,
+    pub meta: DatasetMeta,
+    records: HashMap<Box<str>, Box<[Box<str>]>>,
+    /// The longest key, so a prefix lookup starts no longer than it.
+    longest: usize,
+}
+
+impl Dataset {
+    fn new(
+        kind: DatasetKind,
+        meta: DatasetMeta,
+        rows: impl IntoIterator<Item = (String, Vec<String>)>,
+    ) -> Self {
+        let records: HashMap<Box<str>, Box<[Box<str>]>> = rows
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.into_boxed_str(),
+                    v.into_iter().map(String::into_boxed_str).collect(),
+                )
+            })
+            .collect();
+        let longest = records.keys().map(|k| k.len()).max().unwrap_or(0);
+        Self {
+            kind,
+            meta,
+            records,
+            longest,
+        }
+    }
+
+    /// The record for `number`: longest matching prefix for prefix datasets, else the exact
+    /// number (a North American number is also tried without its leading `1`).
+    pub fn lookup<'a>(&'a self, number: &str) -> Option<(&'a str, &'a [Box<str>])> {
+        let found = |key: &str| self.records.get_key_value(key).map(|(k, v)| (&**k, &**v));
+        if self.kind.by_prefix() {
+            (1..=number.len().min(self.longest))
+                .rev()
+                .find_map(|len| found(&number[..len]))
+        } else {
+            found(number).or_else(|| {
+                number
+                    .strip_prefix('1')
+                    .filter(|n| n.len() == 10)
+                    .and_then(found)
+            })
+        }
+    }
 }
 
 impl View {
@@ -184,7 +256,11 @@ impl Catalog {
     /// view from them.
     pub fn open(dir: &Path, actor: automerge::ActorId) -> Result<Self, CatalogError> {
         let docs = DocStore::open(dir, actor)?;
-        for (id, map) in [(ACCOUNTS_DOC, "accounts"), (CARDS_DOC, "cards")] {
+        for (id, map) in [
+            (ACCOUNTS_DOC, "accounts"),
+            (CARDS_DOC, "cards"),
+            (DATASETS_DOC, "datasets"),
+        ] {
             if docs.get(id).is_none() {
                 docs.create::<_, CatalogError>(id, |d| {
                     d.put(ROOT, "v", SCHEMA_VERSION)?;
@@ -553,6 +629,54 @@ impl Catalog {
         Ok(meta)
     }
 
+    /// Replaces dataset `kind` with `rows` (validated: unique digit keys), atomically: the new
+    /// generation's shard documents are written first, then the registry entry flips to them.
+    pub fn import_dataset(
+        &self,
+        kind: DatasetKind,
+        rows: DatasetRows,
+        now: i64,
+    ) -> Result<DatasetMeta, CatalogError> {
+        let _w = self.inner.write.lock();
+        let previous = self.view().datasets.get(&kind).map(|d| d.meta.clone());
+        let (shards, buckets) = bucketed::layout_for(rows.rows.len());
+        let meta = DatasetMeta {
+            name: kind.as_str().to_owned(),
+            generation: previous.as_ref().map_or(1, |p| p.generation + 1),
+            shards,
+            buckets,
+            fields: rows.fields,
+            rows: rows.rows.len(),
+            imported: now,
+        };
+        let doc_id = |shard| dataset_doc(kind, meta.generation, shard);
+        let encoded = rows.rows.iter().map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::to_string(v).expect("strings serialise"),
+            )
+        });
+        bucketed::write(&self.inner.docs, &doc_id, shards, buckets, encoded)?;
+        self.inner
+            .docs
+            .change::<_, CatalogError>(DATASETS_DOC, |d| {
+                let map = map_id(d, ROOT, "datasets")?;
+                put_json(d, &map, kind.as_str(), &meta)
+            })?;
+        let dataset = Arc::new(Dataset::new(kind, meta.clone(), rows.rows));
+        self.update_view(|v| {
+            v.datasets.insert(kind, dataset);
+        });
+        if let Some(old) = previous {
+            bucketed::remove(
+                &self.inner.docs,
+                &|shard| dataset_doc(kind, old.generation, shard),
+                old.shards,
+            );
+        }
+        Ok(meta)
+    }
+
     /// Writes a revision's shard documents (in parallel) and returns its index.
     fn write_shards(
         &self,
@@ -576,6 +700,10 @@ impl Catalog {
         });
         written.map(|()| index)
     }
+}
+
+fn dataset_doc(kind: DatasetKind, generation: u32, shard: u32) -> String {
+    format!("dataset-{}-{generation}-{shard}", kind.as_str())
 }
 
 fn card_doc(card: &str) -> String {
@@ -660,6 +788,28 @@ fn load_view(docs: &DocStore) -> Result<View, CatalogError> {
             .map(|item| item.key.into_owned())
             .collect()
     };
+    let metas: Vec<(String, DatasetMeta)> = {
+        let handle = docs
+            .get(DATASETS_DOC)
+            .ok_or_else(|| StoreError::Missing(DATASETS_DOC.into()))?;
+        let guard = handle.lock();
+        let map = map_id(guard.doc(), ROOT, "datasets")?;
+        json_entries(guard.doc(), DATASETS_DOC, &map)
+    };
+    for (name, meta) in metas {
+        let Some(kind) = DatasetKind::parse(&name) else {
+            continue;
+        };
+        let mut rows = Vec::with_capacity(meta.rows);
+        let doc_id = |shard| dataset_doc(kind, meta.generation, shard);
+        bucketed::read(docs, &doc_id, meta.shards, meta.buckets, |key, encoded| {
+            if let Ok(values) = serde_json::from_str::<Vec<String>>(encoded) {
+                rows.push((key.to_owned(), values));
+            }
+        })?;
+        view.datasets
+            .insert(kind, Arc::new(Dataset::new(kind, meta, rows)));
+    }
     for id in card_ids {
         match load_card(docs, &id) {
             Ok(card) => view.insert_card(card),
@@ -836,6 +986,38 @@ mod tests {
         assert_eq!(view.cards["c1"].meta.updated, 170);
         assert!(view.card("acc", "name-c1").is_some());
         assert!(view.card("other", "c1").is_none());
+    }
+
+    #[test]
+    fn datasets_replace_atomically_and_survive_a_reopen() {
+        use edgerate_model::dataset::{parse_csv, DatasetKind};
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), actor()).unwrap();
+        let first = parse_csv(DatasetKind::Hlr, b"prefix,mcc\n447,234\n44,235\n").unwrap();
+        catalog.import_dataset(DatasetKind::Hlr, first, 10).unwrap();
+        let second = parse_csv(DatasetKind::Hlr, b"prefix,mnc\n4479,15\n").unwrap();
+        assert_eq!(
+            catalog
+                .import_dataset(DatasetKind::Hlr, second, 20)
+                .unwrap()
+                .generation,
+            2
+        );
+        assert!(
+            catalog.docs().get("dataset-hlr-1-0").is_none(),
+            "the old generation is removed"
+        );
+        drop(catalog);
+        let catalog = Catalog::open(dir.path(), actor()).unwrap();
+        let view = catalog.view();
+        let hlr = &view.datasets[&DatasetKind::Hlr];
+        assert_eq!(hlr.meta.fields, ["mnc"]);
+        assert_eq!(
+            hlr.lookup("447912")
+                .map(|(k, v)| (k.to_owned(), v[0].to_string())),
+            Some(("4479".into(), "15".into()))
+        );
+        assert!(hlr.lookup("4471").is_none());
     }
 
     #[test]
