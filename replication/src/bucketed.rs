@@ -9,6 +9,9 @@ use automerge::{
 };
 use std::collections::HashMap;
 
+/// One bucket's entries, as Automerge values ready for one batch insert.
+type Bucket = HashMap<String, hydrate::Value>;
+
 /// Document schema version of shard documents.
 const SCHEMA_VERSION: u64 = 1;
 
@@ -52,7 +55,7 @@ pub fn write(
     buckets: u32,
     entries: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), CatalogError> {
-    let mut layout: Vec<Vec<HashMap<String, hydrate::Value>>> = (0..shards)
+    let mut layout: Vec<Vec<Bucket>> = (0..shards)
         .map(|_| (0..buckets).map(|_| HashMap::new()).collect())
         .collect();
     for (key, value) in entries {
@@ -63,8 +66,7 @@ pub fn write(
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(shards as usize);
-    let mut per_worker: Vec<Vec<(u32, Vec<HashMap<String, hydrate::Value>>)>> =
-        (0..workers).map(|_| Vec::new()).collect();
+    let mut per_worker: Vec<Vec<(u32, Vec<Bucket>)>> = (0..workers).map(|_| Vec::new()).collect();
     for (i, shard) in layout.into_iter().enumerate() {
         per_worker[i % workers].push((i as u32, shard));
     }
