@@ -27,7 +27,7 @@ const EXPORT_CHUNK: usize = 64 * 1024;
 pub const CSV_HEADER: &str = "callid,dt,source_cli,dest_number,duration,sip_code,sip_reason,card,dest_code,dest_name,rate,billed_duration,cost";
 
 /// Rates a CDR on its card at the time of the call: the card's live revision at `dt`, the
-/// longest matching rule, the billing formula. Unrated when there is no card, no match, or the
+/// longest matching rule, its rate for this caller (US inter/intra), the billing formula. Unrated when there is no card, no match, or the
 /// rule is blocked.
 fn rate(view: &View, account: &str, cdr: &CdrInput) -> Option<Rating> {
     let card = view.card(account, cdr.card.as_deref()?)?;
@@ -37,15 +37,13 @@ fn rate(view: &View, account: &str, cdr: &CdrInput) -> Option<Rating> {
     if m.rule.status != RuleStatus::Active {
         return None;
     }
-    let charge = billing::charge(
-        cdr.duration,
-        &m.rule.billing(m.rule.rate),
-        &card.meta.billing(),
-    );
+    let cli = Some(cdr.source_cli.as_str()).filter(|c| !c.is_empty());
+    let rate = crate::ratecard::rate_for(view, m.rule, &cdr.dest_number, cli);
+    let charge = billing::charge(cdr.duration, &m.rule.billing(rate), &card.meta.billing());
     Some(Rating {
         dest_code: cdr.dest_number[..m.prefix_len].to_owned(),
         dest_name: m.rule.name.to_string(),
-        rate: m.rule.rate,
+        rate,
         billed_duration: charge.billed_duration,
         cost: charge.cost,
     })

@@ -6,6 +6,7 @@ use crate::router::{Ctx, Output};
 use crate::vars::Vars;
 use edgerate_model::billing::{self, Rounding, MAX_PRECISION};
 use edgerate_model::card::{is_currency, revision_state, CardMeta, Direction};
+use edgerate_model::dataset::DatasetKind;
 use edgerate_model::deck::{self, DeckError, ImeCard, CSV_HEADER};
 use edgerate_model::number;
 use edgerate_model::rule::{Rule, RuleStatus};
@@ -160,9 +161,11 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
             return Err(ApiError::invalid("duration", "is over 10000000 seconds"));
         }
     }
-    if let Some(cli) = ctx.vars.get("cli") {
-        parse_number("cli", cli)?;
-    }
+    let cli = ctx
+        .vars
+        .get("cli")
+        .map(|c| parse_number("cli", c))
+        .transpose()?;
     let at = parse_time(&ctx.vars, "at")?.unwrap_or(ctx.now);
     let rev = card.live_at(at).ok_or_else(|| {
         ApiError::not_found(format!("card '{reference}' has no revision live at {at}"))
@@ -174,6 +177,8 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
         revision: rev.meta.rev,
         index: &index,
         duration,
+        view: &view,
+        cli: cli.as_deref(),
     };
     if let [number] = numbers.as_slice() {
         return ctx.reply(&pricing.price(number)?);
@@ -196,6 +201,34 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
     ctx.reply(&ByNumber(answers))
 }
 
+/// The rate of `rule` for a call to `number` from `cli` (API.md §3, US NPA-NXX): a destination
+/// starting `1` and a US `cli`, both with a state in the LRN dataset, take `rate_intra` in the
+/// same state and `rate_inter` across states; anything else (or a rule without that rate) takes
+/// `rate`.
+pub fn rate_for(view: &View, rule: &Rule, number: &str, cli: Option<&str>) -> Decimal {
+    let us = |n: &str| n.starts_with('1') && n.len() == 11;
+    let Some(cli) = cli.filter(|c| us(c) && us(number)) else {
+        return rule.rate;
+    };
+    let Some(lrn) = view.datasets.get(&DatasetKind::Lrn) else {
+        return rule.rate;
+    };
+    let Some(state_at) = lrn.meta.fields.iter().position(|f| f == "state") else {
+        return rule.rate;
+    };
+    let state = |n: &str| {
+        lrn.lookup(n)
+            .and_then(|(_, values)| values.get(state_at))
+            .map(|s| &**s)
+            .filter(|s| !s.is_empty())
+    };
+    match (state(number), state(cli)) {
+        (Some(to), Some(from)) if to == from => rule.rate_intra.unwrap_or(rule.rate),
+        (Some(_), Some(_)) => rule.rate_inter.unwrap_or(rule.rate),
+        _ => rule.rate,
+    }
+}
+
 /// What pricing one number needs.
 struct Pricing<'a> {
     reference: &'a str,
@@ -203,6 +236,8 @@ struct Pricing<'a> {
     revision: u32,
     index: &'a edgerate_model::index::PrefixIndex,
     duration: Option<Decimal>,
+    view: &'a View,
+    cli: Option<&'a str>,
 }
 
 impl<'a> Pricing<'a> {
@@ -215,17 +250,18 @@ impl<'a> Pricing<'a> {
             ))
         })?;
         let rule = m.rule;
+        let rate = rate_for(self.view, rule, number, self.cli);
         let charge = self
             .duration
             .filter(|_| rule.status == RuleStatus::Active)
-            .map(|d| billing::charge(d, &rule.billing(rule.rate), &self.card.meta.billing()));
+            .map(|d| billing::charge(d, &rule.billing(rate), &self.card.meta.billing()));
         Ok(Priced {
             card: self.reference,
             revision: self.revision,
             number,
             prefix: &number[..m.prefix_len],
             name: &rule.name,
-            rate: number_of(rule.rate),
+            rate: number_of(rate),
             connect_fee: number_of(rule.connect_fee),
             mcd: rule.mcd,
             pulse: rule.pulse,

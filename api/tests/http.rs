@@ -1709,3 +1709,68 @@ async fn smart_lookup_nests_by_number_and_type() {
         501
     );
 }
+
+#[tokio::test]
+async fn us_calls_take_the_inter_or_intra_rate_by_lrn_state() {
+    let api = Api::new();
+    api.card_with("us", "prefix,name,rate,connect_fee,mcd,pulse,grace,rate_inter,rate_intra,status\n1212,NYC,0.005,0,6,6,0,0.006,0.004,Active\n").await;
+    let query = |cli: &str| {
+        let uri = format!("/api/ratecard/query.json?card=us&number=12125550199&duration=60{cli}");
+        let api = &api;
+        async move { api.get(&uri).await.json()["rate"].clone() }
+    };
+    assert_eq!(
+        query("&cli=12015550100").await,
+        json!(0.005),
+        "no LRN dataset: rate"
+    );
+    let lrn = api
+        .request(
+            "POST",
+            "/api/admin/dataset/import.json?name=lrn",
+            Some(format!("Bearer {OPERATOR_KEY}")),
+            Some("text/csv"),
+            "tn,lrn,state\n2125550100,2125550000,NY\n2015550100,2015550000,NJ\n212555,,NY\n",
+        )
+        .await;
+    assert_eq!(lrn.status, 200, "{}", lrn.text());
+    assert_eq!(
+        query("&cli=12125550100").await,
+        json!(0.004),
+        "same state: intra"
+    );
+    assert_eq!(
+        query("&cli=12015550100").await,
+        json!(0.006),
+        "another state: inter"
+    );
+    assert_eq!(query("").await, json!(0.005), "no cli: rate");
+    assert_eq!(
+        query("&cli=13105550100").await,
+        json!(0.005),
+        "cli state unknown: rate"
+    );
+    assert_eq!(
+        query("&cli=441234567890").await,
+        json!(0.005),
+        "not a US cli: rate"
+    );
+    let now = edgerate_model::time::now();
+    let cdr = api.post("/api/cdr/add.json", &format!("callid=us1&dt={now}&source_cli=12015550100&dest_number=12125550199&duration=60&sip_code=200&card=us")).await;
+    assert_eq!(cdr.status, 200);
+    let listed = api
+        .get(&format!(
+            "/api/cdr/list.json?from={}&to={}",
+            now - 5,
+            now + 5
+        ))
+        .await
+        .json();
+    assert_eq!(
+        (
+            listed["cdrs"][0]["rate"].clone(),
+            listed["cdrs"][0]["cost"].clone()
+        ),
+        (json!(0.006), json!(0.006))
+    );
+}

@@ -141,21 +141,24 @@ impl Dataset {
         }
     }
 
-    /// The record for `number`: longest matching prefix for prefix datasets, else the exact
-    /// number (a North American number is also tried without its leading `1`).
+    /// The record for `number`: longest matching prefix for prefix datasets; the exact number
+    /// for `tps`; for `lrn` the exact number, else the longest matching key (so an NPA-NXX
+    /// table works too). A North American number is also tried without its leading `1`.
     pub fn lookup<'a>(&'a self, number: &str) -> Option<(&'a str, &'a [Box<str>])> {
         let found = |key: &str| self.records.get_key_value(key).map(|(k, v)| (&**k, &**v));
-        if self.kind.by_prefix() {
-            (1..=number.len().min(self.longest))
+        let longest = |n: &str| {
+            (1..=n.len().min(self.longest))
                 .rev()
-                .find_map(|len| found(&number[..len]))
-        } else {
-            found(number).or_else(|| {
-                number
-                    .strip_prefix('1')
-                    .filter(|n| n.len() == 10)
-                    .and_then(found)
-            })
+                .find_map(|len| found(&n[..len]))
+        };
+        let national = number.strip_prefix('1').filter(|n| n.len() == 10);
+        match self.kind {
+            DatasetKind::Range | DatasetKind::Hlr => longest(number),
+            DatasetKind::Tps => found(number).or_else(|| national.and_then(found)),
+            DatasetKind::Lrn => found(number)
+                .or_else(|| national.and_then(found))
+                .or_else(|| longest(number))
+                .or_else(|| national.and_then(longest)),
         }
     }
 }
