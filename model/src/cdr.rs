@@ -83,6 +83,9 @@ pub fn parse_cdr<'a>(get: impl Fn(&str) -> Option<&'a str>, now: i64) -> Result<
         Some(t) => crate::time::parse(t)
             .ok_or_else(|| format!("'dt' {t} is not unix seconds or 'YYYY-MM-DD HH:MM:SS'"))?,
     };
+    if dt < 0 {
+        return Err(format!("'dt' {dt} is before 1970"));
+    }
     let duration = match get("duration").map(str::trim).filter(|v| !v.is_empty()) {
         None => Decimal::ZERO,
         Some(d) => match Decimal::from_str(d) {
