@@ -5,7 +5,7 @@
 # ratio node/nginx of the medians is printed.
 #
 #   scripts/bench-http.sh                      # DURATION=10 CONNS=32 ROUNDS=3
-#   URL_PATH='/api/lookup/asrplus.json?number=441234567890' scripts/bench-http.sh   # ASR Plus
+#   ASR_PRELOAD=1000000 URL_PATH='/api/lookup/asrplus.json?number=441234567890' scripts/bench-http.sh   # ASR Plus
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -35,6 +35,19 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$node_port/readyz" >/dev/null
 key=$(sed -n 's/^demo account: demo  key: \([0-9a-f]*\).*/\1/p' "$work/node.out")
 auth="Authorization: Basic $(printf 'demo:%s' "$key" | base64)"
 
+# ASR_PRELOAD=N: N distinct numbers' outcomes in ASR Plus first (CDR batches of 1000).
+if [ "${ASR_PRELOAD:-0}" -gt 0 ]; then
+  python3 - "http://127.0.0.1:$node_port" "$key" "$ASR_PRELOAD" <<'PY'
+import sys, urllib.request, base64
+url, key, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+auth = "Basic " + base64.b64encode(f"demo:{key}".encode()).decode()
+for b in range(0, total, 1000):
+    rows = ["callid,dest_number,sip_code"] + [f"pre-{i},4420{i:08d},{(200, 404)[i % 2]}" for i in range(b, min(b + 1000, total))]
+    req = urllib.request.Request(f"{url}/api/cdr/add.json", data=("\n".join(rows) + "\n").encode(), headers={"Authorization": auth, "Content-Type": "text/csv"})
+    urllib.request.urlopen(req).read()
+PY
+  echo "ASR Plus holds $(curl -s "http://127.0.0.1:$node_port/metrics" | awk '/^edgerate_asrplus_numbers/ {print $2}') numbers; node RSS $(( $(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status") / 1024 )) MiB"
+fi
 # One outcome in the event log, so that lookup/asrplus has something to answer.
 curl -sf -H "$auth" -H 'content-type: text/csv' --data-binary $'callid,dest_number,sip_code\nbench-1,441234567890,404\n' \
   "http://127.0.0.1:$node_port/api/cdr/add.json" >/dev/null

@@ -238,17 +238,7 @@ fn cdr_json(r: &Record) -> Value {
 
 pub fn list(ctx: &Ctx) -> Result<Output, ApiError> {
     let filter = filter(ctx, Some(MAX_RANGE))?;
-    let limit = ctx
-        .vars
-        .parse_opt::<usize>("limit", "a whole number")?
-        .unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::invalid("limit", format!("must be 1-{MAX_LIMIT}")));
-    }
-    let offset = ctx
-        .vars
-        .parse_opt::<usize>("offset", "a whole number")?
-        .unwrap_or(0);
+    let (limit, offset) = ctx.vars.page(DEFAULT_LIMIT, MAX_LIMIT)?;
     let order = match ctx.vars.get("order").unwrap_or("desc") {
         "asc" => Order::Asc,
         "desc" => Order::Desc,

@@ -464,17 +464,7 @@ pub fn rules(ctx: &Ctx) -> Result<Output, ApiError> {
             format!("'{filter}' is not digits"),
         ));
     }
-    let limit = ctx
-        .vars
-        .parse_opt::<usize>("limit", "a whole number")?
-        .unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::invalid("limit", format!("must be 1-{MAX_LIMIT}")));
-    }
-    let offset = ctx
-        .vars
-        .parse_opt::<usize>("offset", "a whole number")?
-        .unwrap_or(0);
+    let (limit, offset) = ctx.vars.page(DEFAULT_LIMIT, MAX_LIMIT)?;
     let index = rev.index.read();
     let total = if filter.is_empty() {
         index.len()
@@ -504,9 +494,10 @@ fn opt_seconds(vars: &Vars, name: &str) -> Result<Option<u32>, ApiError> {
         .transpose()
 }
 
-pub fn rule_set(ctx: &Ctx) -> Result<Output, ApiError> {
+/// The card, revision and prefix a rule edit names.
+fn rule_target(ctx: &Ctx) -> Result<(Arc<CardView>, RevisionView, &str), ApiError> {
     let card = find_card(&ctx.state.catalog().view(), ctx)?;
-    let rev = chosen_revision(&card, &ctx.vars, ctx.now)?;
+    let rev = chosen_revision(&card, &ctx.vars, ctx.now)?.clone();
     let prefix = ctx.vars.required("prefix")?;
     if !number::is_prefix(prefix) {
         return Err(ApiError::invalid(
@@ -514,6 +505,11 @@ pub fn rule_set(ctx: &Ctx) -> Result<Output, ApiError> {
             format!("'{prefix}' is not 1-20 digits"),
         ));
     }
+    Ok((card, rev, prefix))
+}
+
+pub fn rule_set(ctx: &Ctx) -> Result<Output, ApiError> {
+    let (card, rev, prefix) = rule_target(ctx)?;
     let existing = rev.index.read().get(prefix).cloned();
     let created = existing.is_none();
     let rate = opt_money(&ctx.vars, "rate")?;
@@ -582,15 +578,7 @@ pub fn rule_set(ctx: &Ctx) -> Result<Output, ApiError> {
 }
 
 pub fn rule_delete(ctx: &Ctx) -> Result<Output, ApiError> {
-    let card = find_card(&ctx.state.catalog().view(), ctx)?;
-    let rev = chosen_revision(&card, &ctx.vars, ctx.now)?;
-    let prefix = ctx.vars.required("prefix")?;
-    if !number::is_prefix(prefix) {
-        return Err(ApiError::invalid(
-            "prefix",
-            format!("'{prefix}' is not 1-20 digits"),
-        ));
-    }
+    let (card, rev, prefix) = rule_target(ctx)?;
     let target = RuleTarget {
         card: &card.meta.id,
         rev: rev.meta.rev,

@@ -208,6 +208,20 @@ impl Vars {
             .transpose()
     }
 
+    /// `limit` (1..=`max`, default `default`) and `offset` (default 0) of a paged listing.
+    pub fn page(&self, default: usize, max: usize) -> Result<(usize, usize), ApiError> {
+        let limit = self
+            .parse_opt::<usize>("limit", "a whole number")?
+            .unwrap_or(default);
+        if limit == 0 || limit > max {
+            return Err(ApiError::invalid("limit", format!("must be 1-{max}")));
+        }
+        let offset = self
+            .parse_opt::<usize>("offset", "a whole number")?
+            .unwrap_or(0);
+        Ok((limit, offset))
+    }
+
     /// An uploaded file: a multipart file field, else a text variable of that name.
     pub fn file(&self, name: &str) -> Option<Bytes> {
         if let Some(file) = self.files.get(name) {

@@ -555,30 +555,7 @@ impl Catalog {
             buckets,
         };
         let index = self.write_shards(card_id, &meta, rules)?;
-        let mut card_meta = card.meta.clone();
-        card_meta.updated = now;
-        self.inner
-            .docs
-            .change::<_, CatalogError>(&card_doc(card_id), |d| {
-                put_json(d, &ROOT, "meta", &card_meta)?;
-                let revs = map_id(d, ROOT, "revisions")?;
-                put_json(d, &revs, &number.to_string(), &meta)
-            })?;
-        let mut revisions = card.revisions.clone();
-        revisions.insert(
-            number,
-            RevisionView {
-                meta: meta.clone(),
-                index: Arc::new(RwLock::new(index)),
-            },
-        );
-        let next = CardView {
-            meta: card_meta,
-            revisions,
-        };
-        self.update_view(|v| {
-            v.cards.insert(card_id.to_owned(), Arc::new(next));
-        });
+        self.put_revision(&card, meta.clone(), Arc::new(RwLock::new(index)), now)?;
         Ok(meta)
     }
 
@@ -605,31 +582,39 @@ impl Catalog {
             live_at,
             ..current.meta.clone()
         };
+        self.put_revision(&card, meta.clone(), current.index.clone(), now)?;
+        Ok(meta)
+    }
+
+    /// Stores a revision's entry in its card's document (and the card as changed at `now`), then
+    /// puts it with `index` in the view. The caller holds the write lock.
+    fn put_revision(
+        &self,
+        card: &CardView,
+        meta: RevisionMeta,
+        index: Arc<RwLock<PrefixIndex>>,
+        now: i64,
+    ) -> Result<(), CatalogError> {
+        let card_id = card.meta.id.clone();
         let mut card_meta = card.meta.clone();
         card_meta.updated = now;
         self.inner
             .docs
-            .change::<_, CatalogError>(&card_doc(card_id), |d| {
+            .change::<_, CatalogError>(&card_doc(&card_id), |d| {
                 put_json(d, &ROOT, "meta", &card_meta)?;
                 let revs = map_id(d, ROOT, "revisions")?;
-                put_json(d, &revs, &rev.to_string(), &meta)
+                put_json(d, &revs, &meta.rev.to_string(), &meta)
             })?;
         let mut revisions = card.revisions.clone();
-        revisions.insert(
-            rev,
-            RevisionView {
-                meta: meta.clone(),
-                index: current.index.clone(),
-            },
-        );
+        revisions.insert(meta.rev, RevisionView { meta, index });
         let next = CardView {
             meta: card_meta,
             revisions,
         };
         self.update_view(|v| {
-            v.cards.insert(card_id.to_owned(), Arc::new(next));
+            v.cards.insert(card_id, Arc::new(next));
         });
-        Ok(meta)
+        Ok(())
     }
 
     /// Replaces dataset `kind` with `rows` (validated: unique digit keys), atomically: the new
