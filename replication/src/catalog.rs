@@ -292,6 +292,15 @@ impl Catalog {
         &self.inner.docs
     }
 
+    /// The card `id`, or `NotFound`.
+    fn card(&self, id: &str) -> Result<Arc<CardView>, CatalogError> {
+        self.view()
+            .cards
+            .get(id)
+            .cloned()
+            .ok_or_else(|| CatalogError::NotFound(format!("card '{id}'")))
+    }
+
     fn update_view(&self, f: impl FnOnce(&mut View)) {
         let mut next = View::clone(&self.inner.view.load());
         f(&mut next);
@@ -385,12 +394,8 @@ impl Catalog {
     /// Replaces a card's settings (its id and account stay).
     pub fn update_card(&self, meta: CardMeta) -> Result<Arc<CardView>, CatalogError> {
         let _w = self.inner.write.lock();
-        let view = self.view();
-        let old = view
-            .cards
-            .get(&meta.id)
-            .ok_or_else(|| CatalogError::NotFound(format!("card '{}'", meta.id)))?;
-        if old.meta.name != meta.name && view.card(&meta.account, &meta.name).is_some() {
+        let old = self.card(&meta.id)?;
+        if old.meta.name != meta.name && self.view().card(&meta.account, &meta.name).is_some() {
             return Err(CatalogError::Conflict(format!(
                 "a card named '{}' already exists",
                 meta.name
@@ -416,12 +421,7 @@ impl Catalog {
     /// Deletes a card, its revisions and their rules.
     pub fn delete_card(&self, id: &str) -> Result<(), CatalogError> {
         let _w = self.inner.write.lock();
-        let card = self
-            .view()
-            .cards
-            .get(id)
-            .cloned()
-            .ok_or_else(|| CatalogError::NotFound(format!("card '{id}'")))?;
+        let card = self.card(id)?;
         self.inner.docs.change::<_, CatalogError>(CARDS_DOC, |d| {
             let map = map_id(d, ROOT, "cards")?;
             d.delete(&map, id)?;
@@ -482,12 +482,7 @@ impl Catalog {
         apply: impl FnOnce(&mut PrefixIndex) -> Option<Rule>,
     ) -> Result<Option<Rule>, CatalogError> {
         let _w = self.inner.write.lock();
-        let card = self
-            .view()
-            .cards
-            .get(target.card)
-            .cloned()
-            .ok_or_else(|| CatalogError::NotFound(format!("card '{}'", target.card)))?;
+        let card = self.card(target.card)?;
         let rev = card
             .revisions
             .get(&target.rev)
@@ -538,12 +533,7 @@ impl Catalog {
         now: i64,
     ) -> Result<RevisionMeta, CatalogError> {
         let _w = self.inner.write.lock();
-        let card = self
-            .view()
-            .cards
-            .get(card_id)
-            .cloned()
-            .ok_or_else(|| CatalogError::NotFound(format!("card '{card_id}'")))?;
+        let card = self.card(card_id)?;
         let number = card.revisions.keys().next_back().map_or(1, |n| n + 1);
         let (shards, buckets) = bucketed::layout_for(rules.len());
         let meta = RevisionMeta {
@@ -568,12 +558,7 @@ impl Catalog {
         now: i64,
     ) -> Result<RevisionMeta, CatalogError> {
         let _w = self.inner.write.lock();
-        let card = self
-            .view()
-            .cards
-            .get(card_id)
-            .cloned()
-            .ok_or_else(|| CatalogError::NotFound(format!("card '{card_id}'")))?;
+        let card = self.card(card_id)?;
         let current = card
             .revisions
             .get(&rev)
