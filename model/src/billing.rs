@@ -231,6 +231,23 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_inputs_do_not_overflow() {
+        let rule = RuleBilling {
+            rate: d("999999.999999999999"),
+            connect_fee: d("1000000"),
+            mcd: 86_400,
+            pulse: 86_400,
+            grace: 0,
+        };
+        let card = CardBilling {
+            precision: 10,
+            ..CardBilling::default()
+        };
+        let c = charge(d("10000000.999"), &rule, &card);
+        assert!(c.cost > Decimal::ZERO);
+    }
+
+    #[test]
     fn duration_rounding_methods() {
         assert_eq!(whole_seconds(d("61.2"), Rounding::Up), 62);
         assert_eq!(whole_seconds(d("61.8"), Rounding::Down), 61);

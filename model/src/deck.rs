@@ -181,12 +181,26 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A non-negative exact decimal; `None` when empty.
+/// The largest rate or fee accepted: keeps every cost the formula computes far inside the
+/// exact range of the decimal type (so billing can never overflow).
+pub const MAX_MONEY: u32 = 1_000_000;
+/// The most decimal places of a rate or fee.
+pub const MAX_MONEY_SCALE: u32 = 12;
+
+/// A non-negative exact decimal, at most [`MAX_MONEY`] with at most [`MAX_MONEY_SCALE`] places.
 pub fn parse_money(what: &str, s: &str) -> Result<Decimal, String> {
     let value = Decimal::from_str_exact(s.trim())
         .map_err(|_| format!("{what} '{s}' is not a decimal number"))?;
     if value.is_sign_negative() && !value.is_zero() {
         return Err(format!("{what} '{s}' is negative"));
+    }
+    if value > Decimal::from(MAX_MONEY) {
+        return Err(format!("{what} '{s}' is over {MAX_MONEY}"));
+    }
+    if value.scale() > MAX_MONEY_SCALE {
+        return Err(format!(
+            "{what} '{s}' has more than {MAX_MONEY_SCALE} decimal places"
+        ));
     }
     Ok(value.abs())
 }
@@ -709,6 +723,21 @@ mod tests {
         assert!(problems[2].starts_with("line 5:") && problems[2].contains("duplicate"));
         assert!(problems[3].starts_with("line 6:") && problems[3].contains("pulse"));
         assert!(problems[4].starts_with("line 7:") && problems[4].contains("missing column"));
+    }
+
+    #[test]
+    fn money_is_bounded() {
+        assert!(parse_money("rate", "1000000").is_ok());
+        assert!(parse_money("rate", "1000000.01")
+            .unwrap_err()
+            .contains("over"));
+        assert!(parse_money("rate", "99999999999999999999999999")
+            .unwrap_err()
+            .contains("over"));
+        assert!(parse_money("rate", "0.0000000000001")
+            .unwrap_err()
+            .contains("decimal places"));
+        assert!(parse_money("rate", "1e5").is_err());
     }
 
     #[test]
