@@ -650,28 +650,26 @@ impl Catalog {
         Ok(meta)
     }
 
-    /// Writes a revision's shard documents (in parallel) and returns its index.
+    /// Writes a revision's shard documents and returns its index.
     fn write_shards(
         &self,
         card: &str,
         meta: &RevisionMeta,
         rules: Vec<(String, Rule)>,
     ) -> Result<PrefixIndex, CatalogError> {
-        let encoded: Vec<(String, String)> =
-            rules.iter().map(|(p, r)| (p.clone(), r.encode())).collect();
+        // The index first, consuming the parsed deck, then the documents encoded from it: the
+        // deck, its encoding and the index never all exist at once (peak memory of big imports).
+        let index: PrefixIndex = rules.into_iter().collect();
         let doc_id = |shard| shard_doc(card, meta.rev, shard);
-        let (index, written) = std::thread::scope(|scope| {
-            let index = scope.spawn(move || rules.into_iter().collect::<PrefixIndex>());
-            let written = bucketed::write(
-                &self.inner.docs,
-                &doc_id,
-                meta.shards,
-                meta.buckets,
-                encoded,
-            );
-            (index.join().expect("index builder panicked"), written)
-        });
-        written.map(|()| index)
+        let encoded = index.iter().map(|(prefix, rule)| (prefix, rule.encode()));
+        bucketed::write(
+            &self.inner.docs,
+            &doc_id,
+            meta.shards,
+            meta.buckets,
+            encoded,
+        )?;
+        Ok(index)
     }
 }
 
