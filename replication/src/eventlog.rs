@@ -25,8 +25,10 @@ use thiserror::Error;
 /// 2: per-account, per-day record counts (`daily_counts`), kept by triggers.
 const SCHEMA_VERSION: i64 = 2;
 const DAY: i64 = 86_400;
-/// Costs are also stored as integers in units of 10⁻¹⁰ (the finest card precision).
+/// Costs are also stored as two integers for exact sums that cannot overflow: whole units, and
+/// the fraction in units of 10⁻¹⁰ (the finest card precision).
 const COST_SCALE: u32 = 10;
+const COST_FRACTION: i64 = 10_000_000_000;
 
 /// Why the log failed.
 #[derive(Debug, Error)]
@@ -162,7 +164,7 @@ impl EventLog {
                callid TEXT NOT NULL, dt INTEGER NOT NULL, source_cli TEXT NOT NULL, dest_number TEXT NOT NULL,
                duration TEXT NOT NULL, duration_ms INTEGER NOT NULL, sip_code INTEGER NOT NULL,
                sip_reason TEXT NOT NULL, card TEXT, dest_code TEXT, dest_name TEXT, rate TEXT,
-               billed_duration INTEGER, cost TEXT, cost_e10 INTEGER,
+               billed_duration INTEGER, cost TEXT, cost_units INTEGER, cost_fraction INTEGER,
                PRIMARY KEY (origin, seq)) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS events_callid ON events(account, callid);
              CREATE INDEX IF NOT EXISTS events_dt ON events(account, dt);
@@ -450,7 +452,7 @@ impl EventLog {
         let key = group_by.map_or("''", GroupBy::column);
         let sql = format!(
             "SELECT {key} AS k, COUNT(*), SUM(sip_code = 200), SUM(CASE WHEN sip_code = 200 THEN duration_ms ELSE 0 END), \
-             COALESCE(SUM(cost_e10), 0) FROM events {clause} GROUP BY k ORDER BY k"
+             COALESCE(SUM(cost_units), 0), COALESCE(SUM(cost_fraction), 0) FROM events {clause} GROUP BY k ORDER BY k"
         );
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(&sql)?;
@@ -460,7 +462,8 @@ impl EventLog {
                 attempts: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
                 connected: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
                 seconds: Decimal::new(r.get::<_, i64>(3)?, 3),
-                cost: Decimal::new(r.get::<_, i64>(4)?, COST_SCALE),
+                cost: Decimal::from(r.get::<_, i64>(4)?)
+                    + Decimal::new(r.get::<_, i64>(5)?, COST_SCALE),
             })
         })?;
         rows.collect::<Result<_, _>>().map_err(Into::into)
@@ -485,8 +488,8 @@ const COLUMNS: &str =
                        card, dest_code, dest_name, rate, billed_duration, cost";
 
 const INSERT: &str = "INSERT INTO events (origin, seq, kind, account, callid, dt, source_cli, dest_number, duration, \
-    duration_ms, sip_code, sip_reason, card, dest_code, dest_name, rate, billed_duration, cost, cost_e10) \
-    VALUES (?1, ?2, 'cdr', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+    duration_ms, sip_code, sip_reason, card, dest_code, dest_name, rate, billed_duration, cost, cost_units, cost_fraction) \
+    VALUES (?1, ?2, 'cdr', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 
 fn insert_record(
     stmt: &mut rusqlite::CachedStatement<'_>,
@@ -499,13 +502,11 @@ fn insert_record(
     let r = cdr.rating.as_ref();
     let duration_ms =
         i64::try_from((c.duration * Decimal::from(1000)).round().mantissa()).unwrap_or(i64::MAX);
-    let cost_e10 = r.map(|r| {
-        i64::try_from(
-            (r.cost * Decimal::from(10_000_000_000u64))
-                .round()
-                .mantissa(),
-        )
-        .unwrap_or(i64::MAX)
+    // Costs are bounded (rates ≤ 1e6 a minute, durations ≤ 1e7 s), so the whole part fits.
+    let cost_units = r.map(|r| i64::try_from(r.cost.trunc().mantissa()).unwrap_or(i64::MAX));
+    let cost_fraction = r.map(|r| {
+        let fraction = (r.cost.fract() * Decimal::from(COST_FRACTION)).round();
+        i64::try_from(fraction.mantissa()).unwrap_or(0)
     });
     Ok(stmt.execute(params![
         origin,
@@ -525,7 +526,8 @@ fn insert_record(
         r.map(|r| r.rate.normalize().to_string()),
         r.map(|r| r.billed_duration as i64),
         r.map(|r| r.cost.normalize().to_string()),
-        cost_e10,
+        cost_units,
+        cost_fraction,
     ])?)
 }
 
@@ -667,6 +669,34 @@ mod tests {
         }
         assert_eq!((total, page[0].cdr.input.callid.as_str()), (2, "b"));
         assert_eq!(log.version_vector().unwrap()["n1"], 3);
+    }
+
+    #[test]
+    fn cost_sums_are_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(&dir.path().join("e"), "n1", &[404], 0).unwrap();
+        let rated = |callid: &str, cost: &str| {
+            let mut c = cdr(callid, "44", 10, 200);
+            c.rating = Some(Rating {
+                dest_code: "44".into(),
+                dest_name: "UK".into(),
+                rate: Decimal::ONE,
+                billed_duration: 60,
+                cost: Decimal::from_str(cost).unwrap(),
+            });
+            c
+        };
+        let batch = [
+            rated("a", "12.5000"),
+            rated("b", "0.0268"),
+            rated("c", "999999.0000000001"),
+        ];
+        log.append("acc", &batch).unwrap();
+        let stats = log.stats(&filter("acc"), None).unwrap();
+        assert_eq!(
+            stats[0].cost,
+            Decimal::from_str("1000011.5268000001").unwrap()
+        );
     }
 
     proptest! {
