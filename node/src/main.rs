@@ -52,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: client::CardCommand,
     },
+    /// The cluster CA and node certificates (files only; no node needed).
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// The cluster (operator key from EDGERATE_OPERATOR_KEY).
     Cluster {
         #[command(flatten)]
@@ -61,13 +66,52 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a cluster CA: DIR/ca.pem and DIR/ca.key.
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Issue a node certificate signed by the CA: OUT/NAME.pem and OUT/NAME.key.
+    Issue {
+        /// The folder holding ca.pem and ca.key.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The node's id (the certificate's name).
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgerate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, data, http } => serve(config, data, http),
         Command::Account { node, command } => Client::new(node)?.account(command),
         Command::Card { node, command } => Client::new(node)?.card(command),
         Command::Cluster { node, command } => Client::new(node)?.cluster(command),
+        Command::Certs { command } => {
+            let written = match command {
+                CertsCommand::Init { out } => edgerate_topology::certs::init_ca(&out)?,
+                CertsCommand::Issue { ca, name, out } => {
+                    edgerate_topology::certs::issue(&ca, &name, &out)?
+                }
+            };
+            println!("wrote {}", written.display());
+            Ok(())
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! peers, TLS identities and membership. Owns the `[node]`, `[peer]` and `[tls]` sections of
 //! the node's config file.
 
+pub mod certs;
+
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
