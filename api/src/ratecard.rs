@@ -24,8 +24,6 @@ const MAX_LIMIT: usize = 10_000;
 const PAST_TOLERANCE: i64 = 60;
 /// Longest card name, in bytes.
 const MAX_CARD_NAME: usize = 100;
-/// Default `mcd`/`pulse` of a rule created by `rule/set` without them.
-const DEFAULT_INCREMENT: u32 = 60;
 
 /// A decimal as an exact JSON value.
 pub fn money(d: Decimal) -> Value {
@@ -402,19 +400,12 @@ fn apply_card_fields(meta: &mut CardMeta, vars: &Vars) -> Result<(), ApiError> {
 
 pub fn create(ctx: &Ctx) -> Result<Output, ApiError> {
     ctx.vars.required("name")?;
-    let mut meta = CardMeta {
-        id: crate::new_id('c'),
-        account: ctx.account().id.clone(),
-        name: String::new(),
-        currency: "USD".into(),
-        direction: Direction::Termination.as_str().into(),
-        precision: 4,
-        rounding: Rounding::Up.as_str().into(),
-        duration_rounding: Rounding::Up.as_str().into(),
-        tech_prefix: String::new(),
-        created: ctx.now,
-        updated: ctx.now,
-    };
+    let mut meta = CardMeta::new(
+        crate::new_id('c'),
+        ctx.account().id.clone(),
+        String::new(),
+        ctx.now,
+    );
     apply_card_fields(&mut meta, &ctx.vars)?;
     let card = ctx.state.catalog().create_card(meta)?;
     Ok(Output::Value(card_json(&card, ctx.now)))
@@ -515,17 +506,10 @@ pub fn rule_set(ctx: &Ctx) -> Result<Output, ApiError> {
     let rate = opt_money(&ctx.vars, "rate")?;
     let mut rule = match existing {
         Some(rule) => rule,
-        None => Rule {
-            name: Arc::from(""),
-            rate: rate.ok_or_else(|| ApiError::missing("rate"))?,
-            connect_fee: Decimal::ZERO,
-            mcd: DEFAULT_INCREMENT,
-            pulse: DEFAULT_INCREMENT,
-            grace: 0,
-            rate_inter: None,
-            rate_intra: None,
-            status: RuleStatus::Active,
-        },
+        None => Rule::new(
+            Arc::from(""),
+            rate.ok_or_else(|| ApiError::missing("rate"))?,
+        ),
     };
     if let Some(name) = ctx.vars.get("name") {
         deck::check_name(name).map_err(|e| ApiError::invalid("name", e))?;

@@ -7,7 +7,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use edgerate_model::billing::{charge, CardBilling, RuleBilling};
 use edgerate_model::index::PrefixIndex;
-use edgerate_model::rule::{Rule, RuleStatus};
+use edgerate_model::rule::Rule;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
@@ -17,17 +17,7 @@ use std::time::Instant;
 const PREFIXES: usize = 1_000_000;
 
 fn rule(rate: i64, name: &Arc<str>) -> Rule {
-    Rule {
-        name: name.clone(),
-        rate: Decimal::new(rate, 4),
-        connect_fee: Decimal::ZERO,
-        mcd: 60,
-        pulse: 60,
-        grace: 0,
-        rate_inter: None,
-        rate_intra: None,
-        status: RuleStatus::Active,
-    }
+    Rule::new(name.clone(), Decimal::new(rate, 4))
 }
 
 /// The adversarial card: 1M distinct prefixes of uniformly random 3-10 digits, looked up with

@@ -57,6 +57,25 @@ impl CardMeta {
     /// Version of the stored form.
     pub const VERSION: u32 = 1;
 
+    /// A card with the defaults: USD, termination, 4 places rounded up, durations rounded up,
+    /// no tech prefix, created and updated at `now`.
+    pub fn new(id: String, account: String, name: String, now: i64) -> Self {
+        let billing = CardBilling::default();
+        Self {
+            id,
+            account,
+            name,
+            currency: "USD".into(),
+            direction: Direction::default().as_str().into(),
+            precision: billing.precision,
+            rounding: billing.rounding.as_str().into(),
+            duration_rounding: billing.duration_rounding.as_str().into(),
+            tech_prefix: String::new(),
+            created: now,
+            updated: now,
+        }
+    }
+
     /// The billing settings (the stored strings were validated when written).
     pub fn billing(&self) -> CardBilling {
         CardBilling {

@@ -58,6 +58,24 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The default increment of a new rule, seconds (`mcd` and `pulse`).
+    pub const DEFAULT_INCREMENT: u32 = 60;
+
+    /// An active rule at `rate` per minute, billed 60/60, no fee, no grace, no US rates.
+    pub fn new(name: Arc<str>, rate: Decimal) -> Self {
+        Self {
+            name,
+            rate,
+            connect_fee: Decimal::ZERO,
+            mcd: Self::DEFAULT_INCREMENT,
+            pulse: Self::DEFAULT_INCREMENT,
+            grace: 0,
+            rate_inter: None,
+            rate_intra: None,
+            status: RuleStatus::Active,
+        }
+    }
+
     /// The billing parameters at `rate` (the rule's own, or its inter/intra rate).
     pub fn billing(&self, rate: Decimal) -> RuleBilling {
         RuleBilling {
@@ -149,17 +167,7 @@ pub enum DecodeError {
 
 #[cfg(test)]
 pub(crate) fn sample(name: &str, rate: &str) -> Rule {
-    Rule {
-        name: Arc::from(name),
-        rate: Decimal::from_str(rate).unwrap(),
-        connect_fee: Decimal::ZERO,
-        mcd: 60,
-        pulse: 60,
-        grace: 0,
-        rate_inter: None,
-        rate_intra: None,
-        status: RuleStatus::Active,
-    }
+    Rule::new(Arc::from(name), Decimal::from_str(rate).unwrap())
 }
 
 #[cfg(test)]

@@ -263,19 +263,12 @@ fn create_demo(catalog: &Catalog, data_dir: &Path) -> anyhow::Result<Option<Stri
         daily: 100_000_000,
         created: now,
     })?;
-    let card = catalog.create_card(CardMeta {
-        id: edgerate_api::new_id('c'),
-        account: DEMO_ACCOUNT.into(),
-        name: DEMO_CARD.into(),
-        currency: "USD".into(),
-        direction: "termination".into(),
-        precision: 4,
-        rounding: "up".into(),
-        duration_rounding: "up".into(),
-        tech_prefix: String::new(),
-        created: now,
-        updated: now,
-    })?;
+    let card = catalog.create_card(CardMeta::new(
+        edgerate_api::new_id('c'),
+        DEMO_ACCOUNT.into(),
+        DEMO_CARD.into(),
+        now,
+    ))?;
     let deck =
         edgerate_model::deck::parse_csv(DEMO_DECK.as_bytes()).context("the embedded demo deck")?;
     catalog.add_revision(&card.meta.id, deck.rules, Some(now), "import:csv", now)?;

@@ -868,33 +868,11 @@ mod tests {
     }
 
     fn card_meta(id: &str) -> CardMeta {
-        CardMeta {
-            id: id.into(),
-            account: "acc".into(),
-            name: format!("name-{id}"),
-            currency: "USD".into(),
-            direction: "termination".into(),
-            precision: 4,
-            rounding: "up".into(),
-            duration_rounding: "up".into(),
-            tech_prefix: String::new(),
-            created: 100,
-            updated: 100,
-        }
+        CardMeta::new(id.into(), "acc".into(), format!("name-{id}"), 100)
     }
 
     fn rule(rate: i64) -> Rule {
-        Rule {
-            name: Arc::from("x"),
-            rate: Decimal::new(rate, 4),
-            connect_fee: Decimal::ZERO,
-            mcd: 60,
-            pulse: 60,
-            grace: 0,
-            rate_inter: None,
-            rate_intra: None,
-            status: edgerate_model::rule::RuleStatus::Active,
-        }
+        Rule::new(Arc::from("x"), Decimal::new(rate, 4))
     }
 
     fn rate_of(catalog: &Catalog, card: &str, number: &str, at: i64) -> Option<Decimal> {
