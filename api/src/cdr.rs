@@ -168,19 +168,10 @@ pub fn add(ctx: &Ctx) -> Result<Output, ApiError> {
     ))
 }
 
-fn time_var(vars: &Vars, name: &str) -> Result<i64, ApiError> {
-    let raw = vars.required(name)?;
-    edgerate_model::time::parse(raw).ok_or_else(|| {
-        ApiError::invalid(
-            name,
-            format!("'{raw}' is not unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
-        )
-    })
-}
-
 /// The filter of `cdr/list`, `cdr/export` and `cdr/stats`.
 fn filter(ctx: &Ctx, max_range: Option<i64>) -> Result<Filter, ApiError> {
-    let (from, to) = (time_var(&ctx.vars, "from")?, time_var(&ctx.vars, "to")?);
+    let required = |name: &str| ctx.vars.time(name)?.ok_or_else(|| ApiError::missing(name));
+    let (from, to) = (required("from")?, required("to")?);
     if to < from {
         return Err(ApiError::invalid("to", "is before 'from'"));
     }
@@ -192,12 +183,6 @@ fn filter(ctx: &Ctx, max_range: Option<i64>) -> Result<Filter, ApiError> {
             ));
         }
     }
-    let number = |name: &str| {
-        ctx.vars
-            .get(name)
-            .map(|n| edgerate_model::number::normalise(n).map_err(|e| ApiError::invalid(name, e)))
-            .transpose()
-    };
     let sip_code = ctx
         .vars
         .parse_opt::<u16>("sip_code", "a SIP response code")?;
@@ -205,8 +190,8 @@ fn filter(ctx: &Ctx, max_range: Option<i64>) -> Result<Filter, ApiError> {
         account: ctx.account().id.clone(),
         from,
         to,
-        number: number("number")?,
-        cli: number("cli")?,
+        number: ctx.vars.number("number")?,
+        cli: ctx.vars.number("cli")?,
         sip_code,
         card: ctx.vars.get("card").map(str::to_owned),
     })

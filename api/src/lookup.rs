@@ -47,19 +47,8 @@ fn answer(number: &str, verdict: Verdict, now: i64) -> AsrAnswer<'_> {
     }
 }
 
-/// The `number` list variable, normalised.
-fn numbers(ctx: &Ctx) -> Result<Vec<String>, ApiError> {
-    let raw = ctx.vars.list("number");
-    if raw.is_empty() {
-        return Err(ApiError::missing("number"));
-    }
-    raw.iter()
-        .map(|n| edgerate_model::number::normalise(n).map_err(|e| ApiError::invalid("number", e)))
-        .collect()
-}
-
 pub fn asrplus(ctx: &Ctx) -> Result<Output, ApiError> {
-    let numbers = numbers(ctx)?;
+    let numbers = ctx.vars.numbers("number")?;
     let log = ctx.state.log();
     let view = log.asrplus();
     if let [number] = numbers.as_slice() {
@@ -143,7 +132,7 @@ fn plan_answer(number: &str) -> Value {
 }
 
 pub fn smart(ctx: &Ctx) -> Result<Output, ApiError> {
-    let numbers = numbers(ctx)?;
+    let numbers = ctx.vars.numbers("number")?;
     let raw_types = ctx.vars.list("type");
     if raw_types.is_empty() {
         return Err(ApiError::missing("type"));

@@ -57,19 +57,6 @@ fn chosen_revision<'a>(
     }
 }
 
-fn parse_time(vars: &Vars, name: &str) -> Result<Option<i64>, ApiError> {
-    vars.get(name)
-        .map(|s| {
-            edgerate_model::time::parse(s).ok_or_else(|| {
-                ApiError::invalid(
-                    name,
-                    format!("'{s}' is not unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
-                )
-            })
-        })
-        .transpose()
-}
-
 /// A time that may not lie in the past (beyond a little clock skew); clamped to `now`.
 fn future_time(name: &str, at: i64, now: i64) -> Result<i64, ApiError> {
     if at < now - PAST_TOLERANCE {
@@ -79,10 +66,6 @@ fn future_time(name: &str, at: i64, now: i64) -> Result<i64, ApiError> {
         ));
     }
     Ok(at.max(now))
-}
-
-fn parse_number(name: &str, raw: &str) -> Result<String, ApiError> {
-    number::normalise(raw).map_err(|e| ApiError::invalid(name, e))
 }
 
 fn rule_json(prefix: &str, rule: &Rule) -> Value {
@@ -140,14 +123,7 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
     let card = view
         .card(&ctx.account().id, reference)
         .ok_or_else(|| ApiError::not_found(format!("card '{reference}' not found")))?;
-    let raw_numbers = ctx.vars.list("number");
-    if raw_numbers.is_empty() {
-        return Err(ApiError::missing("number"));
-    }
-    let numbers = raw_numbers
-        .iter()
-        .map(|n| parse_number("number", n))
-        .collect::<Result<Vec<_>, _>>()?;
+    let numbers = ctx.vars.numbers("number")?;
     let duration = ctx
         .vars
         .parse_opt::<Decimal>("duration", "a number of seconds")?;
@@ -159,12 +135,8 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
             return Err(ApiError::invalid("duration", "is over 10000000 seconds"));
         }
     }
-    let cli = ctx
-        .vars
-        .get("cli")
-        .map(|c| parse_number("cli", c))
-        .transpose()?;
-    let at = parse_time(&ctx.vars, "at")?.unwrap_or(ctx.now);
+    let cli = ctx.vars.number("cli")?;
+    let at = ctx.vars.time("at")?.unwrap_or(ctx.now);
     let rev = card.live_at(at).ok_or_else(|| {
         ApiError::not_found(format!("card '{reference}' has no revision live at {at}"))
     })?;
@@ -602,7 +574,7 @@ pub fn import(ctx: &Ctx) -> Result<Output, ApiError> {
         Some("draft") => None,
         Some(_) => Some(future_time(
             "live_at",
-            parse_time(&ctx.vars, "live_at")?.unwrap_or(ctx.now),
+            ctx.vars.time("live_at")?.unwrap_or(ctx.now),
             ctx.now,
         )?),
     };
@@ -723,11 +695,7 @@ pub fn activate(ctx: &Ctx) -> Result<Output, ApiError> {
     if !card.revisions.contains_key(&rev) {
         return Err(ApiError::not_found(format!("revision {rev} not found")));
     }
-    let at = future_time(
-        "at",
-        parse_time(&ctx.vars, "at")?.unwrap_or(ctx.now),
-        ctx.now,
-    )?;
+    let at = future_time("at", ctx.vars.time("at")?.unwrap_or(ctx.now), ctx.now)?;
     ctx.state
         .catalog()
         .set_live_at(&card.meta.id, rev, Some(at), ctx.now)?;

@@ -208,6 +208,39 @@ impl Vars {
             .transpose()
     }
 
+    /// A time variable (unix seconds or `YYYY-MM-DD HH:MM:SS` UTC); a value that does not
+    /// parse is a 400 naming it.
+    pub fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.get(name)
+            .map(|s| {
+                edgerate_model::time::parse(s).ok_or_else(|| {
+                    ApiError::invalid(
+                        name,
+                        format!("'{s}' is not unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// A phone number variable, normalised to E.164 digits.
+    pub fn number(&self, name: &str) -> Result<Option<String>, ApiError> {
+        self.get(name)
+            .map(|n| edgerate_model::number::normalise(n).map_err(|e| ApiError::invalid(name, e)))
+            .transpose()
+    }
+
+    /// A required list of phone numbers, normalised.
+    pub fn numbers(&self, name: &str) -> Result<Vec<String>, ApiError> {
+        let raw = self.list(name);
+        if raw.is_empty() {
+            return Err(ApiError::missing(name));
+        }
+        raw.iter()
+            .map(|n| edgerate_model::number::normalise(n).map_err(|e| ApiError::invalid(name, e)))
+            .collect()
+    }
+
     /// `limit` (1..=`max`, default `default`) and `offset` (default 0) of a paged listing.
     pub fn page(&self, default: usize, max: usize) -> Result<(usize, usize), ApiError> {
         let limit = self
