@@ -7,6 +7,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use edgerate_model::billing;
 use edgerate_model::cdr::{parse_cdr, Cdr, CdrInput, Rating};
+use edgerate_model::deck::push_csv_field;
 use edgerate_model::rule::RuleStatus;
 use edgerate_replication::catalog::View;
 use edgerate_replication::eventlog::{Filter, GroupBy, Order, Position, Record, Stats};
@@ -243,20 +244,10 @@ pub fn list(ctx: &Ctx) -> Result<Output, ApiError> {
     Ok(Output::Value(json!({ "total": total, "cdrs": cdrs })))
 }
 
-fn csv_field(out: &mut String, s: &str) {
-    if s.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&s.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(s);
-    }
-}
-
 fn csv_row(out: &mut String, r: &Record) {
     use std::fmt::Write;
     let c = &r.cdr.input;
-    csv_field(out, &c.callid);
+    push_csv_field(out, &c.callid);
     let _ = write!(
         out,
         ",{},{},{},{},{},",
@@ -266,13 +257,13 @@ fn csv_row(out: &mut String, r: &Record) {
         c.duration.normalize(),
         c.sip_code
     );
-    csv_field(out, &c.sip_reason);
+    push_csv_field(out, &c.sip_reason);
     out.push(',');
-    csv_field(out, c.card.as_deref().unwrap_or(""));
+    push_csv_field(out, c.card.as_deref().unwrap_or(""));
     match &r.cdr.rating {
         Some(rt) => {
             let _ = write!(out, ",{},", rt.dest_code);
-            csv_field(out, &rt.dest_name);
+            push_csv_field(out, &rt.dest_name);
             let _ = writeln!(
                 out,
                 ",{},{},{}",

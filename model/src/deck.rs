@@ -582,19 +582,27 @@ fn jcs(v: &Value, out: &mut String) -> Result<(), String> {
 pub const CSV_HEADER: &str =
     "prefix,name,rate,connect_fee,mcd,pulse,grace,rate_inter,rate_intra,status";
 
+/// Appends one CSV field, quoted when it holds a separator, a quote or a line break, or starts
+/// with the comment mark `#`.
+pub fn push_csv_field(out: &mut String, field: &str) {
+    if field.contains([',', '"', '\n', '\r']) || field.starts_with('#') {
+        out.push('"');
+        out.push_str(&field.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(field);
+    }
+}
+
 /// Appends one rule as a CSV row (the header is [`CSV_HEADER`]).
 pub fn write_csv_row(out: &mut String, prefix: &str, rule: &Rule) {
     use std::fmt::Write;
     let opt = |d: Option<Decimal>| d.map(|v| v.normalize().to_string()).unwrap_or_default();
-    let name = &*rule.name;
-    let quoted = if name.contains([',', '"', '\n', '\r']) || name.starts_with('#') {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    } else {
-        name.to_owned()
-    };
+    let _ = write!(out, "{prefix},");
+    push_csv_field(out, &rule.name);
     let _ = writeln!(
         out,
-        "{prefix},{quoted},{},{},{},{},{},{},{},{}",
+        ",{},{},{},{},{},{},{},{}",
         rule.rate.normalize(),
         rule.connect_fee.normalize(),
         rule.mcd,

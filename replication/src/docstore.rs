@@ -50,18 +50,9 @@ pub struct DurableDoc {
 }
 
 impl DurableDoc {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// The document, for reading.
     pub fn doc(&self) -> &AutoCommit {
         &self.doc
-    }
-
-    /// The current heads.
-    pub fn heads(&mut self) -> Vec<ChangeHash> {
-        self.doc.get_heads()
     }
 }
 
@@ -101,11 +92,6 @@ impl DocStore {
                 docs: Mutex::new(docs),
             }),
         })
-    }
-
-    /// Ids of every document, in no particular order.
-    pub fn ids(&self) -> Vec<String> {
-        self.inner.docs.lock().keys().cloned().collect()
     }
 
     /// The document `id`, if it exists.
@@ -245,18 +231,6 @@ impl DocStore {
         doc.log_bytes = 0;
         doc.saved_heads = doc.doc.get_heads();
         Ok(())
-    }
-
-    /// Total bytes on disk (snapshots plus logs).
-    pub fn disk_bytes(&self) -> u64 {
-        let handles: Vec<_> = self.inner.docs.lock().values().cloned().collect();
-        handles
-            .iter()
-            .map(|h| {
-                let g = h.lock();
-                g.snapshot_bytes + g.log_bytes
-            })
-            .sum()
     }
 }
 
