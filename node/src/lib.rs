@@ -14,6 +14,7 @@ use edgerate_model::card::CardMeta;
 use edgerate_replication::catalog::Catalog;
 use edgerate_replication::eventlog::EventLog;
 use edgerate_replication::ActorId;
+use edgerate_topology::certs::write_new;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -208,7 +209,7 @@ fn operator_key(config: &Config, data_dir: &Path) -> anyhow::Result<(String, boo
         }
     }
     let key = new_secret();
-    write_private(&path, key.as_bytes())?;
+    write_new(&path, &key, true)?;
     Ok((key, true))
 }
 
@@ -226,25 +227,8 @@ fn actor_id(data_dir: &Path) -> anyhow::Result<ActorId> {
         }
     }
     let bytes: [u8; 16] = rand::random();
-    write_private(&path, hex::encode(bytes).as_bytes())?;
+    write_new(&path, &hex::encode(bytes), true)?;
     Ok(ActorId::from(&bytes[..]))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
 }
 
 /// Creates the demo account and card once per data dir; returns the demo key when it did.
@@ -272,6 +256,6 @@ fn create_demo(catalog: &Catalog, data_dir: &Path) -> anyhow::Result<Option<Stri
     let deck =
         edgerate_model::deck::parse_csv(DEMO_DECK.as_bytes()).context("the embedded demo deck")?;
     catalog.add_revision(&card.meta.id, deck.rules, Some(now), "import:csv", now)?;
-    write_private(&marker, b"")?;
+    write_new(&marker, "", true)?;
     Ok(Some(secret))
 }

@@ -35,8 +35,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
     }
 }
 
-/// Writes `contents` to a new file (never over an existing one); keys are private to the owner.
-fn write_new(path: &Path, contents: &str, private: bool) -> Result<(), CertError> {
+/// Writes `contents` to a new file, durably, never over an existing one; a `private` file is
+/// readable by its owner only. Used for keys and the node's other secrets.
+pub fn write_new(path: &Path, contents: &str, private: bool) -> Result<(), CertError> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
