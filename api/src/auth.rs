@@ -3,13 +3,15 @@
 //! Keys are random secrets; only their SHA-256 is stored, and a presented key is hashed and
 //! compared with the stored hash in constant time. Limits: a token bucket per account (`rps`
 //! tokens a second, burst `rps`) and a per-UTC-day request count (`daily`). The day count is
-//! this node's; with replication it becomes the cluster's (see the replication issue).
+//! the cluster's: this node's own count plus what its peers last reported
+//! ([`UsageBoard`]), so it can be stale by one replication tick and a round trip.
 
 use crate::error::{ApiError, ErrorCode};
 use crate::vars::Vars;
 use base64::Engine;
 use edgerate_model::account::Account;
 use edgerate_replication::catalog::View;
+use edgerate_replication::usage::UsageBoard;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -139,9 +141,25 @@ struct Usage {
 #[derive(Default)]
 pub struct Limits {
     usage: Mutex<HashMap<String, Usage>>,
+    board: Arc<UsageBoard>,
 }
 
 impl Limits {
+    /// The cluster's request counts this limiter adds to its own.
+    pub fn board(&self) -> &Arc<UsageBoard> {
+        &self.board
+    }
+
+    /// This node's request counts per account on `day`.
+    pub fn counts(&self, day: i64) -> HashMap<String, u64> {
+        self.usage
+            .lock()
+            .iter()
+            .filter(|(_, u)| u.day == day)
+            .map(|(account, u)| (account.clone(), u.today))
+            .collect()
+    }
+
     /// Counts one request by `account` at unix time `now`: Ok with the day's quota, or a 429
     /// (with `Retry-After`) and the quota as it stands.
     pub fn admit(&self, account: &Account, now: i64) -> Result<Quota, (ApiError, Quota)> {
@@ -167,7 +185,8 @@ impl Limits {
         let elapsed = u.refilled.elapsed().as_secs_f64();
         u.refilled = Instant::now();
         u.tokens = (u.tokens + elapsed * rps).min(rps);
-        if u.today >= account.daily {
+        let elsewhere = self.board.elsewhere(&account.id, day);
+        if u.today + elsewhere >= account.daily {
             let until_midnight = (day + 1) * 86_400 - now;
             let quota = Quota {
                 limit: account.daily,
@@ -185,7 +204,7 @@ impl Limits {
             let wait = ((1.0 - u.tokens) / rps).ceil().max(1.0) as u64;
             let quota = Quota {
                 limit: account.daily,
-                remaining: account.daily - u.today,
+                remaining: account.daily - (u.today + elsewhere),
             };
             return Err((
                 too_many(
@@ -199,7 +218,7 @@ impl Limits {
         u.today += 1;
         Ok(Quota {
             limit: account.daily,
-            remaining: account.daily - u.today,
+            remaining: account.daily.saturating_sub(u.today + elsewhere),
         })
     }
 

@@ -2,7 +2,9 @@
 
 use crate::error::ApiError;
 use crate::router::{Ctx, Output};
-use serde_json::json;
+use crate::state::NodeInfo;
+use edgerate_model::time::format_datetime;
+use serde_json::{json, Value};
 
 pub fn status(ctx: &Ctx) -> Result<Output, ApiError> {
     let node = ctx.state.node();
@@ -10,6 +12,30 @@ pub fn status(ctx: &Ctx) -> Result<Output, ApiError> {
         "node": node.id,
         "region": node.region,
         "uptime": ctx.state.uptime_secs(),
-        "peers": [],
+        "peers": peers(node),
     })))
+}
+
+/// Every peer this node knows: `node, region, addr, state` (up, down, connecting, refused),
+/// `rtt_ms`, `last_sync` (when it last heard from the peer) and `lag` (documents not yet
+/// confirmed identical on the peer plus event-log records it lacks).
+pub fn peers(node: &NodeInfo) -> Vec<Value> {
+    let Some(members) = &node.members else {
+        return Vec::new();
+    };
+    members
+        .peers()
+        .into_iter()
+        .map(|p| {
+            json!({
+                "node": p.id,
+                "region": p.region,
+                "addr": p.addr.to_string(),
+                "state": p.state.as_str(),
+                "rtt_ms": p.rtt_ms.map(|ms| (ms * 100.0).round() / 100.0),
+                "last_sync": p.last_sync.map(|ms| format_datetime(ms.div_euclid(1000))),
+                "lag": p.lag,
+            })
+        })
+        .collect()
 }

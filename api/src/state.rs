@@ -3,6 +3,7 @@
 use crate::auth::{KeyCache, Limits};
 use edgerate_replication::catalog::Catalog;
 use edgerate_replication::eventlog::EventLog;
+use edgerate_topology::membership::Members;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use std::sync::Arc;
 pub struct NodeInfo {
     pub id: String,
     pub region: String,
+    /// Its peers, when it replicates (`None`: a single node).
+    pub members: Option<Arc<Members>>,
 }
 
 /// Shared state of the HTTP surface. Cheap to clone.

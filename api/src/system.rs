@@ -96,7 +96,26 @@ pub async fn index(
         view.cards.len(),
         view.rules_loaded()
     );
-    body.push_str("<h2>Peers</h2><table id=\"peers\"><tr><td class=\"k\">peer</td><td class=\"k\">region</td><td class=\"k\">state</td><td class=\"k\">rtt</td><td class=\"k\">lag</td></tr></table><p>This node runs alone: no peers are configured.</p>");
+    body.push_str("<h2>Peers</h2><table id=\"peers\"><tr><td class=\"k\">peer</td><td class=\"k\">region</td><td class=\"k\">address</td><td class=\"k\">state</td><td class=\"k\">rtt</td><td class=\"k\">last sync</td><td class=\"k\">lag</td></tr>");
+    let peers = crate::cluster::peers(node);
+    for p in &peers {
+        let text = |key: &str| esc(p[key].as_str().unwrap_or("-"));
+        let _ = write!(
+            body,
+            "<tr class=\"peer\" data-state=\"{state}\"><td>{}</td><td>{}</td><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            text("node"),
+            text("region"),
+            text("addr"),
+            p["rtt_ms"].as_f64().map_or("-".into(), |ms| format!("{ms:.2} ms")),
+            text("last_sync"),
+            p["lag"],
+            state = text("state"),
+        );
+    }
+    body.push_str("</table>");
+    if node.members.is_none() {
+        body.push_str("<p>This node runs alone: no peers are configured.</p>");
+    }
     body.push_str("<h2>Cards</h2>");
     if operator {
         body.push_str("<table id=\"cards\"><tr><td class=\"k\">id</td><td class=\"k\">account</td><td class=\"k\">name</td><td class=\"k\">live revision</td><td class=\"k\">rules</td><td class=\"k\">updated</td></tr>");

@@ -73,6 +73,7 @@ impl Api {
         let node = NodeInfo {
             id: "test-1".into(),
             region: "test".into(),
+            members: None,
         };
         let log = EventLog::open(
             &dir.path().join("events.sqlite"),

@@ -105,6 +105,10 @@ pub struct RevisionMeta {
     pub shards: u32,
     /// How many bucket maps each shard document has (rules are spread by a hash of the prefix).
     pub buckets: u32,
+    /// Names its shard documents: unique per write, so revisions written at once in two
+    /// regions never share documents. Empty in revisions written before it existed.
+    #[serde(default)]
+    pub docs: String,
 }
 
 /// Where a revision stands at a given time.
@@ -161,6 +165,7 @@ mod tests {
             source: "test".into(),
             shards: 1,
             buckets: 1,
+            docs: String::new(),
         }
     }
 

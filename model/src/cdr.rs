@@ -9,7 +9,7 @@ use std::str::FromStr;
 pub const MAX_TEXT: usize = 256;
 
 /// One call as reported, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CdrInput {
     /// Unique per account: re-sending a CDR with a known `callid` changes nothing.
     pub callid: String,
@@ -27,7 +27,7 @@ pub struct CdrInput {
 }
 
 /// The rating of a CDR on its card.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rating {
     pub dest_code: String,
     pub dest_name: String,
@@ -37,7 +37,7 @@ pub struct Rating {
 }
 
 /// A stored CDR.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cdr {
     pub input: CdrInput,
     pub rating: Option<Rating>,

@@ -109,7 +109,18 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("config {}", path.display()))
+        let mut config =
+            Self::parse(&text).with_context(|| format!("config {}", path.display()))?;
+        if let (Some(tls), Some(dir)) = (&mut config.tls, path.parent()) {
+            // Relative certificate paths: beside the config file when they are there, else
+            // from the working directory.
+            for file in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+                if file.is_relative() && dir.join(&*file).exists() {
+                    *file = dir.join(&*file);
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates config text.

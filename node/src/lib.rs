@@ -13,8 +13,11 @@ use edgerate_model::account::Account;
 use edgerate_model::card::CardMeta;
 use edgerate_replication::catalog::Catalog;
 use edgerate_replication::eventlog::EventLog;
+use edgerate_replication::sync::Replica;
+use edgerate_replication::transport::{self, TransportConfig};
 use edgerate_replication::ActorId;
 use edgerate_topology::certs::write_new;
+use edgerate_topology::membership::Members;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -76,11 +79,6 @@ impl NodeHandle {
 pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)> {
     let config = options.config;
     config.validate()?;
-    if config.peer.is_some() {
-        tracing::warn!(
-            "[peer] is configured but this build serves a single node; peers are ignored"
-        );
-    }
     let data_dir = config.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -104,9 +102,30 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
         None
     };
     let metrics = edgerate_api::metrics::install();
+    let peer_tls = match &config.tls {
+        Some(section) => {
+            let tls = edgerate_topology::tls::load(section)?;
+            anyhow::ensure!(
+                tls.name == config.node.id,
+                "[tls] cert {} is issued to {:?} but [node] id is {:?}: peers would refuse it",
+                section.cert.display(),
+                tls.name,
+                config.node.id
+            );
+            Some(tls)
+        }
+        None => None,
+    };
+    let members = peer_tls.as_ref().map(|_| {
+        Arc::new(Members::new(
+            config.node.id.clone(),
+            config.node.region.clone(),
+        ))
+    });
     let node = NodeInfo {
         id: config.node.id.clone(),
         region: config.node.region.clone(),
+        members: members.clone(),
     };
     let state = AppState::new(
         catalog.clone(),
@@ -139,9 +158,40 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
             tracing::error!(error = %e, "http server stopped");
         }
     });
-    let compactor = tokio::spawn(compact_forever(catalog, shutdown_rx.clone()));
-    let retention = tokio::spawn(prune_forever(log, config.cdr.retention_days, shutdown_rx));
-    tracing::info!(%http_addr, node = %config.node.id, region = %config.node.region, data = %data_dir.display(), "node started");
+    let mut tasks = vec![http];
+    let mut peer_addr = None;
+    if let (Some(tls), Some(members), Some(peer)) = (peer_tls, members, &config.peer) {
+        let usage = state.limits().board().clone();
+        let counted = state.clone();
+        usage.set_local(Box::new(move |day| counted.limits().counts(day)));
+        let replica = Replica {
+            catalog: catalog.clone(),
+            log: log.clone(),
+            usage,
+        };
+        let transport = transport::start(
+            TransportConfig {
+                id: config.node.id.clone(),
+                region: config.node.region.clone(),
+                listen: peer.listen,
+                seeds: peer.seeds.clone(),
+                tls,
+                isolate: data_dir.join("isolate"),
+            },
+            replica,
+            members,
+            shutdown_rx.clone(),
+        )?;
+        peer_addr = Some(transport.local_addr);
+        tasks.push(transport.task);
+    }
+    tasks.push(tokio::spawn(compact_forever(catalog, shutdown_rx.clone())));
+    tasks.push(tokio::spawn(prune_forever(
+        log,
+        config.cdr.retention_days,
+        shutdown_rx,
+    )));
+    tracing::info!(%http_addr, peer = ?peer_addr, node = %config.node.id, region = %config.node.region, data = %data_dir.display(), "node started");
     let first = FirstStart {
         operator_key: generated.then_some(operator_key),
         demo_key,
@@ -151,7 +201,7 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
             http_addr,
             state,
             shutdown,
-            tasks: vec![http, compactor, retention],
+            tasks,
         },
         first,
     ))

@@ -20,7 +20,8 @@ use crate::bucketed;
 use crate::docstore::{DocStore, StoreError};
 use arc_swap::ArcSwap;
 use automerge::{
-    transaction::Transactable, AutoCommit, ObjType, ReadDoc, ScalarValueRef, ValueRef, ROOT,
+    transaction::{CommitOptions, Transactable},
+    AutoCommit, ObjType, Patch, PatchAction, ReadDoc, ScalarValueRef, ValueRef, ROOT,
 };
 use edgerate_model::account::Account;
 use edgerate_model::card::{live_revision, CardMeta, RevisionMeta};
@@ -105,6 +106,9 @@ pub struct DatasetMeta {
     pub rows: usize,
     /// Unix seconds.
     pub imported: i64,
+    /// Names its shard documents: unique per import (see [`RevisionMeta::docs`]).
+    #[serde(default)]
+    pub docs: String,
 }
 
 /// A dataset in memory.
@@ -266,8 +270,14 @@ impl Catalog {
         ] {
             if docs.get(id).is_none() {
                 docs.create::<_, CatalogError>(id, |d| {
+                    // The same first change, byte for byte, on every node: one root map that
+                    // every node's entries merge into, not one per node competing for the key.
+                    let actor = d.get_actor().clone();
+                    d.set_actor(automerge::ActorId::from(&[0u8; 16][..]));
                     d.put(ROOT, "v", SCHEMA_VERSION)?;
                     d.put_object(ROOT, map, ObjType::Map)?;
+                    d.commit_with(CommitOptions::default().with_time(0));
+                    d.set_actor(actor);
                     Ok(())
                 })?;
             }
@@ -290,6 +300,163 @@ impl Catalog {
     /// The document store (for compaction and, later, sync).
     pub fn docs(&self) -> &DocStore {
         &self.inner.docs
+    }
+
+    /// Every document the view is built from: what a peer must hold to serve the same answers.
+    pub fn live_docs(&self) -> Vec<String> {
+        let view = self.view();
+        let mut ids: Vec<String> = [ACCOUNTS_DOC, CARDS_DOC, DATASETS_DOC]
+            .map(str::to_owned)
+            .into();
+        for card in view.cards.values() {
+            ids.push(card_doc(&card.meta.id));
+            for rev in card.revisions.values() {
+                ids.extend((0..rev.meta.shards).map(|s| shard_doc(&card.meta.id, &rev.meta, s)));
+            }
+        }
+        for (kind, dataset) in &view.datasets {
+            ids.extend((0..dataset.meta.shards).map(|s| dataset_doc(*kind, &dataset.meta, s)));
+        }
+        ids
+    }
+
+    /// The loaded revision whose rules document `doc_id` is, if any.
+    fn revision_of(&self, doc_id: &str) -> Option<RevisionView> {
+        let card_id = doc_id.strip_prefix("rules-")?.split('-').next()?;
+        let view = self.view();
+        let card = view.cards.get(card_id)?;
+        card.revisions
+            .values()
+            .find(|r| (0..r.meta.shards).any(|s| shard_doc(card_id, &r.meta, s) == doc_id))
+            .cloned()
+    }
+
+    /// Whether a peer's change to `doc_id` should come with patches: rules of a loaded
+    /// revision are applied to its index one by one instead of reloading it.
+    pub fn wants_patches(&self, doc_id: &str) -> bool {
+        self.revision_of(doc_id).is_some()
+    }
+
+    /// Brings the view up to date after a peer's change to document `doc_id` (already applied
+    /// and durable). `patches` are the document's changes when [`Self::wants_patches`] said so.
+    pub fn apply_remote(
+        &self,
+        doc_id: &str,
+        patches: Option<&[Patch]>,
+    ) -> Result<(), CatalogError> {
+        let _w = self.inner.write.lock();
+        let docs = &self.inner.docs;
+        match doc_id {
+            ACCOUNTS_DOC => {
+                let accounts = read_accounts(docs)?;
+                self.update_view(|v| {
+                    v.accounts.clear();
+                    v.key_hashes.clear();
+                    for account in accounts {
+                        v.insert_account(account);
+                    }
+                });
+            }
+            CARDS_DOC => {
+                let registry = read_registry(docs)?;
+                let view = self.view();
+                for id in registry.keys().filter(|id| !view.cards.contains_key(*id)) {
+                    self.reload_card(id, &registry)?;
+                }
+                for card in view.cards.values() {
+                    if !registry.contains_key(&card.meta.id) {
+                        self.drop_card(card)?;
+                    }
+                }
+            }
+            DATASETS_DOC => self.reload_datasets()?,
+            _ if doc_id.starts_with("dataset-") => self.reload_datasets()?,
+            _ if doc_id.starts_with("card-") => {
+                let registry = read_registry(docs)?;
+                self.reload_card(&doc_id["card-".len()..], &registry)?;
+            }
+            _ if doc_id.starts_with("rules-") => match (self.revision_of(doc_id), patches) {
+                (Some(rev), Some(patches)) => apply_rule_patches(&mut rev.index.write(), patches),
+                (Some(rev), None) => {
+                    let card = doc_id["rules-".len()..]
+                        .split('-')
+                        .next()
+                        .unwrap_or_default();
+                    *rev.index.write() = load_rules(docs, card, &rev.meta)?;
+                }
+                (None, _) => {
+                    let card = doc_id["rules-".len()..]
+                        .split('-')
+                        .next()
+                        .unwrap_or_default();
+                    let registry = read_registry(docs)?;
+                    self.reload_card(card, &registry)?;
+                }
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Re-reads card `id` if the registry lists it and its document is here.
+    fn reload_card(
+        &self,
+        id: &str,
+        registry: &HashMap<String, String>,
+    ) -> Result<(), CatalogError> {
+        let arrived = self.inner.docs.get(&card_doc(id)).is_some_and(|handle| {
+            let guard = handle.lock();
+            matches!(guard.doc().get(ROOT, "meta"), Ok(Some(_)))
+                && map_id(guard.doc(), ROOT, "revisions").is_ok()
+        });
+        if !registry.contains_key(id) || !arrived {
+            return Ok(());
+        }
+        let existing = self.view().cards.get(id).cloned();
+        let card = load_card(&self.inner.docs, id, existing.as_deref())?;
+        self.update_view(|v| {
+            v.remove_card(id);
+            v.insert_card(card);
+        });
+        Ok(())
+    }
+
+    /// Forgets a card a peer deleted, and its documents.
+    fn drop_card(&self, card: &CardView) -> Result<(), CatalogError> {
+        let id = &card.meta.id;
+        self.update_view(|v| v.remove_card(id));
+        for rev in card.revisions.values() {
+            bucketed::remove(
+                &self.inner.docs,
+                &|s| shard_doc(id, &rev.meta, s),
+                rev.meta.shards,
+            );
+        }
+        self.inner.docs.remove(&card_doc(id))?;
+        Ok(())
+    }
+
+    /// Loads every dataset generation the registry names that is not loaded yet and whose
+    /// documents are all here, dropping the generation it replaces.
+    fn reload_datasets(&self) -> Result<(), CatalogError> {
+        let docs = &self.inner.docs;
+        for (kind, meta) in read_dataset_metas(docs)? {
+            let old = self.view().datasets.get(&kind).map(|d| d.meta.clone());
+            if old.as_ref() == Some(&meta) {
+                continue;
+            }
+            let Some(dataset) = load_dataset(docs, kind, meta)? else {
+                continue;
+            };
+            let dataset = Arc::new(dataset);
+            self.update_view(|v| {
+                v.datasets.insert(kind, dataset);
+            });
+            if let Some(old) = old {
+                bucketed::remove(docs, &|s| dataset_doc(kind, &old, s), old.shards);
+            }
+        }
+        Ok(())
     }
 
     /// The card `id`, or `NotFound`.
@@ -362,6 +529,7 @@ impl Catalog {
             source: "create".into(),
             shards: 1,
             buckets: bucketed::MIN_BUCKETS,
+            docs: docs_key(),
         };
         self.write_shards(&meta.id, &rev, Vec::new())?;
         self.inner
@@ -430,9 +598,7 @@ impl Catalog {
         self.update_view(|v| v.remove_card(id));
         for rev in card.revisions.values() {
             for shard in 0..rev.meta.shards {
-                self.inner
-                    .docs
-                    .remove(&shard_doc(id, rev.meta.rev, shard))?;
+                self.inner.docs.remove(&shard_doc(id, &rev.meta, shard))?;
             }
         }
         self.inner.docs.remove(&card_doc(id))?;
@@ -490,7 +656,7 @@ impl Catalog {
         let (shard, bucket) = bucketed::locate(target.prefix, rev.meta.shards, rev.meta.buckets);
         self.inner
             .docs
-            .change(&shard_doc(target.card, target.rev, shard), |d| {
+            .change(&shard_doc(target.card, &rev.meta, shard), |d| {
                 let bucket = map_id(d, ROOT, &bucketed::bucket_key(bucket))?;
                 write(d, &bucket)
             })?;
@@ -543,6 +709,7 @@ impl Catalog {
             source: source.to_owned(),
             shards,
             buckets,
+            docs: docs_key(),
         };
         let index = self.write_shards(card_id, &meta, rules)?;
         self.put_revision(&card, meta.clone(), Arc::new(RwLock::new(index)), now)?;
@@ -621,8 +788,9 @@ impl Catalog {
             fields: rows.fields,
             rows: rows.rows.len(),
             imported: now,
+            docs: docs_key(),
         };
-        let doc_id = |shard| dataset_doc(kind, meta.generation, shard);
+        let doc_id = |shard| dataset_doc(kind, &meta, shard);
         let encoded = rows.rows.iter().map(|(k, v)| {
             (
                 k.clone(),
@@ -643,7 +811,7 @@ impl Catalog {
         if let Some(old) = previous {
             bucketed::remove(
                 &self.inner.docs,
-                &|shard| dataset_doc(kind, old.generation, shard),
+                &|shard| dataset_doc(kind, &old, shard),
                 old.shards,
             );
         }
@@ -660,7 +828,7 @@ impl Catalog {
         // The index first, consuming the parsed deck, then the documents encoded from it: the
         // deck, its encoding and the index never all exist at once (peak memory of big imports).
         let index: PrefixIndex = rules.into_iter().collect();
-        let doc_id = |shard| shard_doc(card, meta.rev, shard);
+        let doc_id = |shard| shard_doc(card, meta, shard);
         let encoded = index.iter().map(|(prefix, rule)| (prefix, rule.encode()));
         bucketed::write(
             &self.inner.docs,
@@ -673,16 +841,30 @@ impl Catalog {
     }
 }
 
-fn dataset_doc(kind: DatasetKind, generation: u32, shard: u32) -> String {
-    format!("dataset-{}-{generation}-{shard}", kind.as_str())
+fn dataset_doc(kind: DatasetKind, meta: &DatasetMeta, shard: u32) -> String {
+    let (kind, generation) = (kind.as_str(), meta.generation);
+    if meta.docs.is_empty() {
+        format!("dataset-{kind}-{generation}-{shard}")
+    } else {
+        format!("dataset-{kind}-{generation}-{}-{shard}", meta.docs)
+    }
 }
 
 fn card_doc(card: &str) -> String {
     format!("card-{card}")
 }
 
-fn shard_doc(card: &str, rev: u32, shard: u32) -> String {
-    format!("rules-{card}-{rev}-{shard}")
+fn shard_doc(card: &str, rev: &RevisionMeta, shard: u32) -> String {
+    if rev.docs.is_empty() {
+        format!("rules-{card}-{}-{shard}", rev.rev)
+    } else {
+        format!("rules-{card}-{}-{}-{shard}", rev.rev, rev.docs)
+    }
+}
+
+/// A fresh name for a set of shard documents.
+fn docs_key() -> String {
+    format!("{:08x}", rand::random::<u32>())
 }
 
 pub(crate) fn map_id(
@@ -737,52 +919,16 @@ fn json_entries<T: DeserializeOwned>(
 
 fn load_view(docs: &DocStore) -> Result<View, CatalogError> {
     let mut view = View::default();
-    let accounts = docs
-        .get(ACCOUNTS_DOC)
-        .ok_or_else(|| StoreError::Missing(ACCOUNTS_DOC.into()))?;
-    {
-        let guard = accounts.lock();
-        let map = map_id(guard.doc(), ROOT, "accounts")?;
-        for (_, account) in json_entries::<Account>(guard.doc(), ACCOUNTS_DOC, &map) {
-            view.insert_account(account);
+    for account in read_accounts(docs)? {
+        view.insert_account(account);
+    }
+    for (kind, meta) in read_dataset_metas(docs)? {
+        if let Some(dataset) = load_dataset(docs, kind, meta)? {
+            view.datasets.insert(kind, Arc::new(dataset));
         }
     }
-    let registry = docs
-        .get(CARDS_DOC)
-        .ok_or_else(|| StoreError::Missing(CARDS_DOC.into()))?;
-    let card_ids: Vec<String> = {
-        let guard = registry.lock();
-        let map = map_id(guard.doc(), ROOT, "cards")?;
-        guard
-            .doc()
-            .map_range(&map, ..)
-            .map(|item| item.key.into_owned())
-            .collect()
-    };
-    let metas: Vec<(String, DatasetMeta)> = {
-        let handle = docs
-            .get(DATASETS_DOC)
-            .ok_or_else(|| StoreError::Missing(DATASETS_DOC.into()))?;
-        let guard = handle.lock();
-        let map = map_id(guard.doc(), ROOT, "datasets")?;
-        json_entries(guard.doc(), DATASETS_DOC, &map)
-    };
-    for (name, meta) in metas {
-        let Some(kind) = DatasetKind::parse(&name) else {
-            continue;
-        };
-        let mut rows = Vec::with_capacity(meta.rows);
-        let doc_id = |shard| dataset_doc(kind, meta.generation, shard);
-        bucketed::read(docs, &doc_id, meta.shards, meta.buckets, |key, encoded| {
-            if let Ok(values) = serde_json::from_str::<Vec<String>>(encoded) {
-                rows.push((key.to_owned(), values));
-            }
-        })?;
-        view.datasets
-            .insert(kind, Arc::new(Dataset::new(kind, meta, rows)));
-    }
-    for id in card_ids {
-        match load_card(docs, &id) {
+    for id in read_registry(docs)?.into_keys() {
+        match load_card(docs, &id, None) {
             Ok(card) => view.insert_card(card),
             Err(e) => tracing::error!(card = %id, error = %e, "card is unreadable; not serving it"),
         }
@@ -790,43 +936,121 @@ fn load_view(docs: &DocStore) -> Result<View, CatalogError> {
     Ok(view)
 }
 
-fn load_card(docs: &DocStore, id: &str) -> Result<CardView, CatalogError> {
-    let doc_id = card_doc(id);
+/// Runs `read` on document `id`, which must exist.
+fn with_doc<T>(
+    docs: &DocStore,
+    id: &str,
+    read: impl FnOnce(&AutoCommit) -> Result<T, CatalogError>,
+) -> Result<T, CatalogError> {
     let handle = docs
-        .get(&doc_id)
-        .ok_or_else(|| StoreError::Missing(doc_id.clone()))?;
-    let (meta, revs) = {
-        let guard = handle.lock();
-        let d = guard.doc();
+        .get(id)
+        .ok_or_else(|| StoreError::Missing(id.to_owned()))?;
+    let guard = handle.lock();
+    read(guard.doc())
+}
+
+fn read_accounts(docs: &DocStore) -> Result<Vec<Account>, CatalogError> {
+    with_doc(docs, ACCOUNTS_DOC, |d| {
+        let map = map_id(d, ROOT, "accounts")?;
+        Ok(json_entries::<Account>(d, ACCOUNTS_DOC, &map)
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect())
+    })
+}
+
+/// Card id → owning account.
+fn read_registry(docs: &DocStore) -> Result<HashMap<String, String>, CatalogError> {
+    with_doc(docs, CARDS_DOC, |d| {
+        let map = map_id(d, ROOT, "cards")?;
+        Ok(d.map_range(&map, ..)
+            .map(|item| {
+                let account = str_of(&item.value).unwrap_or_default().to_owned();
+                (item.key.into_owned(), account)
+            })
+            .collect())
+    })
+}
+
+fn read_dataset_metas(docs: &DocStore) -> Result<Vec<(DatasetKind, DatasetMeta)>, CatalogError> {
+    with_doc(docs, DATASETS_DOC, |d| {
+        let map = map_id(d, ROOT, "datasets")?;
+        Ok(json_entries::<DatasetMeta>(d, DATASETS_DOC, &map)
+            .into_iter()
+            .filter_map(|(name, meta)| Some((DatasetKind::parse(&name)?, meta)))
+            .collect())
+    })
+}
+
+/// Whether every document of a sharded map is here with all its buckets (a peer may not have
+/// sent them all yet; each bucket arrives whole, in the change that created it).
+fn complete(docs: &DocStore, doc_id: &dyn Fn(u32) -> String, shards: u32, buckets: u32) -> bool {
+    (0..shards).all(|shard| {
+        docs.get(&doc_id(shard)).is_some_and(|handle| {
+            let guard = handle.lock();
+            (0..buckets).all(|b| map_id(guard.doc(), ROOT, &bucketed::bucket_key(b)).is_ok())
+        })
+    })
+}
+
+/// The dataset `meta` names, or `None` while some of its documents have not arrived.
+fn load_dataset(
+    docs: &DocStore,
+    kind: DatasetKind,
+    meta: DatasetMeta,
+) -> Result<Option<Dataset>, CatalogError> {
+    let doc_id = |shard| dataset_doc(kind, &meta, shard);
+    if !complete(docs, &doc_id, meta.shards, meta.buckets) {
+        return Ok(None);
+    }
+    let mut rows = Vec::with_capacity(meta.rows);
+    bucketed::read(docs, &doc_id, meta.shards, meta.buckets, |key, encoded| {
+        if let Ok(values) = serde_json::from_str::<Vec<String>>(encoded) {
+            rows.push((key.to_owned(), values));
+        }
+    })?;
+    Ok(Some(Dataset::new(kind, meta, rows)))
+}
+
+/// Reads card `id`. Revisions `existing` already holds (same documents) keep their index;
+/// revisions whose documents have not all arrived are left out until they have.
+fn load_card(
+    docs: &DocStore,
+    id: &str,
+    existing: Option<&CardView>,
+) -> Result<CardView, CatalogError> {
+    let doc_id = card_doc(id);
+    let (meta, revs) = with_doc(docs, &doc_id, |d| {
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            id: doc_id.clone(),
+            reason: reason.into(),
+        };
         let meta: CardMeta = match d.get(ROOT, "meta")? {
             Some((value, _)) => value
                 .as_str()
                 .and_then(|s| serde_json::from_str(s).ok())
-                .ok_or_else(|| StoreError::Corrupt {
-                    id: doc_id.clone(),
-                    reason: "meta is unreadable".into(),
-                })?,
-            None => {
-                return Err(StoreError::Corrupt {
-                    id: doc_id.clone(),
-                    reason: "no meta".into(),
-                }
-                .into())
-            }
+                .ok_or_else(|| corrupt("meta is unreadable"))?,
+            None => return Err(corrupt("no meta").into()),
         };
         let revs_map = map_id(d, ROOT, "revisions")?;
-        (meta, json_entries::<RevisionMeta>(d, &doc_id, &revs_map))
-    };
+        Ok((meta, json_entries::<RevisionMeta>(d, &doc_id, &revs_map)))
+    })?;
     let mut revisions = BTreeMap::new();
     for (_, rev) in revs {
-        let index = load_rules(docs, id, &rev)?;
-        revisions.insert(
-            rev.rev,
-            RevisionView {
-                meta: rev,
-                index: Arc::new(RwLock::new(index)),
-            },
-        );
+        let kept = existing
+            .and_then(|c| c.revisions.get(&rev.rev))
+            .filter(|r| {
+                (r.meta.docs.as_str(), r.meta.shards, r.meta.buckets)
+                    == (rev.docs.as_str(), rev.shards, rev.buckets)
+            });
+        let index = match kept {
+            Some(r) => r.index.clone(),
+            None if complete(docs, &|s| shard_doc(id, &rev, s), rev.shards, rev.buckets) => {
+                Arc::new(RwLock::new(load_rules(docs, id, &rev)?))
+            }
+            None => continue,
+        };
+        revisions.insert(rev.rev, RevisionView { meta: rev, index });
     }
     Ok(CardView { meta, revisions })
 }
@@ -838,7 +1062,7 @@ fn load_rules(
 ) -> Result<PrefixIndex, CatalogError> {
     let mut index = PrefixIndex::new();
     let mut bad = 0usize;
-    let doc_id = |shard| shard_doc(card, rev.rev, shard);
+    let doc_id = |shard| shard_doc(card, rev, shard);
     bucketed::read(
         docs,
         &doc_id,
@@ -856,6 +1080,35 @@ fn load_rules(
     }
     index.compact();
     Ok(index)
+}
+
+/// Applies rule-level patches of one shard document to its revision's index: a put or a
+/// delete in a bucket map is one rule added, replaced or removed.
+fn apply_rule_patches(index: &mut PrefixIndex, patches: &[Patch]) {
+    for patch in patches {
+        if patch.obj == ROOT {
+            continue;
+        }
+        match &patch.action {
+            PatchAction::PutMap {
+                key,
+                value: (value, _),
+                ..
+            } => {
+                let rule = value.as_str().map(Rule::decode);
+                match rule {
+                    Some(Ok(rule)) if edgerate_model::number::is_prefix(key) => {
+                        index.insert(key, rule);
+                    }
+                    _ => tracing::warn!(prefix = %key, "skipped an unreadable rule from a peer"),
+                }
+            }
+            PatchAction::DeleteMap { key } => {
+                index.remove(key);
+            }
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -953,7 +1206,11 @@ mod tests {
             2
         );
         assert!(
-            catalog.docs().get("dataset-hlr-1-0").is_none(),
+            !catalog
+                .docs()
+                .ids()
+                .iter()
+                .any(|id| id.starts_with("dataset-hlr-1-")),
             "the old generation is removed"
         );
         drop(catalog);

@@ -8,7 +8,7 @@
 //! over the old one and empties the log; a crash between the two steps leaves changes in both,
 //! which Automerge applies idempotently.
 
-use automerge::{AutoCommit, ChangeHash};
+use automerge::{sync, sync::SyncDoc, AutoCommit, ChangeHash};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -66,7 +66,14 @@ struct Inner {
     dir: PathBuf,
     actor: automerge::ActorId,
     docs: Mutex<HashMap<String, Arc<Mutex<DurableDoc>>>>,
+    /// Called with a document's id after every local change is durable (replication pushes it).
+    on_change: arc_swap::ArcSwapOption<ChangeHook>,
+    /// Documents removed since start: a peer's late message must not bring one back.
+    removed: Mutex<std::collections::HashSet<String>>,
 }
+
+/// Told the id of every document changed locally.
+pub type ChangeHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl DocStore {
     /// Opens (creating if needed) the store in `dir` and loads every document in it.
@@ -90,8 +97,93 @@ impl DocStore {
                 dir: dir.to_owned(),
                 actor,
                 docs: Mutex::new(docs),
+                on_change: arc_swap::ArcSwapOption::empty(),
+                removed: Mutex::default(),
             }),
         })
+    }
+
+    /// Sets the hook told of every local change.
+    pub fn on_change(&self, hook: ChangeHook) {
+        self.inner.on_change.store(Some(Arc::new(hook)));
+    }
+
+    fn changed(&self, id: &str) {
+        if let Some(hook) = &*self.inner.on_change.load() {
+            hook(id);
+        }
+    }
+
+    /// Ids of every document held.
+    pub fn ids(&self) -> Vec<String> {
+        self.inner.docs.lock().keys().cloned().collect()
+    }
+
+    /// The next sync message for a peer whose sync state is `state`, if there is anything to say.
+    pub fn generate_sync(&self, id: &str, state: &mut sync::State) -> Option<sync::Message> {
+        let handle = self.get(id)?;
+        let mut guard = handle.lock();
+        let message = guard.doc.sync().generate_sync_message(state);
+        message
+    }
+
+    /// Applies a peer's sync message to document `id` (created, empty, if this node lacks it)
+    /// and makes what it added durable. With `patches`, returns what changed in the document.
+    pub fn receive_sync(
+        &self,
+        id: &str,
+        state: &mut sync::State,
+        message: sync::Message,
+        patches: bool,
+    ) -> Result<Vec<automerge::Patch>, StoreError> {
+        check_id(id)?;
+        if self.inner.removed.lock().contains(id) {
+            return Ok(Vec::new());
+        }
+        let handle = match self.get(id) {
+            Some(h) => h,
+            None => self.create_empty(id)?,
+        };
+        let mut guard = handle.lock();
+        let patches = if patches {
+            let mut log = automerge::PatchLog::active();
+            guard
+                .doc
+                .sync()
+                .receive_sync_message_log_patches(state, message, &mut log)?;
+            guard.doc.make_patches(&mut log)
+        } else {
+            guard.doc.sync().receive_sync_message(state, message)?;
+            Vec::new()
+        };
+        self.persist(&mut guard)?;
+        Ok(patches)
+    }
+
+    /// An empty document `id` (no changes), on disk, to receive a peer's changes into.
+    fn create_empty(&self, id: &str) -> Result<Arc<Mutex<DurableDoc>>, StoreError> {
+        let mut docs = self.inner.docs.lock();
+        if let Some(h) = docs.get(id) {
+            return Ok(h.clone());
+        }
+        let mut doc = AutoCommit::new().with_actor(self.inner.actor.clone());
+        let bytes = doc.save();
+        write_snapshot(&self.inner.dir, id, &bytes)?;
+        let handle = Arc::new(Mutex::new(DurableDoc {
+            id: id.to_owned(),
+            saved_heads: doc.get_heads(),
+            doc,
+            log: None,
+            log_bytes: 0,
+            snapshot_bytes: bytes.len() as u64,
+        }));
+        docs.insert(id.to_owned(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Current heads of document `id`.
+    pub fn heads(&self, id: &str) -> Option<Vec<ChangeHash>> {
+        Some(self.get(id)?.lock().doc.get_heads())
     }
 
     /// The document `id`, if it exists.
@@ -132,6 +224,8 @@ impl DocStore {
             return Err(StoreError::Exists(id.to_owned()).into());
         }
         docs.insert(id.to_owned(), Arc::new(Mutex::new(durable)));
+        drop(docs);
+        self.changed(id);
         Ok(out)
     }
 
@@ -158,6 +252,8 @@ impl DocStore {
         };
         guard.doc.commit();
         self.persist(&mut guard)?;
+        drop(guard);
+        self.changed(id);
         Ok(out)
     }
 
@@ -191,6 +287,7 @@ impl DocStore {
 
     /// Removes document `id` and its files.
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.removed.lock().insert(id.to_owned());
         let removed = self.inner.docs.lock().remove(id);
         if let Some(handle) = removed {
             let guard = handle.lock();

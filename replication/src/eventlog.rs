@@ -40,7 +40,7 @@ pub enum LogError {
 }
 
 /// A stored record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     pub origin: String,
     pub seq: u64,
@@ -140,6 +140,10 @@ pub struct EventLog {
     conn: Mutex<Connection>,
     origin: String,
     asrplus: RwLock<AsrPlus>,
+    /// The highest sequence held per origin, kept in step with the table.
+    vv: Mutex<HashMap<String, u64>>,
+    /// Told when records were appended here (replication tells peers to pull).
+    on_append: arc_swap::ArcSwapOption<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl EventLog {
@@ -226,7 +230,24 @@ impl EventLog {
             conn: Mutex::new(conn),
             origin: origin.to_owned(),
             asrplus: RwLock::new(asrplus),
+            on_append: arc_swap::ArcSwapOption::empty(),
+            vv: Mutex::new(HashMap::new()),
         })
+        .and_then(|log| {
+            let vv = log.read_version_vector()?;
+            *log.vv.lock() = vv;
+            Ok(log)
+        })
+    }
+
+    /// Sets the hook told of every durable local append.
+    pub fn on_append(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        self.on_append.store(Some(std::sync::Arc::new(hook)));
+    }
+
+    /// This node's origin name.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The ASR Plus view.
@@ -265,9 +286,16 @@ impl EventLog {
             }
         }
         tx.commit()?;
+        if !added.is_empty() {
+            self.vv.lock().insert(self.origin.clone(), seq);
+        }
         let mut asrplus = self.asrplus.write();
         for cdr in &added {
             asrplus.observe(&cdr.input.dest_number, cdr.input.dt, cdr.input.sip_code);
+        }
+        drop(asrplus);
+        if let (false, Some(hook)) = (added.is_empty(), &*self.on_append.load()) {
+            hook();
         }
         Ok(Appended {
             added: added.len(),
@@ -290,6 +318,13 @@ impl EventLog {
             }
         }
         tx.commit()?;
+        {
+            let mut vv = self.vv.lock();
+            for r in &applied {
+                let seen = vv.entry(r.origin.clone()).or_default();
+                *seen = (*seen).max(r.seq);
+            }
+        }
         let mut asrplus = self.asrplus.write();
         for r in &applied {
             asrplus.observe(
@@ -303,6 +338,10 @@ impl EventLog {
 
     /// The highest sequence held per origin.
     pub fn version_vector(&self) -> Result<HashMap<String, u64>, LogError> {
+        Ok(self.vv.lock().clone())
+    }
+
+    fn read_version_vector(&self) -> Result<HashMap<String, u64>, LogError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare("SELECT origin, MAX(seq) FROM events GROUP BY origin")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;

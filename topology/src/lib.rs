@@ -1,8 +1,10 @@
-//! Who is in the cluster: this node's identity and region, and (with the replication work) its
-//! peers, TLS identities and membership. Owns the `[node]`, `[peer]` and `[tls]` sections of
+//! Who is in the cluster: this node's identity and region, its peers and their state, and the
+//! TLS identities (cluster CA) peers authenticate each other with. Owns the `[node]`, `[peer]` and `[tls]` sections of
 //! the node's config file.
 
 pub mod certs;
+pub mod membership;
+pub mod tls;
 
 use serde::Deserialize;
 use std::net::SocketAddr;

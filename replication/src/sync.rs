@@ -1,0 +1,316 @@
+//! Replication between two nodes, independent of the wire: what one node says to a peer and
+//! what it does with what the peer says.
+//!
+//! - Documents: Automerge's sync protocol, one [`automerge::sync::State`] per document for the
+//!   life of the connection. A local change marks its document for every peer (push); every
+//!   anti-entropy tick marks every live document, which costs nothing for documents already in
+//!   sync and catches up whatever was missed while cut off.
+//! - Event log: the peer pulls by version vector ([`Message::LogPull`]), in batches; a local
+//!   append sends [`Message::LogNotify`] so it pulls at once.
+//! - Daily request counts ([`Message::Usage`]) and the member list ([`Message::Members`]) are
+//!   sent every tick.
+
+use crate::catalog::Catalog;
+use crate::eventlog::{EventLog, Record};
+use crate::usage::UsageBoard;
+use automerge::sync;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Records per [`Message::LogRecords`] batch.
+const LOG_BATCH: usize = 2_000;
+
+/// A peer's message could not be used.
+#[derive(Debug, Error)]
+pub enum WireError {
+    #[error("empty message")]
+    Empty,
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// A member of the cluster as nodes tell each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: String,
+    pub region: String,
+    /// Its QUIC address.
+    pub addr: std::net::SocketAddr,
+}
+
+/// What nodes say to each other.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Who I am (first message of a connection, both ways).
+    Hello(MemberInfo),
+    /// An Automerge sync message for one document.
+    Doc { id: String, sync: Vec<u8> },
+    /// Send me the records I lack: I have these sequences per origin.
+    LogPull(HashMap<String, u64>),
+    /// Records you lacked; `more` when another pull would bring more.
+    LogRecords { records: Vec<Record>, more: bool },
+    /// I have new records.
+    LogNotify,
+    /// My request counts per account on UTC day `day`.
+    Usage {
+        day: i64,
+        counts: HashMap<String, u64>,
+    },
+    /// Everyone I know.
+    Members(Vec<MemberInfo>),
+}
+
+/// Bodies of [`Message::LogRecords`] and [`Message::Usage`]: borrowed to send, owned received.
+#[derive(Serialize, Deserialize)]
+struct Records<R> {
+    records: R,
+    more: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Usage<C> {
+    day: i64,
+    counts: C,
+}
+
+fn json<T: Serialize + ?Sized>(tag: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![tag];
+    serde_json::to_writer(&mut out, value).expect("wire types serialise");
+    out
+}
+
+impl Message {
+    /// One byte of type, then the body: JSON, or for documents `id length (u16 LE), id,
+    /// Automerge bytes`.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Hello(m) => json(1, m),
+            Self::Doc { id, sync } => {
+                let mut out = Vec::with_capacity(3 + id.len() + sync.len());
+                out.push(2);
+                out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+                out.extend_from_slice(id.as_bytes());
+                out.extend_from_slice(sync);
+                out
+            }
+            Self::LogPull(have) => json(3, have),
+            Self::LogRecords { records, more } => json(
+                4,
+                &Records {
+                    records: &records[..],
+                    more: *more,
+                },
+            ),
+            Self::LogNotify => vec![5],
+            Self::Usage { day, counts } => json(6, &Usage { day: *day, counts }),
+            Self::Members(members) => json(7, members),
+        }
+    }
+
+    /// Parses a message; anything malformed is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let (&tag, body) = bytes.split_first().ok_or(WireError::Empty)?;
+        let bad = |e: serde_json::Error| WireError::Malformed(e.to_string());
+        Ok(match tag {
+            1 => Self::Hello(serde_json::from_slice(body).map_err(bad)?),
+            2 => {
+                let len = body
+                    .get(..2)
+                    .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+                    .ok_or_else(|| WireError::Malformed("short document message".into()))?;
+                let id = body
+                    .get(2..2 + len)
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .ok_or_else(|| WireError::Malformed("bad document id".into()))?;
+                Self::Doc {
+                    id: id.to_owned(),
+                    sync: body[2 + len..].to_vec(),
+                }
+            }
+            3 => Self::LogPull(serde_json::from_slice(body).map_err(bad)?),
+            4 => {
+                let r: Records<Vec<Record>> = serde_json::from_slice(body).map_err(bad)?;
+                Self::LogRecords {
+                    records: r.records,
+                    more: r.more,
+                }
+            }
+            5 => Self::LogNotify,
+            6 => {
+                let u: Usage<HashMap<String, u64>> = serde_json::from_slice(body).map_err(bad)?;
+                Self::Usage {
+                    day: u.day,
+                    counts: u.counts,
+                }
+            }
+            7 => Self::Members(serde_json::from_slice(body).map_err(bad)?),
+            other => return Err(WireError::UnknownType(other)),
+        })
+    }
+}
+
+/// What a node replicates: its documents, its event log and its request counts.
+#[derive(Clone)]
+pub struct Replica {
+    pub catalog: Catalog,
+    pub log: Arc<EventLog>,
+    pub usage: Arc<UsageBoard>,
+}
+
+/// One node's side of the conversation with one peer, for the life of a connection.
+pub struct PeerSync {
+    replica: Replica,
+    peer: String,
+    states: HashMap<String, sync::State>,
+    dirty: BTreeSet<String>,
+    /// The peer's version vector, as of its last pull.
+    their_log: HashMap<String, u64>,
+}
+
+impl PeerSync {
+    pub fn new(replica: Replica, peer: String) -> Self {
+        Self {
+            replica,
+            peer,
+            states: HashMap::new(),
+            dirty: BTreeSet::new(),
+            their_log: HashMap::new(),
+        }
+    }
+
+    /// Marks a document changed here: it is offered to the peer at the next [`Self::flush`].
+    pub fn mark(&mut self, doc: &str) {
+        self.dirty.insert(doc.to_owned());
+    }
+
+    /// Anti-entropy: offers every live document, and pulls the log.
+    pub fn tick(&mut self, out: &mut Vec<Message>) {
+        self.dirty.extend(self.replica.catalog.live_docs());
+        self.pull(out);
+    }
+
+    /// What to send first on a new connection.
+    pub fn start(&mut self, out: &mut Vec<Message>) {
+        self.tick(out);
+    }
+
+    fn pull(&self, out: &mut Vec<Message>) {
+        match self.replica.log.version_vector() {
+            Ok(have) => out.push(Message::LogPull(have)),
+            Err(e) => tracing::warn!(error = %e, "reading the log's version vector"),
+        }
+    }
+
+    /// Handles one message from the peer; replies go to `out`. A message that cannot be
+    /// applied is an error and changes nothing.
+    pub fn handle(&mut self, message: Message, out: &mut Vec<Message>) -> Result<(), String> {
+        match message {
+            Message::Doc { id, sync } => {
+                let message = sync::Message::decode(&sync).map_err(|e| format!("{id}: {e}"))?;
+                let docs = self.replica.catalog.docs();
+                let patches = self.replica.catalog.wants_patches(&id);
+                let state = self.states.entry(id.clone()).or_default();
+                let applied = docs
+                    .receive_sync(&id, state, message, patches)
+                    .map_err(|e| format!("{id}: {e}"))?;
+                self.replica
+                    .catalog
+                    .apply_remote(&id, patches.then_some(&applied[..]))
+                    .map_err(|e| format!("{id}: {e}"))?;
+                self.dirty.insert(id);
+            }
+            Message::LogPull(have) => {
+                let (records, more) = self.records_for(&have).map_err(|e| e.to_string())?;
+                self.their_log = have;
+                out.push(Message::LogRecords { records, more });
+            }
+            Message::LogRecords { records, more } => {
+                if records
+                    .iter()
+                    .any(|r| r.origin == self.replica.log.origin())
+                {
+                    return Err("records claiming this node as their origin".into());
+                }
+                self.replica
+                    .log
+                    .apply(&records)
+                    .map_err(|e| e.to_string())?;
+                if more {
+                    self.pull(out);
+                }
+            }
+            Message::LogNotify => self.pull(out),
+            Message::Usage { day, counts } => self.replica.usage.set(&self.peer, day, counts),
+            Message::Hello(_) | Message::Members(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Records the peer lacks by its version vector, at most one batch.
+    fn records_for(
+        &self,
+        have: &HashMap<String, u64>,
+    ) -> Result<(Vec<Record>, bool), crate::eventlog::LogError> {
+        let mut records = Vec::new();
+        let mut more = false;
+        for (origin, ours) in self.replica.log.version_vector()? {
+            let theirs = have.get(&origin).copied().unwrap_or(0);
+            if ours <= theirs {
+                continue;
+            }
+            let room = LOG_BATCH - records.len();
+            if room == 0 {
+                more = true;
+                break;
+            }
+            let batch = self.replica.log.since(&origin, theirs, room)?;
+            more |= batch.last().is_some_and(|r| r.seq < ours);
+            records.extend(batch);
+        }
+        Ok((records, more))
+    }
+
+    /// Sync messages for every marked document that has something to say.
+    pub fn flush(&mut self, out: &mut Vec<Message>) {
+        let docs = self.replica.catalog.docs().clone();
+        for id in std::mem::take(&mut self.dirty) {
+            let state = self.states.entry(id.clone()).or_default();
+            if let Some(message) = docs.generate_sync(&id, state) {
+                out.push(Message::Doc {
+                    id,
+                    sync: message.encode(),
+                });
+            }
+        }
+    }
+
+    /// Live documents not yet known identical on the peer, plus log records it lacks.
+    pub fn lag(&self) -> u64 {
+        let docs = self.replica.catalog.docs();
+        let behind_docs = self
+            .replica
+            .catalog
+            .live_docs()
+            .iter()
+            .filter(|id| {
+                let theirs = self.states.get(*id).and_then(|s| s.their_heads.clone());
+                docs.heads(id) != theirs
+            })
+            .count() as u64;
+        let behind_records: u64 = self
+            .replica
+            .log
+            .version_vector()
+            .map(|vv| {
+                vv.iter()
+                    .map(|(o, s)| s.saturating_sub(self.their_log.get(o).copied().unwrap_or(0)))
+                    .sum()
+            })
+            .unwrap_or(0);
+        behind_docs + behind_records
+    }
+}
