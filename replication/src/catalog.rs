@@ -331,20 +331,28 @@ impl Catalog {
             .cloned()
     }
 
-    /// Whether a peer's change to `doc_id` should come with patches: rules of a loaded
-    /// revision are applied to its index one by one instead of reloading it.
-    pub fn wants_patches(&self, doc_id: &str) -> bool {
-        self.revision_of(doc_id).is_some()
-    }
-
-    /// Brings the view up to date after a peer's change to document `doc_id` (already applied
-    /// and durable). `patches` are the document's changes when [`Self::wants_patches`] said so.
-    pub fn apply_remote(
+    /// Applies a peer's sync message for document `doc_id`, durably, and brings the view up to
+    /// date. Rules of a loaded revision are applied to its index one by one (from the
+    /// document's patches), never by reloading it. Holds the write lock throughout, so a local
+    /// edit of the same rule cannot slip between the document and the index.
+    pub fn receive(
         &self,
         doc_id: &str,
-        patches: Option<&[Patch]>,
+        state: &mut automerge::sync::State,
+        message: automerge::sync::Message,
     ) -> Result<(), CatalogError> {
         let _w = self.inner.write.lock();
+        let wants_patches = self.revision_of(doc_id).is_some();
+        let patches = self
+            .inner
+            .docs
+            .receive_sync(doc_id, state, message, wants_patches)?;
+        self.apply_remote(doc_id, wants_patches.then_some(&patches[..]))
+    }
+
+    /// Brings the view up to date after a peer's change to document `doc_id`. The caller holds
+    /// the write lock.
+    fn apply_remote(&self, doc_id: &str, patches: Option<&[Patch]>) -> Result<(), CatalogError> {
         let docs = &self.inner.docs;
         match doc_id {
             ACCOUNTS_DOC => {

@@ -211,15 +211,10 @@ impl PeerSync {
         match message {
             Message::Doc { id, sync } => {
                 let message = sync::Message::decode(&sync).map_err(|e| format!("{id}: {e}"))?;
-                let docs = self.replica.catalog.docs();
-                let patches = self.replica.catalog.wants_patches(&id);
                 let state = self.states.entry(id.clone()).or_default();
-                let applied = docs
-                    .receive_sync(&id, state, message, patches)
-                    .map_err(|e| format!("{id}: {e}"))?;
                 self.replica
                     .catalog
-                    .apply_remote(&id, patches.then_some(&applied[..]))
+                    .receive(&id, state, message)
                     .map_err(|e| format!("{id}: {e}"))?;
                 self.dirty.insert(id);
             }

@@ -228,7 +228,7 @@ fn refused(shared: &Shared, addr: SocketAddr, error: &str) {
     } else if error.contains("certificate") || error.contains("crypto") {
         metrics::counter!("edgerate_peer_refused_total").increment(1);
         tracing::warn!(%addr, error, "a peer refused this node's certificate");
-        shared.members.refused("(unverified)", addr);
+        shared.members.refused("unknown", addr);
     } else {
         tracing::debug!(%addr, error, "could not connect to a peer");
     }

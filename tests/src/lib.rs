@@ -33,6 +33,87 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A free UDP port on 127.0.0.1 (for a QUIC listener).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// One node of a test cluster: certificate, config file and ports, as API.md §10 lays out.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub name: String,
+    pub config: PathBuf,
+    pub data: PathBuf,
+    pub http: u16,
+    pub peer: u16,
+}
+
+impl ClusterNode {
+    /// Writes node `name`'s certificate (signed by the CA in `certs`, made with `edgerate certs
+    /// init` on first use) and config under `dir`, seeded with `seeds` (QUIC ports).
+    pub fn create(
+        bin: &Path,
+        dir: &Path,
+        certs: &Path,
+        name: &str,
+        seeds: &[u16],
+        operator_key: &str,
+    ) -> Self {
+        let run = |args: &[&str]| {
+            let out = Command::new(bin)
+                .args(args)
+                .output()
+                .expect("edgerate certs");
+            assert!(
+                out.status.success(),
+                "edgerate {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let certs_arg = certs.to_str().expect("utf-8 path");
+        if !certs.join("ca.pem").exists() {
+            run(&["certs", "init", "--out", certs_arg]);
+        }
+        run(&[
+            "certs", "issue", "--ca", certs_arg, "--name", name, "--out", certs_arg,
+        ]);
+        let (http, peer) = (free_port(), free_udp_port());
+        let data = dir.join(name);
+        let seeds: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        let config = dir.join(format!("{name}.toml"));
+        let text = format!(
+            "[node]\nid = \"{name}\"\nregion = \"region-{name}\"\ndata_dir = \"{data}\"\n\
+             [http]\nlisten = \"127.0.0.1:{http}\"\n\
+             [peer]\nlisten = \"127.0.0.1:{peer}\"\nseeds = [{seeds}]\n\
+             [tls]\nca = \"{certs}/ca.pem\"\ncert = \"{certs}/{name}.pem\"\nkey = \"{certs}/{name}.key\"\n\
+             [operator]\nkey = \"{operator_key}\"\n",
+            data = data.display(),
+            seeds = seeds.join(", "),
+            certs = certs.display(),
+        );
+        std::fs::write(&config, text).expect("writing a node config");
+        Self {
+            name: name.to_owned(),
+            config,
+            data,
+            http,
+            peer,
+        }
+    }
+
+    /// Starts the node and waits until it is ready.
+    pub fn start(&self, bin: &Path) -> NodeProcess {
+        NodeProcess::start_config(bin, &self.config, self.http, &self.data)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+}
+
 /// A running node process.
 pub struct NodeProcess {
     child: Child,
@@ -48,11 +129,24 @@ impl NodeProcess {
     /// until it answers `/readyz`.
     pub fn start(bin: &Path, data: &Path, operator_key: &str) -> Self {
         let port = free_port();
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["serve", "--data"])
             .arg(data)
             .args(["--http", &format!("127.0.0.1:{port}")])
-            .env("EDGERATE_OPERATOR_KEY", operator_key)
+            .env("EDGERATE_OPERATOR_KEY", operator_key);
+        Self::spawn(command, port, data)
+    }
+
+    /// Starts `edgerate serve --config FILE` for a node whose HTTP port is `port`.
+    pub fn start_config(bin: &Path, config: &Path, port: u16, data: &Path) -> Self {
+        let mut command = Command::new(bin);
+        command.args(["serve", "--config"]).arg(config);
+        Self::spawn(command, port, data)
+    }
+
+    fn spawn(mut command: Command, port: u16, data: &Path) -> Self {
+        let mut child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -216,6 +310,21 @@ impl Api {
             status: r.status().as_u16(),
             body: r.bytes().expect("body").to_vec(),
         }
+    }
+
+    /// Calls `service` and returns its status and `X-RateLimit-Remaining`.
+    pub fn remaining(&self, service: &str) -> (u16, Option<u64>) {
+        let r = self
+            .http
+            .post(format!("{}/api/{service}.json", self.base))
+            .header("authorization", &self.auth)
+            .send()
+            .expect("request");
+        let remaining = r
+            .headers()
+            .get("x-ratelimit-remaining")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        (r.status().as_u16(), remaining)
     }
 
     /// Calls and asserts 200, returning the JSON.

@@ -1,0 +1,603 @@
+//! Real clusters: `edgerate` processes with certificates from `edgerate certs` and config files
+//! as API.md §10 lays out, replicating over QUIC on loopback. Every wait is on a predicate with a
+//! timeout; convergence is checked by comparing what the nodes answer.
+
+use edgerate_tests::{generated_deck, wait_for, Api, ClusterNode, NodeProcess};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const OPERATOR: &str = "cluster-test-operator-key";
+const CONVERGE: Duration = Duration::from_secs(60);
+/// One cluster at a time: the machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_edgerate"))
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    certs: PathBuf,
+    nodes: Vec<ClusterNode>,
+    running: Vec<Option<NodeProcess>>,
+}
+
+impl Cluster {
+    /// `n` nodes, every one after the first seeded with the first.
+    fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let mut cluster = Self {
+            dir,
+            certs,
+            nodes: Vec::new(),
+            running: Vec::new(),
+        };
+        for _ in 0..n {
+            let seeds: Vec<u16> = cluster.nodes.first().map(|n| n.peer).into_iter().collect();
+            cluster.add(&seeds);
+        }
+        cluster.wait_connected();
+        cluster
+    }
+
+    /// Adds and starts a node seeded with `seeds`.
+    fn add(&mut self, seeds: &[u16]) -> usize {
+        let name = format!("n{}", self.nodes.len() + 1);
+        let node = ClusterNode::create(bin(), self.dir.path(), &self.certs, &name, seeds, OPERATOR);
+        self.running.push(Some(node.start(bin())));
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    fn operator(&self, i: usize) -> Api {
+        Api::operator(&self.nodes[i].url(), OPERATOR)
+    }
+
+    fn as_account(&self, i: usize, (id, key): &(String, String)) -> Api {
+        Api::account(&self.nodes[i].url(), id, key)
+    }
+
+    fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.running[*i].is_some())
+            .collect()
+    }
+
+    /// Waits until every running node has every other running node up.
+    fn wait_connected(&self) {
+        let running = self.running();
+        for &i in &running {
+            let want: Vec<String> = running
+                .iter()
+                .filter(|j| **j != i)
+                .map(|j| self.nodes[*j].name.clone())
+                .collect();
+            wait_for(
+                &format!("{} to see {want:?} up", self.nodes[i].name),
+                CONVERGE,
+                || {
+                    let status = self.operator(i).ok("cluster/status", &[]);
+                    let up: Vec<String> = status["peers"]
+                        .as_array()?
+                        .iter()
+                        .filter(|p| p["state"] == "up")
+                        .map(|p| p["node"].as_str().unwrap_or_default().to_owned())
+                        .collect();
+                    want.iter().all(|w| up.contains(w)).then_some(())
+                },
+            );
+        }
+    }
+
+    /// Waits until `read` answers the same on every running node; returns that answer.
+    fn converged(&self, what: &str, read: impl Fn(usize) -> Value) -> Value {
+        let running = self.running();
+        wait_for(what, CONVERGE, || {
+            let first = read(running[0]);
+            running[1..]
+                .iter()
+                .all(|i| read(*i) == first)
+                .then_some(first)
+        })
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.running[i].take().expect("running").kill();
+    }
+
+    fn restart(&mut self, i: usize) {
+        self.running[i] = Some(self.nodes[i].start(bin()));
+    }
+}
+
+fn create_account(api: &Api, daily: u64) -> (String, String) {
+    let a = api.ok(
+        "admin/account/create",
+        &[
+            ("name", "acme"),
+            ("rps", "100000"),
+            ("daily", &daily.to_string()),
+        ],
+    );
+    (
+        a["account"].as_str().unwrap().to_owned(),
+        a["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn import(api: &Api, card: &str, deck: String) -> Value {
+    let a = api.upload(
+        "ratecard/import",
+        &format!("card={card}"),
+        "text/csv",
+        deck.into_bytes(),
+    );
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    a.json()
+}
+
+/// What an account sees of its cards and CDRs, the same on every node once converged.
+fn account_state(api: &Api) -> Value {
+    let cards = api.ok("ratecard/list", &[]);
+    let mut out = serde_json::Map::new();
+    for card in cards["cards"].as_array().cloned().unwrap_or_default() {
+        let id = card["id"].as_str().unwrap_or_default().to_owned();
+        let export = api.call("ratecard/export", &[("card", &id)]);
+        out.insert(
+            id.clone(),
+            serde_json::json!({
+                "card": card,
+                "revisions": api.ok("ratecard/revisions", &[("card", &id)]),
+                "rules": String::from_utf8_lossy(&export.body),
+            }),
+        );
+    }
+    out.insert(
+        "cdrs".into(),
+        api.ok(
+            "cdr/list",
+            &[
+                ("from", &(now() - 86_400).to_string()),
+                ("to", &(now() + 86_400).to_string()),
+                ("limit", "10000"),
+            ],
+        ),
+    );
+    Value::Object(out)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A one-CDR CSV body, an hour ago.
+fn cdr(callid: &str, number: &str, code: u16) -> String {
+    let duration = if code == 200 { 30 } else { 0 };
+    format!(
+        "callid,dt,source_cli,dest_number,duration,sip_code\n{callid},{},441000,{number},{duration},{code}\n",
+        now() - 3600
+    )
+}
+
+#[test]
+fn three_nodes_serve_everything_written_anywhere() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(3);
+    let acct = create_account(&cluster.operator(0), 1_000_000);
+    // Credentials work on every node.
+    for i in 1..3 {
+        wait_for("the account on every node", CONVERGE, || {
+            (cluster
+                .as_account(i, &acct)
+                .call("ratecard/list", &[])
+                .status
+                == 200)
+                .then_some(())
+        });
+    }
+    // A card and a 5,000-row import on node 1 are queryable on nodes 2 and 3.
+    let a1 = cluster.as_account(0, &acct);
+    a1.ok("ratecard/create", &[("name", "wholesale")]);
+    import(&a1, "wholesale", generated_deck(5_000, 3));
+    let expected = a1.ok(
+        "ratecard/query",
+        &[("card", "wholesale"), ("number", "10000003999")],
+    );
+    for i in 1..3 {
+        wait_for("the import on every node", CONVERGE, || {
+            let q = cluster.as_account(i, &acct).call(
+                "ratecard/query",
+                &[("card", "wholesale"), ("number", "10000003999")],
+            );
+            (q.status == 200 && q.json() == expected).then_some(())
+        });
+    }
+    // A rule edit on node 2 reaches nodes 1 and 3.
+    cluster.as_account(1, &acct).ok(
+        "ratecard/rule/set",
+        &[
+            ("card", "wholesale"),
+            ("prefix", "4420"),
+            ("name", "London"),
+            ("rate", "0.25"),
+        ],
+    );
+    cluster.converged("the rule edit", |i| {
+        cluster
+            .as_account(i, &acct)
+            .call(
+                "ratecard/query",
+                &[("card", "wholesale"), ("number", "44201234")],
+            )
+            .json()
+    });
+    // A CDR on node 3 is listed on node 1 and feeds ASR Plus on node 2.
+    let added = cluster.as_account(2, &acct).upload(
+        "cdr/add",
+        "",
+        "text/csv",
+        cdr("call-1", "447700900404", 404).into_bytes(),
+    );
+    assert_eq!(added.status, 200);
+    wait_for("ASR Plus on node 2", CONVERGE, || {
+        let a = cluster
+            .as_account(1, &acct)
+            .ok("lookup/asrplus", &[("number", "447700900404")]);
+        (a["status"] == "Invalid").then_some(())
+    });
+    let state = cluster.converged("identical account state", |i| {
+        account_state(&cluster.as_account(i, &acct))
+    });
+    assert_eq!(state["cdrs"]["total"], 1);
+    // An operator dataset imported on node 1 answers lookups on node 3.
+    let op = cluster.operator(0);
+    let ds = op.upload(
+        "admin/dataset/import",
+        "name=hlr",
+        "text/csv",
+        b"prefix,mcc,mnc\n4477,234,15\n".to_vec(),
+    );
+    assert_eq!(ds.status, 200, "{}", String::from_utf8_lossy(&ds.body));
+    wait_for("the dataset on node 3", CONVERGE, || {
+        let s = cluster.as_account(2, &acct).ok(
+            "lookup/smart",
+            &[("number", "447700900404"), ("type", "hlr")],
+        );
+        (s.to_string().contains("234")).then_some(())
+    });
+    // The operator page lists every peer as up, rendered by a real browser.
+    let dom = render(&format!("{}/", cluster.nodes[0].url()));
+    for peer in ["n2", "n3"] {
+        assert!(
+            dom.contains(&format!(">{peer}<")),
+            "{peer} missing from the page: {dom}"
+        );
+    }
+    assert_eq!(dom.matches("data-state=\"up\"").count(), 2, "{dom}");
+}
+
+/// The page as headless Chromium rendered it (its DOM after scripts ran).
+fn render(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", url])
+        .output()
+        .expect("chromium (Debian package `chromium`; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_daily_limit_counts_requests_on_every_node() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(2);
+    let acct = create_account(&cluster.operator(0), 1_000);
+    let (a1, a2) = (cluster.as_account(0, &acct), cluster.as_account(1, &acct));
+    wait_for("the account on node 2", CONVERGE, || {
+        (a2.call("ratecard/list", &[]).status == 200).then_some(())
+    });
+    let mut on_node2 = 1;
+    for _ in 0..600 {
+        assert_eq!(a1.call("ratecard/list", &[]).status, 200);
+    }
+    // Within a replication tick node 2 counts node 1's 600 requests too.
+    let left = wait_for("node 1's count on node 2", CONVERGE, || {
+        let (status, remaining) = a2.remaining("ratecard/list");
+        assert_eq!(status, 200);
+        on_node2 += 1;
+        let remaining = remaining?;
+        (remaining <= 1_000 - 600 - on_node2).then_some(remaining)
+    });
+    let mut admitted = 0;
+    while a2.call("ratecard/list", &[]).status == 200 {
+        admitted += 1;
+        assert!(
+            admitted <= left + 1,
+            "node 2 admitted past the cluster's daily limit"
+        );
+    }
+    assert_eq!(admitted, left, "node 2 stops exactly at the limit");
+    wait_for("node 1 to stop too", CONVERGE, || {
+        (a1.call("ratecard/list", &[]).status == 429).then_some(())
+    });
+}
+
+#[test]
+fn concurrent_edits_of_one_rule_converge_to_one_answer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(3);
+    let acct = create_account(&cluster.operator(0), 1_000_000);
+    let a1 = cluster.as_account(0, &acct);
+    a1.ok("ratecard/create", &[("name", "c")]);
+    for i in 1..3 {
+        wait_for("the card on every node", CONVERGE, || {
+            (cluster
+                .as_account(i, &acct)
+                .call("ratecard/get", &[("card", "c")])
+                .status
+                == 200)
+                .then_some(())
+        });
+    }
+    for round in 0..10 {
+        let prefix = format!("44{round}");
+        std::thread::scope(|s| {
+            for i in 0..3 {
+                let api = cluster.as_account(i, &acct);
+                let prefix = prefix.clone();
+                s.spawn(move || {
+                    let rate = format!("0.{i}{round}");
+                    api.ok(
+                        "ratecard/rule/set",
+                        &[
+                            ("card", "c"),
+                            ("prefix", &prefix),
+                            ("name", &format!("from n{i}")),
+                            ("rate", &rate),
+                        ],
+                    );
+                });
+            }
+        });
+    }
+    let state = cluster.converged("one answer for every rule", |i| {
+        cluster
+            .as_account(i, &acct)
+            .ok("ratecard/rules", &[("card", "c"), ("limit", "1000")])
+    });
+    assert_eq!(state["rules"].as_array().unwrap().len(), 10, "{state}");
+}
+
+#[test]
+fn a_partitioned_node_converges_after_the_heal_and_loses_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(3);
+    let acct = create_account(&cluster.operator(0), 1_000_000);
+    let a1 = cluster.as_account(0, &acct);
+    a1.ok("ratecard/create", &[("name", "p")]);
+    cluster.converged("the card everywhere", |i| {
+        account_state(&cluster.as_account(i, &acct))
+    });
+    // Cut node 3 off; both sides write rules and CDRs.
+    let isolate = cluster.nodes[2].data.join("isolate");
+    std::fs::write(&isolate, "").unwrap();
+    wait_for("node 1 to see node 3 down", CONVERGE, || {
+        let s = cluster.operator(0).ok("cluster/status", &[]);
+        s["peers"]
+            .as_array()?
+            .iter()
+            .any(|p| p["node"] == "n3" && p["state"] == "down")
+            .then_some(())
+    });
+    let a3 = cluster.as_account(2, &acct);
+    for k in 0..20 {
+        a1.ok(
+            "ratecard/rule/set",
+            &[
+                ("card", "p"),
+                ("prefix", &format!("1{k:02}")),
+                ("name", "west"),
+                ("rate", "0.1"),
+            ],
+        );
+        a3.ok(
+            "ratecard/rule/set",
+            &[
+                ("card", "p"),
+                ("prefix", &format!("3{k:02}")),
+                ("name", "east"),
+                ("rate", "0.3"),
+            ],
+        );
+        let body = cdr(&format!("w{k}"), &format!("4470000{k:05}"), 200);
+        assert_eq!(
+            a1.upload("cdr/add", "", "text/csv", body.into_bytes())
+                .status,
+            200
+        );
+        let body = cdr(&format!("e{k}"), &format!("4480000{k:05}"), 486);
+        assert_eq!(
+            a3.upload("cdr/add", "", "text/csv", body.into_bytes())
+                .status,
+            200
+        );
+    }
+    // The same prefix written on both sides while apart: one answer after the heal.
+    a1.ok(
+        "ratecard/rule/set",
+        &[
+            ("card", "p"),
+            ("prefix", "999"),
+            ("name", "west"),
+            ("rate", "0.9"),
+        ],
+    );
+    a3.ok(
+        "ratecard/rule/set",
+        &[
+            ("card", "p"),
+            ("prefix", "999"),
+            ("name", "east"),
+            ("rate", "0.8"),
+        ],
+    );
+    assert_eq!(
+        a1.ok("ratecard/rules", &[("card", "p"), ("limit", "1000")])["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        21,
+        "node 1 sees only its own side while cut off"
+    );
+    std::fs::remove_file(&isolate).unwrap();
+    let state = cluster.converged("identical state after the heal", |i| {
+        account_state(&cluster.as_account(i, &acct))
+    });
+    assert_eq!(state["cdrs"]["total"], 40, "every acknowledged CDR is kept");
+    let rules = cluster
+        .as_account(1, &acct)
+        .ok("ratecard/rules", &[("card", "p"), ("limit", "1000")]);
+    assert_eq!(
+        rules["rules"].as_array().unwrap().len(),
+        41,
+        "every acknowledged rule is kept"
+    );
+}
+
+#[test]
+fn a_node_killed_during_a_large_import_restarts_and_converges() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start(3);
+    let acct = create_account(&cluster.operator(0), 1_000_000);
+    let a1 = cluster.as_account(0, &acct);
+    a1.ok("ratecard/create", &[("name", "big")]);
+    cluster.converged("the card everywhere", |i| {
+        cluster
+            .as_account(i, &acct)
+            .call("ratecard/get", &[("card", "big")])
+            .status
+            .into()
+    });
+    let deck = generated_deck(150_000, 11);
+    std::thread::scope(|s| {
+        let importer = s.spawn(|| import(&a1, "big", deck));
+        // Node 2 dies while the import's shards stream to it.
+        wait_for("node 2 to be receiving", CONVERGE, || {
+            std::fs::read_dir(cluster.nodes[1].data.join("docs"))
+                .ok()?
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with("rules-"))
+                .then_some(())
+        });
+        cluster.running[1].take().unwrap().kill();
+        importer.join().unwrap();
+    });
+    cluster.restart(1);
+    cluster.wait_connected();
+    let state = cluster.converged("identical state after the restart", |i| {
+        cluster
+            .as_account(i, &acct)
+            .ok("ratecard/revisions", &[("card", "big")])
+    });
+    assert_eq!(state["revisions"].as_array().unwrap().len(), 2, "{state}");
+    cluster.converged("the same rules everywhere", |i| {
+        let export = cluster
+            .as_account(i, &acct)
+            .call("ratecard/export", &[("card", "big")]);
+        Value::String(format!("{:x}", md5ish(&export.body)))
+    });
+    cluster.kill(2);
+}
+
+/// A cheap fingerprint of a big body (FNV-1a).
+fn md5ish(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[test]
+fn a_node_joining_later_through_one_seed_learns_everyone_and_catches_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start(2);
+    let acct = create_account(&cluster.operator(0), 1_000_000);
+    let a1 = cluster.as_account(0, &acct);
+    a1.ok("ratecard/create", &[("name", "j")]);
+    import(&a1, "j", generated_deck(2_000, 5));
+    let body = cdr("before-join", "447700900001", 200);
+    assert_eq!(
+        a1.upload("cdr/add", "", "text/csv", body.into_bytes())
+            .status,
+        200
+    );
+    // Node 3 knows only node 2.
+    let seed = cluster.nodes[1].peer;
+    cluster.add(&[seed]);
+    cluster.wait_connected();
+    cluster.converged("the new node holds everything", |i| {
+        account_state(&cluster.as_account(i, &acct))
+    });
+}
+
+#[test]
+fn a_peer_with_a_foreign_certificate_gets_nothing_and_is_shown_refused() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(1);
+    let acct = create_account(&cluster.operator(0), 1_000_000);
+    // An intruder with its own CA, seeded with the real node.
+    let other = tempfile::tempdir().unwrap();
+    let intruder = ClusterNode::create(
+        bin(),
+        other.path(),
+        &other.path().join("certs"),
+        "mallory",
+        &[cluster.nodes[0].peer],
+        OPERATOR,
+    );
+    let _running = intruder.start(bin());
+    wait_for("the node to show the intruder refused", CONVERGE, || {
+        let s = cluster.operator(0).ok("cluster/status", &[]);
+        s["peers"]
+            .as_array()?
+            .iter()
+            .any(|p| p["state"] == "refused")
+            .then_some(())
+    });
+    wait_for("the intruder to show the node refused", CONVERGE, || {
+        let s = Api::operator(&intruder.url(), OPERATOR).ok("cluster/status", &[]);
+        s["peers"]
+            .as_array()?
+            .iter()
+            .any(|p| p["state"] == "refused")
+            .then_some(())
+    });
+    // Nothing crossed: the intruder knows no account.
+    let denied = Api::account(&intruder.url(), &acct.0, &acct.1).call("ratecard/list", &[]);
+    assert_eq!(denied.status, 401);
+    let metrics = reqwest::blocking::get(format!("{}/metrics", cluster.nodes[0].url()))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("edgerate_peer_refused_total"), "{metrics}");
+}
