@@ -309,3 +309,79 @@ impl PeerSync {
         behind_docs + behind_records
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_message_survives_the_wire() {
+        let member = MemberInfo {
+            id: "lon-1".into(),
+            region: "uk".into(),
+            addr: "127.0.0.1:7080".parse().unwrap(),
+        };
+        for message in [
+            Message::Hello(member.clone()),
+            Message::Doc {
+                id: "cards".into(),
+                sync: vec![0x42, 1, 2, 3],
+            },
+            Message::LogPull(HashMap::from([("lon-1".into(), 7)])),
+            Message::LogRecords {
+                records: Vec::new(),
+                more: true,
+            },
+            Message::LogNotify,
+            Message::Usage {
+                day: 20_000,
+                counts: HashMap::from([("acc".into(), 3)]),
+            },
+            Message::Members(vec![member]),
+        ] {
+            assert_eq!(Message::decode(&message.encode()).unwrap(), message);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_from_a_peer_is_an_error_never_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(Message::Doc { sync, .. }) = Message::decode(&bytes) {
+                let _ = sync::Message::decode(&sync);
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_sync_message_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), automerge::ActorId::random()).unwrap();
+        let log = EventLog::open(&dir.path().join("events.sqlite"), "a", &[404], 0).unwrap();
+        let replica = Replica {
+            catalog: catalog.clone(),
+            log: Arc::new(log),
+            usage: Arc::default(),
+        };
+        let mut peer = PeerSync::new(replica, "b".into());
+        let before = catalog.docs().heads("accounts");
+        let mut out = Vec::new();
+        let bad = Message::Doc {
+            id: "accounts".into(),
+            sync: vec![0x42, 0xff, 0xff],
+        };
+        assert!(peer.handle(bad, &mut out).is_err());
+        let valid = automerge::AutoCommit::new()
+            .sync()
+            .generate_sync_message(&mut sync::State::new())
+            .unwrap()
+            .encode();
+        let escape = Message::Doc {
+            id: "../etc".into(),
+            sync: valid,
+        };
+        assert!(peer.handle(escape, &mut out).is_err());
+        assert_eq!(catalog.docs().heads("accounts"), before);
+        assert!(out.is_empty());
+    }
+}
