@@ -313,6 +313,7 @@ impl PeerSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use automerge::sync::SyncDoc;
     use proptest::prelude::*;
 
     #[test]
