@@ -16,6 +16,7 @@ pub mod router;
 pub mod service;
 pub mod state;
 pub mod system;
+pub mod telephony;
 pub mod vars;
 
 pub use router::router;

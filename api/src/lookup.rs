@@ -3,7 +3,6 @@
 //! Plus, the numbering plan and the operator's datasets, nested by number and type.
 
 use crate::error::ApiError;
-use crate::error::ErrorCode;
 use crate::router::{Ctx, Output};
 use edgerate_model::asrplus::Verdict;
 use edgerate_model::cdr::reason_phrase;
@@ -149,12 +148,11 @@ pub fn smart(ctx: &Ctx) -> Result<Output, ApiError> {
             types.push(parsed);
         }
     }
-    if types.contains(&LookupType::Ping) {
-        return Err(ApiError::new(
-            ErrorCode::NotImplemented,
-            "type 'ping' needs the SIP user agent, which this node does not run yet",
-        ));
-    }
+    let mut pings = if types.contains(&LookupType::Ping) {
+        crate::telephony::ping_numbers(ctx, &numbers)?
+    } else {
+        Map::new()
+    };
     let view = ctx.state.catalog().view();
     let log = ctx.state.log();
     let asr = log.asrplus();
@@ -169,7 +167,7 @@ pub fn smart(ctx: &Ctx) -> Result<Output, ApiError> {
                 }
                 LookupType::Plan => plan_answer(number),
                 LookupType::Dataset(kind) => dataset_answer(&view, *kind, number),
-                LookupType::Ping => unreachable!("refused above"),
+                LookupType::Ping => pings.remove(number).unwrap_or_default(),
             };
             by_type.insert(t.as_str().to_owned(), answer);
         }

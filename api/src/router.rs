@@ -4,10 +4,10 @@
 use crate::auth::{self, Quota};
 use crate::error::{ApiError, ErrorCode};
 use crate::format::{self, Format};
-use crate::service::{Access, Service, PLANNED};
+use crate::service::{Access, Service};
 use crate::state::AppState;
 use crate::vars::Vars;
-use crate::{admin, cdr, cluster, lookup, ratecard, system};
+use crate::{admin, cdr, cluster, lookup, ratecard, system, telephony};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -112,14 +112,7 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
         None => (path.clone(), Format::Html),
     };
     let Some(service) = Service::parse(&name) else {
-        let e = if PLANNED.contains(&name.as_str()) {
-            ApiError::new(
-                ErrorCode::NotImplemented,
-                format!("service '{name}' is not available on this node yet"),
-            )
-        } else {
-            ApiError::not_found(format!("unknown service '{name}'"))
-        };
+        let e = ApiError::not_found(format!("unknown service '{name}'"));
         return error_response(format, &e, None);
     };
     let (response, status) = match handle(state, service, format, request).await {
@@ -258,6 +251,8 @@ fn run(service: Service, ctx: &Ctx) -> Result<Output, ApiError> {
         ClusterStatus => cluster::status(ctx),
         LookupAsrplus => lookup::asrplus(ctx),
         LookupSmart => lookup::smart(ctx),
+        LookupPing => telephony::ping(ctx),
+        DialDial => telephony::dial(ctx),
         AdminDatasetImport => admin::dataset_import(ctx),
         CdrAdd => cdr::add(ctx),
         CdrList => cdr::list(ctx),

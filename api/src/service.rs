@@ -150,9 +150,24 @@ services! {
     LookupAsrplus = "lookup/asrplus", Account, false, "Has this number failed recently? The latest final outcome per number over 30 days.", [
         ("number", true, "one or more E.164 numbers"),
     ];
-    LookupSmart = "lookup/smart", Account, false, "ASR Plus, numbering plan and dataset lookups for one or more numbers, nested by number then type.", [
+    LookupSmart = "lookup/smart", Account, true, "ASR Plus, numbering plan and dataset lookups for one or more numbers, nested by number then type.", [
         ("number", true, "one or more E.164 numbers"),
-        ("type", true, "one or more of asrplus, plan, range, lrn, hlr, tps (ping: 501 until the SIP agent runs)"),
+        ("type", true, "one or more of asrplus, plan, range, lrn, hlr, tps, ping"),
+        ("trunk", false, "for ping: host:port of the SIP trunk (default [sip] trunk)"),
+    ];
+    LookupPing = "lookup/ping", Account, true, "Is the number live? A signalling-only SIP probe: INVITE, then CANCEL (or ACK and BYE) at once.", [
+        ("number", true, "one or more E.164 numbers (at most 100, probed in parallel)"),
+        ("trunk", false, "host:port of the SIP trunk (default [sip] trunk)"),
+        ("timeout", false, "seconds to wait for a sign of life (default 8, at most 60)"),
+    ];
+    DialDial = "dial/dial", Account, true, "Originate calls through the trunk; answered calls are transferred to route_all (REFER) when given, then hung up (BYE).", [
+        ("trunk", false, "host:port of the SIP trunk (default [sip] trunk)"),
+        ("cli", false, "calling number: From user and P-Asserted-Identity"),
+        ("number", true, "one or more numbers to call (at most 100)"),
+        ("name", false, "display name of the caller"),
+        ("header_NAME", false, "adds the header NAME: value to the INVITE (at most 4)"),
+        ("route_all", false, "on answer, transfer the call here (number or sip: URI) with REFER"),
+        ("timeout", false, "seconds to wait for an answer (default 30, at most 300)"),
     ];
     AdminDatasetImport = "admin/dataset/import", Operator, true, "Replace a lookup dataset (range, lrn, hlr or tps) from CSV, atomically.", [
         ("name", true, "range, lrn, hlr or tps"),
@@ -198,14 +213,6 @@ services! {
         ("card", false, "card as given on ingest"),
     ];
 }
-
-/// Services of the contract that this build does not serve yet: answered with 501.
-pub const PLANNED: &[&str] = &[
-    "lookup/smart",
-    "lookup/ping",
-    "dial/dial",
-    "admin/dataset/import",
-];
 
 #[cfg(test)]
 mod tests {

@@ -31,6 +31,7 @@ struct Inner {
     operator_key_hash: String,
     node: NodeInfo,
     metrics: Option<PrometheusHandle>,
+    telephony: Option<crate::telephony::Telephony>,
     ready: AtomicBool,
     started: std::time::Instant,
 }
@@ -53,10 +54,24 @@ impl AppState {
                 operator_key_hash,
                 node,
                 metrics,
+                telephony: None,
                 ready: AtomicBool::new(true),
                 started: std::time::Instant::now(),
             }),
         }
+    }
+
+    /// Adds the SIP user agent (before the state is shared).
+    pub fn with_telephony(mut self, telephony: crate::telephony::Telephony) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.telephony = Some(telephony);
+        }
+        self
+    }
+
+    /// The SIP user agent, when this node runs one.
+    pub fn telephony(&self) -> Option<&crate::telephony::Telephony> {
+        self.inner.telephony.as_ref()
     }
 
     pub fn catalog(&self) -> &Catalog {

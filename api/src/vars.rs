@@ -275,6 +275,18 @@ impl Vars {
     pub fn has(&self, name: &str) -> bool {
         self.values.contains_key(name)
     }
+
+    /// Every variable whose name starts with `prefix`, as (name, first value), by name.
+    pub fn with_prefix(&self, prefix: &str) -> Vec<(&str, &str)> {
+        let mut found: Vec<(&str, &str)> = self
+            .values
+            .keys()
+            .filter(|name| name.starts_with(prefix))
+            .map(|name| (name.as_str(), self.get(name).unwrap_or("")))
+            .collect();
+        found.sort_unstable();
+        found
+    }
 }
 
 fn scalar(name: &str, value: Value) -> Result<String, ApiError> {

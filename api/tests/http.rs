@@ -1193,9 +1193,50 @@ async fn unknown_services_formats_and_methods() {
     let api = Api::new();
     assert_eq!(api.get("/api/ratecard/nothing.json").await.status, 404);
     assert_eq!(api.get("/api/ratecard/query.yaml").await.status, 404);
-    let planned = api.get("/api/lookup/ping.json?number=44").await;
-    assert_eq!(planned.status, 501);
-    assert_eq!(error_of(&planned).0, 501);
+    // This router runs no SIP user agent: ping and dial say so.
+    let no_sip = api.get("/api/lookup/ping.json?number=44").await;
+    assert_eq!(error_of(&no_sip).0, 501);
+    // Call treatments this node does not perform are refused by name, before anything is sent;
+    // extra headers that could inject another header are a 400.
+    let auth = Some(basic("acme", &format!("{KEY}-acme")));
+    let amd = api
+        .request(
+            "GET",
+            "/api/dial/dial.json?number=44&amd=1",
+            auth.clone(),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(error_of(&amd).0, 501);
+    assert!(error_of(&amd).1.contains("amd"), "{:?}", error_of(&amd));
+    for bad in [
+        "header_X-A=a%0D%0AVia:%20evil",
+        "header_Via=x",
+        "header_X%20A=1",
+    ] {
+        let r = api
+            .request(
+                "GET",
+                &format!("/api/dial/dial.json?number=44&{bad}"),
+                auth.clone(),
+                None,
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(error_of(&r).0, 400, "{bad}");
+    }
+    let five = "header_A=1&header_B=1&header_C=1&header_D=1&header_E=1";
+    let r = api
+        .request(
+            "GET",
+            &format!("/api/dial/dial.json?number=44&{five}"),
+            auth,
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(error_of(&r).0, 400);
     let put = api
         .request(
             "PUT",

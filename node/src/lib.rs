@@ -8,6 +8,7 @@ pub mod config;
 use anyhow::Context;
 use config::Config;
 use edgerate_api::auth::{hash_key, new_secret};
+use edgerate_api::telephony::Telephony;
 use edgerate_api::{AppState, NodeInfo};
 use edgerate_model::account::Account;
 use edgerate_model::card::CardMeta;
@@ -16,6 +17,7 @@ use edgerate_replication::eventlog::EventLog;
 use edgerate_replication::sync::Replica;
 use edgerate_replication::transport::{self, TransportConfig};
 use edgerate_replication::ActorId;
+use edgerate_sip::{Slots, UserAgent};
 use edgerate_topology::certs::write_new;
 use edgerate_topology::membership::Members;
 use std::net::SocketAddr;
@@ -127,13 +129,22 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
         region: config.node.region.clone(),
         members: members.clone(),
     };
+    let sip = config.sip.clone().unwrap_or_default();
+    let agent = UserAgent::bind(sip.listen)
+        .await
+        .with_context(|| format!("[sip] listen {}", sip.listen))?;
     let state = AppState::new(
         catalog.clone(),
         log.clone(),
         node,
         hash_key(&operator_key),
         Some(metrics),
-    );
+    )
+    .with_telephony(Telephony {
+        agent,
+        trunk: sip.trunk,
+        slots: Slots::new(sip.per_account),
+    });
 
     let listener = match options.listener {
         Some(l) => {
