@@ -4,9 +4,13 @@
 # summary line, "tests: N passed, N failed", added up over every test binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The cluster tests render the operator page in a real browser (Debian's chromium).
-if ! command -v chromium >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# What the end-to-end tests run against: a real browser for the operator page (Debian's
+# chromium) and a real SIP peer for ping and dial (sipp, Debian's sip-tester).
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v sipp >/dev/null || missing+=(sip-tester)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
