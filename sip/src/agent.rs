@@ -29,6 +29,8 @@ pub const T1: Duration = Duration::from_millis(500);
 pub const T2: Duration = Duration::from_secs(4);
 /// How long CANCEL's and BYE's answers are waited for before a flow reports anyway.
 const WRAP_UP: Duration = Duration::from_secs(4);
+/// Receive buffer asked of the kernel.
+const RECEIVE_BUFFER: usize = 8 << 20;
 /// A minimal SDP offer: audio to the discard port, so the INVITE is acceptable to any trunk and
 /// no media ever flows.
 const SDP: &str = "v=0\r\no=edgerate 0 0 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 9 RTP/AVP 0 8\r\na=inactive\r\n";
@@ -94,7 +96,16 @@ pub struct Invite {
 impl UserAgent {
     /// Binds the UDP socket and starts answering datagrams.
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Arc<Self>> {
-        let socket = Arc::new(UdpSocket::bind(addr).await?);
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        // Room for bursts of responses to many parallel calls (the kernel may grant less).
+        let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let socket = Arc::new(UdpSocket::from_std(socket.into())?);
         let agent = Arc::new(Self {
             socket,
             transactions: Mutex::new(HashMap::new()),
@@ -269,10 +280,14 @@ impl UserAgent {
                 101..=199 => {
                     provisional = true;
                     if call.probe {
+                        // The answer is known: the CANCEL and its 487 finish in the background.
                         outcome.code = r.code;
                         outcome.status = r.status;
-                        self.cancel(&dialog, &branch, &mut responses).await;
-                        self.finish(&branch, "INVITE");
+                        let agent = self.clone();
+                        tokio::spawn(async move {
+                            agent.cancel(&dialog, &branch, &mut responses).await;
+                            agent.finish(&branch, "INVITE");
+                        });
                         return outcome;
                     }
                 }
