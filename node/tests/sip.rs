@@ -375,3 +375,50 @@ fn dial_of_a_busy_number_fails_and_garbage_datagrams_are_dropped() {
     );
     assert!(sipp.finish().0);
 }
+
+#[test]
+fn smart_lookup_pings_and_an_unanswered_dial_is_cancelled_at_its_timeout() {
+    let node = Node::start();
+    let sipp = Sipp::start("reject-404");
+    let trunk = sipp.trunk();
+    let smart = node.api().ok(
+        "lookup/smart",
+        &[
+            ("number", "447700900009"),
+            ("type", "ping,asrplus"),
+            ("trunk", trunk.as_str()),
+        ],
+    );
+    assert_eq!(smart["447700900009"]["ping"]["Short"], "Dead", "{smart}");
+    assert_eq!(
+        smart["447700900009"]["asrplus"]["status"], "Invalid",
+        "{smart}"
+    );
+    assert!(sipp.finish().0);
+
+    let sipp = Sipp::start("ring-cancel");
+    let trunk = sipp.trunk();
+    let started = std::time::Instant::now();
+    let answer = node.api().ok(
+        "dial/dial",
+        &[
+            ("trunk", trunk.as_str()),
+            ("number", "447700900010"),
+            ("timeout", "1"),
+        ],
+    );
+    let call = &answer["calls"][0];
+    assert_eq!(
+        (call["status"].as_str(), call["code"].as_u64()),
+        (Some("failed"), Some(408)),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    let (passed, trace) = sipp.finish();
+    assert!(passed, "{trace}");
+    assert_eq!(received(&trace, "CANCEL").len(), 1);
+}
