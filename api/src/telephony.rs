@@ -16,6 +16,9 @@ const MAX_NUMBERS: usize = 100;
 const MAX_EXTRA_HEADERS: usize = 4;
 const PING_TIMEOUT_S: u64 = 8;
 const DIAL_TIMEOUT_S: u64 = 30;
+/// The trunk of a call template, resolved once per request by [`place`].
+const UNSET: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 /// Variables of call treatments this node does not perform: a 501 naming them, never ignored.
 const UNSUPPORTED: &[&str] = &[
     "amd",
@@ -61,20 +64,17 @@ pub fn ping(ctx: &Ctx) -> Result<Output, ApiError> {
 /// Ping answers by number (also the `ping` type of `lookup/smart`).
 pub fn ping_numbers(ctx: &Ctx, numbers: &[String]) -> Result<Map<String, Value>, ApiError> {
     let timeout = seconds(ctx, "timeout", PING_TIMEOUT_S, 60)?;
-    let calls = numbers
-        .iter()
-        .map(|number| Invite {
-            trunk: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-            number: number.clone(),
-            cli: None,
-            name: None,
-            headers: Vec::new(),
-            timeout,
-            probe: true,
-            refer_to: None,
-        })
-        .collect();
-    let outcomes = place(ctx, calls)?;
+    let probe = Invite {
+        trunk: UNSET,
+        number: String::new(),
+        cli: None,
+        name: None,
+        headers: Vec::new(),
+        timeout,
+        probe: true,
+        refer_to: None,
+    };
+    let outcomes = place(ctx, numbers, &probe)?;
     let mut answers = Map::new();
     for (number, outcome) in numbers.iter().zip(outcomes) {
         answers.insert(
@@ -140,20 +140,17 @@ pub fn dial(ctx: &Ctx) -> Result<Output, ApiError> {
         }
     };
     let timeout = seconds(ctx, "timeout", DIAL_TIMEOUT_S, 300)?;
-    let calls = numbers
-        .iter()
-        .map(|number| Invite {
-            trunk: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-            number: number.clone(),
-            cli: cli.clone(),
-            name: name.clone(),
-            headers: headers.clone(),
-            timeout,
-            probe: false,
-            refer_to: refer_to.clone(),
-        })
-        .collect();
-    let outcomes = place(ctx, calls)?;
+    let call = Invite {
+        trunk: UNSET,
+        number: String::new(),
+        cli,
+        name,
+        headers,
+        timeout,
+        probe: false,
+        refer_to,
+    };
+    let outcomes = place(ctx, &numbers, &call)?;
     let calls: Vec<Value> = numbers
         .iter()
         .zip(outcomes)
@@ -194,16 +191,16 @@ fn seconds(ctx: &Ctx, name: &str, default: u64, max: u64) -> Result<Duration, Ap
     Ok(Duration::from_secs(s))
 }
 
-/// Places the calls (at most the account's cap at once), logs each as a CDR, and returns the
-/// outcomes in order. Runs on a blocking thread, like every blocking service.
-fn place(ctx: &Ctx, mut calls: Vec<Invite>) -> Result<Vec<Outcome>, ApiError> {
+/// Places `call` to each number (at most the account's cap at once), logs each as a CDR, and
+/// returns the outcomes in order. Runs on a blocking thread, like every blocking service.
+fn place(ctx: &Ctx, numbers: &[String], call: &Invite) -> Result<Vec<Outcome>, ApiError> {
     let telephony = ctx.state.telephony().ok_or_else(|| {
         ApiError::new(
             ErrorCode::NotImplemented,
             "this node runs no SIP user agent",
         )
     })?;
-    if calls.len() > MAX_NUMBERS {
+    if numbers.len() > MAX_NUMBERS {
         return Err(ApiError::invalid(
             "number",
             format!("at most {MAX_NUMBERS} numbers per request"),
@@ -219,9 +216,14 @@ fn place(ctx: &Ctx, mut calls: Vec<Invite>) -> Result<Vec<Outcome>, ApiError> {
     let trunk = runtime
         .block_on(edgerate_sip::resolve_trunk(&trunk_name))
         .ok_or_else(|| ApiError::invalid("trunk", format!("'{trunk_name}' does not resolve")))?;
-    for call in &mut calls {
-        call.trunk = trunk;
-    }
+    let calls: Vec<Invite> = numbers
+        .iter()
+        .map(|number| Invite {
+            trunk,
+            number: number.clone(),
+            ..call.clone()
+        })
+        .collect();
     let account = ctx.account().id.clone();
     let slots = telephony.slots.of(&account);
     let agent = telephony.agent.clone();
@@ -246,13 +248,13 @@ fn place(ctx: &Ctx, mut calls: Vec<Invite>) -> Result<Vec<Outcome>, ApiError> {
     });
     let cdrs: Vec<Cdr> = outcomes
         .iter()
-        .zip(ctx.vars.numbers("number")?)
+        .zip(numbers)
         .map(|(o, number)| Cdr {
             input: CdrInput {
                 callid: o.call_id.clone(),
                 dt: o.started,
-                source_cli: ctx.vars.number("cli").ok().flatten().unwrap_or_default(),
-                dest_number: number,
+                source_cli: call.cli.clone().unwrap_or_default(),
+                dest_number: number.clone(),
                 duration: Decimal::from_f64_retain(o.connected_secs)
                     .unwrap_or_default()
                     .round_dp(3),
