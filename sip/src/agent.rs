@@ -16,7 +16,7 @@
 
 use crate::message::{self, Incoming, Outgoing, PeerRequest, Response};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -56,7 +56,7 @@ pub struct UserAgent {
     /// INVITE branch → the ACK sent for its final response, resent if that response is.
     acks: Mutex<HashMap<String, SentAck>>,
     /// Call-IDs of calls in progress, whose in-dialog requests are answered.
-    calls: Mutex<HashMap<String, ()>>,
+    calls: Mutex<HashSet<String>>,
 }
 
 /// What one INVITE came to.
@@ -110,7 +110,7 @@ impl UserAgent {
             socket,
             transactions: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
-            calls: Mutex::new(HashMap::new()),
+            calls: Mutex::new(HashSet::new()),
         });
         tokio::spawn(receive_forever(
             Arc::downgrade(&agent),
@@ -174,14 +174,10 @@ impl UserAgent {
                     agent.transactions.lock().remove(&key);
                     break;
                 }
-                interval = if invite || now == PROVISIONAL {
-                    if invite {
-                        interval * 2
-                    } else {
-                        T2
-                    }
-                } else {
-                    (interval * 2).min(T2)
+                interval = match (invite, now) {
+                    (true, _) => interval * 2,
+                    (false, PROVISIONAL) => T2,
+                    (false, _) => (interval * 2).min(T2),
                 };
             }
         });
@@ -204,7 +200,7 @@ impl UserAgent {
     pub async fn invite(self: &Arc<Self>, call: &Invite) -> Outcome {
         let local = self.contact_addr(call.trunk);
         let call_id = format!("{}@{}", message::token(), local.ip());
-        self.calls.lock().insert(call_id.clone(), ());
+        self.calls.lock().insert(call_id.clone());
         let outcome = self.run(call, local, &call_id).await;
         self.calls.lock().remove(&call_id);
         metrics::counter!("edgerate_sip_calls_total", "kind" => if call.probe { "ping" } else { "dial" }, "code" => outcome.code.to_string()).increment(1);
@@ -510,7 +506,7 @@ impl UserAgent {
     }
 
     async fn on_request(&self, r: &PeerRequest, from: SocketAddr) {
-        let known = self.calls.lock().contains_key(&r.call_id);
+        let known = self.calls.lock().contains(&r.call_id);
         let (code, reason) = match r.method.as_str() {
             "ACK" => return,
             "OPTIONS" => (200, "OK"),
