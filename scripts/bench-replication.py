@@ -3,7 +3,8 @@
 
 Measures, over nodes on loopback:
   edit    one rule edit on node 1 until visible on every other node (p50/p99/max), beside the
-          edit's own acknowledged latency on node 1 (the baseline of the same run);
+          edit's own acknowledged latency on node 1 (the baseline of the same run); with
+          EDIT_CARD_ROWS the card first gets a deck of that many rules;
   bytes   replication bytes sent by node 1 per rule edit, per peer (from /metrics);
   deck    an N-row deck imported on node 1 until it answers on every other node;
   heal    node 3 cut off for PARTITION_S seconds with writes on both sides, then healed: time
@@ -18,6 +19,7 @@ what = os.environ.get("BENCH", "edit,bytes,deck,heal").split(",")
 EDITS = int(os.environ.get("EDITS", "300"))
 DECK_ROWS = [int(x) for x in os.environ.get("DECK_ROWS", "10000").split(",")]
 PARTITION_S = int(os.environ.get("PARTITION_S", "60"))
+EDIT_CARD_ROWS = int(os.environ.get("EDIT_CARD_ROWS", "0"))
 basic = "Basic " + base64.b64encode(f"{auth_id}:{auth_key}".encode()).decode()
 
 
@@ -59,6 +61,8 @@ def wait_visible(check, timeout=120):
 def bench_edit():
     nodes[0].call("ratecard/create", "name=bench-edit", body=b"")
     wait_visible(lambda: all(n.call("ratecard/get", "card=bench-edit")[0] == 200 for n in nodes[1:]))
+    if EDIT_CARD_ROWS:
+        import_everywhere("bench-edit", EDIT_CARD_ROWS)
     visible, acked = [], []
     for i in range(EDITS):
         rate = f"0.{i + 1:06d}"
@@ -71,7 +75,7 @@ def bench_edit():
             wait_visible(lambda: json.loads(n.call("ratecard/query", "card=bench-edit&number=44201234")[1]).get("rate") == want)
         visible.append(time.perf_counter() - t0)
     ms = lambda x: f"{x * 1e3:.2f} ms"
-    print(f"edit: {EDITS} edits; acknowledged on node 1: p50 {ms(pct(acked, 50))}, p99 {ms(pct(acked, 99))}; "
+    print(f"edit: {EDITS} edits on a card of {EDIT_CARD_ROWS} rules; acknowledged on node 1: p50 {ms(pct(acked, 50))}, p99 {ms(pct(acked, 99))}; "
           f"visible on all {len(nodes) - 1} peers: p50 {ms(pct(visible, 50))}, p99 {ms(pct(visible, 99))}, max {ms(max(visible))}")
 
 
@@ -105,10 +109,8 @@ def deck(rows, seed):
     return ("\n".join(lines) + "\n").encode()
 
 
-def bench_deck(rows):
-    card = f"bench-deck-{rows}"
-    nodes[0].call("ratecard/create", f"name={card}", body=b"")
-    wait_visible(lambda: all(n.call("ratecard/get", f"card={card}")[0] == 200 for n in nodes[1:]))
+def import_everywhere(card, rows):
+    """Imports an N-row deck into `card` on node 1; returns (live locally, live on every peer) in s."""
     body = deck(rows, rows)
     probe = f"{10_000_000 + ((rows - 1) * 7919 + rows) % 89_999_999}99"
     t0 = time.perf_counter()
@@ -117,7 +119,14 @@ def bench_deck(rows):
     local = time.perf_counter() - t0
     for n in nodes[1:]:
         wait_visible(lambda: json.loads(n.call("ratecard/query", f"card={card}&number={probe}")[1]).get("revision") == 2, timeout=600)
-    everywhere = time.perf_counter() - t0
+    return local, time.perf_counter() - t0
+
+
+def bench_deck(rows):
+    card = f"bench-deck-{rows}"
+    nodes[0].call("ratecard/create", f"name={card}", body=b"")
+    wait_visible(lambda: all(n.call("ratecard/get", f"card={card}")[0] == 200 for n in nodes[1:]))
+    local, everywhere = import_everywhere(card, rows)
     print(f"deck: {rows} rows live on node 1 in {local:.2f} s, on every peer in {everywhere:.2f} s")
 
 

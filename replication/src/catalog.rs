@@ -21,7 +21,7 @@ use crate::docstore::{DocStore, StoreError};
 use arc_swap::ArcSwap;
 use automerge::{
     transaction::{CommitOptions, Transactable},
-    AutoCommit, ObjType, Patch, PatchAction, ReadDoc, ScalarValueRef, ValueRef, ROOT,
+    AutoCommit, ObjType, ReadDoc, ScalarValueRef, ValueRef, ROOT,
 };
 use edgerate_model::account::Account;
 use edgerate_model::card::{live_revision, CardMeta, RevisionMeta};
@@ -332,8 +332,8 @@ impl Catalog {
     }
 
     /// Applies a peer's sync message for document `doc_id`, durably, and brings the view up to
-    /// date. Rules of a loaded revision are applied to its index one by one (from the
-    /// document's patches), never by reloading it. Holds the write lock throughout, so a local
+    /// date. Rules of a loaded revision are applied to its index one by one (the rules the new
+    /// changes touched), never by reloading it. Holds the write lock throughout, so a local
     /// edit of the same rule cannot slip between the document and the index.
     pub fn receive(
         &self,
@@ -342,17 +342,17 @@ impl Catalog {
         message: automerge::sync::Message,
     ) -> Result<(), CatalogError> {
         let _w = self.inner.write.lock();
-        let wants_patches = self.revision_of(doc_id).is_some();
-        let patches = self
+        let loaded = self.revision_of(doc_id).is_some();
+        let touched = self
             .inner
             .docs
-            .receive_sync(doc_id, state, message, wants_patches)?;
-        self.apply_remote(doc_id, wants_patches.then_some(&patches[..]))
+            .receive_sync(doc_id, state, message, loaded)?;
+        self.apply_remote(doc_id, loaded.then_some(&touched[..]))
     }
 
     /// Brings the view up to date after a peer's change to document `doc_id`. The caller holds
     /// the write lock.
-    fn apply_remote(&self, doc_id: &str, patches: Option<&[Patch]>) -> Result<(), CatalogError> {
+    fn apply_remote(&self, doc_id: &str, touched: Option<&[String]>) -> Result<(), CatalogError> {
         let docs = &self.inner.docs;
         match doc_id {
             ACCOUNTS_DOC => {
@@ -383,8 +383,8 @@ impl Catalog {
                 let registry = read_registry(docs)?;
                 self.reload_card(&doc_id["card-".len()..], &registry)?;
             }
-            _ if doc_id.starts_with("rules-") => match (self.revision_of(doc_id), patches) {
-                (Some(rev), Some(patches)) => apply_rule_patches(&mut rev.index.write(), patches),
+            _ if doc_id.starts_with("rules-") => match (self.revision_of(doc_id), touched) {
+                (Some(rev), Some(prefixes)) => apply_touched(docs, doc_id, &rev, prefixes)?,
                 (Some(rev), None) => {
                     let card = doc_id["rules-".len()..]
                         .split('-')
@@ -1090,33 +1090,40 @@ fn load_rules(
     Ok(index)
 }
 
-/// Applies rule-level patches of one shard document to its revision's index: a put or a
-/// delete in a bucket map is one rule added, replaced or removed.
-fn apply_rule_patches(index: &mut PrefixIndex, patches: &[Patch]) {
-    for patch in patches {
-        if patch.obj == ROOT {
-            continue;
-        }
-        match &patch.action {
-            PatchAction::PutMap {
-                key,
-                value: (value, _),
-                ..
-            } => {
-                let rule = value.as_str().map(Rule::decode);
-                match rule {
-                    Some(Ok(rule)) if edgerate_model::number::is_prefix(key) => {
-                        index.insert(key, rule);
-                    }
-                    _ => tracing::warn!(prefix = %key, "skipped an unreadable rule from a peer"),
+/// Brings a revision's index up to date with the rules a peer's changes touched in one of its
+/// shard documents: each is read back from the document (the winner of any conflict) and put
+/// in, or taken out of, the index.
+fn apply_touched(
+    docs: &DocStore,
+    doc_id: &str,
+    rev: &RevisionView,
+    prefixes: &[String],
+) -> Result<(), CatalogError> {
+    let mut index = rev.index.write();
+    with_doc(docs, doc_id, |d| {
+        for prefix in prefixes
+            .iter()
+            .filter(|p| edgerate_model::number::is_prefix(p))
+        {
+            let (_, bucket) = bucketed::locate(prefix, rev.meta.shards, rev.meta.buckets);
+            let map = map_id(d, ROOT, &bucketed::bucket_key(bucket))?;
+            let current = d.get(&map, prefix.as_str())?;
+            match current
+                .as_ref()
+                .and_then(|(v, _)| v.as_str())
+                .map(Rule::decode)
+            {
+                Some(Ok(rule)) => {
+                    index.insert(prefix, rule);
                 }
+                None => {
+                    index.remove(prefix);
+                }
+                Some(Err(_)) => tracing::warn!(%prefix, "skipped an unreadable rule from a peer"),
             }
-            PatchAction::DeleteMap { key } => {
-                index.remove(key);
-            }
-            _ => {}
         }
-    }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
