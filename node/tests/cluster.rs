@@ -504,11 +504,7 @@ fn a_node_killed_during_a_large_import_restarts_and_converges() {
         let importer = s.spawn(|| import(&a1, "big", deck));
         // Node 2 dies while the import's shards stream to it.
         wait_for("node 2 to be receiving", CONVERGE, || {
-            std::fs::read_dir(cluster.nodes[1].data.join("docs"))
-                .ok()?
-                .filter_map(Result::ok)
-                .any(|e| e.file_name().to_string_lossy().starts_with("rules-"))
-                .then_some(())
+            (rule_documents(&cluster.nodes[1].data) > 1).then_some(())
         });
         cluster.running[1].take().unwrap().kill();
         importer.join().unwrap();
@@ -528,6 +524,19 @@ fn a_node_killed_during_a_large_import_restarts_and_converges() {
         Value::String(format!("{:x}", md5ish(&export.body)))
     });
     cluster.kill(2);
+}
+
+/// Rule shard documents in a node's data dir (a new card has one; an import adds more).
+fn rule_documents(data: &Path) -> usize {
+    std::fs::read_dir(data.join("docs")).map_or(0, |dir| {
+        dir.filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("rules-") && name.ends_with(".snap")
+            })
+            .count()
+    })
 }
 
 /// A cheap fingerprint of a big body (FNV-1a).
@@ -600,4 +609,45 @@ fn a_peer_with_a_foreign_certificate_gets_nothing_and_is_shown_refused() {
         .text()
         .unwrap();
     assert!(metrics.contains("edgerate_peer_refused_total"), "{metrics}");
+}
+
+#[test]
+fn the_importing_node_killed_mid_import_restarts_and_converges() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start(3);
+    let acct = create_account(&cluster.operator(0), 1_000_000);
+    let a1 = cluster.as_account(0, &acct);
+    a1.ok("ratecard/create", &[("name", "big")]);
+    cluster.converged("the card everywhere", |i| {
+        cluster
+            .as_account(i, &acct)
+            .call("ratecard/get", &[("card", "big")])
+            .status
+            .into()
+    });
+    let url = format!(
+        "{}/api/ratecard/import.json?card=big",
+        cluster.nodes[0].url()
+    );
+    let (id, key) = acct.clone();
+    let upload = std::thread::spawn(move || {
+        // The node dies under this request: no answer is expected.
+        let _ = reqwest::blocking::Client::new()
+            .post(url)
+            .basic_auth(id, Some(key))
+            .header("content-type", "text/csv")
+            .body(generated_deck(300_000, 13))
+            .send();
+    });
+    wait_for("node 1 to be writing the import", CONVERGE, || {
+        (rule_documents(&cluster.nodes[0].data) > 1).then_some(())
+    });
+    cluster.kill(0);
+    upload.join().unwrap();
+    cluster.restart(0);
+    cluster.wait_connected();
+    // Acknowledged or not, every node ends with the same card.
+    cluster.converged("identical state after the restart", |i| {
+        account_state(&cluster.as_account(i, &acct))
+    });
 }
