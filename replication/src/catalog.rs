@@ -380,8 +380,10 @@ impl Catalog {
             DATASETS_DOC => self.reload_datasets()?,
             _ if doc_id.starts_with("dataset-") => self.reload_datasets()?,
             _ if doc_id.starts_with("card-") => {
+                let card = &doc_id["card-".len()..];
                 let registry = read_registry(docs)?;
-                self.reload_card(&doc_id["card-".len()..], &registry)?;
+                self.renumber_lost_revisions(card)?;
+                self.reload_card(card, &registry)?;
             }
             _ if doc_id.starts_with("rules-") => match (self.revision_of(doc_id), touched) {
                 (Some(rev), Some(prefixes)) => apply_touched(docs, doc_id, &rev, prefixes)?,
@@ -404,6 +406,65 @@ impl Catalog {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Revisions written here that lost their number to a revision written at the same time
+    /// elsewhere (two imports into one card at once in two regions) get the next free number,
+    /// so no acknowledged import is lost; the number's winner is written again to settle the
+    /// conflict. Only the losing revision's author renumbers it, so every node agrees.
+    fn renumber_lost_revisions(&self, card: &str) -> Result<(), CatalogError> {
+        let doc_id = card_doc(card);
+        if self.inner.docs.get(&doc_id).is_none() {
+            return Ok(());
+        }
+        let me = self.inner.docs.actor().clone();
+        let lost = with_doc(&self.inner.docs, &doc_id, |d| {
+            let Ok(revs) = map_id(d, ROOT, "revisions") else {
+                return Ok(Vec::new());
+            };
+            let mut lost = Vec::new();
+            for item in d.map_range(&revs, ..) {
+                let winner = item.id();
+                for (value, id) in d.get_all(&revs, item.key.as_ref())? {
+                    let mine = matches!(&id, automerge::ObjId::Id(_, actor, _) if *actor == me);
+                    if id == winner || !mine {
+                        continue;
+                    }
+                    let meta: Option<RevisionMeta> =
+                        value.as_str().and_then(|s| serde_json::from_str(s).ok());
+                    let won: Option<RevisionMeta> =
+                        str_of(&item.value).and_then(|s| serde_json::from_str(s).ok());
+                    if let (Some(meta), Some(won)) = (meta, won) {
+                        lost.push((meta, won));
+                    }
+                }
+            }
+            Ok(lost)
+        })?;
+        if lost.is_empty() {
+            return Ok(());
+        }
+        self.inner.docs.change::<_, CatalogError>(&doc_id, |d| {
+            let revs = map_id(d, ROOT, "revisions")?;
+            let mut next = d
+                .keys(&revs)
+                .filter_map(|k| k.parse::<u32>().ok())
+                .max()
+                .unwrap_or(0);
+            for (mut meta, won) in lost {
+                put_json(d, &revs, &won.rev.to_string(), &won)?;
+                next += 1;
+                tracing::warn!(
+                    card,
+                    from = meta.rev,
+                    to = next,
+                    "a revision written at the same time elsewhere took this number; renumbered"
+                );
+                meta.rev = next;
+                put_json(d, &revs, &next.to_string(), &meta)?;
+            }
+            Ok(())
+        })
     }
 
     /// Re-reads card `id` if the registry lists it and its document is here.
@@ -866,7 +927,8 @@ fn shard_doc(card: &str, rev: &RevisionMeta, shard: u32) -> String {
     if rev.docs.is_empty() {
         format!("rules-{card}-{}-{shard}", rev.rev)
     } else {
-        format!("rules-{card}-{}-{}-{shard}", rev.rev, rev.docs)
+        // Not the revision number: a revision renumbered after a conflict keeps its documents.
+        format!("rules-{card}-{}-{shard}", rev.docs)
     }
 }
 

@@ -193,6 +193,11 @@ impl DocStore {
         Ok(handle)
     }
 
+    /// The actor of this node's changes.
+    pub fn actor(&self) -> &automerge::ActorId {
+        &self.inner.actor
+    }
+
     /// Current heads of document `id`.
     pub fn heads(&self, id: &str) -> Option<Vec<ChangeHash>> {
         Some(self.get(id)?.lock().doc.get_heads())

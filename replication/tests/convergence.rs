@@ -24,6 +24,7 @@ enum Op {
     Delete { node: usize, prefix: u8 },
     Cdr { node: usize, number: u8, code: u16 },
     Sync { a: usize, b: usize },
+    Import { node: usize, rules: u8 },
     Cut { node: usize },
     Heal { node: usize },
 }
@@ -35,6 +36,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (node.clone(), 0u8..12).prop_map(|(node, prefix)| Op::Delete { node, prefix }),
         2 => (node.clone(), 0u8..20, prop::sample::select(vec![200u16, 404, 486])).prop_map(|(node, number, code)| Op::Cdr { node, number, code }),
         3 => (node.clone(), node.clone()).prop_map(|(a, b)| Op::Sync { a, b }),
+        1 => (node.clone(), 1u8..30).prop_map(|(node, rules)| Op::Import { node, rules }),
         1 => node.clone().prop_map(|node| Op::Cut { node }),
         1 => node.prop_map(|node| Op::Heal { node }),
     ]
@@ -159,7 +161,7 @@ fn check(ops: Vec<Op>) {
     for (a, b) in [(0, 1), (0, 2)] {
         sync_pair(&mut links, a, b);
     }
-    let mut calls = 0;
+    let (mut calls, mut imports) = (0, 0);
     for op in ops {
         match op {
             Op::Set { node, prefix, rate } => {
@@ -204,6 +206,21 @@ fn check(ops: Vec<Op>) {
                 sync_pair(&mut links, a, b);
             }
             Op::Sync { .. } => {}
+            Op::Import { node, rules } => {
+                imports += 1;
+                let deck = (0..rules)
+                    .map(|r| {
+                        let rule =
+                            Rule::new(Arc::from(format!("n{node}")), Decimal::new(r.into(), 2));
+                        (format!("33{r}"), rule)
+                    })
+                    .collect();
+                nodes[node]
+                    .replica
+                    .catalog
+                    .add_revision(CARD, deck, Some(0), "import:csv", 1)
+                    .unwrap();
+            }
             Op::Cut { node } => nodes[node].cut = true,
             Op::Heal { node } => {
                 // A reconnect: the node's links start over with fresh sync states.
@@ -224,7 +241,8 @@ fn check(ops: Vec<Op>) {
     for n in &mut nodes {
         n.cut = false;
     }
-    for _ in 0..2 {
+    // Enough rounds for a renumbered revision to reach everyone.
+    for _ in 0..4 {
         for (a, b) in [(0, 1), (1, 2), (0, 2)] {
             sync_pair(&mut links, a, b);
         }
@@ -234,6 +252,15 @@ fn check(ops: Vec<Op>) {
         assert_eq!(state(n), first);
     }
     assert_eq!(first.2, calls);
+    for n in &nodes {
+        let view = n.replica.catalog.view();
+        let revisions = view.cards[CARD].revisions.len();
+        assert_eq!(
+            revisions,
+            1 + imports,
+            "every import is kept, none lost to a concurrent one"
+        );
+    }
 }
 
 proptest! {
@@ -268,5 +295,16 @@ fn a_delete_racing_a_concurrent_put_leaves_the_put_everywhere() {
         },
         Op::Sync { a: 0, b: 2 },
         Op::Delete { node: 0, prefix: 4 },
+    ]);
+}
+
+/// Two regions import into the same card at the same time: both imports got revision 2 where
+/// they were taken; once synced, one keeps 2 and the other is renumbered 3, everywhere.
+#[test]
+fn concurrent_imports_into_one_card_are_both_kept() {
+    check(vec![
+        Op::Import { node: 0, rules: 5 },
+        Op::Import { node: 1, rules: 7 },
+        Op::Import { node: 2, rules: 3 },
     ]);
 }
