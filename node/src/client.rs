@@ -243,9 +243,20 @@ impl Client {
                     let peers = v["peers"].as_array().map_or(0, Vec::len);
                     format!(
                         "node {}  region {}  peers {peers}\n{}",
-                        v["node"],
-                        v["region"],
-                        table(&v["peers"], &["node", "region", "state", "rtt_ms", "lag"])
+                        v["node"].as_str().unwrap_or("?"),
+                        v["region"].as_str().unwrap_or("?"),
+                        table(
+                            &v["peers"],
+                            &[
+                                "node",
+                                "region",
+                                "addr",
+                                "state",
+                                "rtt_ms",
+                                "last_sync",
+                                "lag"
+                            ]
+                        )
                     )
                 });
             }
