@@ -128,6 +128,21 @@ fn create_account(api: &Api, daily: u64) -> (String, String) {
     )
 }
 
+/// A new account with an empty card `name`, once every node knows the card.
+fn account_with_card(cluster: &Cluster, name: &str) -> (String, String) {
+    let acct = create_account(&cluster.operator(0), 1_000_000);
+    cluster
+        .as_account(0, &acct)
+        .ok("ratecard/create", &[("name", name)]);
+    cluster.converged("the card everywhere", |i| {
+        let card = cluster
+            .as_account(i, &acct)
+            .call("ratecard/get", &[("card", name)]);
+        card.status.into()
+    });
+    acct
+}
+
 fn import(api: &Api, card: &str, deck: String) -> Value {
     let a = api.upload(
         "ratecard/import",
@@ -489,16 +504,8 @@ fn a_partitioned_node_converges_after_the_heal_and_loses_nothing() {
 fn a_node_killed_during_a_large_import_restarts_and_converges() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut cluster = Cluster::start(3);
-    let acct = create_account(&cluster.operator(0), 1_000_000);
+    let acct = account_with_card(&cluster, "big");
     let a1 = cluster.as_account(0, &acct);
-    a1.ok("ratecard/create", &[("name", "big")]);
-    cluster.converged("the card everywhere", |i| {
-        cluster
-            .as_account(i, &acct)
-            .call("ratecard/get", &[("card", "big")])
-            .status
-            .into()
-    });
     let deck = generated_deck(150_000, 11);
     std::thread::scope(|s| {
         let importer = s.spawn(|| import(&a1, "big", deck));
@@ -615,16 +622,7 @@ fn a_peer_with_a_foreign_certificate_gets_nothing_and_is_shown_refused() {
 fn the_importing_node_killed_mid_import_restarts_and_converges() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut cluster = Cluster::start(3);
-    let acct = create_account(&cluster.operator(0), 1_000_000);
-    let a1 = cluster.as_account(0, &acct);
-    a1.ok("ratecard/create", &[("name", "big")]);
-    cluster.converged("the card everywhere", |i| {
-        cluster
-            .as_account(i, &acct)
-            .call("ratecard/get", &[("card", "big")])
-            .status
-            .into()
-    });
+    let acct = account_with_card(&cluster, "big");
     let url = format!(
         "{}/api/ratecard/import.json?card=big",
         cluster.nodes[0].url()
