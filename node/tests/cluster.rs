@@ -286,6 +286,17 @@ fn three_nodes_serve_everything_written_anywhere() {
         );
         (s.to_string().contains("234")).then_some(())
     });
+    // Once quiet, every node reports its peers in sync (lag 0), with an RTT and a last sync.
+    for i in 0..3 {
+        wait_for("lag 0 everywhere", CONVERGE, || {
+            let status = cluster.operator(i).ok("cluster/status", &[]);
+            let peers = status["peers"].as_array()?.clone();
+            peers
+                .iter()
+                .all(|p| p["lag"] == 0 && p["rtt_ms"].is_number() && p["last_sync"].is_string())
+                .then_some(())
+        });
+    }
     // The operator page lists every peer as up, rendered by a real browser.
     let dom = render(&format!("{}/", cluster.nodes[0].url()));
     for peer in ["n2", "n3"] {
