@@ -322,7 +322,7 @@ impl Catalog {
 
     /// The loaded revision whose rules document `doc_id` is, if any.
     fn revision_of(&self, doc_id: &str) -> Option<RevisionView> {
-        let card_id = doc_id.strip_prefix("rules-")?.split('-').next()?;
+        let card_id = card_of_rules(doc_id)?;
         let view = self.view();
         let card = view.cards.get(card_id)?;
         card.revisions
@@ -342,17 +342,21 @@ impl Catalog {
         message: automerge::sync::Message,
     ) -> Result<(), CatalogError> {
         let _w = self.inner.write.lock();
-        let loaded = self.revision_of(doc_id).is_some();
+        // Revisions are loaded only under this lock, so this holds until the view is updated.
+        let loaded = self.revision_of(doc_id);
         let touched = self
             .inner
             .docs
-            .receive_sync(doc_id, state, message, loaded)?;
-        self.apply_remote(doc_id, loaded.then_some(&touched[..]))
+            .receive_sync(doc_id, state, message, loaded.is_some())?;
+        match loaded {
+            Some(rev) => apply_touched(&self.inner.docs, doc_id, &rev, &touched),
+            None => self.apply_remote(doc_id),
+        }
     }
 
-    /// Brings the view up to date after a peer's change to document `doc_id`. The caller holds
-    /// the write lock.
-    fn apply_remote(&self, doc_id: &str, touched: Option<&[String]>) -> Result<(), CatalogError> {
+    /// Brings the view up to date after a peer's change to document `doc_id` (any but the
+    /// rules of a loaded revision). The caller holds the write lock.
+    fn apply_remote(&self, doc_id: &str) -> Result<(), CatalogError> {
         let docs = &self.inner.docs;
         match doc_id {
             ACCOUNTS_DOC => {
@@ -385,25 +389,13 @@ impl Catalog {
                 self.renumber_lost_revisions(card)?;
                 self.reload_card(card, &registry)?;
             }
-            _ if doc_id.starts_with("rules-") => match (self.revision_of(doc_id), touched) {
-                (Some(rev), Some(prefixes)) => apply_touched(docs, doc_id, &rev, prefixes)?,
-                (Some(rev), None) => {
-                    let card = doc_id["rules-".len()..]
-                        .split('-')
-                        .next()
-                        .unwrap_or_default();
-                    *rev.index.write() = load_rules(docs, card, &rev.meta)?;
-                }
-                (None, _) => {
-                    let card = doc_id["rules-".len()..]
-                        .split('-')
-                        .next()
-                        .unwrap_or_default();
+            _ => {
+                // Rules of a revision not loaded yet: it may be complete now.
+                if let Some(card) = card_of_rules(doc_id) {
                     let registry = read_registry(docs)?;
                     self.reload_card(card, &registry)?;
                 }
-            },
-            _ => {}
+            }
         }
         Ok(())
     }
@@ -917,6 +909,11 @@ fn dataset_doc(kind: DatasetKind, meta: &DatasetMeta, shard: u32) -> String {
     } else {
         format!("dataset-{kind}-{generation}-{}-{shard}", meta.docs)
     }
+}
+
+/// The card whose rules document `doc_id` is.
+fn card_of_rules(doc_id: &str) -> Option<&str> {
+    doc_id.strip_prefix("rules-")?.split('-').next()
 }
 
 fn card_doc(card: &str) -> String {
