@@ -178,19 +178,24 @@ impl DocStore {
         if let Some(h) = docs.get(id) {
             return Ok(h.clone());
         }
-        let mut doc = AutoCommit::new().with_actor(self.inner.actor.clone());
+        let doc = AutoCommit::new().with_actor(self.inner.actor.clone());
+        let handle = Arc::new(Mutex::new(self.first_snapshot(id, doc)?));
+        docs.insert(id.to_owned(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Writes a new document's first snapshot; the document is durable from then on.
+    fn first_snapshot(&self, id: &str, mut doc: AutoCommit) -> Result<DurableDoc, StoreError> {
         let bytes = doc.save();
         write_snapshot(&self.inner.dir, id, &bytes)?;
-        let handle = Arc::new(Mutex::new(DurableDoc {
+        Ok(DurableDoc {
             id: id.to_owned(),
             saved_heads: doc.get_heads(),
             doc,
             log: None,
             log_bytes: 0,
             snapshot_bytes: bytes.len() as u64,
-        }));
-        docs.insert(id.to_owned(), handle.clone());
-        Ok(handle)
+        })
     }
 
     /// The actor of this node's changes.
@@ -225,17 +230,7 @@ impl DocStore {
         let mut doc = AutoCommit::new().with_actor(self.inner.actor.clone());
         let out = fill(&mut doc)?;
         doc.commit();
-        let bytes = doc.save();
-        write_snapshot(&self.inner.dir, id, &bytes).map_err(StoreError::from)?;
-        let saved_heads = doc.get_heads();
-        let durable = DurableDoc {
-            id: id.to_owned(),
-            doc,
-            saved_heads,
-            log: None,
-            log_bytes: 0,
-            snapshot_bytes: bytes.len() as u64,
-        };
+        let durable = self.first_snapshot(id, doc)?;
         let mut docs = self.inner.docs.lock();
         if docs.contains_key(id) {
             return Err(StoreError::Exists(id.to_owned()).into());

@@ -187,15 +187,11 @@ impl PeerSync {
         self.dirty.insert(doc.to_owned());
     }
 
-    /// Anti-entropy: offers every live document, and pulls the log.
+    /// Anti-entropy, and the opening of a connection: offers every live document, and pulls
+    /// the log.
     pub fn tick(&mut self, out: &mut Vec<Message>) {
         self.dirty.extend(self.replica.catalog.live_docs());
         self.pull(out);
-    }
-
-    /// What to send first on a new connection.
-    pub fn start(&mut self, out: &mut Vec<Message>) {
-        self.tick(out);
     }
 
     fn pull(&self, out: &mut Vec<Message>) {

@@ -533,7 +533,7 @@ fn sync_thread(
 ) {
     let mut sync = PeerSync::new(shared.replica.clone(), peer.clone());
     let mut out = Vec::new();
-    sync.start(&mut out);
+    sync.tick(&mut out);
     out.push(members_message(shared));
     loop {
         sync.flush(&mut out);
