@@ -155,13 +155,12 @@ pub fn dial(ctx: &Ctx) -> Result<Output, ApiError> {
         .iter()
         .zip(outcomes)
         .map(|(number, o)| {
-            let reason = o.status.split_once(' ').map_or("", |(_, r)| r).to_owned();
             let mut call = json!({
                 "number": number,
                 "callid": o.call_id,
                 "status": if o.answered { "answered" } else { "failed" },
                 "code": o.code,
-                "reason": reason,
+                "reason": o.reason(),
             });
             if let Some(transferred) = o.transferred {
                 call["transferred"] = json!(transferred);
@@ -259,7 +258,7 @@ fn place(ctx: &Ctx, numbers: &[String], call: &Invite) -> Result<Vec<Outcome>, A
                     .unwrap_or_default()
                     .round_dp(3),
                 sip_code: o.code,
-                sip_reason: o.status.split_once(' ').map_or("", |(_, r)| r).to_owned(),
+                sip_reason: o.reason().to_owned(),
                 card: None,
             },
             rating: None,

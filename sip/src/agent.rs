@@ -75,6 +75,13 @@ pub struct Outcome {
     pub connected_secs: f64,
 }
 
+impl Outcome {
+    /// The reason phrase of the deciding response (`Ringing` of `180 Ringing`).
+    pub fn reason(&self) -> &str {
+        self.status.split_once(' ').map_or("", |(_, r)| r)
+    }
+}
+
 /// One INVITE to send.
 #[derive(Debug, Clone)]
 pub struct Invite {

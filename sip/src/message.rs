@@ -178,11 +178,7 @@ fn uri_of(value: &str) -> Option<String> {
 
 /// A fresh branch, tag or Call-ID token.
 pub fn token() -> String {
-    let bytes: [u8; 10] = rand::random();
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(rand::random::<[u8; 10]>())
 }
 
 pub fn new_branch() -> String {
