@@ -13,10 +13,7 @@ fn bin() -> &'static Path {
 
 /// Everything observable about the demo account's state.
 fn snapshot(api: &Api, card: &str) -> Value {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = edgerate_model::time::now();
     let (from, to) = ((now - 86_400).to_string(), (now + 86_400).to_string());
     let export = api.call("ratecard/export", &[("card", card)]);
     assert_eq!(export.status, 200);

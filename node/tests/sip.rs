@@ -134,10 +134,7 @@ fn received<'a>(trace: &'a str, method: &str) -> Vec<&'a str> {
 }
 
 fn cdr_of(api: &Api, number: &str) -> Value {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = edgerate_model::time::now();
     let list = api.ok(
         "cdr/list",
         &[
