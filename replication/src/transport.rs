@@ -5,9 +5,11 @@
 //! [`Message::Hello`]; the name a peer gives must be the one its certificate carries. When two
 //! nodes dial each other at once, both keep the connection dialled by the smaller node id.
 //!
-//! Each message travels on its own unidirectional stream, at most [`MAX_MESSAGE`] bytes, and at
-//! most [`SENDS_IN_FLIGHT`] streams are written at once per peer, so a large transfer (a whole
-//! rule shard) moves beside small live edits instead of in front of them. The work of one
+//! Messages up to 64 KiB travel in order on one unidirectional stream per connection (a
+//! document's sync messages must not overtake each other, or a peer's view of our heads goes
+//! stale); each larger one, up to [`MAX_MESSAGE`] bytes, on a stream of its own, at most
+//! [`SENDS_IN_FLIGHT`] at once per peer, so a large transfer (a whole rule shard) moves beside
+//! small live edits instead of in front of them. The work of one
 //! connection ([`PeerSync`]) runs on its own thread, since applying documents and fsyncing
 //! blocks.
 //!
@@ -29,6 +31,11 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 /// Largest message accepted from a peer.
 pub const MAX_MESSAGE: usize = 64 << 20;
+/// Messages up to this size travel on the connection's one ordered stream.
+const ORDERED_MAX: usize = 64 * 1024;
+/// The first byte of a stream: the ordered stream of small messages, or one large message.
+const ORDERED: u8 = 0;
+const SINGLE: u8 = 1;
 /// Streams written at once to one peer.
 pub const SENDS_IN_FLIGHT: usize = 32;
 /// Anti-entropy, counts and member lists, and lag figures, this often.
@@ -93,8 +100,6 @@ struct Shared {
     live: Mutex<HashMap<String, Live>>,
     dialing: Mutex<HashSet<SocketAddr>>,
     backoff: Mutex<HashMap<SocketAddr, (Instant, Duration)>>,
-    /// Which node answered at an address dialled (seeds are addresses).
-    answered: Mutex<HashMap<SocketAddr, String>>,
 }
 
 /// Binds the QUIC endpoint and starts replicating with peers until `stop`.
@@ -149,7 +154,6 @@ pub fn start(
         live: Mutex::new(HashMap::new()),
         dialing: Mutex::new(HashSet::new()),
         backoff: Mutex::new(HashMap::new()),
-        answered: Mutex::new(HashMap::new()),
     });
     let weak = Arc::downgrade(&shared);
     shared.replica.catalog.docs().on_change(Box::new(move |id| {
@@ -244,41 +248,27 @@ async fn dial_round(shared: &Arc<Shared>) {
         }
         return;
     }
-    let connected: HashSet<SocketAddr> = {
+    // Members not connected; the seeds only while connected to nobody (a node joins through
+    // them and learns everyone else from the member lists).
+    let mut targets: Vec<SocketAddr> = {
         let live = shared.live.lock();
-        let mut addrs: HashSet<SocketAddr> = shared
-            .members
-            .peers()
-            .into_iter()
-            .filter(|p| live.contains_key(&p.id))
-            .map(|p| p.addr)
-            .collect();
-        addrs.extend(
-            shared
-                .answered
-                .lock()
-                .iter()
-                .filter(|(_, id)| live.contains_key(*id))
-                .map(|(addr, _)| *addr),
-        );
-        addrs
-    };
-    let mut targets: Vec<SocketAddr> = Vec::new();
-    for seed in &shared.seeds {
-        if let Ok(addrs) = tokio::net::lookup_host(seed.as_str()).await {
-            targets.extend(addrs.take(1));
-        }
-    }
-    targets.extend(
         shared
             .members
             .dialable()
             .into_iter()
-            .filter(|(id, _)| !shared.live.lock().contains_key(id))
-            .map(|(_, addr)| addr),
-    );
+            .filter(|(id, _)| !live.contains_key(id))
+            .map(|(_, addr)| addr)
+            .collect()
+    };
+    if shared.live.lock().is_empty() {
+        for seed in &shared.seeds {
+            if let Ok(addrs) = tokio::net::lookup_host(seed.as_str()).await {
+                targets.extend(addrs.take(1));
+            }
+        }
+    }
     for addr in targets {
-        if addr == shared.me.addr || connected.contains(&addr) {
+        if addr == shared.me.addr {
             continue;
         }
         let due = shared
@@ -325,14 +315,12 @@ async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> Result<(), String> {
         }
         Err(_) => return Err("handshake timed out".into()),
     };
-    let peer = greet(shared, conn, true).await?;
-    shared.answered.lock().insert(addr, peer);
-    Ok(())
+    greet(shared, conn, true).await
 }
 
 /// Exchanges hellos on a new connection, checks the peer is who its certificate says, and
 /// runs the session.
-async fn greet(shared: &Arc<Shared>, conn: Connection, dialer: bool) -> Result<String, String> {
+async fn greet(shared: &Arc<Shared>, conn: Connection, dialer: bool) -> Result<(), String> {
     let certified = conn
         .peer_identity()
         .and_then(|id| {
@@ -378,9 +366,8 @@ async fn greet(shared: &Arc<Shared>, conn: Connection, dialer: bool) -> Result<S
     } else {
         hello.id.clone()
     };
-    let id = hello.id.clone();
     session(shared.clone(), conn, hello, dialer);
-    Ok(id)
+    Ok(())
 }
 
 async fn read_hello(recv: &mut quinn::RecvStream) -> Result<MemberInfo, String> {
@@ -457,7 +444,8 @@ fn session(shared: Arc<Shared>, conn: Connection, peer: MemberInfo, dialer: Stri
     });
 }
 
-/// Reads messages (one per stream) until the connection closes.
+/// Reads messages until the connection closes: the ordered stream frame by frame, in order,
+/// and each large message from its own stream.
 async fn read_frames(
     shared: &Arc<Shared>,
     conn: &Connection,
@@ -467,30 +455,53 @@ async fn read_frames(
     while let Ok(mut stream) = conn.accept_uni().await {
         let (shared, input, peer) = (shared.clone(), input.clone(), peer.to_owned());
         tokio::spawn(async move {
-            let bytes = match stream.read_to_end(MAX_MESSAGE).await {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    bad_message(&peer, &e.to_string());
-                    return;
-                }
-            };
-            metrics::counter!("edgerate_replication_bytes_total", "direction" => "in")
-                .increment(bytes.len() as u64);
-            shared.members.update(&peer, |p| {
-                p.last_sync = Some(edgerate_model::time::now_millis());
-            });
-            match Message::decode(&bytes) {
-                Ok(Message::Members(list)) => {
-                    for m in list {
-                        shared.members.learn(&m.id, &m.region, m.addr);
+            let mut kind = [0u8; 1];
+            if stream.read_exact(&mut kind).await.is_err() {
+                return bad_message(&peer, "a stream without its kind");
+            }
+            match kind[0] {
+                ORDERED => loop {
+                    let mut len = [0u8; 4];
+                    if stream.read_exact(&mut len).await.is_err() {
+                        return; // the connection or the stream ended
                     }
-                }
-                Ok(message) => {
-                    let _ = input.send(Input::Message(message));
-                }
-                Err(e) => bad_message(&peer, &e.to_string()),
+                    let len = u32::from_le_bytes(len) as usize;
+                    if len > ORDERED_MAX {
+                        return bad_message(&peer, "an ordered frame over the limit");
+                    }
+                    let mut bytes = vec![0u8; len];
+                    if let Err(e) = stream.read_exact(&mut bytes).await {
+                        return bad_message(&peer, &e.to_string());
+                    }
+                    deliver(&shared, &peer, &input, &bytes);
+                },
+                SINGLE => match stream.read_to_end(MAX_MESSAGE).await {
+                    Ok(bytes) => deliver(&shared, &peer, &input, &bytes),
+                    Err(e) => bad_message(&peer, &e.to_string()),
+                },
+                other => bad_message(&peer, &format!("unknown stream kind {other}")),
             }
         });
+    }
+}
+
+/// One message from a peer: member lists are learnt here, the rest go to its sync thread.
+fn deliver(shared: &Shared, peer: &str, input: &mpsc::UnboundedSender<Input>, bytes: &[u8]) {
+    metrics::counter!("edgerate_replication_bytes_total", "direction" => "in")
+        .increment(bytes.len() as u64);
+    shared.members.update(peer, |p| {
+        p.last_sync = Some(edgerate_model::time::now_millis());
+    });
+    match Message::decode(bytes) {
+        Ok(Message::Members(list)) => {
+            for m in list {
+                shared.members.learn(&m.id, &m.region, m.addr);
+            }
+        }
+        Ok(message) => {
+            let _ = input.send(Input::Message(message));
+        }
+        Err(e) => bad_message(peer, &e.to_string()),
     }
 }
 
@@ -499,27 +510,48 @@ fn bad_message(peer: &str, error: &str) {
     tracing::warn!(peer, error, "dropped a bad message from a peer");
 }
 
-/// Writes each frame on its own stream, a bounded number at once.
+/// Writes messages up to [`ORDERED_MAX`] bytes, in order, on one stream (a document's sync
+/// messages must arrive in the order they were made); each larger one on a stream of its own,
+/// a bounded number at once, so a whole-document transfer does not hold up live edits.
 async fn write_frames(conn: Connection, mut frames: mpsc::Receiver<Vec<u8>>) {
+    let Ok(mut ordered) = conn.open_uni().await else {
+        return;
+    };
+    if ordered.write_all(&[ORDERED]).await.is_err() {
+        return;
+    }
     let in_flight = Arc::new(Semaphore::new(SENDS_IN_FLIGHT));
     while let Some(frame) = frames.recv().await {
+        if frame.len() <= ORDERED_MAX {
+            let len = (frame.len() as u32).to_le_bytes();
+            if ordered.write_all(&len).await.is_err() || ordered.write_all(&frame).await.is_err() {
+                return;
+            }
+            sent(frame.len());
+            continue;
+        }
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
         let conn = conn.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let sent = async {
+            let written = async {
                 let mut stream = conn.open_uni().await.ok()?;
+                stream.write_all(&[SINGLE]).await.ok()?;
                 stream.write_all(&frame).await.ok()?;
                 stream.finish().ok()
             };
-            if sent.await.is_some() {
-                metrics::counter!("edgerate_replication_bytes_total", "direction" => "out")
-                    .increment(frame.len() as u64);
+            if written.await.is_some() {
+                sent(frame.len());
             }
         });
     }
+}
+
+fn sent(bytes: usize) {
+    metrics::counter!("edgerate_replication_bytes_total", "direction" => "out")
+        .increment(bytes as u64);
 }
 
 /// The blocking side of one connection: applies what the peer sent, answers, pushes local
