@@ -15,17 +15,6 @@ fn account_json(a: &Account) -> Value {
     json!({ "account": a.id, "name": a.name, "rps": a.rps, "daily": a.daily, "created": a.created })
 }
 
-fn find(ctx: &Ctx) -> Result<Account, ApiError> {
-    let id = ctx.vars.required("account")?;
-    ctx.state
-        .catalog()
-        .view()
-        .accounts
-        .get(id)
-        .map(|a| Account::clone(a))
-        .ok_or_else(|| ApiError::not_found(format!("account '{id}' not found")))
-}
-
 /// Applies `name`, `rps` and `daily` when given.
 fn apply_fields(account: &mut Account, ctx: &Ctx) -> Result<(), ApiError> {
     if let Some(name) = ctx.vars.get("name") {
@@ -84,31 +73,37 @@ pub fn account_list(ctx: &Ctx) -> Result<Output, ApiError> {
     Ok(Output::Value(json!({ "accounts": list })))
 }
 
+/// Changes the given fields only, applied to the account as it stands (a key rotated at the
+/// same time stays rotated). The day's usage is kept: new limits apply from the next request.
 pub fn account_update(ctx: &Ctx) -> Result<Output, ApiError> {
-    let mut account = find(ctx)?;
-    apply_fields(&mut account, ctx)?;
-    ctx.state.catalog().put_account(account.clone())?;
-    ctx.state.limits().forget(&account.id);
+    let id = ctx.vars.required("account")?;
+    let account = ctx
+        .state
+        .catalog()
+        .update_account(id, |account| apply_fields(account, ctx))?;
     Ok(Output::Value(account_json(&account)))
 }
 
 pub fn account_key_rotate(ctx: &Ctx) -> Result<Output, ApiError> {
-    let mut account = find(ctx)?;
+    let id = ctx.vars.required("account")?;
     let secret = new_secret();
-    account.key_hash = hash_key(&secret);
-    ctx.state.catalog().put_account(account.clone())?;
+    let account = ctx
+        .state
+        .catalog()
+        .update_account::<ApiError>(id, |account| {
+            account.key_hash = hash_key(&secret);
+            Ok(())
+        })?;
     Ok(Output::Value(
         json!({ "account": account.id, "key": secret }),
     ))
 }
 
 pub fn account_delete(ctx: &Ctx) -> Result<Output, ApiError> {
-    let account = find(ctx)?;
-    ctx.state.catalog().delete_account(&account.id)?;
-    ctx.state.limits().forget(&account.id);
-    Ok(Output::Value(
-        json!({ "account": account.id, "deleted": true }),
-    ))
+    let id = ctx.vars.required("account")?;
+    ctx.state.catalog().delete_account(id)?;
+    ctx.state.limits().forget(id);
+    Ok(Output::Value(json!({ "account": id, "deleted": true })))
 }
 
 pub fn dataset_import(ctx: &Ctx) -> Result<Output, ApiError> {

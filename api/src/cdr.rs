@@ -24,6 +24,8 @@ const MAX_LIMIT: usize = 10_000;
 /// Rows per page read from the log while exporting, and bytes per chunk sent.
 const EXPORT_PAGE: usize = 5_000;
 const EXPORT_CHUNK: usize = 64 * 1024;
+/// How long an export waits for a client to take the next chunk before it gives up.
+const EXPORT_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub const CSV_HEADER: &str = "callid,dt,source_cli,dest_number,duration,sip_code,sip_reason,card,dest_code,dest_name,rate,billed_duration,cost";
 
@@ -282,6 +284,13 @@ pub fn export(ctx: &Ctx) -> Result<Output, ApiError> {
     let filter = filter(ctx, Some(MAX_RANGE))?;
     let log = ctx.state.log_handle();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let runtime = tokio::runtime::Handle::current();
+    // A client that stops reading stalls the stream; past the timeout the export stops.
+    let send = move |chunk: Bytes| {
+        runtime
+            .block_on(tx.send_timeout(chunk, EXPORT_SEND_TIMEOUT))
+            .is_ok()
+    };
     tokio::task::spawn_blocking(move || {
         let mut buf = String::with_capacity(EXPORT_CHUNK * 2);
         buf.push_str(CSV_HEADER);
@@ -297,11 +306,7 @@ pub fn export(ctx: &Ctx) -> Result<Output, ApiError> {
             };
             for r in &page {
                 csv_row(&mut buf, r);
-                if buf.len() >= EXPORT_CHUNK
-                    && tx
-                        .blocking_send(Bytes::from(std::mem::take(&mut buf)))
-                        .is_err()
-                {
+                if buf.len() >= EXPORT_CHUNK && !send(Bytes::from(std::mem::take(&mut buf))) {
                     return;
                 }
             }
@@ -310,7 +315,7 @@ pub fn export(ctx: &Ctx) -> Result<Output, ApiError> {
                 _ => break,
             }
         }
-        let _ = tx.blocking_send(Bytes::from(buf));
+        send(Bytes::from(buf));
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()

@@ -3,7 +3,7 @@
 //! else; internal details are logged, never sent.
 
 use edgerate_replication::catalog::CatalogError;
-use edgerate_replication::docstore::StoreError;
+use edgerate_replication::eventlog::LogError;
 
 /// What went wrong, independent of transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,7 @@ pub enum ErrorCode {
     Internal,
     NotImplemented,
     Unavailable,
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -34,6 +35,7 @@ impl ErrorCode {
             Self::Internal => 500,
             Self::NotImplemented => 501,
             Self::Unavailable => 503,
+            Self::RequestTimeout => 408,
         }
     }
 }
@@ -82,19 +84,29 @@ impl ApiError {
     }
 }
 
+/// The answer to a write refused because the disk is full.
+pub fn disk_full() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the node's disk is full; nothing was applied",
+    )
+}
+
+/// An event-log failure: a full disk is a 503 (nothing was stored), anything else internal.
+pub fn from_log(context: &str, e: LogError) -> ApiError {
+    if e.is_disk_full() {
+        disk_full()
+    } else {
+        ApiError::internal(context, e)
+    }
+}
+
 impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         match e {
             CatalogError::NotFound(what) => Self::not_found(format!("{what} not found")),
             CatalogError::Conflict(why) => Self::new(ErrorCode::Conflict, why),
-            CatalogError::Store(StoreError::Io(io))
-                if io.kind() == std::io::ErrorKind::StorageFull =>
-            {
-                Self::new(
-                    ErrorCode::Unavailable,
-                    "the node's disk is full; nothing was applied",
-                )
-            }
+            CatalogError::Store(store) if store.is_disk_full() => disk_full(),
             CatalogError::Store(store) => Self::internal("catalog", store),
         }
     }

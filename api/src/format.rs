@@ -66,14 +66,42 @@ fn is_xml_name(name: &str) -> bool {
         && !name.to_ascii_lowercase().starts_with("xml")
 }
 
-/// Escapes text content (`<`, `>`, `&`).
+/// Escapes text content (`<`, `>`, `&`); characters XML 1.0 forbids become U+FFFD.
 fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    quick_xml::escape::partial_escape(text)
+    match xml_chars(text) {
+        std::borrow::Cow::Borrowed(t) => quick_xml::escape::partial_escape(t),
+        std::borrow::Cow::Owned(t) => {
+            std::borrow::Cow::Owned(quick_xml::escape::partial_escape(&t).into_owned())
+        }
+    }
 }
 
-/// Escapes an attribute value (also quotes).
+/// Escapes an attribute value (also quotes); forbidden characters become U+FFFD.
 fn escape_attr(text: &str) -> std::borrow::Cow<'_, str> {
-    quick_xml::escape::escape(text)
+    match xml_chars(text) {
+        std::borrow::Cow::Borrowed(t) => quick_xml::escape::escape(t),
+        std::borrow::Cow::Owned(t) => {
+            std::borrow::Cow::Owned(quick_xml::escape::escape(&t).into_owned())
+        }
+    }
+}
+
+/// Whether XML 1.0 allows `c` in a document (`Char` production; HTML forbids the same controls).
+fn xml_allowed(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// `text` with every character XML 1.0 forbids replaced by U+FFFD.
+fn xml_chars(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().all(xml_allowed) {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(
+            text.chars()
+                .map(|c| if xml_allowed(c) { c } else { '\u{FFFD}' })
+                .collect(),
+        )
+    }
 }
 
 fn scalar_text(value: &Value) -> String {
@@ -168,6 +196,19 @@ mod tests {
              <list><item>1</item><item>a&lt;b</item></list><ok>true</ok></smart>"
         );
         roxmltree::Document::parse(&xml).unwrap();
+    }
+
+    #[test]
+    fn control_characters_never_reach_xml() {
+        let e = ApiError::not_found("card '\u{1}\u{2}' not found");
+        let xml = String::from_utf8(render_error(Format::Xml, &e)).unwrap();
+        roxmltree::Document::parse(&xml).unwrap();
+        assert!(xml.contains("card '\u{FFFD}\u{FFFD}' not found"), "{xml}");
+        let v = json!({"k\u{1}": "a\u{0}b\u{FFFE}", "n": "tab\tok"});
+        let xml = String::from_utf8(render(Format::Xml, "x", &v)).unwrap();
+        roxmltree::Document::parse(&xml).unwrap();
+        let html = String::from_utf8(render(Format::Html, "x", &v)).unwrap();
+        assert!(!html.contains('\u{1}') && !html.contains('\u{0}'), "{html}");
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn answer(number: &str, verdict: Verdict, now: i64) -> AsrAnswer<'_> {
 }
 
 pub fn asrplus(ctx: &Ctx) -> Result<Output, ApiError> {
-    let numbers = ctx.vars.numbers("number")?;
+    let numbers = ctx.vars.numbers("number", crate::vars::MAX_NUMBERS)?;
     let log = ctx.state.log();
     let view = log.asrplus();
     if let [number] = numbers.as_slice() {
@@ -130,8 +130,9 @@ fn plan_answer(number: &str) -> Value {
     })
 }
 
-pub fn smart(ctx: &Ctx) -> Result<Output, ApiError> {
-    let numbers = ctx.vars.numbers("number")?;
+/// `lookup/smart`; async, because a `ping` type waits for the trunk.
+pub async fn smart(ctx: &Ctx) -> Result<Output, ApiError> {
+    let numbers = ctx.vars.numbers("number", crate::vars::MAX_NUMBERS)?;
     let raw_types = ctx.vars.list("type");
     if raw_types.is_empty() {
         return Err(ApiError::missing("type"));
@@ -149,7 +150,7 @@ pub fn smart(ctx: &Ctx) -> Result<Output, ApiError> {
         }
     }
     let mut pings = if types.contains(&LookupType::Ping) {
-        crate::telephony::ping_numbers(ctx, &numbers)?
+        crate::telephony::ping_numbers(ctx, &numbers).await?
     } else {
         Map::new()
     };

@@ -15,6 +15,14 @@ pub const CDRS_INGESTED: &str = "edgerate_cdr_ingested_total";
 pub const LOG_RECORDS: &str = "edgerate_eventlog_records";
 pub const ASRPLUS_ENTRIES: &str = "edgerate_asrplus_numbers";
 pub const ASRPLUS_LOOKUPS: &str = "edgerate_asrplus_lookups_total";
+/// 1 while writes fail for want of disk space.
+pub const DISK_FULL: &str = "edgerate_store_disk_full";
+/// Files moved to quarantine when this node started.
+pub const QUARANTINED_FILES: &str = "edgerate_store_quarantined_files";
+/// Connections refused because the node had `[http] max_connections` open.
+pub const HTTP_REFUSED: &str = "edgerate_http_connections_refused_total";
+/// Connections closed for idling past `[http] idle_timeout_s`.
+pub const HTTP_IDLE_CLOSED: &str = "edgerate_http_connections_idle_closed_total";
 
 /// Installs the process-wide recorder once and returns its handle (later calls return the same).
 pub fn install() -> PrometheusHandle {

@@ -84,6 +84,104 @@ fn rule_json(prefix: &str, rule: &Rule) -> Value {
     })
 }
 
+/// The fields a `rule/set` gives, checked before the catalog is touched; applied to the rule
+/// in place under the catalog's write lock.
+struct RulePatch {
+    name: Option<Arc<str>>,
+    rate: Option<Decimal>,
+    connect_fee: Option<Decimal>,
+    mcd: Option<u32>,
+    pulse: Option<u32>,
+    grace: Option<u32>,
+    /// `Some(None)`: given empty, which clears it.
+    rate_inter: Option<Option<Decimal>>,
+    rate_intra: Option<Option<Decimal>>,
+    status: Option<RuleStatus>,
+}
+
+impl RulePatch {
+    fn read(vars: &Vars) -> Result<Self, ApiError> {
+        let name = vars
+            .get("name")
+            .map(|name| {
+                deck::check_name(name)
+                    .map(|()| Arc::from(name))
+                    .map_err(|e| ApiError::invalid("name", e))
+            })
+            .transpose()?;
+        let pulse = opt_seconds(vars, "pulse")?;
+        if pulse == Some(0) {
+            return Err(ApiError::invalid("pulse", "must be at least 1"));
+        }
+        let cleared = |name: &str| -> Result<Option<Option<Decimal>>, ApiError> {
+            if vars.has(name) {
+                Ok(Some(opt_money(vars, name)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let status = vars
+            .get("status")
+            .map(|status| {
+                RuleStatus::parse(status).ok_or_else(|| {
+                    ApiError::invalid("status", format!("'{status}' is not Active or Blocked"))
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            name,
+            rate: opt_money(vars, "rate")?,
+            connect_fee: opt_money(vars, "connect_fee")?,
+            mcd: opt_seconds(vars, "mcd")?,
+            pulse,
+            grace: opt_seconds(vars, "grace")?,
+            rate_inter: cleared("rate_inter")?,
+            rate_intra: cleared("rate_intra")?,
+            status,
+        })
+    }
+
+    /// The rule after the patch: `current` with the given fields changed, or a new rule
+    /// (which needs a `rate`).
+    fn apply(&self, current: Option<&Rule>) -> Result<Rule, ApiError> {
+        let mut rule = match current {
+            Some(rule) => rule.clone(),
+            None => Rule::new(
+                Arc::from(""),
+                self.rate.ok_or_else(|| ApiError::missing("rate"))?,
+            ),
+        };
+        if let Some(name) = &self.name {
+            rule.name = name.clone();
+        }
+        if let Some(rate) = self.rate {
+            rule.rate = rate;
+        }
+        if let Some(fee) = self.connect_fee {
+            rule.connect_fee = fee;
+        }
+        if let Some(mcd) = self.mcd {
+            rule.mcd = mcd;
+        }
+        if let Some(pulse) = self.pulse {
+            rule.pulse = pulse;
+        }
+        if let Some(grace) = self.grace {
+            rule.grace = grace;
+        }
+        if let Some(rate) = self.rate_inter {
+            rule.rate_inter = rate;
+        }
+        if let Some(rate) = self.rate_intra {
+            rule.rate_intra = rate;
+        }
+        if let Some(status) = self.status {
+            rule.status = status;
+        }
+        Ok(rule)
+    }
+}
+
 fn card_json(card: &CardView, now: i64) -> Value {
     let live = card.live_at(now);
     let m = &card.meta;
@@ -99,7 +197,7 @@ fn card_json(card: &CardView, now: i64) -> Value {
         "revision": live.map(|r| r.meta.rev),
         "rules": live.map_or(0, |r| r.index.read().len()),
         "created": m.created,
-        "updated": m.updated,
+        "updated": card.updated(),
     })
 }
 
@@ -123,7 +221,7 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
     let card = view
         .card(&ctx.account().id, reference)
         .ok_or_else(|| ApiError::not_found(format!("card '{reference}' not found")))?;
-    let numbers = ctx.vars.numbers("number")?;
+    let numbers = ctx.vars.numbers("number", crate::vars::MAX_NUMBERS)?;
     let duration = ctx
         .vars
         .parse_opt::<Decimal>("duration", "a number of seconds")?;
@@ -473,59 +571,16 @@ fn rule_target(ctx: &Ctx) -> Result<(Arc<CardView>, RevisionView, &str), ApiErro
 
 pub fn rule_set(ctx: &Ctx) -> Result<Output, ApiError> {
     let (card, rev, prefix) = rule_target(ctx)?;
-    let existing = rev.index.read().get(prefix).cloned();
-    let created = existing.is_none();
-    let rate = opt_money(&ctx.vars, "rate")?;
-    let mut rule = match existing {
-        Some(rule) => rule,
-        None => Rule::new(
-            Arc::from(""),
-            rate.ok_or_else(|| ApiError::missing("rate"))?,
-        ),
-    };
-    if let Some(name) = ctx.vars.get("name") {
-        deck::check_name(name).map_err(|e| ApiError::invalid("name", e))?;
-        rule.name = Arc::from(name);
-    }
-    if let Some(rate) = rate {
-        rule.rate = rate;
-    }
-    if let Some(fee) = opt_money(&ctx.vars, "connect_fee")? {
-        rule.connect_fee = fee;
-    }
-    if let Some(mcd) = opt_seconds(&ctx.vars, "mcd")? {
-        rule.mcd = mcd;
-    }
-    if let Some(pulse) = opt_seconds(&ctx.vars, "pulse")? {
-        if pulse == 0 {
-            return Err(ApiError::invalid("pulse", "must be at least 1"));
-        }
-        rule.pulse = pulse;
-    }
-    if let Some(grace) = opt_seconds(&ctx.vars, "grace")? {
-        rule.grace = grace;
-    }
-    for (name, field) in [
-        ("rate_inter", &mut rule.rate_inter),
-        ("rate_intra", &mut rule.rate_intra),
-    ] {
-        if ctx.vars.has(name) {
-            *field = opt_money(&ctx.vars, name)?;
-        }
-    }
-    if let Some(status) = ctx.vars.get("status") {
-        rule.status = RuleStatus::parse(status).ok_or_else(|| {
-            ApiError::invalid("status", format!("'{status}' is not Active or Blocked"))
-        })?;
-    }
+    let patch = RulePatch::read(&ctx.vars)?;
     let target = RuleTarget {
         card: &card.meta.id,
         rev: rev.meta.rev,
         prefix,
     };
-    ctx.state
+    let (rule, created) = ctx
+        .state
         .catalog()
-        .set_rule(target, rule.clone(), ctx.now)?;
+        .set_rule(target, ctx.now, |current| patch.apply(current))?;
     let mut out = rule_json(prefix, &rule);
     out["card"] = card.meta.id.clone().into();
     out["revision"] = rev.meta.rev.into();

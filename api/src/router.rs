@@ -19,8 +19,8 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The largest request body read, in bytes (a deck of a few million rows).
-pub const MAX_BODY_BYTES: usize = 512 * 1024 * 1024;
+/// The most a request may send before it is authenticated (credentials only in the body).
+pub const PREAUTH_BODY_BYTES: usize = 64 * 1024;
 
 const X_RATELIMIT_LIMIT: header::HeaderName = header::HeaderName::from_static("x-ratelimit-limit");
 const X_RATELIMIT_REMAINING: header::HeaderName =
@@ -139,48 +139,52 @@ async fn handle(
         ));
     }
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+    let no_quota = |e| (e, None);
+    let mut vars = Vars::from_query(parts.uri.query()).map_err(no_quota)?;
+    let authorization = header_str(&parts.headers, header::AUTHORIZATION);
+    let now = edgerate_model::time::now();
+    // Credentials in the headers or the query string are checked before the body is read, so
+    // an unauthenticated client never makes the node read (or parse) a large body.
+    let early = auth::credentials(authorization, &vars)
+        .map(|creds| admit(&state, service, &creds, now))
+        .transpose()?;
+    let limit = match early {
+        Some(_) => service.max_body(),
+        None => PREAUTH_BODY_BYTES.min(service.max_body()),
+    };
+    let body = read_body(body, &parts.headers, limit, state.http().body_timeout())
         .await
-        .map_err(|_| {
-            (
+        .map_err(|e| match early {
+            None if e.code == ErrorCode::PayloadTooLarge => (
                 ApiError::new(
                     ErrorCode::PayloadTooLarge,
-                    format!("request body is over {MAX_BODY_BYTES} bytes or unreadable"),
+                    format!(
+                        "a request without credentials in the Authorization header or the query \
+                         string may send at most {PREAUTH_BODY_BYTES} bytes"
+                    ),
                 ),
                 None,
-            )
+            ),
+            _ => (e, None),
         })?;
     let content_type = header_str(&parts.headers, header::CONTENT_TYPE);
-    let vars = Vars::parse(parts.uri.query(), content_type, body)
-        .await
-        .map_err(|e| (e, None))?;
-    let now = edgerate_model::time::now();
-    let creds = auth::credentials(header_str(&parts.headers, header::AUTHORIZATION), &vars);
-    let unauthorized = || {
-        (
-            ApiError::new(ErrorCode::Unauthorized, "invalid or missing credentials"),
-            None,
-        )
-    };
-    let (caller, quota) = match service.access() {
-        Access::Operator => {
-            let creds = creds.ok_or_else(unauthorized)?;
-            if !auth::key_matches(&creds.key, state.operator_key_hash()) {
-                return Err(unauthorized());
-            }
-            (Caller::Operator, None)
-        }
-        Access::Account => {
-            let creds = creds.ok_or_else(unauthorized)?;
-            let account = auth::authenticate(&state.catalog().view(), &creds, state.key_cache())
-                .map_err(|e| (e, None))?;
-            let quota = state
-                .limits()
-                .admit(&account, now)
-                .map_err(|(e, q)| (e, Some(q)))?;
-            (Caller::Account(account), Some(quota))
+    vars.add_body(content_type, body).await.map_err(no_quota)?;
+    let (caller, quota) = match early {
+        Some(admitted) => admitted,
+        None => {
+            let creds =
+                auth::credentials(authorization, &vars).ok_or_else(|| (unauthorized(), None))?;
+            admit(&state, service, &creds, now)?
         }
     };
+    let refused = vars.first_unknown(|name| service.takes(name)).map(|name| {
+        crate::telephony::unsupported(name)
+            .filter(|_| service == Service::DialDial)
+            .unwrap_or_else(|| ApiError::bad_request(format!("unknown variable '{name}'")))
+    });
+    if let Some(e) = refused {
+        return Err((e, quota));
+    }
     let ctx = Ctx {
         state,
         vars,
@@ -188,12 +192,22 @@ async fn handle(
         now,
         format,
     };
-    let output = if service.blocking() {
-        tokio::task::spawn_blocking(move || run(service, &ctx))
-            .await
-            .unwrap_or_else(|e| Err(ApiError::internal(service.as_str(), e)))
-    } else {
-        run(service, &ctx)
+    let output = match service {
+        // Calls wait for a trunk: async tasks, so no thread is held for a call.
+        Service::LookupPing => telephony::ping(&ctx).await,
+        Service::DialDial => telephony::dial(&ctx).await,
+        Service::LookupSmart => lookup::smart(&ctx).await,
+        _ if service.blocking() => {
+            let pool = ctx.state.blocking_pool().clone();
+            let who = match &ctx.caller {
+                Caller::Account(account) => account.id.clone(),
+                Caller::Operator => String::new(),
+            };
+            pool.run(&who, move || run(service, &ctx))
+                .await
+                .unwrap_or_else(Err)
+        }
+        _ => run(service, &ctx),
     };
     let output = output.map_err(|e| (e, quota))?;
     let mut response = match output {
@@ -226,6 +240,79 @@ async fn handle(
     Ok(response)
 }
 
+fn unauthorized() -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, "invalid or missing credentials")
+}
+
+/// Authenticates `creds` for `service` and counts the request against the account's limits.
+fn admit(
+    state: &AppState,
+    service: Service,
+    creds: &auth::Credentials,
+    now: i64,
+) -> Result<(Caller, Option<Quota>), (ApiError, Option<Quota>)> {
+    match service.access() {
+        Access::Operator => {
+            if !auth::key_matches(&creds.key, state.operator_key_hash()) {
+                return Err((unauthorized(), None));
+            }
+            Ok((Caller::Operator, None))
+        }
+        Access::Account => {
+            let account = auth::authenticate(&state.catalog().view(), creds, state.key_cache())
+                .map_err(|e| (e, None))?;
+            let quota = state
+                .limits()
+                .admit(&account, now)
+                .map_err(|(e, q)| (e, Some(q)))?;
+            Ok((Caller::Account(account), Some(quota)))
+        }
+    }
+}
+
+/// Reads a request body of at most `limit` bytes within `timeout`: a declared length over the
+/// limit is refused before a byte is read.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("this service takes a body of at most {limit} bytes"),
+        )
+    };
+    let declared = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs()
+            ),
+        )),
+        Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
+        Ok(Err(_)) => Err(ApiError::bad_request("the request body is unreadable")),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 fn run(service: Service, ctx: &Ctx) -> Result<Output, ApiError> {
     use Service::*;
     match service {
@@ -250,9 +337,10 @@ fn run(service: Service, ctx: &Ctx) -> Result<Output, ApiError> {
         AdminAccountDelete => admin::account_delete(ctx),
         ClusterStatus => cluster::status(ctx),
         LookupAsrplus => lookup::asrplus(ctx),
-        LookupSmart => lookup::smart(ctx),
-        LookupPing => telephony::ping(ctx),
-        DialDial => telephony::dial(ctx),
+        LookupSmart | LookupPing | DialDial => Err(ApiError::internal(
+            service.as_str(),
+            "an async service reached the synchronous dispatcher",
+        )),
         AdminDatasetImport => admin::dataset_import(ctx),
         CdrAdd => cdr::add(ctx),
         CdrList => cdr::list(ctx),

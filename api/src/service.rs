@@ -150,17 +150,18 @@ services! {
     LookupAsrplus = "lookup/asrplus", Account, false, "Has this number failed recently? The latest final outcome per number over 30 days.", [
         ("number", true, "one or more E.164 numbers"),
     ];
-    LookupSmart = "lookup/smart", Account, true, "ASR Plus, numbering plan and dataset lookups for one or more numbers, nested by number then type.", [
+    LookupSmart = "lookup/smart", Account, false, "ASR Plus, numbering plan and dataset lookups for one or more numbers, nested by number then type.", [
         ("number", true, "one or more E.164 numbers"),
         ("type", true, "one or more of asrplus, plan, range, lrn, hlr, tps, ping"),
         ("trunk", false, "for ping: host:port of the SIP trunk (default [sip] trunk)"),
+        ("timeout", false, "for ping: seconds to wait for a sign of life (default 8, at most 60)"),
     ];
-    LookupPing = "lookup/ping", Account, true, "Is the number live? A signalling-only SIP probe: INVITE, then CANCEL (or ACK and BYE) at once.", [
+    LookupPing = "lookup/ping", Account, false, "Is the number live? A signalling-only SIP probe: INVITE, then CANCEL (or ACK and BYE) at once.", [
         ("number", true, "one or more E.164 numbers (at most 100, probed in parallel)"),
         ("trunk", false, "host:port of the SIP trunk (default [sip] trunk)"),
         ("timeout", false, "seconds to wait for a sign of life (default 8, at most 60)"),
     ];
-    DialDial = "dial/dial", Account, true, "Originate calls through the trunk; answered calls are transferred to route_all (REFER) when given, then hung up (BYE).", [
+    DialDial = "dial/dial", Account, false, "Originate calls through the trunk; answered calls are transferred to route_all (REFER) when given, then hung up (BYE).", [
         ("trunk", false, "host:port of the SIP trunk (default [sip] trunk)"),
         ("cli", false, "calling number: From user and P-Asserted-Identity"),
         ("number", true, "one or more numbers to call (at most 100)"),
@@ -214,6 +215,32 @@ services! {
     ];
 }
 
+/// The largest body a deck or dataset import may send, bytes.
+pub const MAX_IMPORT_BODY: usize = 256 * 1024 * 1024;
+/// The largest body of a `cdr/add` batch, bytes (100,000 CDRs of generous size).
+pub const MAX_CDR_BODY: usize = 64 * 1024 * 1024;
+/// The largest body of every other service, bytes.
+pub const MAX_SMALL_BODY: usize = 1024 * 1024;
+
+impl Service {
+    /// The largest request body the service reads (once the request is authenticated).
+    pub fn max_body(self) -> usize {
+        match self {
+            Service::RatecardImport | Service::AdminDatasetImport => MAX_IMPORT_BODY,
+            Service::CdrAdd => MAX_CDR_BODY,
+            _ => MAX_SMALL_BODY,
+        }
+    }
+
+    /// Whether the service takes a variable of this name (`api_key` is taken by every service;
+    /// `dial/dial` takes any `header_NAME`).
+    pub fn takes(self, name: &str) -> bool {
+        name == "api_key"
+            || self.params().iter().any(|(p, _, _)| *p == name)
+            || (self == Service::DialDial && name.starts_with("header_") && name.len() > 7)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +251,15 @@ mod tests {
             assert_eq!(Service::parse(s.as_str()), Some(*s));
         }
         assert_eq!(Service::parse("ratecard"), None);
+    }
+
+    #[test]
+    fn variables_taken() {
+        assert!(Service::RatecardQuery.takes("number"));
+        assert!(Service::RatecardQuery.takes("api_key"));
+        assert!(!Service::RatecardQuery.takes("liveat"));
+        assert!(Service::DialDial.takes("header_X-Campaign"));
+        assert!(!Service::DialDial.takes("header_"));
+        assert!(!Service::LookupPing.takes("header_X"));
     }
 }

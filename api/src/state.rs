@@ -1,6 +1,8 @@
 //! What every request shares: the catalog, the limits, the node's identity, the operator key.
 
 use crate::auth::{KeyCache, Limits};
+use crate::pool::BlockingPool;
+use crate::server::HttpSection;
 use edgerate_replication::catalog::Catalog;
 use edgerate_replication::eventlog::EventLog;
 use edgerate_topology::membership::Members;
@@ -32,6 +34,8 @@ struct Inner {
     node: NodeInfo,
     metrics: Option<PrometheusHandle>,
     telephony: Option<crate::telephony::Telephony>,
+    http: HttpSection,
+    pool: BlockingPool,
     ready: AtomicBool,
     started: std::time::Instant,
 }
@@ -55,6 +59,8 @@ impl AppState {
                 node,
                 metrics,
                 telephony: None,
+                http: HttpSection::default(),
+                pool: BlockingPool::default(),
                 ready: AtomicBool::new(true),
                 started: std::time::Instant::now(),
             }),
@@ -67,6 +73,24 @@ impl AppState {
             inner.telephony = Some(telephony);
         }
         self
+    }
+
+    /// Sets the `[http]` bounds (before the state is shared).
+    pub fn with_http(mut self, http: HttpSection) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.http = http;
+        }
+        self
+    }
+
+    /// The `[http]` bounds.
+    pub fn http(&self) -> &HttpSection {
+        &self.inner.http
+    }
+
+    /// Where blocking services run.
+    pub fn blocking_pool(&self) -> &BlockingPool {
+        &self.inner.pool
     }
 
     /// The SIP user agent, when this node runs one.
@@ -115,6 +139,11 @@ impl AppState {
 
     pub fn set_ready(&self, ready: bool) {
         self.inner.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// True while writes fail for want of disk space (documents or the event log).
+    pub fn disk_full(&self) -> bool {
+        self.inner.catalog.docs().disk_full() || self.inner.log.disk_full()
     }
 
     pub fn uptime_secs(&self) -> u64 {

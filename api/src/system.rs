@@ -18,13 +18,16 @@ pub async fn healthz() -> impl IntoResponse {
     )
 }
 
+/// Ready while serving; a node whose disk is full still serves reads, so it answers 200 with
+/// `"writable":false` (a balancer that needs writes can route on it).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_ready() {
-        (
-            [(header::CONTENT_TYPE, "application/json")],
-            "{\"status\":\"ready\"}",
-        )
-            .into_response()
+        let body = if state.disk_full() {
+            "{\"status\":\"ready\",\"writable\":false,\"reason\":\"disk full: writes are refused until space returns\"}"
+        } else {
+            "{\"status\":\"ready\",\"writable\":true}"
+        };
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -40,6 +43,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!(crate::metrics::RULES_LOADED).set(view.rules_loaded() as f64);
     metrics::gauge!(crate::metrics::CARDS_LOADED).set(view.cards.len() as f64);
     metrics::gauge!(crate::metrics::ASRPLUS_ENTRIES).set(state.log().asrplus().len() as f64);
+    metrics::gauge!(crate::metrics::DISK_FULL).set(if state.disk_full() { 1.0 } else { 0.0 });
+    metrics::gauge!(crate::metrics::QUARANTINED_FILES)
+        .set(state.catalog().docs().quarantined().len() as f64);
     let log = state.log_handle();
     if let Ok(Ok(records)) = tokio::task::spawn_blocking(move || log.record_count()).await {
         metrics::gauge!(crate::metrics::LOG_RECORDS).set(records as f64);
@@ -88,14 +94,28 @@ pub async fn index(
          <tr><td class=\"k\">uptime</td><td>{} s</td></tr>\
          <tr><td class=\"k\">accounts</td><td>{}</td></tr>\
          <tr><td class=\"k\">cards</td><td>{}</td></tr>\
-         <tr><td class=\"k\">rules loaded</td><td>{}</td></tr></table>",
+         <tr><td class=\"k\">rules loaded</td><td>{}</td></tr>\
+         <tr><td class=\"k\">storage</td><td id=\"storage\">{}</td></tr></table>",
         esc(&node.id),
         esc(&node.region),
         state.uptime_secs(),
         view.accounts.len(),
         view.cards.len(),
-        view.rules_loaded()
+        view.rules_loaded(),
+        if state.disk_full() {
+            "disk full: writes are refused until space returns"
+        } else {
+            "writable"
+        }
     );
+    let quarantined = state.catalog().docs().quarantined();
+    if !quarantined.is_empty() {
+        body.push_str("<h2>Quarantined files</h2><table id=\"quarantine\">");
+        for (file, why) in quarantined {
+            let _ = write!(body, "<tr><td>{}</td><td>{}</td></tr>", esc(file), esc(why));
+        }
+        body.push_str("</table><p>Moved to the data dir's <code>quarantine/</code> at start; peers send these documents again.</p>");
+    }
     body.push_str("<h2>Peers</h2><table id=\"peers\"><tr><td class=\"k\">peer</td><td class=\"k\">region</td><td class=\"k\">address</td><td class=\"k\">state</td><td class=\"k\">rtt</td><td class=\"k\">last sync</td><td class=\"k\">lag</td></tr>");
     let peers = crate::cluster::peers(node);
     for p in &peers {
@@ -132,7 +152,7 @@ pub async fn index(
                 esc(&card.meta.name),
                 live.map_or(String::from("none"), |r| r.meta.rev.to_string()),
                 live.map_or(0, |r| r.index.read().len()),
-                edgerate_model::time::format_datetime(card.meta.updated)
+                edgerate_model::time::format_datetime(card.updated())
             );
         }
         body.push_str("</table>");

@@ -1,18 +1,23 @@
 //! `lookup/ping` (API.md §5) and `dial/dial` (§6) through the node's SIP user agent. Every
 //! probe and call is appended to the event log as a CDR with its deciding SIP code, so ASR Plus
 //! and `cdr/*` see it on every node.
+//!
+//! Calls are async tasks: no thread waits for a trunk. A request takes the slots for all its
+//! calls at once (per account and node-wide) or is answered 429 / 503 at once; nothing queues.
 
 use crate::error::{ApiError, ErrorCode};
 use crate::router::{Ctx, Output};
 use edgerate_model::cdr::{Cdr, CdrInput};
-use edgerate_sip::{message, Invite, Outcome, Slots, UserAgent};
+use edgerate_sip::{message, Busy, Invite, Outcome, SipSection, Slots, UserAgent};
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Numbers per `lookup/ping` or `dial/dial` request.
-const MAX_NUMBERS: usize = 100;
+pub const MAX_NUMBERS: usize = 100;
+/// How long a trunk's name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_EXTRA_HEADERS: usize = 4;
 const PING_TIMEOUT_S: u64 = 8;
 const DIAL_TIMEOUT_S: u64 = 30;
@@ -31,10 +36,10 @@ const UNSUPPORTED: &[&str] = &[
     "machine",
 ];
 
-/// The node's SIP user agent, its default trunk and the per-account caps.
+/// The node's SIP user agent, its `[sip]` settings (default and allowed trunks) and the caps.
 pub struct Telephony {
     pub agent: Arc<UserAgent>,
-    pub trunk: Option<String>,
+    pub sip: SipSection,
     pub slots: Slots,
 }
 
@@ -48,9 +53,9 @@ fn short(code: u16) -> &'static str {
 }
 
 /// `lookup/ping`: one or more numbers probed in parallel.
-pub fn ping(ctx: &Ctx) -> Result<Output, ApiError> {
-    let numbers = ctx.vars.numbers("number")?;
-    let answers = ping_numbers(ctx, &numbers)?;
+pub async fn ping(ctx: &Ctx) -> Result<Output, ApiError> {
+    let numbers = ctx.vars.numbers("number", MAX_NUMBERS)?;
+    let answers = ping_numbers(ctx, &numbers).await?;
     Ok(Output::Value(match answers.len() {
         1 => answers
             .into_iter()
@@ -62,7 +67,7 @@ pub fn ping(ctx: &Ctx) -> Result<Output, ApiError> {
 }
 
 /// Ping answers by number (also the `ping` type of `lookup/smart`).
-pub fn ping_numbers(ctx: &Ctx, numbers: &[String]) -> Result<Map<String, Value>, ApiError> {
+pub async fn ping_numbers(ctx: &Ctx, numbers: &[String]) -> Result<Map<String, Value>, ApiError> {
     let timeout = seconds(ctx, "timeout", PING_TIMEOUT_S, 60)?;
     let probe = Invite {
         trunk: UNSET,
@@ -74,7 +79,7 @@ pub fn ping_numbers(ctx: &Ctx, numbers: &[String]) -> Result<Map<String, Value>,
         probe: true,
         refer_to: None,
     };
-    let outcomes = place(ctx, numbers, &probe)?;
+    let outcomes = place(ctx, numbers, &probe).await?;
     let mut answers = Map::new();
     for (number, outcome) in numbers.iter().zip(outcomes) {
         answers.insert(
@@ -92,19 +97,8 @@ pub fn ping_numbers(ctx: &Ctx, numbers: &[String]) -> Result<Map<String, Value>,
 
 /// `dial/dial`: each number called through the trunk; answered calls transferred to
 /// `route_all` (REFER) when given, then hung up.
-pub fn dial(ctx: &Ctx) -> Result<Output, ApiError> {
-    for (name, _) in ctx.vars.with_prefix("") {
-        let base = name.split('_').next().unwrap_or(name);
-        if UNSUPPORTED.contains(&base) {
-            return Err(ApiError::new(
-                ErrorCode::NotImplemented,
-                format!(
-                    "'{name}': this node places calls without media, so {base} is not available"
-                ),
-            ));
-        }
-    }
-    let numbers = ctx.vars.numbers("number")?;
+pub async fn dial(ctx: &Ctx) -> Result<Output, ApiError> {
+    let numbers = ctx.vars.numbers("number", MAX_NUMBERS)?;
     let cli = ctx.vars.number("cli")?;
     let name = ctx.vars.get("name").map(str::to_owned);
     if name
@@ -150,7 +144,7 @@ pub fn dial(ctx: &Ctx) -> Result<Output, ApiError> {
         probe: false,
         refer_to,
     };
-    let outcomes = place(ctx, &numbers, &call)?;
+    let outcomes = place(ctx, &numbers, &call).await?;
     let calls: Vec<Value> = numbers
         .iter()
         .zip(outcomes)
@@ -169,6 +163,18 @@ pub fn dial(ctx: &Ctx) -> Result<Output, ApiError> {
         })
         .collect();
     Ok(Output::Value(json!({ "calls": calls })))
+}
+
+/// A 501 for a variable of a call treatment this node does not perform (`amd`, `ivr`, …), checked
+/// before unknown variables are refused.
+pub fn unsupported(name: &str) -> Option<ApiError> {
+    let base = name.split('_').next().unwrap_or(name);
+    UNSUPPORTED.contains(&base).then(|| {
+        ApiError::new(
+            ErrorCode::NotImplemented,
+            format!("'{name}': this node places calls without media, so {base} is not available"),
+        )
+    })
 }
 
 fn valid_target(target: &str) -> bool {
@@ -190,9 +196,9 @@ fn seconds(ctx: &Ctx, name: &str, default: u64, max: u64) -> Result<Duration, Ap
     Ok(Duration::from_secs(s))
 }
 
-/// Places `call` to each number (at most the account's cap at once), logs each as a CDR, and
-/// returns the outcomes in order. Runs on a blocking thread, like every blocking service.
-fn place(ctx: &Ctx, numbers: &[String], call: &Invite) -> Result<Vec<Outcome>, ApiError> {
+/// Places `call` to each number at once, logs each as a CDR, and returns the outcomes in the
+/// numbers' order (a call whose task failed answers 500 for its own number, never another's).
+async fn place(ctx: &Ctx, numbers: &[String], call: &Invite) -> Result<Vec<Outcome>, ApiError> {
     let telephony = ctx.state.telephony().ok_or_else(|| {
         ApiError::new(
             ErrorCode::NotImplemented,
@@ -205,49 +211,79 @@ fn place(ctx: &Ctx, numbers: &[String], call: &Invite) -> Result<Vec<Outcome>, A
             format!("at most {MAX_NUMBERS} numbers per request"),
         ));
     }
-    let trunk_name = ctx
-        .vars
-        .get("trunk")
-        .map(str::to_owned)
-        .or_else(|| telephony.trunk.clone())
-        .ok_or_else(|| ApiError::missing("trunk"))?;
-    let runtime = tokio::runtime::Handle::current();
-    let trunk = runtime
-        .block_on(edgerate_sip::resolve_trunk(&trunk_name))
+    let trunk_name = match ctx.vars.get("trunk") {
+        Some(named) if telephony.sip.allows(named) => named.to_owned(),
+        Some(named) => {
+            return Err(ApiError::invalid(
+                "trunk",
+                format!("'{named}' is not one of this node's trunks ([sip] trunk and trunks)"),
+            ))
+        }
+        None => telephony
+            .sip
+            .trunk
+            .clone()
+            .ok_or_else(|| ApiError::missing("trunk"))?,
+    };
+    let account = ctx.account().id.clone();
+    let held = telephony
+        .slots
+        .take(&account, numbers.len())
+        .map_err(|busy| match busy {
+            Busy::Account(cap) => {
+                let mut e = ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("at most {cap} pings and calls of one account at once"),
+                );
+                e.retry_after = Some(1);
+                e
+            }
+            Busy::Node(_) => {
+                let mut e = ApiError::new(
+                    ErrorCode::Unavailable,
+                    "this node has as many calls in progress as it takes",
+                );
+                e.retry_after = Some(1);
+                e
+            }
+        })?;
+    let trunk = tokio::time::timeout(RESOLVE_TIMEOUT, edgerate_sip::resolve_trunk(&trunk_name))
+        .await
+        .ok()
+        .flatten()
         .ok_or_else(|| ApiError::invalid("trunk", format!("'{trunk_name}' does not resolve")))?;
-    let calls: Vec<Invite> = numbers
+    let tasks: Vec<_> = numbers
         .iter()
-        .map(|number| Invite {
-            trunk,
-            number: number.clone(),
-            ..call.clone()
+        .map(|number| {
+            let agent = telephony.agent.clone();
+            let call = Invite {
+                trunk,
+                number: number.clone(),
+                ..call.clone()
+            };
+            tokio::spawn(async move { agent.invite(&call).await })
         })
         .collect();
-    let account = ctx.account().id.clone();
-    let slots = telephony.slots.of(&account);
-    let agent = telephony.agent.clone();
-    let outcomes: Vec<Outcome> = runtime.block_on(async move {
-        let tasks: Vec<_> = calls
-            .into_iter()
-            .map(|call| {
-                let (agent, slots) = (agent.clone(), slots.clone());
-                tokio::spawn(async move {
-                    let _slot = slots.acquire_owned().await;
-                    agent.invite(&call).await
-                })
-            })
-            .collect();
-        let mut outcomes = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            if let Ok(outcome) = task.await {
-                outcomes.push(outcome);
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outcomes.push(task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a call task failed");
+            Outcome {
+                call_id: String::new(),
+                code: 500,
+                status: "500 Server Internal Error".into(),
+                answered: false,
+                transferred: None,
+                started: ctx.now,
+                connected_secs: 0.0,
             }
-        }
-        outcomes
-    });
+        }));
+    }
+    drop(held);
     let cdrs: Vec<Cdr> = outcomes
         .iter()
         .zip(numbers)
+        .filter(|(o, _)| !o.call_id.is_empty())
         .map(|(o, number)| Cdr {
             input: CdrInput {
                 callid: o.call_id.clone(),
@@ -264,9 +300,10 @@ fn place(ctx: &Ctx, numbers: &[String], call: &Invite) -> Result<Vec<Outcome>, A
             rating: None,
         })
         .collect();
-    ctx.state
-        .log()
-        .append(&account, &cdrs)
-        .map_err(|e| ApiError::internal("logging calls", e))?;
+    let log = ctx.state.log_handle();
+    tokio::task::spawn_blocking(move || log.append(&account, &cdrs))
+        .await
+        .map_err(|e| ApiError::internal("logging calls", e))?
+        .map_err(|e| crate::error::from_log("logging calls", e))?;
     Ok(outcomes)
 }

@@ -11,6 +11,13 @@ use std::str::FromStr;
 /// At most this many variables (values, counting list items) are read from one request.
 const MAX_VALUES: usize = 10_000;
 
+/// Numbers per request for the lookups and rate queries (`lookup/ping` and `dial/dial` take
+/// fewer: they place calls).
+pub const MAX_NUMBERS: usize = 1_000;
+
+/// The deepest a paged listing reaches (`offset`); past it, narrow the range instead.
+pub const MAX_OFFSET: usize = 10_000_000;
+
 /// The variables of one request, and its body when the body is not variables (a deck).
 #[derive(Debug, Default)]
 pub struct Vars {
@@ -27,10 +34,27 @@ impl Vars {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<Self, ApiError> {
-        let mut from_query = Vars::default();
+        let mut vars = Self::from_query(query)?;
+        vars.add_body(content_type, body).await?;
+        Ok(vars)
+    }
+
+    /// The variables of the query string alone (read before the body, to authenticate).
+    pub fn from_query(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut vars = Vars::default();
         if let Some(q) = query {
-            from_query.add_pairs(form_urlencoded::parse(q.as_bytes()))?;
+            vars.add_pairs(form_urlencoded::parse(q.as_bytes()))?;
         }
+        Ok(vars)
+    }
+
+    /// Adds the body's variables (winning over the query string's), or keeps the body raw when
+    /// it is not variables.
+    pub async fn add_body(
+        &mut self,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<(), ApiError> {
         let mut from_body = Vars::default();
         let media = content_type.map(|c| {
             c.split(';')
@@ -53,11 +77,25 @@ impl Vars {
             _ => from_body.raw_body = Some(body),
         }
         for (name, values) in from_body.values {
-            from_query.values.insert(name, values);
+            self.values.insert(name, values);
         }
-        from_query.files = from_body.files;
-        from_query.raw_body = from_body.raw_body;
-        Ok(from_query)
+        if self.count() > MAX_VALUES {
+            return Err(too_many_values());
+        }
+        self.files = from_body.files;
+        self.raw_body = from_body.raw_body;
+        Ok(())
+    }
+
+    /// The first variable (by name) that `known` does not accept: a typo or a newer client's
+    /// variable is refused, never silently ignored (API.md §1).
+    pub fn first_unknown(&self, known: impl Fn(&str) -> bool) -> Option<&str> {
+        self.values
+            .keys()
+            .chain(self.files.keys())
+            .map(String::as_str)
+            .filter(|name| !known(name))
+            .min()
     }
 
     /// Variables from name/value pairs (for tests and internal callers).
@@ -85,9 +123,7 @@ impl Vars {
         for (k, v) in pairs {
             self.push(&k, v.into_owned());
             if self.count() > MAX_VALUES {
-                return Err(ApiError::bad_request(format!(
-                    "too many variables (more than {MAX_VALUES})"
-                )));
+                return Err(too_many_values());
             }
         }
         Ok(())
@@ -134,9 +170,7 @@ impl Vars {
                 }
             }
             if self.count() > MAX_VALUES {
-                return Err(ApiError::bad_request(format!(
-                    "too many variables (more than {MAX_VALUES})"
-                )));
+                return Err(too_many_values());
             }
         }
         Ok(())
@@ -162,9 +196,7 @@ impl Vars {
                 self.push(&name, text);
             }
             if self.count() + self.files.len() > MAX_VALUES {
-                return Err(ApiError::bad_request(format!(
-                    "too many variables (more than {MAX_VALUES})"
-                )));
+                return Err(too_many_values());
             }
         }
         Ok(())
@@ -230,11 +262,18 @@ impl Vars {
             .transpose()
     }
 
-    /// A required list of phone numbers, normalised.
-    pub fn numbers(&self, name: &str) -> Result<Vec<String>, ApiError> {
+    /// A required list of at most `max` phone numbers, normalised (the count is checked before
+    /// any is read).
+    pub fn numbers(&self, name: &str, max: usize) -> Result<Vec<String>, ApiError> {
         let raw = self.list(name);
         if raw.is_empty() {
             return Err(ApiError::missing(name));
+        }
+        if raw.len() > max {
+            return Err(ApiError::invalid(
+                name,
+                format!("at most {max} numbers per request, {} given", raw.len()),
+            ));
         }
         raw.iter()
             .map(|n| edgerate_model::number::normalise(n).map_err(|e| ApiError::invalid(name, e)))
@@ -252,6 +291,12 @@ impl Vars {
         let offset = self
             .parse_opt::<usize>("offset", "a whole number")?
             .unwrap_or(0);
+        if offset > MAX_OFFSET {
+            return Err(ApiError::invalid(
+                "offset",
+                format!("must be 0-{MAX_OFFSET}"),
+            ));
+        }
         Ok((limit, offset))
     }
 
@@ -287,6 +332,10 @@ impl Vars {
         found.sort_unstable();
         found
     }
+}
+
+fn too_many_values() -> ApiError {
+    ApiError::bad_request(format!("too many variables (more than {MAX_VALUES})"))
 }
 
 fn scalar(name: &str, value: Value) -> Result<String, ApiError> {

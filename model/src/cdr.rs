@@ -7,6 +7,11 @@ use std::str::FromStr;
 
 /// The longest `callid`, card reference or reason accepted, in bytes.
 pub const MAX_TEXT: usize = 256;
+/// How far ahead of the receiving node's clock a call may start, seconds: a CDR dated later
+/// would decide ASR Plus for its number until that date.
+pub const MAX_AHEAD: i64 = 86_400;
+/// The longest call, seconds.
+pub const MAX_DURATION: i64 = 10_000_000;
 
 /// One call as reported, validated.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -83,17 +88,14 @@ pub fn parse_cdr<'a>(get: impl Fn(&str) -> Option<&'a str>, now: i64) -> Result<
         Some(t) => crate::time::parse(t)
             .ok_or_else(|| format!("'dt' {t} is not unix seconds or 'YYYY-MM-DD HH:MM:SS'"))?,
     };
-    if dt < 0 {
-        return Err(format!("'dt' {dt} is before 1970"));
-    }
     let duration = match get("duration").map(str::trim).filter(|v| !v.is_empty()) {
         None => Decimal::ZERO,
         Some(d) => match Decimal::from_str(d) {
             Ok(v) if v.is_sign_negative() && !v.is_zero() => {
                 return Err(format!("'duration' {d} is negative"))
             }
-            Ok(v) if v > Decimal::from(10_000_000) => {
-                return Err(format!("'duration' {d} is over 10000000 seconds"))
+            Ok(v) if v > Decimal::from(MAX_DURATION) => {
+                return Err(format!("'duration' {d} is over {MAX_DURATION} seconds"))
             }
             Ok(v) => v.abs(),
             Err(_) => return Err(format!("'duration' {d} is not a number of seconds")),
@@ -102,7 +104,7 @@ pub fn parse_cdr<'a>(get: impl Fn(&str) -> Option<&'a str>, now: i64) -> Result<
     let sip_reason = text("sip_reason", get("sip_reason"), false)?
         .unwrap_or_else(|| reason_phrase(sip_code).to_owned());
     let card = text("card", get("card"), false)?;
-    Ok(CdrInput {
+    let cdr = CdrInput {
         callid,
         dt,
         source_cli,
@@ -111,7 +113,85 @@ pub fn parse_cdr<'a>(get: impl Fn(&str) -> Option<&'a str>, now: i64) -> Result<
         sip_code,
         sip_reason,
         card,
-    })
+    };
+    cdr.validate(now)?;
+    Ok(cdr)
+}
+
+impl Rating {
+    /// The bounds of a rating this node would have made: money non-negative and within what a
+    /// rate of at most 1,000,000 a minute over the longest call can cost.
+    pub fn validate(&self) -> Result<(), String> {
+        let ceiling = Decimal::from(1_000_000_000_000_000i64);
+        let money = |v: Decimal| !v.is_sign_negative() && v <= ceiling;
+        if !money(self.rate) || !money(self.cost) {
+            return Err("rating: rate or cost out of range".into());
+        }
+        if self.billed_duration > 2 * MAX_DURATION as u64 {
+            return Err("rating: billed duration out of range".into());
+        }
+        if !crate::number::is_prefix(&self.dest_code)
+            || self.dest_name.len() > crate::deck::MAX_NAME_LEN
+            || self.dest_name.chars().any(char::is_control)
+        {
+            return Err("rating: bad destination".into());
+        }
+        Ok(())
+    }
+}
+
+impl CdrInput {
+    /// The bounds every stored CDR keeps, whether it came from a client or from a peer: `now`
+    /// is the checking node's clock.
+    pub fn validate(&self, now: i64) -> Result<(), String> {
+        let printable = |field: &str, v: &str, required: bool| {
+            if (required && v.is_empty()) || v.len() > MAX_TEXT || v.chars().any(char::is_control) {
+                Err(format!(
+                    "'{field}' must be 1-{MAX_TEXT} printable characters"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        printable("callid", &self.callid, true)?;
+        printable("sip_reason", &self.sip_reason, false)?;
+        printable("card", self.card.as_deref().unwrap_or(""), false)?;
+        let digits = |field: &str, v: &str, required: bool| {
+            let ok = (v.is_empty() && !required)
+                || (v.len() <= crate::number::MAX_DIGITS && crate::number::is_prefix(v));
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("'{field}' {v:?} is not E.164 digits"))
+            }
+        };
+        digits("dest_number", &self.dest_number, true)?;
+        digits("source_cli", &self.source_cli, false)?;
+        if !(100..=699).contains(&self.sip_code) {
+            return Err(format!(
+                "'sip_code' {} is not a SIP response code (100-699)",
+                self.sip_code
+            ));
+        }
+        if !(0..=crate::time::MAX).contains(&self.dt) {
+            return Err(format!("'dt' {} is out of range", self.dt));
+        }
+        if self.dt > now.saturating_add(MAX_AHEAD) {
+            return Err(format!(
+                "'dt' {} is more than a day ahead of this node's clock ({now})",
+                self.dt
+            ));
+        }
+        if self.duration.is_sign_negative() && !self.duration.is_zero()
+            || self.duration > Decimal::from(MAX_DURATION)
+        {
+            return Err(format!(
+                "'duration' {} is not 0-{MAX_DURATION} seconds",
+                self.duration
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The standard reason phrase of a SIP response code (RFC 3261 and successors).
@@ -172,7 +252,7 @@ mod tests {
 
     fn parse(pairs: &[(&str, &str)]) -> Result<CdrInput, String> {
         let map: HashMap<&str, &str> = pairs.iter().copied().collect();
-        parse_cdr(|k| map.get(k).copied(), 1000)
+        parse_cdr(|k| map.get(k).copied(), 2_000_000_000)
     }
 
     #[test]
@@ -216,6 +296,8 @@ mod tests {
             ("sip_code", "abc", "sip_code"),
             ("dest_number", "44x", "dest_number"),
             ("duration", "x", "duration"),
+            ("dt", "2100-01-01 00:00:00", "ahead"),
+            ("dt", "-9223372036854775808", "dt"),
         ] {
             let mut row: Vec<_> = base.iter().copied().filter(|(key, _)| *key != k).collect();
             row.push((k, v));

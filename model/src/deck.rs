@@ -126,7 +126,7 @@ fn build_rule<'a>(
     if !is_prefix(prefix) {
         return Err(format!("prefix '{prefix}' is not 1-20 digits"));
     }
-    let name = cell(Column::Name).unwrap_or("");
+    let name = unneutralise(cell(Column::Name).unwrap_or(""));
     check_name(name)?;
     let name = match names.get(name) {
         Some(shared) => shared.clone(),
@@ -584,13 +584,33 @@ pub const CSV_HEADER: &str =
 
 /// Appends one CSV field, quoted when it holds a separator, a quote or a line break, or starts
 /// with the comment mark `#`.
+///
+/// A cell a spreadsheet would run as a formula (starting `=`, `+`, `-`, `@`, a tab or a CR) is
+/// written with a leading `'`, which spreadsheets show as text; a deck import takes the `'` off
+/// again ([`unneutralise`]), so an exported deck imports as it was.
 pub fn push_csv_field(out: &mut String, field: &str) {
+    let formula = field.starts_with(['=', '+', '-', '@', '\t', '\r']);
     if field.contains([',', '"', '\n', '\r']) || field.starts_with('#') {
         out.push('"');
+        if formula {
+            out.push('\'');
+        }
         out.push_str(&field.replace('"', "\"\""));
         out.push('"');
     } else {
+        if formula {
+            out.push('\'');
+        }
         out.push_str(field);
+    }
+}
+
+/// A text cell as read back: the `'` that [`push_csv_field`] put before a formula-like cell
+/// taken off.
+pub fn unneutralise(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        _ => cell,
     }
 }
 
@@ -695,6 +715,33 @@ pub fn write_ime<'r>(card: &ImeCard<'_>, rules: impl Iterator<Item = (String, &'
     let checksum = ime_checksum(&doc).expect("an exported document has finite numbers");
     doc["metadata"] = serde_json::json!({ "checksum": checksum });
     doc
+}
+
+#[cfg(test)]
+mod csv_cell_tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_neutralised_and_read_back() {
+        for (cell, written) in [
+            ("=HYPERLINK(\"x\")", "\"'=HYPERLINK(\"\"x\"\")\""),
+            ("+1", "'+1"),
+            ("-2", "'-2"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("UK, Mobile", "\"UK, Mobile\""),
+            ("plain", "plain"),
+        ] {
+            let mut out = String::new();
+            push_csv_field(&mut out, cell);
+            assert_eq!(out, written);
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(out.as_bytes());
+            let record = reader.records().next().unwrap().unwrap();
+            assert_eq!(unneutralise(&record[0]), cell);
+        }
+        assert_eq!(unneutralise("'quoted"), "'quoted");
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,16 @@
 //! Times: unix seconds, and the `YYYY-MM-DD HH:MM:SS` (UTC) form the API also reads.
 
-/// Parses unix seconds (an integer) or `YYYY-MM-DD HH:MM:SS` / `YYYY-MM-DDTHH:MM:SSZ` / `YYYY-MM-DD` in UTC.
+/// The latest time read: 9999-12-31 23:59:59 UTC. Times before 1970 or after it are refused,
+/// so arithmetic on any two times read can never overflow.
+pub const MAX: i64 = 253_402_300_799;
+
+/// Parses unix seconds (an integer) or `YYYY-MM-DD HH:MM:SS` / `YYYY-MM-DDTHH:MM:SSZ` / `YYYY-MM-DD` in UTC,
+/// from 1970 to [`MAX`].
 pub fn parse(s: &str) -> Option<i64> {
+    parse_any(s).filter(|t| (0..=MAX).contains(t))
+}
+
+fn parse_any(s: &str) -> Option<i64> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<i64>() {
         return Some(secs);
@@ -124,6 +133,10 @@ mod tests {
         assert_eq!(parse("2024-02-30 00:00:00"), None);
         assert_eq!(parse("2024-13-01 00:00:00"), None);
         assert_eq!(parse("yesterday"), None);
+        assert_eq!(parse("-1"), None);
+        assert_eq!(parse("-9223372036854775808"), None);
+        assert_eq!(parse("9223372036854775807"), None);
+        assert_eq!(parse("9999-12-31 23:59:59"), Some(MAX));
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! belongs to the crate that uses it; this file puts them together and validates the whole.
 
 use anyhow::{bail, Context};
+use edgerate_api::server::HttpSection;
 use edgerate_sip::SipSection;
 use edgerate_topology::{NodeSection, PeerSection, TlsSection};
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::path::Path;
 
 /// The config file version this build reads.
@@ -75,27 +75,6 @@ fn default_retention() -> u32 {
     400
 }
 
-/// `[http]`: the API listener.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSection {
-    /// Default `127.0.0.1:8080`.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-}
-
-impl Default for HttpSection {
-    fn default() -> Self {
-        Self {
-            listen: default_listen(),
-        }
-    }
-}
-
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
-}
-
 /// `[operator]`: the operator key for `admin/*` and `cluster/*`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +116,7 @@ impl Config {
             }
         }
         self.node.validate()?;
+        self.http.validate().map_err(anyhow::Error::msg)?;
         if let Some(key) = &self.operator.key {
             if key.len() < 8 {
                 bail!("[operator] key must be at least 8 characters");
@@ -203,6 +183,7 @@ trunk = "127.0.0.1:5060"
         assert!(Config::parse("[http]\nlisten = \"nowhere\"\n").is_err());
         assert!(Config::parse("[node]\nid = \"a b\"\n").is_err());
         assert!(Config::parse("version = 2\n").is_err());
+        assert!(Config::parse("[http]\nidle_timeout_s = 0\n").is_err());
     }
 
     #[test]
@@ -214,7 +195,7 @@ trunk = "127.0.0.1:5060"
     #[test]
     fn empty_config_is_the_embedded_default() {
         let c = Config::parse("").unwrap();
-        assert_eq!(c.http.listen, default_listen());
+        assert_eq!(c.http, HttpSection::default());
         assert_eq!(c.node.data_dir, Path::new("./edgerate-data"));
     }
 }

@@ -35,6 +35,8 @@ pub const DEMO_ACCOUNT: &str = "demo";
 pub const DEMO_CARD: &str = "demo";
 /// How often the document logs are checked for compaction.
 const COMPACT_EVERY: Duration = Duration::from_secs(10);
+/// How long a shutdown waits for requests in progress.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 /// How often CDRs past retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -87,9 +89,11 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
     let (operator_key, generated) = operator_key(&config, &data_dir)?;
     let actor = actor_id(&data_dir)?;
     let docs_dir = data_dir.join("docs");
-    let catalog = tokio::task::spawn_blocking(move || Catalog::open(&docs_dir, actor))
-        .await?
-        .context("opening the catalog")?;
+    let quarantine = data_dir.join("quarantine");
+    let catalog =
+        tokio::task::spawn_blocking(move || Catalog::open_in(&docs_dir, &quarantine, actor))
+            .await?
+            .context("opening the catalog")?;
     let log_path = data_dir.join("events.sqlite");
     let (origin, bad_codes) = (config.node.id.clone(), config.asrplus.bad_codes.clone());
     let log = tokio::task::spawn_blocking(move || {
@@ -140,10 +144,11 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
         hash_key(&operator_key),
         Some(metrics),
     )
+    .with_http(config.http.clone())
     .with_telephony(Telephony {
         agent,
-        trunk: sip.trunk,
-        slots: Slots::new(sip.per_account),
+        slots: Slots::new(sip.per_account, sip.max_calls),
+        sip,
     });
 
     let listener = match options.listener {
@@ -158,17 +163,13 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
     let http_addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let app = edgerate_api::router(state.clone());
-    let mut http_stop = shutdown_rx.clone();
-    let http = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "http server stopped");
-        }
-    });
+    let http = tokio::spawn(edgerate_api::server::serve(
+        listener,
+        app,
+        config.http.clone(),
+        shutdown_rx.clone(),
+        SHUTDOWN_DRAIN,
+    ));
     let mut tasks = vec![http];
     let mut peer_addr = None;
     if let (Some(tls), Some(members), Some(peer)) = (peer_tls, members, &config.peer) {
@@ -237,9 +238,10 @@ async fn compact_forever(catalog: Catalog, mut stop: watch::Receiver<bool>) {
 /// Deletes CDRs past retention, hourly.
 async fn prune_forever(log: Arc<EventLog>, retention_days: u32, mut stop: watch::Receiver<bool>) {
     loop {
-        let horizon = edgerate_model::time::now() - i64::from(retention_days) * 86_400;
+        let now = edgerate_model::time::now();
+        let horizon = now - i64::from(retention_days) * 86_400;
         let handle = log.clone();
-        match tokio::task::spawn_blocking(move || handle.prune(horizon)).await {
+        match tokio::task::spawn_blocking(move || handle.prune(horizon, now)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(records = n, "pruned CDRs past retention"),
             Ok(Err(e)) => tracing::warn!(error = %e, "pruning CDRs failed; will retry"),

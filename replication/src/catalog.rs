@@ -33,6 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -63,6 +64,20 @@ impl From<automerge::AutomergeError> for CatalogError {
 pub struct RevisionView {
     pub meta: RevisionMeta,
     pub index: Arc<RwLock<PrefixIndex>>,
+    /// Unix seconds of the latest rule edit this node knows of (its own, or a peer's as it
+    /// arrived; on load, the newest head change of the shard documents). Not replicated
+    /// state, so a rule edit writes nothing but the rule.
+    pub edited: Arc<AtomicI64>,
+}
+
+impl RevisionView {
+    fn new(meta: RevisionMeta, index: PrefixIndex, edited: i64) -> Self {
+        Self {
+            meta,
+            index: Arc::new(RwLock::new(index)),
+            edited: Arc::new(AtomicI64::new(edited)),
+        }
+    }
 }
 
 /// One card in memory.
@@ -73,6 +88,14 @@ pub struct CardView {
 }
 
 impl CardView {
+    /// When the card last changed: its settings, a revision, or a rule edit.
+    pub fn updated(&self) -> i64 {
+        self.revisions
+            .values()
+            .map(|r| r.edited.load(Ordering::Relaxed))
+            .fold(self.meta.updated, i64::max)
+    }
+
     /// The revision live at `at`.
     pub fn live_at(&self, at: i64) -> Option<&RevisionView> {
         let rev = live_revision(self.revisions.values().map(|r| &r.meta), at)?;
@@ -261,8 +284,19 @@ pub struct RuleTarget<'a> {
 impl Catalog {
     /// Opens the catalog stored in `dir`, creating its documents on first start, and builds the
     /// view from them.
+    /// Unreadable files go to `dir/quarantine`.
     pub fn open(dir: &Path, actor: automerge::ActorId) -> Result<Self, CatalogError> {
-        let docs = DocStore::open(dir, actor)?;
+        Self::open_in(dir, &dir.join("quarantine"), actor)
+    }
+
+    /// [`Catalog::open`], with unreadable files moved to `quarantine` (the node's is the data
+    /// dir's `quarantine/`).
+    pub fn open_in(
+        dir: &Path,
+        quarantine: &Path,
+        actor: automerge::ActorId,
+    ) -> Result<Self, CatalogError> {
+        let docs = DocStore::open(dir, quarantine, actor)?;
         for (id, map) in [
             (ACCOUNTS_DOC, "accounts"),
             (CARDS_DOC, "cards"),
@@ -535,9 +569,32 @@ impl Catalog {
         self.inner.view.store(Arc::new(next));
     }
 
-    /// Stores a new or changed account.
+    /// Stores a new account (or replaces one whole).
     pub fn put_account(&self, account: Account) -> Result<(), CatalogError> {
         let _w = self.inner.write.lock();
+        self.store_account(account)
+    }
+
+    /// Changes account `id` by `patch`, applied to the account as it stands under the write
+    /// lock, so concurrent patches (an update and a key rotation) each keep what the other did.
+    pub fn update_account<E: From<CatalogError>>(
+        &self,
+        id: &str,
+        patch: impl FnOnce(&mut Account) -> Result<(), E>,
+    ) -> Result<Account, E> {
+        let _w = self.inner.write.lock();
+        let mut account = self
+            .view()
+            .accounts
+            .get(id)
+            .map(|a| Account::clone(a))
+            .ok_or_else(|| CatalogError::NotFound(format!("account '{id}'")))?;
+        patch(&mut account)?;
+        self.store_account(account.clone())?;
+        Ok(account)
+    }
+
+    fn store_account(&self, account: Account) -> Result<(), CatalogError> {
         self.inner
             .docs
             .change::<_, CatalogError>(ACCOUNTS_DOC, |d| {
@@ -607,13 +664,7 @@ impl Catalog {
             Ok(())
         })?;
         let mut revisions = BTreeMap::new();
-        revisions.insert(
-            1,
-            RevisionView {
-                meta: rev,
-                index: Arc::new(RwLock::new(PrefixIndex::new())),
-            },
-        );
+        revisions.insert(1, RevisionView::new(rev, PrefixIndex::new(), meta.created));
         let card = CardView { meta, revisions };
         let id = card.meta.id.clone();
         self.update_view(|v| v.insert_card(card));
@@ -666,54 +717,61 @@ impl Catalog {
         Ok(())
     }
 
-    /// Upserts one rule in place; returns the rule it replaced.
-    pub fn set_rule(
+    /// Upserts one rule in place: `patch` makes the new rule from the one in place (if any),
+    /// under the write lock, so two concurrent partial edits of one rule each keep the other's
+    /// fields. Returns the rule written and whether it is new.
+    pub fn set_rule<E: From<CatalogError>>(
         &self,
         target: RuleTarget<'_>,
-        rule: Rule,
         now: i64,
-    ) -> Result<Option<Rule>, CatalogError> {
-        self.edit_rule(
-            target,
-            now,
-            |d, bucket| {
-                d.put(bucket, target.prefix, rule.encode())?;
-                Ok(())
-            },
-            |index| index.insert(target.prefix, rule.clone()),
-        )
+        patch: impl FnOnce(Option<&Rule>) -> Result<Rule, E>,
+    ) -> Result<(Rule, bool), E> {
+        let _w = self.inner.write.lock();
+        let rev = self.revision(target)?;
+        let current = rev.index.read().get(target.prefix).cloned();
+        let rule = patch(current.as_ref())?;
+        let encoded = rule.encode();
+        self.edit_rule(target, &rev, now, |d, bucket| {
+            d.put(bucket, target.prefix, encoded)?;
+            Ok(())
+        })?;
+        rev.index.write().insert(target.prefix, rule.clone());
+        Ok((rule, current.is_none()))
     }
 
     /// Removes one rule; `NotFound` when the revision has no rule for the prefix.
     pub fn delete_rule(&self, target: RuleTarget<'_>, now: i64) -> Result<Rule, CatalogError> {
-        let removed = self.edit_rule(
-            target,
-            now,
-            |d, bucket| {
-                if d.get(bucket, target.prefix)?.is_none() {
-                    return Err(CatalogError::NotFound(format!("rule '{}'", target.prefix)));
-                }
-                d.delete(bucket, target.prefix)?;
-                Ok(())
-            },
-            |index| index.remove(target.prefix),
-        )?;
+        let _w = self.inner.write.lock();
+        let rev = self.revision(target)?;
+        self.edit_rule(target, &rev, now, |d, bucket| {
+            if d.get(bucket, target.prefix)?.is_none() {
+                return Err(CatalogError::NotFound(format!("rule '{}'", target.prefix)));
+            }
+            d.delete(bucket, target.prefix)?;
+            Ok(())
+        })?;
+        let removed = rev.index.write().remove(target.prefix);
         removed.ok_or_else(|| CatalogError::NotFound(format!("rule '{}'", target.prefix)))
     }
 
+    /// The revision a rule edit names.
+    fn revision(&self, target: RuleTarget<'_>) -> Result<RevisionView, CatalogError> {
+        let card = self.card(target.card)?;
+        card.revisions
+            .get(&target.rev)
+            .cloned()
+            .ok_or_else(|| CatalogError::NotFound(format!("revision {}", target.rev)))
+    }
+
+    /// Writes one rule edit durably to its shard document (nothing else: the card's document
+    /// is not touched, so edits never grow it). The caller holds the write lock.
     fn edit_rule(
         &self,
         target: RuleTarget<'_>,
+        rev: &RevisionView,
         now: i64,
         write: impl FnOnce(&mut AutoCommit, &automerge::ObjId) -> Result<(), CatalogError>,
-        apply: impl FnOnce(&mut PrefixIndex) -> Option<Rule>,
-    ) -> Result<Option<Rule>, CatalogError> {
-        let _w = self.inner.write.lock();
-        let card = self.card(target.card)?;
-        let rev = card
-            .revisions
-            .get(&target.rev)
-            .ok_or_else(|| CatalogError::NotFound(format!("revision {}", target.rev)))?;
+    ) -> Result<(), CatalogError> {
         let (shard, bucket) = bucketed::locate(target.prefix, rev.meta.shards, rev.meta.buckets);
         self.inner
             .docs
@@ -721,30 +779,7 @@ impl Catalog {
                 let bucket = map_id(d, ROOT, &bucketed::bucket_key(bucket))?;
                 write(d, &bucket)
             })?;
-        let replaced = apply(&mut rev.index.write());
-        self.touch_card(&card, now)?;
-        Ok(replaced)
-    }
-
-    /// Marks a card as changed at `now`.
-    fn touch_card(&self, card: &CardView, now: i64) -> Result<(), CatalogError> {
-        let mut meta = card.meta.clone();
-        meta.updated = now;
-        self.inner
-            .docs
-            .change::<_, CatalogError>(&card_doc(&meta.id), |d| {
-                put_json(d, &ROOT, "meta", &meta)
-            })?;
-        let id = meta.id.clone();
-        self.update_view(|v| {
-            if let Some(current) = v.cards.get(&id) {
-                let next = CardView {
-                    meta,
-                    revisions: current.revisions.clone(),
-                };
-                v.cards.insert(id, Arc::new(next));
-            }
-        });
+        rev.edited.fetch_max(now, Ordering::Relaxed);
         Ok(())
     }
 
@@ -773,7 +808,7 @@ impl Catalog {
             docs: docs_key(),
         };
         let index = self.write_shards(card_id, &meta, rules)?;
-        self.put_revision(&card, meta.clone(), Arc::new(RwLock::new(index)), now)?;
+        self.put_revision(&card, RevisionView::new(meta.clone(), index, now), now)?;
         Ok(meta)
     }
 
@@ -795,19 +830,23 @@ impl Catalog {
             live_at,
             ..current.meta.clone()
         };
-        self.put_revision(&card, meta.clone(), current.index.clone(), now)?;
+        let next = RevisionView {
+            meta: meta.clone(),
+            ..current.clone()
+        };
+        self.put_revision(&card, next, now)?;
         Ok(meta)
     }
 
     /// Stores a revision's entry in its card's document (and the card as changed at `now`), then
-    /// puts it with `index` in the view. The caller holds the write lock.
+    /// puts it in the view. The caller holds the write lock.
     fn put_revision(
         &self,
         card: &CardView,
-        meta: RevisionMeta,
-        index: Arc<RwLock<PrefixIndex>>,
+        revision: RevisionView,
         now: i64,
     ) -> Result<(), CatalogError> {
+        let meta = &revision.meta;
         let card_id = card.meta.id.clone();
         let mut card_meta = card.meta.clone();
         card_meta.updated = now;
@@ -819,7 +858,7 @@ impl Catalog {
                 put_json(d, &revs, &meta.rev.to_string(), &meta)
             })?;
         let mut revisions = card.revisions.clone();
-        revisions.insert(meta.rev, RevisionView { meta, index });
+        revisions.insert(meta.rev, revision);
         let next = CardView {
             meta: card_meta,
             revisions,
@@ -1110,16 +1149,30 @@ fn load_card(
                 (r.meta.docs.as_str(), r.meta.shards, r.meta.buckets)
                     == (rev.docs.as_str(), rev.shards, rev.buckets)
             });
-        let index = match kept {
-            Some(r) => r.index.clone(),
+        let revision = match kept {
+            Some(r) => RevisionView {
+                meta: rev.clone(),
+                ..r.clone()
+            },
             None if complete(docs, &|s| shard_doc(id, &rev, s), rev.shards, rev.buckets) => {
-                Arc::new(RwLock::new(load_rules(docs, id, &rev)?))
+                let index = load_rules(docs, id, &rev)?;
+                let edited = last_change_time(docs, &|s| shard_doc(id, &rev, s), rev.shards)
+                    .max(rev.created);
+                RevisionView::new(rev.clone(), index, edited)
             }
             None => continue,
         };
-        revisions.insert(rev.rev, RevisionView { meta: rev, index });
+        revisions.insert(rev.rev, revision);
     }
     Ok(CardView { meta, revisions })
+}
+
+/// The newest commit time among the heads of a sharded map's documents (unix seconds).
+fn last_change_time(docs: &DocStore, doc_id: &dyn Fn(u32) -> String, shards: u32) -> i64 {
+    (0..shards)
+        .filter_map(|shard| docs.head_time(&doc_id(shard)))
+        .max()
+        .unwrap_or(0)
 }
 
 fn load_rules(
@@ -1158,6 +1211,8 @@ fn apply_touched(
     rev: &RevisionView,
     prefixes: &[String],
 ) -> Result<(), CatalogError> {
+    rev.edited
+        .fetch_max(edgerate_model::time::now(), Ordering::Relaxed);
     let mut index = rev.index.write();
     with_doc(docs, doc_id, |d| {
         for prefix in prefixes
@@ -1225,7 +1280,9 @@ mod tests {
             rev: 2,
             prefix: "4499999",
         };
-        catalog.set_rule(target, rule(7), 160).unwrap();
+        catalog
+            .set_rule::<CatalogError>(target, 160, |_| Ok(rule(7)))
+            .unwrap();
         catalog
             .delete_rule(
                 RuleTarget {
@@ -1259,7 +1316,10 @@ mod tests {
         assert_eq!(rate_of(&catalog, "c1", "440", 300), None);
         let view = catalog.view();
         assert_eq!(view.cards["c1"].revisions[&2].index.read().len(), 5000);
-        assert_eq!(view.cards["c1"].meta.updated, 170);
+        assert!(
+            view.cards["c1"].updated() >= 170,
+            "a rule edit shows in the card's time without a write to its document"
+        );
         assert!(view.card("acc", "name-c1").is_some());
         assert!(view.card("other", "c1").is_none());
     }

@@ -2,12 +2,17 @@
 //! incremental changes, both on local disk.
 //!
 //! A change is acknowledged only after its bytes are in the log and the log is fsynced. The log
-//! is a sequence of frames `len: u32 LE, crc32: u32 LE, bytes`; on load, frames are applied
-//! until the first torn or corrupt one, and the log is cut there (a torn tail is a write that
-//! was never acknowledged). Compaction writes a fresh snapshot to a temporary file, renames it
+//! is a sequence of frames `len: u32 LE, crc32: u32 LE, bytes`. A write that fails (a full
+//! disk) is undone: the log is cut back to its last good frame and the document in memory goes
+//! back to its last durable state, so the refused change never reappears and every later
+//! acknowledged one survives a restart. On load a torn last frame (a write never acknowledged)
+//! is cut; a document whose snapshot or log is unreadable anywhere else is moved to the
+//! quarantine directory and the node starts without it (peers send it again), as is any file
+//! that is not a document's. Compaction writes a fresh snapshot to a temporary file, renames it
 //! over the old one and empties the log; a crash between the two steps leaves changes in both,
 //! which Automerge applies idempotently.
 
+use automerge::transaction::CommitOptions;
 use automerge::{sync, sync::SyncDoc, AutoCommit, ChangeHash};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -34,8 +39,18 @@ pub enum StoreError {
     BadId(String),
 }
 
+impl StoreError {
+    /// True when the write failed for want of disk space (ENOSPC, or EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io(io) if io.kind() == io::ErrorKind::StorageFull || io.kind() == io::ErrorKind::QuotaExceeded)
+    }
+}
+
 /// A log grows to this many bytes, and past the snapshot's size, before it is compacted.
 const COMPACT_MIN_LOG_BYTES: u64 = 256 * 1024;
+/// A log of this many frames is compacted whatever its size: loading applies each frame as a
+/// change, and many small ones cost far more than one snapshot of the same state.
+const COMPACT_MAX_FRAMES: u64 = 1_000;
 const FRAME_HEADER: usize = 8;
 
 /// One document and its files.
@@ -45,7 +60,13 @@ pub struct DurableDoc {
     /// Heads as of the last byte written to disk: the next append is `save_after(saved_heads)`.
     saved_heads: Vec<ChangeHash>,
     log: Option<File>,
+    /// Bytes of whole, durable frames in the log: the log's length, except after a failed
+    /// write whose cut also failed (`log_dirty`).
     log_bytes: u64,
+    /// The log may hold a partial frame past `log_bytes`: cut it before the next append.
+    log_dirty: bool,
+    /// Frames in the log since the last snapshot.
+    log_frames: u64,
     snapshot_bytes: u64,
 }
 
@@ -65,6 +86,10 @@ pub struct DocStore {
 struct Inner {
     dir: PathBuf,
     actor: automerge::ActorId,
+    /// Set while writes fail for want of disk space; cleared by the next durable write.
+    disk_full: std::sync::atomic::AtomicBool,
+    /// Files moved to quarantine at start: (file name, why).
+    quarantined: Vec<(String, String)>,
     docs: Mutex<HashMap<String, Arc<Mutex<DurableDoc>>>>,
     /// Called with a document's id after every local change is durable (replication pushes it).
     on_change: arc_swap::ArcSwapOption<ChangeHook>,
@@ -76,31 +101,85 @@ struct Inner {
 pub type ChangeHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl DocStore {
-    /// Opens (creating if needed) the store in `dir` and loads every document in it.
+    /// Opens (creating if needed) the store in `dir` and loads every document in it. A file
+    /// that is not a readable document is moved to `quarantine` (logged and counted).
     /// `actor` identifies this node in every change it makes.
-    pub fn open(dir: &Path, actor: automerge::ActorId) -> Result<Self, StoreError> {
+    pub fn open(
+        dir: &Path,
+        quarantine: &Path,
+        actor: automerge::ActorId,
+    ) -> Result<Self, StoreError> {
         fs::create_dir_all(dir)?;
         let mut docs = HashMap::new();
-        for entry in fs::read_dir(dir)? {
-            let path = entry?.path();
-            let Some(id) = snapshot_id(&path) else {
-                if path.extension().is_some_and(|e| e == "tmp") {
-                    let _ = fs::remove_file(&path);
+        let mut quarantined = Vec::new();
+        let mut names: Vec<PathBuf> = fs::read_dir(dir)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        for path in &names {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if path.is_dir() {
+                continue;
+            }
+            if path.extension().is_some_and(|e| e == "tmp") {
+                let _ = fs::remove_file(path);
+                continue;
+            }
+            if let Some(id) = log_id(path) {
+                if names.contains(&snapshot_path(dir, &id)) {
+                    continue;
                 }
+            }
+            let Some(id) = snapshot_id(path) else {
+                move_to_quarantine(
+                    dir,
+                    quarantine,
+                    &name,
+                    "not a document file",
+                    &mut quarantined,
+                )?;
                 continue;
             };
-            let doc = load(dir, &id, &actor)?;
-            docs.insert(id, Arc::new(Mutex::new(doc)));
+            match load(dir, &id, &actor) {
+                Ok(doc) => {
+                    docs.insert(id, Arc::new(Mutex::new(doc)));
+                }
+                Err(StoreError::Corrupt { reason, .. }) => {
+                    move_to_quarantine(dir, quarantine, &name, &reason, &mut quarantined)?;
+                    let log = format!("{id}.log");
+                    if dir.join(&log).exists() {
+                        move_to_quarantine(dir, quarantine, &log, &reason, &mut quarantined)?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
                 actor,
+                disk_full: std::sync::atomic::AtomicBool::new(false),
+                quarantined,
                 docs: Mutex::new(docs),
                 on_change: arc_swap::ArcSwapOption::empty(),
                 removed: Mutex::default(),
             }),
         })
+    }
+
+    /// Files moved to quarantine when the store was opened: (file name, why).
+    pub fn quarantined(&self) -> &[(String, String)] {
+        &self.inner.quarantined
+    }
+
+    /// True while the last write failed for want of disk space.
+    pub fn disk_full(&self) -> bool {
+        self.inner
+            .disk_full
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sets the hook told of every local change.
@@ -168,7 +247,12 @@ impl DocStore {
         } else {
             Vec::new()
         };
-        self.persist(&mut guard)?;
+        if let Err(e) = self.persist(&mut guard) {
+            // What the message brought was undone: start this peer's sync of the document
+            // afresh, so it is offered again.
+            *state = sync::State::new();
+            return Err(e);
+        }
         Ok(keys)
     }
 
@@ -194,6 +278,8 @@ impl DocStore {
             doc,
             log: None,
             log_bytes: 0,
+            log_dirty: false,
+            log_frames: 0,
             snapshot_bytes: bytes.len() as u64,
         })
     }
@@ -201,6 +287,17 @@ impl DocStore {
     /// The actor of this node's changes.
     pub fn actor(&self) -> &automerge::ActorId {
         &self.inner.actor
+    }
+
+    /// The newest commit time (unix seconds) among document `id`'s heads.
+    pub fn head_time(&self, id: &str) -> Option<i64> {
+        let handle = self.get(id)?;
+        let mut guard = handle.lock();
+        let heads = guard.doc.get_heads();
+        heads
+            .iter()
+            .filter_map(|h| guard.doc.get_change_by_hash(h).map(|c| c.timestamp()))
+            .max()
     }
 
     /// Current heads of document `id`.
@@ -262,20 +359,48 @@ impl DocStore {
                 return Err(e);
             }
         };
-        guard.doc.commit();
+        guard
+            .doc
+            .commit_with(CommitOptions::default().with_time(edgerate_model::time::now()));
         self.persist(&mut guard)?;
         drop(guard);
         self.changed(id);
         Ok(out)
     }
 
-    /// Appends whatever `doc` holds beyond its last durable state to its log and fsyncs it.
+    /// Appends whatever `doc` holds beyond its last durable state to its log and fsyncs it. If
+    /// that fails, the log is cut back to its last good frame and the document in memory goes
+    /// back to its last durable state: nothing of the refused change remains.
     pub fn persist(&self, doc: &mut DurableDoc) -> Result<(), StoreError> {
         let heads = doc.doc.get_heads();
         if heads == doc.saved_heads {
             return Ok(());
         }
         let bytes = doc.doc.save_after(&doc.saved_heads);
+        match self.append(doc, &bytes) {
+            Ok(()) => {
+                doc.saved_heads = heads;
+                self.inner
+                    .disk_full
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                let e = StoreError::from(e);
+                if e.is_disk_full() {
+                    self.inner
+                        .disk_full
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                tracing::warn!(doc = %doc.id, error = %e, "a write failed; undone");
+                self.undo(doc)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes one frame of `bytes` at the end of the log and fsyncs it.
+    fn append(&self, doc: &mut DurableDoc, bytes: &[u8]) -> io::Result<()> {
         if doc.log.is_none() {
             let file = OpenOptions::new()
                 .create(true)
@@ -284,16 +409,40 @@ impl DocStore {
             doc.log = Some(file);
         }
         let log = doc.log.as_mut().expect("opened above");
+        if doc.log_dirty {
+            log.set_len(doc.log_bytes)?;
+            log.sync_all()?;
+            doc.log_dirty = false;
+        }
         let len =
             u32::try_from(bytes.len()).map_err(|_| io::Error::other("change larger than 4 GiB"))?;
         let mut frame = Vec::with_capacity(FRAME_HEADER + bytes.len());
         frame.extend_from_slice(&len.to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
-        frame.extend_from_slice(&bytes);
+        frame.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
+        frame.extend_from_slice(bytes);
+        doc.log_dirty = true;
         log.write_all(&frame)?;
         log.sync_data()?;
+        doc.log_dirty = false;
         doc.log_bytes += frame.len() as u64;
-        doc.saved_heads = heads;
+        doc.log_frames += 1;
+        Ok(())
+    }
+
+    /// After a failed append: the log cut back to its good frames (or marked to be cut before
+    /// the next append), the document back at its last durable heads.
+    fn undo(&self, doc: &mut DurableDoc) -> Result<(), StoreError> {
+        if let Some(log) = &doc.log {
+            if log
+                .set_len(doc.log_bytes)
+                .and_then(|()| log.sync_all())
+                .is_ok()
+            {
+                doc.log_dirty = false;
+            }
+        }
+        let durable = doc.doc.fork_at(&doc.saved_heads)?;
+        doc.doc = durable.with_actor(self.inner.actor.clone());
         Ok(())
     }
 
@@ -317,7 +466,9 @@ impl DocStore {
         let mut compacted = 0;
         for handle in handles {
             let mut guard = handle.lock();
-            if guard.log_bytes < COMPACT_MIN_LOG_BYTES.max(guard.snapshot_bytes) {
+            let big = guard.log_bytes >= COMPACT_MIN_LOG_BYTES.max(guard.snapshot_bytes);
+            let many = guard.log_frames >= COMPACT_MAX_FRAMES;
+            if !big && !many {
                 continue;
             }
             self.compact_one(&mut guard)?;
@@ -338,6 +489,8 @@ impl DocStore {
         log.sync_all()?;
         doc.log = None;
         doc.log_bytes = 0;
+        doc.log_dirty = false;
+        doc.log_frames = 0;
         doc.saved_heads = doc.doc.get_heads();
         Ok(())
     }
@@ -364,6 +517,40 @@ fn log_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.log"))
 }
 
+fn log_id(path: &Path) -> Option<String> {
+    if path.extension()? != "log" {
+        return None;
+    }
+    let id = path.file_stem()?.to_str()?.to_owned();
+    check_id(&id).ok().map(|()| id)
+}
+
+/// Moves `name` from `dir` into `quarantine`, logged and counted.
+fn move_to_quarantine(
+    dir: &Path,
+    quarantine: &Path,
+    name: &str,
+    why: &str,
+    moved: &mut Vec<(String, String)>,
+) -> io::Result<()> {
+    fs::create_dir_all(quarantine)?;
+    let mut target = quarantine.join(name);
+    let mut n = 1;
+    while target.exists() {
+        target = quarantine.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    fs::rename(dir.join(name), &target)?;
+    sync_dir(dir)?;
+    tracing::error!(file = name, reason = why, to = %target.display(), "moved an unreadable file to quarantine");
+    metrics::counter!(QUARANTINED).increment(1);
+    moved.push((name.to_owned(), why.to_owned()));
+    Ok(())
+}
+
+/// Files moved to quarantine.
+pub const QUARANTINED: &str = "edgerate_store_quarantined_files_total";
+
 fn snapshot_id(path: &Path) -> Option<String> {
     if path.extension()? != "snap" {
         return None;
@@ -383,9 +570,14 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 fn write_snapshot(dir: &Path, id: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!("{id}.snap.tmp"));
     {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+        let written = File::create(&tmp).and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
     }
     fs::rename(&tmp, snapshot_path(dir, id))?;
     sync_dir(dir)
@@ -415,10 +607,18 @@ fn load(dir: &Path, id: &str, actor: &automerge::ActorId) -> Result<DurableDoc, 
         Err(e) => return Err(e.into()),
     }
     let mut offset = 0usize;
+    let mut frames = 0u64;
     while let Some(frame) = next_frame(&log[offset..]) {
         doc.load_incremental(frame)
             .map_err(|e| corrupt(format!("log at byte {offset}: {e}")))?;
         offset += FRAME_HEADER + frame.len();
+        frames += 1;
+    }
+    if offset < log.len() && !is_torn_tail(&log[offset..]) {
+        return Err(corrupt(format!(
+            "log corrupt at byte {offset} of {} with more after it",
+            log.len()
+        )));
     }
     if offset < log.len() {
         tracing::warn!(
@@ -439,8 +639,21 @@ fn load(dir: &Path, id: &str, actor: &automerge::ActorId) -> Result<DurableDoc, 
         saved_heads,
         log: None,
         log_bytes,
+        log_dirty: false,
+        log_frames: frames,
         snapshot_bytes: snapshot.len() as u64,
     })
+}
+
+/// Whether the bytes after the last good frame are a torn last write (a header cut short, or a
+/// frame whose declared length runs to or past the end) rather than a bad frame with more
+/// log after it.
+fn is_torn_tail(rest: &[u8]) -> bool {
+    let Some(header) = rest.get(..FRAME_HEADER) else {
+        return true;
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    FRAME_HEADER.saturating_add(len) >= rest.len()
 }
 
 /// The next whole, checksummed frame at the start of `bytes`.
@@ -471,7 +684,7 @@ mod tests {
     #[test]
     fn changes_survive_reopen_and_compaction() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DocStore::open(dir.path(), actor()).unwrap();
+        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
         store
             .create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?))
             .unwrap();
@@ -481,7 +694,7 @@ mod tests {
                 .unwrap();
         }
         drop(store);
-        let store = DocStore::open(dir.path(), actor()).unwrap();
+        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
         assert_eq!(read(&store, "a", "k").as_deref(), Some("v5"));
         let handle = store.get("a").unwrap();
         store.compact_one(&mut handle.lock()).unwrap();
@@ -489,14 +702,14 @@ mod tests {
             .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v6")?))
             .unwrap();
         drop(store);
-        let store = DocStore::open(dir.path(), actor()).unwrap();
+        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
         assert_eq!(read(&store, "a", "k").as_deref(), Some("v6"));
     }
 
     #[test]
     fn a_torn_log_tail_is_cut_and_earlier_changes_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DocStore::open(dir.path(), actor()).unwrap();
+        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
         store
             .create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?))
             .unwrap();
@@ -509,20 +722,20 @@ mod tests {
             .open(dir.path().join("a.log"))
             .unwrap();
         log.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
-        let store = DocStore::open(dir.path(), actor()).unwrap();
+        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
         assert_eq!(read(&store, "a", "k").as_deref(), Some("v1"));
         store
             .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v2")?))
             .unwrap();
         drop(store);
-        let store = DocStore::open(dir.path(), actor()).unwrap();
+        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
         assert_eq!(read(&store, "a", "k").as_deref(), Some("v2"));
     }
 
     #[test]
     fn a_failed_edit_applies_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DocStore::open(dir.path(), actor()).unwrap();
+        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
         store
             .create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?))
             .unwrap();

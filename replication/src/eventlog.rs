@@ -39,6 +39,17 @@ pub enum LogError {
     Version(i64),
 }
 
+impl LogError {
+    /// True when SQLite could not write for want of disk space.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            LogError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
+}
+
 /// A stored record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
@@ -144,6 +155,8 @@ pub struct EventLog {
     vv: Mutex<HashMap<String, u64>>,
     /// Told when records were appended here (replication tells peers to pull).
     on_append: arc_swap::ArcSwapOption<Box<dyn Fn() + Send + Sync>>,
+    /// Set while appends fail for want of disk space; cleared by the next one that succeeds.
+    disk_full: std::sync::atomic::AtomicBool,
 }
 
 impl EventLog {
@@ -176,6 +189,7 @@ impl EventLog {
              DROP INDEX IF EXISTS events_cli;
              DROP INDEX IF EXISTS events_code;
              CREATE INDEX IF NOT EXISTS events_time ON events(dt);
+             CREATE TABLE IF NOT EXISTS heads (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS daily_counts (
                account TEXT NOT NULL, day INTEGER NOT NULL, n INTEGER NOT NULL,
                PRIMARY KEY (account, day)) WITHOUT ROWID;
@@ -232,6 +246,7 @@ impl EventLog {
             asrplus: RwLock::new(asrplus),
             on_append: arc_swap::ArcSwapOption::empty(),
             vv: Mutex::new(HashMap::new()),
+            disk_full: std::sync::atomic::AtomicBool::new(false),
         })
         .and_then(|log| {
             let vv = log.read_version_vector()?;
@@ -255,19 +270,34 @@ impl EventLog {
         self.asrplus.read()
     }
 
+    /// True while the last append failed for want of disk space.
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn note_space<T>(&self, result: &Result<T, LogError>) {
+        let full = matches!(result, Err(e) if e.is_disk_full());
+        if full || result.is_ok() {
+            self.disk_full
+                .store(full, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Appends a batch of one account's CDRs in one transaction, skipping those whose `callid`
-    /// the account already has (in the log or earlier in the batch). Durable on return.
+    /// the account already has (in the log or earlier in the batch). Durable on return; on
+    /// failure nothing of the batch is stored.
     pub fn append(&self, account: &str, cdrs: &[Cdr]) -> Result<Appended, LogError> {
+        let result = self.append_batch(account, cdrs);
+        self.note_space(&result);
+        result
+    }
+
+    fn append_batch(&self, account: &str, cdrs: &[Cdr]) -> Result<Appended, LogError> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
-        let mut seq: u64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE origin = ?1",
-                [&self.origin],
-                |r| r.get::<_, i64>(0),
-            )?
-            .try_into()
-            .unwrap_or(0);
+        // The next sequence number comes from the high-water mark, which pruning never lowers:
+        // a number once issued is never issued again (peers pull by version vector).
+        let mut seq: u64 = self.vv.lock().get(&self.origin).copied().unwrap_or(0);
         let mut seen = HashSet::new();
         let mut added = Vec::with_capacity(cdrs.len());
         {
@@ -284,6 +314,9 @@ impl EventLog {
                 insert_record(&mut insert, &self.origin, seq, account, cdr)?;
                 added.push(cdr);
             }
+        }
+        if !added.is_empty() {
+            raise_head(&tx, &self.origin, seq)?;
         }
         tx.commit()?;
         if !added.is_empty() {
@@ -304,34 +337,54 @@ impl EventLog {
     }
 
     /// Applies records from elsewhere (the replication seam): idempotent by `(origin, seq)`.
+    /// A record outside the bounds every local CDR keeps (a CDR dated days ahead, a duration or
+    /// cost past its range) is refused and counted, never stored.
     pub fn apply(&self, records: &[Record]) -> Result<usize, LogError> {
+        let result = self.apply_batch(records);
+        self.note_space(&result);
+        result
+    }
+
+    fn apply_batch(&self, records: &[Record]) -> Result<usize, LogError> {
+        let now = edgerate_model::time::now();
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
         let mut applied = Vec::new();
+        let mut refused = 0u64;
+        let mut heads: HashMap<&str, u64> = HashMap::new();
         {
             let mut insert =
                 tx.prepare_cached(&INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO"))?;
             for r in records {
+                let head = heads.entry(r.origin.as_str()).or_default();
+                *head = (*head).max(r.seq);
+                if let Err(why) = r.check(now) {
+                    refused += 1;
+                    tracing::warn!(origin = %r.origin, seq = r.seq, %why, "refused a peer's record");
+                    continue;
+                }
                 if insert_record(&mut insert, &r.origin, r.seq, &r.account, &r.cdr)? > 0 {
                     applied.push(r);
                 }
             }
         }
+        for (origin, seq) in &heads {
+            raise_head(&tx, origin, *seq)?;
+        }
         tx.commit()?;
+        if refused > 0 {
+            metrics::counter!(REFUSED_RECORDS).increment(refused);
+        }
         {
             let mut vv = self.vv.lock();
-            for r in &applied {
-                let seen = vv.entry(r.origin.clone()).or_default();
-                *seen = (*seen).max(r.seq);
+            for (origin, seq) in heads {
+                let seen = vv.entry(origin.to_owned()).or_default();
+                *seen = (*seen).max(seq);
             }
         }
         let mut asrplus = self.asrplus.write();
         for r in &applied {
-            asrplus.observe(
-                &r.cdr.input.dest_number,
-                r.cdr.input.dt,
-                r.cdr.input.sip_code,
-            );
+            observe(&mut asrplus, &r.cdr.input, now);
         }
         Ok(applied.len())
     }
@@ -343,7 +396,11 @@ impl EventLog {
 
     fn read_version_vector(&self) -> Result<HashMap<String, u64>, LogError> {
         let conn = self.conn.lock();
-        let mut stmt = conn.prepare("SELECT origin, MAX(seq) FROM events GROUP BY origin")?;
+        // The high-water marks, and the records themselves for a log written before them.
+        let mut stmt = conn.prepare(
+            "SELECT origin, MAX(seq) FROM (SELECT origin, seq FROM heads
+               UNION ALL SELECT origin, MAX(seq) FROM events GROUP BY origin) GROUP BY origin",
+        )?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         rows.map(|r| r.map(|(o, s)| (o, u64::try_from(s).unwrap_or(0))))
             .collect::<Result<_, _>>()
@@ -508,8 +565,10 @@ impl EventLog {
         rows.collect::<Result<_, _>>().map_err(Into::into)
     }
 
-    /// Deletes records older than `before` (retention); returns how many.
-    pub fn prune(&self, before: i64) -> Result<usize, LogError> {
+    /// Deletes records older than `before` (retention), and forgets ASR Plus outcomes past
+    /// its window at `now`; returns how many records.
+    pub fn prune(&self, before: i64, now: i64) -> Result<usize, LogError> {
+        self.asrplus.write().prune(now);
         let conn = self.conn.lock();
         Ok(conn.execute("DELETE FROM events WHERE dt < ?1", [before])?)
     }
@@ -532,6 +591,44 @@ const COLUMNS: &str =
 const INSERT: &str = "INSERT INTO events (origin, seq, kind, account, callid, dt, source_cli, dest_number, duration, \
     duration_ms, sip_code, sip_reason, card, dest_code, dest_name, rate, billed_duration, cost, cost_units, cost_fraction) \
     VALUES (?1, ?2, 'cdr', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+
+/// Peer records refused for being out of bounds.
+pub const REFUSED_RECORDS: &str = "edgerate_peer_records_refused_total";
+
+impl Record {
+    /// The bounds a record must keep to be stored (the same as a local CDR's).
+    pub fn check(&self, now: i64) -> Result<(), String> {
+        if self.origin.is_empty() || self.origin.len() > 64 || self.seq == 0 {
+            return Err("bad origin or sequence".into());
+        }
+        if self.account.is_empty() || self.account.len() > 64 {
+            return Err("bad account".into());
+        }
+        self.cdr.input.validate(now)?;
+        match &self.cdr.rating {
+            Some(rating) => rating.validate(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Takes a peer's CDR into ASR Plus when it is inside the window at `now` (a node catching up
+/// on a year of records keeps only the last 30 days in memory; pruning drops the rest hourly).
+fn observe(asrplus: &mut AsrPlus, cdr: &edgerate_model::cdr::CdrInput, now: i64) {
+    if now - cdr.dt <= edgerate_model::asrplus::WINDOW_SECS {
+        asrplus.observe(&cdr.dest_number, cdr.dt, cdr.sip_code);
+    }
+}
+
+/// Raises `origin`'s high-water mark to `seq` (never lowers it).
+fn raise_head(tx: &rusqlite::Transaction<'_>, origin: &str, seq: u64) -> Result<(), LogError> {
+    tx.prepare_cached(
+        "INSERT INTO heads (origin, seq) VALUES (?1, ?2)
+           ON CONFLICT (origin) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+    )?
+    .execute(params![origin, i64::try_from(seq).unwrap_or(i64::MAX)])?;
+    Ok(())
+}
 
 fn insert_record(
     stmt: &mut rusqlite::CachedStatement<'_>,

@@ -6,7 +6,7 @@
 use edgerate_model::card::CardMeta;
 use edgerate_model::cdr::{Cdr, CdrInput};
 use edgerate_model::rule::Rule;
-use edgerate_replication::catalog::{Catalog, RuleTarget};
+use edgerate_replication::catalog::{Catalog, CatalogError, RuleTarget};
 use edgerate_replication::eventlog::EventLog;
 use edgerate_replication::sync::{Message, PeerSync, Replica};
 use edgerate_replication::usage::UsageBoard;
@@ -174,7 +174,7 @@ fn check(ops: Vec<Op>) {
                 nodes[node]
                     .replica
                     .catalog
-                    .set_rule(target, rule, 1)
+                    .set_rule::<CatalogError>(target, 1, |_| Ok(rule))
                     .unwrap();
             }
             Op::Delete { node, prefix } => {

@@ -1,0 +1,125 @@
+//! The pool that runs blocking work (imports, CDR batches, edits, database reads) off the async
+//! runtime, with caps so that no account can fill it: a request over its account's share or over
+//! the node's total is answered at once (429 or 503 with `Retry-After`), never queued.
+
+use crate::error::{ApiError, ErrorCode};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Blocking tasks in progress on the node, all accounts together.
+pub const DEFAULT_TOTAL: usize = 64;
+/// Blocking tasks in progress for one account (or for the operator).
+pub const DEFAULT_PER_ACCOUNT: usize = 16;
+
+/// Caps on blocking work. Cheap to clone.
+#[derive(Clone)]
+pub struct BlockingPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    total: Arc<Semaphore>,
+    per_account: usize,
+    accounts: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Default for BlockingPool {
+    fn default() -> Self {
+        Self::new(DEFAULT_TOTAL, DEFAULT_PER_ACCOUNT)
+    }
+}
+
+impl BlockingPool {
+    pub fn new(total: usize, per_account: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                total: Arc::new(Semaphore::new(total.max(1))),
+                per_account: per_account.max(1),
+                accounts: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Runs `work` on a blocking thread for `who` (an account id, or the operator), or refuses
+    /// at once when `who` or the node is at its cap.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        who: &str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let mine = {
+            let mut accounts = self.inner.accounts.lock();
+            if accounts.len() > 100_000 {
+                // Idle entries only (a held permit keeps its semaphore alive elsewhere).
+                accounts.retain(|_, s| s.available_permits() < self.inner.per_account);
+            }
+            accounts
+                .entry(who.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.inner.per_account)))
+                .clone()
+        };
+        let busy = |code, reason: String| {
+            let mut e = ApiError::new(code, reason);
+            e.retry_after = Some(1);
+            e
+        };
+        let _account = mine.try_acquire_owned().map_err(|_| {
+            busy(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "at most {} writes, imports and CDR queries of one account at once",
+                    self.inner.per_account
+                ),
+            )
+        })?;
+        let _node = self.inner.total.clone().try_acquire_owned().map_err(|_| {
+            busy(
+                ErrorCode::Unavailable,
+                "the node is busy with as much blocking work as it takes".into(),
+            )
+        })?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::internal("blocking task", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_account_cannot_fill_the_pool() {
+        let pool = BlockingPool::new(3, 2);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = Arc::new(Mutex::new(wait));
+        let mut running = Vec::new();
+        for _ in 0..2 {
+            let (pool, wait) = (pool.clone(), wait.clone());
+            running.push(tokio::spawn(async move {
+                pool.run("a", move || {
+                    let _ = wait.lock().recv();
+                })
+                .await
+            }));
+        }
+        // Wait until both hold their slots.
+        while pool.inner.total.available_permits() > 1 {
+            tokio::task::yield_now().await;
+        }
+        let refused = pool.run("a", || ()).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::TooManyRequests);
+        assert_eq!(refused.retry_after, Some(1));
+        assert!(
+            pool.run("b", || ()).await.is_ok(),
+            "another account still runs"
+        );
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        for task in running {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
