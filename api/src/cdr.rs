@@ -164,7 +164,7 @@ pub fn add(ctx: &Ctx) -> Result<Output, ApiError> {
         .state
         .log()
         .append(account, &cdrs)
-        .map_err(|e| ApiError::internal("cdr/add", e))?;
+        .map_err(|e| crate::error::from_log("cdr/add", e))?;
     metrics::counter!(crate::metrics::CDRS_INGESTED).increment(done.added as u64);
     Ok(Output::Value(
         json!({ "added": done.added, "duplicates": done.duplicates }),
