@@ -52,8 +52,9 @@ fn rate(view: &View, account: &str, cdr: &CdrInput) -> Option<Rating> {
     })
 }
 
-/// The CDRs of a request: a JSON array or CSV body (or `file`), else one CDR as variables.
-fn read_batch(vars: &Vars, now: i64) -> Result<Vec<CdrInput>, ApiError> {
+/// The CDRs of a request: a JSON array or CSV body (or `file`), else one CDR as variables
+/// (public for the fuzz target).
+pub fn read_batch(vars: &Vars, now: i64) -> Result<Vec<CdrInput>, ApiError> {
     let body = vars.file("file").or_else(|| vars.raw_body().cloned());
     let Some(body) = body else {
         return parse_cdr(|k| vars.get(k), now)

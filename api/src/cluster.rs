@@ -16,7 +16,7 @@ pub fn status(ctx: &Ctx) -> Result<Output, ApiError> {
     })))
 }
 
-/// Every peer this node knows: `node, region, addr, state` (up, down, connecting, refused),
+/// Every peer this node knows: `node, region, addr, state` (up, down, connecting),
 /// `rtt_ms`, `last_sync` (when it last heard from the peer) and `lag` (documents not yet
 /// confirmed identical on the peer plus event-log records it lacks).
 pub fn peers(node: &NodeInfo) -> Vec<Value> {

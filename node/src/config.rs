@@ -117,6 +117,9 @@ impl Config {
         }
         self.node.validate()?;
         self.http.validate().map_err(anyhow::Error::msg)?;
+        if let Some(peer) = &self.peer {
+            peer.validate()?;
+        }
         if let Some(key) = &self.operator.key {
             if key.len() < 8 {
                 bail!("[operator] key must be at least 8 characters");

@@ -186,6 +186,7 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
                 id: config.node.id.clone(),
                 region: config.node.region.clone(),
                 listen: peer.listen,
+                advertise: peer.advertise,
                 seeds: peer.seeds.clone(),
                 tls,
                 isolate: data_dir.join("isolate"),

@@ -31,7 +31,7 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "[node]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[operator]\nkey = \"{OPERATOR}\"\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n",
+                "[node]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[operator]\nkey = \"{OPERATOR}\"\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\ntrunks = [\"127.0.0.1:*\"]\n",
                 dir.path().join("data").display()
             ),
         )

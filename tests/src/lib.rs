@@ -87,7 +87,7 @@ impl ClusterNode {
         let text = format!(
             "[node]\nid = \"{name}\"\nregion = \"region-{name}\"\ndata_dir = \"{data}\"\n\
              [http]\nlisten = \"127.0.0.1:{http}\"\n\
-             [peer]\nlisten = \"127.0.0.1:{peer}\"\nseeds = [{seeds}]\n\
+             [peer]\nlisten = \"0.0.0.0:{peer}\"\nseeds = [{seeds}]\n\
              [tls]\nca = \"{certs}/ca.pem\"\ncert = \"{certs}/{name}.pem\"\nkey = \"{certs}/{name}.key\"\n\
              [operator]\nkey = \"{operator_key}\"\n",
             data = data.display(),

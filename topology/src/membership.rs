@@ -1,10 +1,29 @@
 //! Who is in the cluster, as this node sees it: every peer it has heard of (from its seeds and
-//! from the member lists peers exchange), and per peer its state, round-trip time, last sync
-//! and replication lag. The transport writes it; `cluster/status`, `/` and `/metrics` read it.
+//! from the member lists peers exchange), and per peer its address, state, round-trip time, last
+//! sync and replication lag. The transport writes it; `cluster/status`, `/` and `/metrics` read
+//! it.
+//!
+//! Only authenticated nodes are members: a connection whose certificate is refused is counted
+//! (`edgerate_peer_refused_total`) by the transport, never recorded here, so an intruder cannot
+//! grow this table or show up on the operator page.
+//!
+//! Every member has an address peers can dial ([`is_dialable`]): an unspecified address
+//! (`0.0.0.0`, `::`) or port 0 is what a socket is bound to, not where it can be reached, and
+//! is never stored. An address learnt first-hand ([`AddrSource::Direct`]) is never replaced by
+//! one heard from another peer ([`AddrSource::Gossip`]), which may be stale or seen from
+//! elsewhere in the network.
 
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+/// Whether peers could dial `addr`: not unspecified (`0.0.0.0`, `::`), not port 0, not a
+/// multicast or broadcast address. Loopback is dialable (single-host clusters and tests).
+pub fn is_dialable(addr: SocketAddr) -> bool {
+    let ip = addr.ip();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
+}
 
 /// A peer's connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,8 +34,6 @@ pub enum PeerState {
     Up,
     /// Known, not reachable now (redialled with backoff).
     Down,
-    /// Its certificate was refused (or it refused ours): nothing is exchanged.
-    Refused,
 }
 
 impl PeerState {
@@ -25,7 +42,25 @@ impl PeerState {
             Self::Connecting => "connecting",
             Self::Up => "up",
             Self::Down => "down",
-            Self::Refused => "refused",
+        }
+    }
+}
+
+/// Where a peer's address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrSource {
+    /// Another peer's member list: hearsay, possibly stale or seen from another network.
+    Gossip,
+    /// First-hand: the address this node dialled the peer at, the one the peer advertised when
+    /// it connected, or the one its connection came from (with the port it listens on).
+    Direct,
+}
+
+impl AddrSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gossip => "gossip",
+            Self::Direct => "direct",
         }
     }
 }
@@ -33,11 +68,13 @@ impl PeerState {
 /// What this node knows of one peer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerStatus {
-    /// The node id its certificate names (for a refused peer, what its certificate claimed).
+    /// The node id its certificate names.
     pub id: String,
     pub region: String,
-    /// Its QUIC address.
+    /// Its QUIC address; always [`is_dialable`].
     pub addr: SocketAddr,
+    /// How `addr` was learnt.
+    pub addr_source: AddrSource,
     pub state: PeerState,
     pub rtt_ms: Option<f64>,
     /// Unix milliseconds of the last replication message received from it.
@@ -63,77 +100,67 @@ impl Members {
         }
     }
 
-    /// Records a peer heard of; returns whether it is new. A known peer's address and region
-    /// are updated (it may have moved).
-    pub fn learn(&self, id: &str, region: &str, addr: SocketAddr) -> bool {
+    /// Records peer `id` at `addr`, learnt from `source`; returns whether the peer is new.
+    ///
+    /// This node itself is never recorded. An address that is not [`is_dialable`] is ignored:
+    /// a known peer keeps the address it has (its region is still updated), an unknown one is
+    /// not recorded until a usable address for it turns up. A known peer's address is replaced
+    /// (it may have moved) unless the old one was [`AddrSource::Direct`] and the new one is only
+    /// [`AddrSource::Gossip`].
+    pub fn learn(&self, id: &str, region: &str, addr: SocketAddr, source: AddrSource) -> bool {
         if id == self.id {
             return false;
         }
+        let usable = is_dialable(addr);
         let mut peers = self.peers.write();
-        match peers.get_mut(id) {
-            Some(p) => {
-                p.addr = addr;
-                region.clone_into(&mut p.region);
-                false
+        if let Some(known) = peers.get_mut(id) {
+            region.clone_into(&mut known.region);
+            let hearsay_over_first_hand =
+                known.addr_source == AddrSource::Direct && source == AddrSource::Gossip;
+            if usable && !hearsay_over_first_hand {
+                known.addr = addr;
+                known.addr_source = source;
             }
-            None => {
-                peers.insert(
-                    id.to_owned(),
-                    PeerStatus {
-                        id: id.to_owned(),
-                        region: region.to_owned(),
-                        addr,
-                        state: PeerState::Connecting,
-                        rtt_ms: None,
-                        last_sync: None,
-                        lag: 0,
-                    },
-                );
-                true
-            }
+            return false;
         }
-    }
-
-    /// Records a refused peer at `addr`, named `name` as far as its certificate said.
-    pub fn refused(&self, name: &str, addr: SocketAddr) {
-        let mut peers = self.peers.write();
-        let key = format!("refused:{name}@{addr}");
-        if let Some(known) = peers.values_mut().find(|p| p.addr == addr && p.id == name) {
-            known.state = PeerState::Refused;
-            return;
+        if !usable {
+            return false;
         }
         peers.insert(
-            key,
+            id.to_owned(),
             PeerStatus {
-                id: name.to_owned(),
-                region: String::new(),
+                id: id.to_owned(),
+                region: region.to_owned(),
                 addr,
-                state: PeerState::Refused,
+                addr_source: source,
+                state: PeerState::Connecting,
                 rtt_ms: None,
                 last_sync: None,
                 lag: 0,
             },
         );
+        true
     }
 
-    /// Changes peer `id`, if known.
+    /// Changes peer `id`, if known. The address is not to be changed here ([`Self::learn`]
+    /// keeps it dialable).
     pub fn update(&self, id: &str, f: impl FnOnce(&mut PeerStatus)) {
         if let Some(p) = self.peers.write().get_mut(id) {
             f(p);
+            debug_assert!(is_dialable(p.addr), "member {id} got address {}", p.addr);
         }
     }
 
-    /// Every peer, refused ones included, by id.
+    /// Every peer, by id.
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.peers.read().values().cloned().collect()
     }
 
-    /// Peers that can be dialled (not refused): (id, address).
+    /// Every peer with the address to dial it at: (id, address).
     pub fn dialable(&self) -> Vec<(String, SocketAddr)> {
         self.peers
             .read()
             .values()
-            .filter(|p| p.state != PeerState::Refused)
             .map(|p| (p.id.clone(), p.addr))
             .collect()
     }
@@ -148,18 +175,61 @@ impl Members {
 mod tests {
     use super::*;
 
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn learns_peers_once_and_never_itself() {
         let m = Members::new("a".into(), "uk".into());
-        let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-        assert!(!m.learn("a", "uk", addr));
-        assert!(m.learn("b", "us", addr));
-        assert!(!m.learn("b", "us", "127.0.0.1:7001".parse().unwrap()));
+        let at = addr("127.0.0.1:7000");
+        assert!(!m.learn("a", "uk", at, AddrSource::Direct));
+        assert!(m.learn("b", "us", at, AddrSource::Gossip));
+        assert!(!m.learn("b", "us", addr("127.0.0.1:7001"), AddrSource::Gossip));
         assert_eq!(m.peers()[0].addr.port(), 7001);
         m.update("b", |p| p.state = PeerState::Up);
         assert_eq!(m.state("b"), Some(PeerState::Up));
-        m.refused("mallory", addr);
-        assert_eq!(m.peers().len(), 2);
-        assert_eq!(m.dialable().len(), 1);
+        assert_eq!(m.dialable(), vec![("b".to_owned(), addr("127.0.0.1:7001"))]);
+    }
+
+    #[test]
+    fn bound_addresses_are_never_members_addresses() {
+        let m = Members::new("a".into(), "uk".into());
+        for bound in [
+            "0.0.0.0:7080",
+            "[::]:7080",
+            "10.0.0.2:0",
+            "255.255.255.255:7080",
+        ] {
+            assert!(!is_dialable(addr(bound)), "{bound}");
+            assert!(
+                !m.learn("b", "us", addr(bound), AddrSource::Direct),
+                "{bound}"
+            );
+        }
+        assert!(m.peers().is_empty(), "no usable address, not recorded");
+        m.learn("b", "us", addr("10.0.0.2:7080"), AddrSource::Gossip);
+        m.learn("b", "eu", addr("0.0.0.0:7080"), AddrSource::Gossip);
+        let b = &m.peers()[0];
+        assert_eq!(
+            b.addr,
+            addr("10.0.0.2:7080"),
+            "the address already known is kept"
+        );
+        assert_eq!(b.region, "eu");
+    }
+
+    #[test]
+    fn first_hand_addresses_beat_gossip() {
+        let m = Members::new("a".into(), "uk".into());
+        m.learn("b", "us", addr("10.0.0.2:7080"), AddrSource::Gossip);
+        m.learn("b", "us", addr("192.0.2.2:7080"), AddrSource::Direct);
+        m.learn("b", "us", addr("10.0.0.2:7080"), AddrSource::Gossip);
+        let b = &m.peers()[0];
+        assert_eq!(b.addr, addr("192.0.2.2:7080"));
+        assert_eq!(b.addr_source, AddrSource::Direct);
+        // A new first-hand address replaces the old one: the peer moved.
+        m.learn("b", "us", addr("192.0.2.9:7080"), AddrSource::Direct);
+        assert_eq!(m.peers()[0].addr, addr("192.0.2.9:7080"));
     }
 }
