@@ -16,15 +16,15 @@ for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   log=$(mktemp)
   if cargo +nightly fuzz run -O "$t" "corpus/$t" -- -max_total_time="$seconds" -max_len=65536 \
-       -rss_limit_mb=2048 >"$log" 2>&1; then
+       -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
     result=ok
   else
     result="FOUND (see fuzz/artifacts/$t)"
     status=1
   fi
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
-  [ -n "$execs" ] || execs=$(grep -oE '#[0-9]+' "$log" | tail -1 | tr -d '#')
-  size=$(ls "corpus/$t" | wc -l)
+  execs=$( (grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" || true) | grep -o '[0-9]*$' || true)
+  [ -n "$execs" ] || execs=$( (grep -oE '^#[0-9]+' "$log" || true) | tail -1 | tr -d '#')
+  size=$(find "corpus/$t" -type f | wc -l)
   printf '%-14s %12s %10s %s\n' "$t" "${execs:-?}" "$size" "$result"
   [ "$result" = ok ] || tail -40 "$log"
   rm -f "$log"

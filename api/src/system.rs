@@ -116,19 +116,23 @@ pub async fn index(
         }
         body.push_str("</table><p>Moved to the data dir's <code>quarantine/</code> at start; peers send these documents again.</p>");
     }
-    body.push_str("<h2>Peers</h2><table id=\"peers\"><tr><td class=\"k\">peer</td><td class=\"k\">region</td><td class=\"k\">address</td><td class=\"k\">state</td><td class=\"k\">rtt</td><td class=\"k\">last sync</td><td class=\"k\">lag</td></tr>");
+    body.push_str("<h2>Peers</h2><table id=\"peers\"><tr><td class=\"k\">peer</td><td class=\"k\">region</td><td class=\"k\">address</td><td class=\"k\">state</td><td class=\"k\">rtt</td><td class=\"k\">last sync</td><td class=\"k\">lag</td><td class=\"k\">clock skew</td></tr>");
     let peers = crate::cluster::peers(node);
     for p in &peers {
         let text = |key: &str| esc(p[key].as_str().unwrap_or("-"));
         let _ = write!(
             body,
-            "<tr class=\"peer\" data-state=\"{state}\"><td>{}</td><td>{}</td><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"peer\" data-state=\"{state}\"><td>{}</td><td>{}</td><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             text("node"),
             text("region"),
             text("addr"),
             p["rtt_ms"].as_f64().map_or("-".into(), |ms| format!("{ms:.2} ms")),
             text("last_sync"),
             p["lag"],
+            p["clock_skew_ms"].as_i64().map_or("-".into(), |ms| {
+                let flag = if p["clock_skewed"] == true { " (over 1 s!)" } else { "" };
+                format!("{ms} ms{flag}")
+            }),
             state = text("state"),
         );
     }

@@ -147,7 +147,37 @@ impl Rule {
             rate_intra: opt_decimal(next()?)?,
             status: RuleStatus::parse(next()?).ok_or(DecodeError::BadField)?,
         };
+        rule.check().map_err(|_| DecodeError::OutOfBounds)?;
         Ok(rule)
+    }
+
+    /// The bounds every stored rule keeps, whoever wrote it (a deck, an edit, a peer): money
+    /// 0–[`MAX_MONEY`](crate::deck::MAX_MONEY) with at most
+    /// [`MAX_MONEY_SCALE`](crate::deck::MAX_MONEY_SCALE) places, so billing can never overflow;
+    /// durations 0–86400 s and a pulse of at least 1; a printable name.
+    pub fn check(&self) -> Result<(), String> {
+        let money = |v: Decimal| {
+            !v.is_sign_negative()
+                && v <= Decimal::from(crate::deck::MAX_MONEY)
+                && v.scale() <= crate::deck::MAX_MONEY_SCALE
+        };
+        let moneys = [
+            Some(self.rate),
+            Some(self.connect_fee),
+            self.rate_inter,
+            self.rate_intra,
+        ];
+        if !moneys.into_iter().flatten().all(money) {
+            return Err("a rate or fee is out of range".into());
+        }
+        if self.pulse == 0
+            || [self.mcd, self.pulse, self.grace]
+                .iter()
+                .any(|s| *s > 86_400)
+        {
+            return Err("mcd, pulse or grace out of range".into());
+        }
+        crate::deck::check_name(&self.name)
     }
 }
 
@@ -161,6 +191,8 @@ pub enum DecodeError {
     Truncated,
     #[error("stored rule has an unknown encoding version")]
     UnknownVersion,
+    #[error("stored rule is out of the bounds every rule keeps")]
+    OutOfBounds,
     #[error("stored rule has a malformed field")]
     BadField,
 }
@@ -189,5 +221,23 @@ mod tests {
         assert_eq!(Rule::decode(""), Err(DecodeError::UnknownVersion));
         assert_eq!(Rule::decode("r1\u{1f}x"), Err(DecodeError::Truncated));
         assert_eq!(Rule::decode("r9\u{1f}x"), Err(DecodeError::UnknownVersion));
+    }
+
+    #[test]
+    fn decode_refuses_a_peers_rule_out_of_bounds() {
+        for (rate, pulse) in [
+            ("79228162514264337593543950335", 60),
+            ("0.01", 0),
+            ("-1", 60),
+        ] {
+            let mut rule = sample("x", "0.01");
+            rule.pulse = pulse;
+            let encoded = rule.encode().replace("0.01", rate);
+            assert_eq!(
+                Rule::decode(&encoded),
+                Err(DecodeError::OutOfBounds),
+                "{rate} {pulse}"
+            );
+        }
     }
 }

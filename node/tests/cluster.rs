@@ -707,3 +707,118 @@ fn the_importing_node_killed_mid_import_restarts_and_converges() {
         account_state(&cluster.as_account(i, &acct))
     });
 }
+
+/// Jepsen-style: a writer on every region while nodes are SIGKILLed and restarted at random; a
+/// ledger of every acknowledged write; once the writes stop and the mesh is back, every
+/// acknowledged rule and CDR is on every node.
+#[test]
+fn every_acknowledged_write_reaches_every_node_through_kills() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start(3);
+    let acct = account_with_card(&cluster, "j");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|n| {
+            let api = cluster.as_account(n, &acct);
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut rules = Vec::new();
+                let mut cdrs = Vec::new();
+                let mut i = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let prefix = format!("7{n}{i:05}");
+                    let rate = format!("0.{:04}", i % 9000 + 1);
+                    let set = api.try_call(
+                        "ratecard/rule/set",
+                        &[("card", "j"), ("prefix", &prefix), ("rate", &rate)],
+                    );
+                    match set.map(|a| a.status) {
+                        Some(200) => rules.push((prefix, rate)),
+                        Some(status) if status != 503 => panic!("rule/set answered {status}"),
+                        _ => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                    let callid = format!("n{n}-{i}");
+                    let body = [
+                        ("callid", callid.as_str()),
+                        ("dest_number", "441234567"),
+                        ("sip_code", "200"),
+                        ("duration", "30"),
+                        ("card", "j"),
+                    ];
+                    if api
+                        .try_call("cdr/add", &body)
+                        .is_some_and(|a| a.status == 200)
+                    {
+                        cdrs.push(callid);
+                    }
+                }
+                (rules, cdrs)
+            })
+        })
+        .collect();
+    // Six kills of a random node, each restarted after a moment, while every region writes.
+    let mut seed = 0x9e37_79b9_u64;
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(1500));
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let victim = (seed % 3) as usize;
+        cluster.kill(victim);
+        std::thread::sleep(Duration::from_millis(700));
+        cluster.restart(victim);
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ledger: Vec<(Vec<(String, String)>, Vec<String>)> =
+        writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let acked_rules: usize = ledger.iter().map(|(r, _)| r.len()).sum();
+    let acked_cdrs: usize = ledger.iter().map(|(_, c)| c.len()).sum();
+    assert!(
+        acked_rules > 100 && acked_cdrs > 100,
+        "the writers got through"
+    );
+    let stopped = std::time::Instant::now();
+    cluster.wait_connected();
+    let connected = stopped.elapsed();
+    let now = edgerate_model::time::now();
+    let (from, to) = ((now - 3600).to_string(), (now + 60).to_string());
+    for node in 0..3 {
+        let api = cluster.as_account(node, &acct);
+        wait_for(
+            &format!("node {node} to hold every acknowledged write"),
+            CONVERGE,
+            || {
+                let export = api.call("ratecard/export", &[("card", "j")]);
+                let deck = String::from_utf8_lossy(&export.body).into_owned();
+                let held: std::collections::HashMap<&str, &str> = deck
+                    .lines()
+                    .filter_map(|l| {
+                        let mut cells = l.split(',');
+                        Some((cells.next()?, cells.nth(1)?))
+                    })
+                    .collect();
+                let rules_ok = ledger.iter().flat_map(|(r, _)| r).all(|(prefix, rate)| {
+                    held.get(prefix.as_str())
+                        .is_some_and(|r| *r == rate.trim_end_matches('0'))
+                });
+                let cdrs = api.ok("cdr/list", &[("from", &from), ("to", &to), ("limit", "1")]);
+                let cdrs_ok = cdrs["total"]
+                    .as_u64()
+                    .is_some_and(|t| t >= acked_cdrs as u64);
+                (rules_ok && cdrs_ok).then_some(())
+            },
+        );
+    }
+    println!(
+        "{acked_rules} rules and {acked_cdrs} CDRs acknowledged; mesh back {connected:?} and \
+         every write everywhere {:?} after the writes stopped",
+        stopped.elapsed()
+    );
+    // Nothing unacknowledged beyond what the writers tried: every CDR listed is the ledger's
+    // or one whose answer was lost with its node.
+    cluster.converged("identical state everywhere", |i| {
+        account_state(&cluster.as_account(i, &acct))
+    });
+}

@@ -40,6 +40,10 @@ pub struct MemberInfo {
     pub region: String,
     /// Its QUIC address.
     pub addr: std::net::SocketAddr,
+    /// In a hello: the sender's clock (unix milliseconds) when it sent it, so the receiver can
+    /// see a skew. Absent in member lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_ms: Option<i64>,
 }
 
 /// What nodes say to each other.
@@ -318,6 +322,7 @@ mod tests {
             id: "lon-1".into(),
             region: "uk".into(),
             addr: "127.0.0.1:7080".parse().unwrap(),
+            clock_ms: Some(1_700_000_000_000),
         };
         for message in [
             Message::Hello(member.clone()),

@@ -331,6 +331,7 @@ pub fn start(
             id: config.id,
             region: config.region,
             addr: hello_addr(config.advertise, local_addr),
+            clock_ms: None,
         },
         advertise: config.advertise,
         replica,
@@ -655,6 +656,11 @@ async fn greet(
         Direction::Inbound => hello.id.clone(),
     };
     let id = hello.id.clone();
+    // Half the round trip is the best guess of how old the hello is on arrival.
+    let skew_ms = hello.clock_ms.map(|theirs| {
+        let transit = i64::try_from(conn.rtt().as_millis() / 2).unwrap_or(0);
+        theirs + transit - now_ms()
+    });
     session(
         shared.clone(),
         conn,
@@ -662,9 +668,18 @@ async fn greet(
             id: hello.id,
             region: hello.region,
             addr,
+            clock_ms: None,
         },
         dialer,
     );
+    shared.members.update(&id, |p| p.clock_skew_ms = skew_ms);
+    if let Some(skew) = skew_ms {
+        metrics::gauge!("edgerate_peer_clock_skew_seconds", "peer" => id.clone())
+            .set(skew as f64 / 1e3);
+    }
+    if let Some(skew) = skew_ms.filter(|s| s.abs() > CLOCK_SKEW_WARN_MS) {
+        tracing::warn!(peer = %id, skew_ms = skew, "the peer's clock differs from ours by over 1 s");
+    }
     Ok(id)
 }
 
@@ -674,7 +689,11 @@ async fn exchange_hellos(
     conn: &Connection,
     direction: Direction,
 ) -> Result<MemberInfo, PeerError> {
-    let ours = Message::Hello(shared.hello.clone()).encode();
+    let ours = Message::Hello(MemberInfo {
+        clock_ms: Some(now_ms()),
+        ..shared.hello.clone()
+    })
+    .encode();
     if let Direction::Outbound(_) = direction {
         let (mut send, mut recv) = conn.open_bi().await?;
         send.write_all(&ours).await?;
@@ -1027,6 +1046,15 @@ fn drain(inputs: &mut mpsc::Receiver<Input>) -> Vec<Input> {
     batch
 }
 
+/// A peer clock further off ours than this is shown and logged.
+const CLOCK_SKEW_WARN_MS: i64 = 1_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Everyone this node knows, at the addresses recorded for them (all dialable), and itself
 /// only when it has an address to advertise: peers otherwise use the one they observe.
 fn members_message(shared: &Shared) -> Message {
@@ -1039,11 +1067,13 @@ fn members_message(shared: &Shared) -> Message {
             id: p.id,
             region: p.region,
             addr: p.addr,
+            clock_ms: None,
         })
         .collect();
     if let Some(addr) = shared.advertise {
         list.push(MemberInfo {
             addr,
+            clock_ms: None,
             ..shared.hello.clone()
         });
     }

@@ -300,6 +300,23 @@ impl Api {
         }
     }
 
+    /// POSTs form variables to `/api/{service}.json`; `None` when no answer came (the node is
+    /// down, or died under the request).
+    pub fn try_call(&self, service: &str, form: &[(&str, &str)]) -> Option<Answer> {
+        let r = self
+            .http
+            .post(format!("{}/api/{service}.json", self.base))
+            .header("authorization", &self.auth)
+            .form(form)
+            .send()
+            .ok()?;
+        let status = r.status().as_u16();
+        Some(Answer {
+            status,
+            body: r.bytes().ok()?.to_vec(),
+        })
+    }
+
     /// POSTs form variables to `/api/{service}.json`.
     pub fn call(&self, service: &str, form: &[(&str, &str)]) -> Answer {
         let r = self

@@ -81,6 +81,8 @@ pub struct PeerStatus {
     pub last_sync: Option<i64>,
     /// Documents not yet confirmed identical on the peer plus event-log records it lacks.
     pub lag: u64,
+    /// Its clock minus ours, milliseconds, as of its last hello (`None` before one).
+    pub clock_skew_ms: Option<i64>,
 }
 
 /// This node and its peers. Shared; cheap to read.
@@ -137,6 +139,7 @@ impl Members {
                 rtt_ms: None,
                 last_sync: None,
                 lag: 0,
+                clock_skew_ms: None,
             },
         );
         true
