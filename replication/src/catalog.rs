@@ -273,6 +273,15 @@ struct Inner {
     write: Mutex<()>,
 }
 
+/// One of this node's edits of the revision live at its time, as read back from the history.
+struct OwnEdit {
+    /// When it was made (its change's time).
+    time: i64,
+    /// Newer revisions this node held when it made the edit (see [`EditNote`]).
+    known: Vec<String>,
+    prefix: String,
+}
+
 /// What a rule edit names.
 #[derive(Debug, Clone, Copy)]
 pub struct RuleTarget<'a> {
@@ -317,13 +326,23 @@ impl Catalog {
             }
         }
         let view = load_view(&docs)?;
-        Ok(Self {
+        let catalog = Self {
             inner: Arc::new(Inner {
                 docs,
                 view: ArcSwap::from_pointee(view),
                 write: Mutex::new(()),
             }),
-        })
+        };
+        // Edits a crash kept from being carried (the revision replacing theirs was durable, the
+        // carry not yet): carrying is idempotent, so every card is looked at once more.
+        {
+            let _w = catalog.inner.write.lock();
+            let view = catalog.view();
+            for card in view.cards.values().filter(|c| c.revisions.len() > 1) {
+                catalog.carry_edits(&card.meta.id);
+            }
+        }
+        Ok(catalog)
     }
 
     /// The current view.
@@ -493,6 +512,194 @@ impl Catalog {
         })
     }
 
+    /// Carries this node's edits of card `card_id`'s live revision onto the revisions that
+    /// replace the revision the edits went into, so that no acknowledged edit ends up behind a
+    /// newer revision it never reached. An edit taken here into revision `R` at time `t` is
+    /// carried onto revision `R'` when:
+    /// - `R` was the revision live at `t` and `R'` was not yet in this node's view then (both
+    ///   recorded in the edit's change, see [`EditNote`]);
+    /// - `R'` is newer than `R` (created later) and was created no later than `t`;
+    /// - `R'` is the revision live at `t`, or at its own go-live time if that is later;
+    /// - `R'` holds no edit of the prefix stamped at or after `t` (a later edit, or this very
+    ///   carry made before).
+    ///
+    /// The carry writes `R`'s current value of the prefix (a rule, or none) into `R'` as an
+    /// ordinary local edit stamped `t` with the edit's note, so it replicates like any edit and
+    /// a still newer revision carries it on in turn. Only the node that took an edit carries
+    /// it, so it happens once in the cluster. Every revision of the card is looked at (not only
+    /// one that just arrived: the edited one may have been out of the view a while, having lost
+    /// its number to a concurrent import), and that is idempotent, so it runs whenever a
+    /// revision comes into the view or changes its go-live time, and at start (after a crash
+    /// between receiving `R'` and carrying). The caller holds the write lock. A failure is
+    /// logged, not returned (what called this has already succeeded); the next start retries.
+    fn carry_edits(&self, card_id: &str) {
+        if let Err(e) = self.try_carry_edits(card_id) {
+            tracing::error!(
+                card = card_id,
+                error = %e,
+                "could not carry rule edits onto a newer revision; retried at the next start"
+            );
+        }
+    }
+
+    fn try_carry_edits(&self, card_id: &str) -> Result<(), CatalogError> {
+        let Some(card) = self.view().cards.get(card_id).cloned() else {
+            return Ok(());
+        };
+        let mut targets: Vec<&RevisionView> = card
+            .revisions
+            .values()
+            .filter(|r| r.meta.live_at.is_some())
+            .collect();
+        targets.sort_by_key(|r| (r.meta.created, r.meta.rev));
+        // Each older revision's history is read once, from the earliest time a target needs.
+        let mut sources: Vec<(&RevisionView, Vec<OwnEdit>)> = Vec::new();
+        for source in card.revisions.values() {
+            let since = targets
+                .iter()
+                .filter(|t| newer(&t.meta, &source.meta))
+                .map(|t| t.meta.created)
+                .min();
+            if let Some(since) = since {
+                let edits = self.own_live_edits(card_id, &source.meta, since)?;
+                if !edits.is_empty() {
+                    sources.push((source, edits));
+                }
+            }
+        }
+        if sources.is_empty() {
+            return Ok(());
+        }
+        for target in targets {
+            let key = rev_key(&target.meta);
+            let live_from = target.meta.live_at.unwrap_or(i64::MAX);
+            // Prefix → the edit of it to carry: the latest, from the newest revision.
+            let mut carries: BTreeMap<&str, (i64, &RevisionView, &[String])> = BTreeMap::new();
+            for &(source, ref edits) in &sources {
+                if !newer(&target.meta, &source.meta) {
+                    continue;
+                }
+                let rank = |time: i64, r: &RevisionView| (time, r.meta.created, r.meta.rev);
+                for edit in edits {
+                    let replaces = edit.time >= target.meta.created
+                        && !edit.known.contains(&key)
+                        && card
+                            .live_at(edit.time.max(live_from))
+                            .is_some_and(|r| rev_key(&r.meta) == key);
+                    let better = carries
+                        .get(edit.prefix.as_str())
+                        .is_none_or(|c| rank(edit.time, source) > rank(c.0, c.1));
+                    if replaces && better {
+                        carries.insert(&edit.prefix, (edit.time, source, &edit.known));
+                    }
+                }
+            }
+            for (prefix, (time, source, known)) in carries {
+                if self.edited_since(card_id, &target.meta, prefix, time)? {
+                    continue;
+                }
+                let rule_target = RuleTarget {
+                    card: card_id,
+                    rev: target.meta.rev,
+                    prefix,
+                };
+                let live = Some(known);
+                let value = source.index.read().get(prefix).cloned();
+                let what = match value {
+                    Some(rule) => {
+                        self.put_rule(rule_target, target, time, live, rule)?;
+                        "set"
+                    }
+                    None if target.index.read().get(prefix).is_some() => {
+                        self.remove_rule(rule_target, target, time, live)?;
+                        "deleted"
+                    }
+                    None => continue,
+                };
+                tracing::info!(
+                    card = card_id,
+                    prefix,
+                    from = source.meta.rev,
+                    to = target.meta.rev,
+                    edited = time,
+                    rule = what,
+                    "carried a rule edit onto the revision that replaced the one it went into"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// This node's edits of revision `rev` made while it was the live one ([`EditNote`]),
+    /// stamped at or after `since`. Only the changes' metadata is read.
+    fn own_live_edits(
+        &self,
+        card: &str,
+        rev: &RevisionMeta,
+        since: i64,
+    ) -> Result<Vec<OwnEdit>, CatalogError> {
+        let me = self.inner.docs.actor().clone();
+        let mut edits = Vec::new();
+        for shard in 0..rev.shards {
+            read_history(&self.inner.docs, &shard_doc(card, rev, shard), |d| {
+                for m in d.get_changes_meta(&[]) {
+                    if m.timestamp < since || *m.actor != me {
+                        continue;
+                    }
+                    let note = m.message.as_deref().and_then(EditNote::parse);
+                    if let Some(EditNote {
+                        prefix,
+                        live: Some(known),
+                    }) = note
+                    {
+                        edits.push(OwnEdit {
+                            time: m.timestamp,
+                            known,
+                            prefix,
+                        });
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(edits)
+    }
+
+    /// Whether revision `rev` holds an edit of `prefix`, by any node, stamped at or after
+    /// `time`.
+    fn edited_since(
+        &self,
+        card: &str,
+        rev: &RevisionMeta,
+        prefix: &str,
+        time: i64,
+    ) -> Result<bool, CatalogError> {
+        let (shard, _) = bucketed::locate(prefix, rev.shards, rev.buckets);
+        let edited = read_history(&self.inner.docs, &shard_doc(card, rev, shard), |d| {
+            // A change without a note (an older node's edit) is decoded to see what it touched;
+            // all of them in one pass (one at a time, each would cost a pass over the document).
+            let mut unnoted = Vec::new();
+            for m in d.get_changes_meta(&[]) {
+                if m.timestamp < time {
+                    continue;
+                }
+                match m.message.as_deref().and_then(EditNote::parse) {
+                    Some(note) if note.prefix == prefix => return Ok(true),
+                    Some(_) => {}
+                    None => unnoted.push(m.hash),
+                }
+            }
+            if unnoted.is_empty() {
+                return Ok(false);
+            }
+            let changes = d.bundle(unnoted)?.to_changes()?;
+            Ok(changes
+                .iter()
+                .any(|c| rule_keys(c).is_some_and(|keys| keys.iter().any(|k| k == prefix))))
+        })?;
+        Ok(edited.unwrap_or(false))
+    }
+
     /// Re-reads card `id` if the registry lists it and its document is here.
     fn reload_card(
         &self,
@@ -509,10 +716,22 @@ impl Catalog {
         }
         let existing = self.view().cards.get(id).cloned();
         let card = load_card(&self.inner.docs, id, existing.as_deref())?;
+        // A revision that came into the view, or changed its go-live time, may replace the
+        // revision some of this node's edits went into.
+        let changed = existing.as_ref().is_some_and(|old| {
+            card.revisions.values().any(|r| {
+                !old.revisions.values().any(|o| {
+                    rev_key(&o.meta) == rev_key(&r.meta) && o.meta.live_at == r.meta.live_at
+                })
+            })
+        });
         self.update_view(|v| {
             v.remove_card(id);
             v.insert_card(card);
         });
+        if changed {
+            self.carry_edits(id);
+        }
         Ok(())
     }
 
@@ -730,12 +949,8 @@ impl Catalog {
         let rev = self.revision(target)?;
         let current = rev.index.read().get(target.prefix).cloned();
         let rule = patch(current.as_ref())?;
-        let encoded = rule.encode();
-        self.edit_rule(target, &rev, now, |d, bucket| {
-            d.put(bucket, target.prefix, encoded)?;
-            Ok(())
-        })?;
-        rev.index.write().insert(target.prefix, rule.clone());
+        let live = self.newer_known(target, now);
+        self.put_rule(target, &rev, now, live.as_deref(), rule.clone())?;
         Ok((rule, current.is_none()))
     }
 
@@ -743,7 +958,39 @@ impl Catalog {
     pub fn delete_rule(&self, target: RuleTarget<'_>, now: i64) -> Result<Rule, CatalogError> {
         let _w = self.inner.write.lock();
         let rev = self.revision(target)?;
-        self.edit_rule(target, &rev, now, |d, bucket| {
+        let live = self.newer_known(target, now);
+        self.remove_rule(target, &rev, now, live.as_deref())
+    }
+
+    /// Writes `rule` for `target.prefix` into revision `rev` and its index: a local edit, or
+    /// a carried one. The caller holds the write lock.
+    fn put_rule(
+        &self,
+        target: RuleTarget<'_>,
+        rev: &RevisionView,
+        now: i64,
+        live: Option<&[String]>,
+        rule: Rule,
+    ) -> Result<(), CatalogError> {
+        let encoded = rule.encode();
+        self.edit_rule(target, rev, now, live, |d, bucket| {
+            d.put(bucket, target.prefix, encoded)?;
+            Ok(())
+        })?;
+        rev.index.write().insert(target.prefix, rule);
+        Ok(())
+    }
+
+    /// Removes `target.prefix` from revision `rev` and its index (`NotFound` if it has no rule
+    /// for it): a local edit, or a carried one. The caller holds the write lock.
+    fn remove_rule(
+        &self,
+        target: RuleTarget<'_>,
+        rev: &RevisionView,
+        now: i64,
+        live: Option<&[String]>,
+    ) -> Result<Rule, CatalogError> {
+        self.edit_rule(target, rev, now, live, |d, bucket| {
             if d.get(bucket, target.prefix)?.is_none() {
                 return Err(CatalogError::NotFound(format!("rule '{}'", target.prefix)));
             }
@@ -752,6 +999,21 @@ impl Catalog {
         })?;
         let removed = rev.index.write().remove(target.prefix);
         removed.ok_or_else(|| CatalogError::NotFound(format!("rule '{}'", target.prefix)))
+    }
+
+    /// For an edit of `target` at `now` when its revision is the one live at `now`: the newer
+    /// revisions this node already holds (for the edit's [`EditNote`]). `None` for an edit of
+    /// any other revision (a draft, a scheduled or an archived one), which is never carried.
+    fn newer_known(&self, target: RuleTarget<'_>, now: i64) -> Option<Vec<String>> {
+        let card = self.view().cards.get(target.card).cloned()?;
+        let live = card.live_at(now).filter(|r| r.meta.rev == target.rev)?;
+        Some(
+            card.revisions
+                .values()
+                .filter(|r| newer(&r.meta, &live.meta))
+                .map(|r| rev_key(&r.meta))
+                .collect(),
+        )
     }
 
     /// The revision a rule edit names.
@@ -764,21 +1026,35 @@ impl Catalog {
     }
 
     /// Writes one rule edit durably to its shard document (nothing else: the card's document
-    /// is not touched, so edits never grow it). The caller holds the write lock.
+    /// is not touched, so edits never grow it), as one change stamped with the edit's time
+    /// `now` (the clock revisions' `created` come from) and its [`EditNote`] (`live`: the
+    /// edit went into the revision live at `now`; these newer revisions were held). An edit
+    /// that changes nothing (the same rule again) is still a change, with no operations, so
+    /// it has a time and a note like any other. The caller holds the write lock.
     fn edit_rule(
         &self,
         target: RuleTarget<'_>,
         rev: &RevisionView,
         now: i64,
+        live: Option<&[String]>,
         write: impl FnOnce(&mut AutoCommit, &automerge::ObjId) -> Result<(), CatalogError>,
     ) -> Result<(), CatalogError> {
         let (shard, bucket) = bucketed::locate(target.prefix, rev.meta.shards, rev.meta.buckets);
-        self.inner
-            .docs
-            .change(&shard_doc(target.card, &rev.meta, shard), |d| {
+        let note = EditNote::write(target.prefix, live);
+        self.inner.docs.change::<_, CatalogError>(
+            &shard_doc(target.card, &rev.meta, shard),
+            |d| {
                 let bucket = map_id(d, ROOT, &bucketed::bucket_key(bucket))?;
-                write(d, &bucket)
-            })?;
+                write(d, &bucket)?;
+                // Committed here, with the edit's time and note; the store's own commit after
+                // this closure then finds nothing left to commit.
+                let options = || CommitOptions::default().with_time(now).with_message(&note);
+                if d.commit_with(options()).is_none() {
+                    d.empty_change(options());
+                }
+                Ok(())
+            },
+        )?;
         rev.edited.fetch_max(now, Ordering::Relaxed);
         Ok(())
     }
@@ -809,6 +1085,8 @@ impl Catalog {
         };
         let index = self.write_shards(card_id, &meta, rules)?;
         self.put_revision(&card, RevisionView::new(meta.clone(), index, now), now)?;
+        // An edit taken here after `now` by a request that began earlier.
+        self.carry_edits(card_id);
         Ok(meta)
     }
 
@@ -835,6 +1113,7 @@ impl Catalog {
             ..current.clone()
         };
         self.put_revision(&card, next, now)?;
+        self.carry_edits(card_id);
         Ok(meta)
     }
 
@@ -966,6 +1245,103 @@ fn shard_doc(card: &str, rev: &RevisionMeta, shard: u32) -> String {
         // Not the revision number: a revision renumbered after a conflict keeps its documents.
         format!("rules-{card}-{}-{shard}", rev.docs)
     }
+}
+
+/// Names a revision for as long as it exists: its documents' key, which a renumbering keeps.
+fn rev_key(rev: &RevisionMeta) -> String {
+    if rev.docs.is_empty() {
+        format!("r{}", rev.rev)
+    } else {
+        rev.docs.clone()
+    }
+}
+
+/// Whether revision `a` is newer than `b`: created later (by number when at the same second).
+/// Not by number alone: a revision renumbered after a concurrent import may be the older one.
+fn newer(a: &RevisionMeta, b: &RevisionMeta) -> bool {
+    (a.created, a.rev) > (b.created, b.rev)
+}
+
+/// What the message of a rule edit's change says: `rule-edit <prefix>`, then ` live` when the
+/// edit went into the revision live at its time, then ` known=` and the keys ([`rev_key`]) of
+/// the newer revisions the node already held, if any. A live edit is carried onto a newer
+/// revision that replaces its own and was not among those ([`Catalog::carry_edits`]).
+#[derive(Debug, PartialEq)]
+struct EditNote {
+    prefix: String,
+    /// For a live edit, the newer revisions held.
+    live: Option<Vec<String>>,
+}
+
+impl EditNote {
+    const TAG: &'static str = "rule-edit";
+
+    fn write(prefix: &str, live: Option<&[String]>) -> String {
+        match live {
+            None => format!("{} {prefix}", Self::TAG),
+            Some([]) => format!("{} {prefix} live", Self::TAG),
+            Some(known) => format!("{} {prefix} live known={}", Self::TAG, known.join(",")),
+        }
+    }
+
+    fn parse(message: &str) -> Option<Self> {
+        let mut words = message.split(' ');
+        if words.next()? != Self::TAG {
+            return None;
+        }
+        let prefix = words.next()?.to_owned();
+        let live = match words.next() {
+            None => None,
+            Some("live") => Some(match words.next() {
+                None => Vec::new(),
+                Some(known) => known
+                    .strip_prefix("known=")?
+                    .split(',')
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            }),
+            Some(_) => return None,
+        };
+        Some(Self { prefix, live })
+    }
+}
+
+/// Runs `read` on document `id` (if it exists) with the mutable access reading its history
+/// needs, which only the store's `change` lends; `read` writes nothing, so nothing is committed.
+fn read_history<T>(
+    docs: &DocStore,
+    id: &str,
+    read: impl FnOnce(&mut AutoCommit) -> Result<T, CatalogError>,
+) -> Result<Option<T>, CatalogError> {
+    if docs.get(id).is_none() {
+        return Ok(None);
+    }
+    docs.change::<_, CatalogError>(id, read).map(Some)
+}
+
+/// The prefixes a rule edit's change set or deleted; `None` for a change that makes maps (a
+/// shard document's buckets, written by an import), which is no rule edit.
+fn rule_keys(change: &automerge::Change) -> Option<Vec<String>> {
+    let ops = change.decode().operations;
+    if ops
+        .iter()
+        .any(|op| matches!(op.action, automerge::legacy::OpType::Make(_)))
+    {
+        return None;
+    }
+    let mut keys: Vec<String> = ops
+        .into_iter()
+        .filter_map(|op| match op.key {
+            automerge::legacy::Key::Map(key) if edgerate_model::number::is_prefix(&key) => {
+                Some(key.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Some(keys)
 }
 
 /// A fresh name for a set of shard documents.
@@ -1373,6 +1749,218 @@ mod tests {
         drop(catalog);
         let catalog = Catalog::open(dir.path(), actor()).unwrap();
         assert!(catalog.view().cards.is_empty());
+    }
+
+    /// Syncs every live document of either side to the other until neither has more to say.
+    fn sync(a: &Catalog, b: &Catalog) {
+        sync_ordered(a, b, false)
+    }
+
+    /// [`sync`], documents in order of id (a card's before its rules) or, with `rules_first`,
+    /// the reverse.
+    fn sync_ordered(a: &Catalog, b: &Catalog, rules_first: bool) {
+        let mut states: HashMap<(bool, String), automerge::sync::State> = HashMap::new();
+        for _ in 0..20 {
+            let mut quiet = true;
+            let mut ids = a.live_docs();
+            ids.extend(b.live_docs());
+            ids.sort();
+            ids.dedup();
+            if rules_first {
+                ids.reverse();
+            }
+            for id in ids {
+                for (from, to, side) in [(a, b, true), (b, a, false)] {
+                    let message = from
+                        .docs()
+                        .generate_sync(&id, states.entry((side, id.clone())).or_default());
+                    if let Some(message) = message {
+                        quiet = false;
+                        let message = automerge::sync::Message::decode(&message.encode()).unwrap();
+                        to.receive(&id, states.entry((!side, id.clone())).or_default(), message)
+                            .unwrap();
+                    }
+                }
+            }
+            if quiet {
+                return;
+            }
+        }
+        panic!("sync did not settle");
+    }
+
+    fn rev_rule(catalog: &Catalog, card: &str, rev: u32, prefix: &str) -> Option<Rule> {
+        let view = catalog.view();
+        let index = view.cards.get(card)?.revisions.get(&rev)?.index.read();
+        index.get(prefix).cloned()
+    }
+
+    fn target(rev: u32, prefix: &str) -> RuleTarget<'_> {
+        RuleTarget {
+            card: "c1",
+            rev,
+            prefix,
+        }
+    }
+
+    /// Two nodes sharing card c1 (revision 1 live, holding 446, 447 and 448), and B's import
+    /// of revision 2 at 300 (holding 447), not yet sent to A.
+    fn racing_import(a_dir: &Path, b_dir: &Path) -> (Catalog, Catalog) {
+        let a = Catalog::open(a_dir, actor()).unwrap();
+        let b = Catalog::open(b_dir, automerge::ActorId::from(&[2u8; 16][..])).unwrap();
+        a.create_card(card_meta("c1")).unwrap();
+        for prefix in ["446", "447", "448"] {
+            a.set_rule::<CatalogError>(target(1, prefix), 200, |_| Ok(rule(1)))
+                .unwrap();
+        }
+        sync(&a, &b);
+        let deck = vec![("447".to_owned(), rule(2)), ("33".to_owned(), rule(3))];
+        let rev = b
+            .add_revision("c1", deck, Some(300), "import:csv", 300)
+            .unwrap();
+        assert_eq!(rev.rev, 2);
+        (a, b)
+    }
+
+    /// The production report: an edit taken into the live revision while a newer revision
+    /// made elsewhere was on its way ends up in the newer one too, once, everywhere.
+    #[test]
+    fn an_edit_racing_an_import_is_carried_onto_the_new_revision() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = racing_import(a_dir.path(), b_dir.path());
+        // A, not knowing revision 2: sets 449, deletes 447 and 448 in revision 1, after 300.
+        a.set_rule::<CatalogError>(target(1, "449"), 310, |_| Ok(rule(9)))
+            .unwrap();
+        a.delete_rule(target(1, "447"), 311).unwrap();
+        a.delete_rule(target(1, "448"), 312).unwrap();
+        // The same rule again: it changes nothing in revision 1, but it is an edit all the same.
+        a.set_rule::<CatalogError>(target(1, "446"), 313, |_| Ok(rule(1)))
+            .unwrap();
+        sync(&a, &b);
+        sync(&a, &b);
+        for node in [&a, &b] {
+            assert_eq!(rev_rule(node, "c1", 2, "449"), Some(rule(9)));
+            assert_eq!(
+                rev_rule(node, "c1", 2, "447"),
+                None,
+                "the delete is carried"
+            );
+            assert_eq!(rev_rule(node, "c1", 2, "448"), None);
+            assert_eq!(rev_rule(node, "c1", 2, "446"), Some(rule(1)));
+            assert_eq!(rev_rule(node, "c1", 2, "33"), Some(rule(3)));
+            assert_eq!(rate_of(node, "c1", "4491", 400), Some(Decimal::new(9, 4)));
+            assert_eq!(rev_rule(node, "c1", 1, "449"), Some(rule(9)));
+            assert_eq!(rev_rule(node, "c1", 1, "447"), None);
+        }
+        let shard = |c: &Catalog| {
+            let rev = &c.view().cards["c1"].revisions[&2];
+            c.docs().heads(&shard_doc("c1", &rev.meta, 0))
+        };
+        assert_eq!(shard(&a), shard(&b));
+        // Carried once: a restart of either finds nothing more to carry.
+        let heads = shard(&a);
+        drop((a, b));
+        let a = Catalog::open(a_dir.path(), actor()).unwrap();
+        assert_eq!(shard(&a), heads);
+        assert_eq!(rev_rule(&a, "c1", 2, "449"), Some(rule(9)));
+    }
+
+    #[test]
+    fn edits_made_knowing_the_new_revision_or_before_it_are_not_carried() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = racing_import(a_dir.path(), b_dir.path());
+        // Before the import's time: the import supersedes it.
+        a.set_rule::<CatalogError>(target(1, "440"), 250, |_| Ok(rule(4)))
+            .unwrap();
+        sync(&a, &b);
+        assert_eq!(rev_rule(&b, "c1", 2, "440"), None);
+        // Revision 1 named explicitly once revision 2 is live: an edit of an archived revision.
+        a.set_rule::<CatalogError>(target(1, "441"), 320, |_| Ok(rule(4)))
+            .unwrap();
+        // A scheduled revision 3 this node holds, then an edit of live revision 2 before 3 goes
+        // live: the edit was made knowing 3, so it stays in revision 2.
+        let rev = a
+            .add_revision(
+                "c1",
+                vec![("55".into(), rule(5))],
+                Some(900),
+                "import:csv",
+                330,
+            )
+            .unwrap();
+        a.set_rule::<CatalogError>(target(2, "442"), 340, |_| Ok(rule(4)))
+            .unwrap();
+        sync(&a, &b);
+        sync(&a, &b);
+        for node in [&a, &b] {
+            assert_eq!(rev_rule(node, "c1", 2, "441"), None);
+            assert_eq!(rev_rule(node, "c1", 2, "442"), Some(rule(4)));
+            assert_eq!(rev_rule(node, "c1", rev.rev, "442"), None);
+            assert_eq!(rev_rule(node, "c1", rev.rev, "440"), None);
+        }
+    }
+
+    /// A's edit is durable before it restarts; revision 2 arrives after: still carried.
+    #[test]
+    fn an_edit_is_carried_after_a_restart_before_the_new_revision_arrives() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = racing_import(a_dir.path(), b_dir.path());
+        a.set_rule::<CatalogError>(target(1, "449"), 310, |_| Ok(rule(9)))
+            .unwrap();
+        drop(a);
+        let a = Catalog::open(a_dir.path(), actor()).unwrap();
+        // Its rules first: revision 2 is complete when its card's document arrives.
+        sync_ordered(&a, &b, true);
+        sync(&a, &b);
+        for node in [&a, &b] {
+            assert_eq!(rev_rule(node, "c1", 2, "449"), Some(rule(9)));
+        }
+    }
+
+    /// A crash after revision 2 was durable here but before the carry was written: the next
+    /// start carries it.
+    #[test]
+    fn a_carry_a_crash_interrupted_is_made_at_the_next_start() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = racing_import(a_dir.path(), b_dir.path());
+        a.set_rule::<CatalogError>(target(1, "449"), 310, |_| Ok(rule(9)))
+            .unwrap();
+        let rev2 = b.view().cards["c1"].revisions[&2].meta.clone();
+        drop((a, b));
+        // What receiving revision 2 left on A's disk: B's card document (a superset of A's,
+        // which has not changed since they synced) and revision 2's shard document.
+        for id in [card_doc("c1"), shard_doc("c1", &rev2, 0)] {
+            for ext in ["snap", "log"] {
+                let from = b_dir.path().join(format!("{id}.{ext}"));
+                if from.exists() {
+                    std::fs::copy(&from, a_dir.path().join(format!("{id}.{ext}"))).unwrap();
+                } else {
+                    let _ = std::fs::remove_file(a_dir.path().join(format!("{id}.{ext}")));
+                }
+            }
+        }
+        let a = Catalog::open(a_dir.path(), actor()).unwrap();
+        assert_eq!(rev_rule(&a, "c1", 2, "449"), Some(rule(9)));
+        assert_eq!(rev_rule(&a, "c1", 2, "447"), Some(rule(2)));
+    }
+
+    #[test]
+    fn edit_notes_read_back() {
+        let known = ["0a1b2c3d".to_owned(), "r4".to_owned()];
+        for live in [None, Some(&[][..]), Some(&known[..])] {
+            let note = EditNote::write("4412", live);
+            assert_eq!(
+                EditNote::parse(&note),
+                Some(EditNote {
+                    prefix: "4412".into(),
+                    live: live.map(<[String]>::to_vec),
+                }),
+                "{note}"
+            );
+        }
+        assert_eq!(EditNote::parse("rule-edit"), None);
+        assert_eq!(EditNote::parse("rule-edit 44 lve"), None);
+        assert_eq!(EditNote::parse("an import"), None);
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl StoreError {
 const COMPACT_MIN_LOG_BYTES: u64 = 256 * 1024;
 /// A log of this many frames is compacted whatever its size: loading applies each frame as a
 /// change, and many small ones cost far more than one snapshot of the same state.
-const COMPACT_MAX_FRAMES: u64 = 1_000;
+const COMPACT_MAX_FRAMES: u64 = 100;
 const FRAME_HEADER: usize = 8;
 
 /// One document and its files.
@@ -294,9 +294,10 @@ impl DocStore {
         let handle = self.get(id)?;
         let mut guard = handle.lock();
         let heads = guard.doc.get_heads();
+        // The change graph's metadata: no change is rebuilt from the op set.
         heads
             .iter()
-            .filter_map(|h| guard.doc.get_change_by_hash(h).map(|c| c.timestamp()))
+            .filter_map(|h| guard.doc.get_change_meta_by_hash(h).map(|m| m.timestamp))
             .max()
     }
 
@@ -606,13 +607,20 @@ fn load(dir: &Path, id: &str, actor: &automerge::ActorId) -> Result<DurableDoc, 
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
+    // Every whole frame's changes are applied in one batch: one by one, each is a separate
+    // merge into the document, and a few hundred small frames over a large document cost
+    // seconds where one batch costs milliseconds.
     let mut offset = 0usize;
     let mut frames = 0u64;
+    let mut changes = Vec::new();
     while let Some(frame) = next_frame(&log[offset..]) {
-        doc.load_incremental(frame)
-            .map_err(|e| corrupt(format!("log at byte {offset}: {e}")))?;
+        changes.extend_from_slice(frame);
         offset += FRAME_HEADER + frame.len();
         frames += 1;
+    }
+    if !changes.is_empty() {
+        doc.load_incremental(&changes)
+            .map_err(|e| corrupt(format!("log of {frames} frames: {e}")))?;
     }
     if offset < log.len() && !is_torn_tail(&log[offset..]) {
         return Err(corrupt(format!(

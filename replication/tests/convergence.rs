@@ -1,7 +1,13 @@
 //! Convergence under random schedules: three in-memory peers (real catalogs and event logs on
 //! disk, messages through the wire encoding) edit the same card, append CDRs, sync pairwise,
 //! get cut off and reconnect in random orders. Once every link is healed and synced, every
-//! node holds the same documents, the same rules in its index and the same log.
+//! node holds the same documents, the same rules in its index and the same log, and the live
+//! revision shows every acknowledged edit of the live revision that no import superseded (an
+//! edit taken into the revision live where it was made, while a newer import was on its way
+//! there, is carried onto that import).
+//!
+//! Time is a logical clock, one tick per step: the time of every edit and import, so an import
+//! supersedes exactly the edits made before it.
 
 use edgerate_model::card::CardMeta;
 use edgerate_model::cdr::{Cdr, CdrInput};
@@ -13,6 +19,7 @@ use edgerate_replication::usage::UsageBoard;
 use edgerate_replication::ActorId;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 const NODES: usize = 3;
@@ -20,23 +27,52 @@ const CARD: &str = "c1";
 
 #[derive(Debug, Clone)]
 enum Op {
-    Set { node: usize, prefix: u8, rate: u16 },
-    Delete { node: usize, prefix: u8 },
-    Cdr { node: usize, number: u8, code: u16 },
-    Sync { a: usize, b: usize },
-    Import { node: usize, rules: u8 },
-    Cut { node: usize },
-    Heal { node: usize },
+    /// Sets `44<prefix>` in the revision live on `node`.
+    Set {
+        node: usize,
+        prefix: u8,
+        rate: u16,
+    },
+    /// Deletes `44<prefix>` from the revision live on `node`.
+    Delete {
+        node: usize,
+        prefix: u8,
+    },
+    Cdr {
+        node: usize,
+        number: u8,
+        code: u16,
+    },
+    Sync {
+        a: usize,
+        b: usize,
+    },
+    /// Imports a deck of `33<0..rules>` and `44<0..overlap>` (the prefixes edits touch), live
+    /// at once.
+    Import {
+        node: usize,
+        rules: u8,
+        overlap: u8,
+    },
+    Cut {
+        node: usize,
+    },
+    Heal {
+        node: usize,
+    },
 }
+
+/// Prefixes `44<0..PREFIXES>` are edited.
+const PREFIXES: u8 = 12;
 
 fn op() -> impl Strategy<Value = Op> {
     let node = 0..NODES;
     prop_oneof![
-        4 => (node.clone(), 0u8..12, 1u16..999).prop_map(|(node, prefix, rate)| Op::Set { node, prefix, rate }),
-        1 => (node.clone(), 0u8..12).prop_map(|(node, prefix)| Op::Delete { node, prefix }),
+        4 => (node.clone(), 0..PREFIXES, 1u16..999).prop_map(|(node, prefix, rate)| Op::Set { node, prefix, rate }),
+        1 => (node.clone(), 0..PREFIXES).prop_map(|(node, prefix)| Op::Delete { node, prefix }),
         2 => (node.clone(), 0u8..20, prop::sample::select(vec![200u16, 404, 486])).prop_map(|(node, number, code)| Op::Cdr { node, number, code }),
         3 => (node.clone(), node.clone()).prop_map(|(a, b)| Op::Sync { a, b }),
-        1 => (node.clone(), 1u8..30).prop_map(|(node, rules)| Op::Import { node, rules }),
+        2 => (node.clone(), 1u8..30, 0..PREFIXES).prop_map(|(node, rules, overlap)| Op::Import { node, rules, overlap }),
         1 => node.clone().prop_map(|node| Op::Cut { node }),
         1 => node.prop_map(|node| Op::Heal { node }),
     ]
@@ -115,19 +151,27 @@ fn sync_pair(links: &mut [Vec<Option<PeerSync>>], a: usize, b: usize) {
     exchange(x, y);
 }
 
-fn rules(catalog: &Catalog) -> Vec<(String, String)> {
+/// Every revision's rules: (revision, prefix, encoded rule).
+fn rules(catalog: &Catalog) -> Vec<(u32, String, String)> {
     let view = catalog.view();
     view.cards.get(CARD).map_or_else(Vec::new, |card| {
-        let index = card.revisions[&1].index.read();
-        index
+        card.revisions
             .iter()
-            .map(|(p, r)| (p.to_string(), r.encode()))
+            .flat_map(|(rev, r)| {
+                let index = r.index.read();
+                index
+                    .iter()
+                    .map(|(p, rule)| (*rev, p.to_string(), rule.encode()))
+                    .collect::<Vec<_>>()
+            })
             .collect()
     })
 }
 
+type State = (Vec<(u32, String, String)>, Vec<String>, usize);
+
 /// What must be identical everywhere.
-fn state(node: &Node) -> (Vec<(String, String)>, Vec<String>, usize) {
+fn state(node: &Node) -> State {
     let rules = rules(&node.replica.catalog);
     // The index kept up to date change by change is the index the documents load into.
     let reloaded = Catalog::open(&node.dir.path().join("docs"), ActorId::random()).unwrap();
@@ -149,6 +193,20 @@ fn state(node: &Node) -> (Vec<(String, String)>, Vec<String>, usize) {
     (rules, heads, records)
 }
 
+/// An acknowledged edit of the revision live where it was made.
+struct Edit {
+    prefix: u8,
+    time: i64,
+    /// The rule written (encoded), or `None` for a delete.
+    rule: Option<String>,
+}
+
+/// The revision live on `node` at `now`.
+fn live_rev(node: &Node, now: i64) -> u32 {
+    let view = node.replica.catalog.view();
+    view.cards[CARD].live_at(now).unwrap().meta.rev
+}
+
 /// Runs `ops` on three fresh nodes, heals and syncs everything, and checks convergence.
 fn check(ops: Vec<Op>) {
     let mut nodes: Vec<Node> = (0..NODES).map(node).collect();
@@ -162,28 +220,45 @@ fn check(ops: Vec<Op>) {
         sync_pair(&mut links, a, b);
     }
     let (mut calls, mut imports) = (0, 0);
+    // The logical clock; the card was made at 0.
+    let mut now = 0i64;
+    let mut edits: Vec<Edit> = Vec::new();
+    // Import time → the deck's rules of edited prefixes.
+    let mut decks: HashMap<i64, HashMap<u8, String>> = HashMap::from([(0, HashMap::new())]);
     for op in ops {
+        now += 1;
         match op {
             Op::Set { node, prefix, rate } => {
                 let target = RuleTarget {
                     card: CARD,
-                    rev: 1,
+                    rev: live_rev(&nodes[node], now),
                     prefix: &format!("44{prefix}"),
                 };
                 let rule = Rule::new(Arc::from(format!("n{node}")), Decimal::new(rate.into(), 3));
-                nodes[node]
+                let (rule, _) = nodes[node]
                     .replica
                     .catalog
-                    .set_rule::<CatalogError>(target, 1, |_| Ok(rule))
+                    .set_rule::<CatalogError>(target, now, |_| Ok(rule))
                     .unwrap();
+                edits.push(Edit {
+                    prefix,
+                    time: now,
+                    rule: Some(rule.encode()),
+                });
             }
             Op::Delete { node, prefix } => {
                 let target = RuleTarget {
                     card: CARD,
-                    rev: 1,
+                    rev: live_rev(&nodes[node], now),
                     prefix: &format!("44{prefix}"),
                 };
-                let _ = nodes[node].replica.catalog.delete_rule(target, 1);
+                if nodes[node].replica.catalog.delete_rule(target, now).is_ok() {
+                    edits.push(Edit {
+                        prefix,
+                        time: now,
+                        rule: None,
+                    });
+                }
             }
             Op::Cdr { node, number, code } => {
                 calls += 1;
@@ -206,19 +281,23 @@ fn check(ops: Vec<Op>) {
                 sync_pair(&mut links, a, b);
             }
             Op::Sync { .. } => {}
-            Op::Import { node, rules } => {
+            Op::Import {
+                node,
+                rules,
+                overlap,
+            } => {
                 imports += 1;
-                let deck = (0..rules)
-                    .map(|r| {
-                        let rule =
-                            Rule::new(Arc::from(format!("n{node}")), Decimal::new(r.into(), 2));
-                        (format!("33{r}"), rule)
-                    })
+                let rule =
+                    |r: u8| Rule::new(Arc::from(format!("imp{node}")), Decimal::new(r.into(), 2));
+                let deck: Vec<(String, Rule)> = (0..rules)
+                    .map(|r| (format!("33{r}"), rule(r)))
+                    .chain((0..overlap).map(|k| (format!("44{k}"), rule(k))))
                     .collect();
+                decks.insert(now, (0..overlap).map(|k| (k, rule(k).encode())).collect());
                 nodes[node]
                     .replica
                     .catalog
-                    .add_revision(CARD, deck, Some(0), "import:csv", 1)
+                    .add_revision(CARD, deck, Some(now), "import:csv", now)
                     .unwrap();
             }
             Op::Cut { node } => nodes[node].cut = true,
@@ -241,17 +320,38 @@ fn check(ops: Vec<Op>) {
     for n in &mut nodes {
         n.cut = false;
     }
-    // Enough rounds for a renumbered revision to reach everyone.
-    for _ in 0..4 {
+    // Enough rounds for a renumbered revision, and an edit carried onto a revision that just
+    // arrived, to reach everyone.
+    let heads = |nodes: &[Node]| -> Vec<_> {
+        nodes
+            .iter()
+            .map(|n| {
+                let docs = n.replica.catalog.docs();
+                let mut ids = n.replica.catalog.live_docs();
+                ids.sort();
+                ids.iter().map(|id| docs.heads(id)).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let mut rounds = 0;
+    loop {
+        let before = heads(&nodes);
         for (a, b) in [(0, 1), (1, 2), (0, 2)] {
             sync_pair(&mut links, a, b);
         }
+        rounds += 1;
+        let after = heads(&nodes);
+        if rounds >= 4 && after == before && after.iter().all(|h| *h == after[0]) {
+            break;
+        }
+        assert!(rounds < 12, "sync rounds did not settle");
     }
     let first = state(&nodes[0]);
     for n in &nodes[1..] {
         assert_eq!(state(n), first);
     }
     assert_eq!(first.2, calls);
+    check_edits_visible(&nodes[0], now, &edits, &decks);
     for n in &nodes {
         let view = n.replica.catalog.view();
         let revisions = view.cards[CARD].revisions.len();
@@ -260,6 +360,49 @@ fn check(ops: Vec<Op>) {
             1 + imports,
             "every import is kept, none lost to a concurrent one"
         );
+    }
+}
+
+/// The live revision `L` (the same everywhere by now) holds, for each edited prefix: its deck's
+/// rule if no acknowledged edit of it was made after `L` was imported (older edits were
+/// superseded by the import); else a rule some edit wrote (concurrent edits resolve to one of
+/// them) or none, and a rule whenever all those later edits were sets: no acknowledged edit
+/// vanishes behind a revision it never reached.
+fn check_edits_visible(
+    node: &Node,
+    now: i64,
+    edits: &[Edit],
+    decks: &HashMap<i64, HashMap<u8, String>>,
+) {
+    let view = node.replica.catalog.view();
+    let live = view.cards[CARD].live_at(now).unwrap();
+    let created = live.meta.created;
+    let index = live.index.read();
+    for prefix in 0..PREFIXES {
+        let actual = index.get(&format!("44{prefix}")).map(|r| r.encode());
+        let later: Vec<&Edit> = edits
+            .iter()
+            .filter(|e| e.prefix == prefix && e.time >= created)
+            .collect();
+        let what = format!(
+            "44{prefix} in revision {} (created {created}): {actual:?}",
+            live.meta.rev
+        );
+        if later.is_empty() {
+            assert_eq!(actual.as_ref(), decks[&created].get(&prefix), "{what}");
+            continue;
+        }
+        if let Some(actual) = &actual {
+            assert!(
+                edits
+                    .iter()
+                    .any(|e| e.prefix == prefix && e.rule.as_ref() == Some(actual)),
+                "{what}: no edit wrote it"
+            );
+        }
+        if later.iter().all(|e| e.rule.is_some()) {
+            assert!(actual.is_some(), "{what}: an acknowledged edit vanished");
+        }
     }
 }
 
@@ -303,8 +446,142 @@ fn a_delete_racing_a_concurrent_put_leaves_the_put_everywhere() {
 #[test]
 fn concurrent_imports_into_one_card_are_both_kept() {
     check(vec![
-        Op::Import { node: 0, rules: 5 },
-        Op::Import { node: 1, rules: 7 },
-        Op::Import { node: 2, rules: 3 },
+        Op::Import {
+            node: 0,
+            rules: 5,
+            overlap: 0,
+        },
+        Op::Import {
+            node: 1,
+            rules: 7,
+            overlap: 2,
+        },
+        Op::Import {
+            node: 2,
+            rules: 3,
+            overlap: 0,
+        },
     ]);
+}
+
+/// Found by the property test: node 1 edits revision 2 (node 0's import) while node 2's
+/// concurrent import, also numbered 2, is on its way; node 2's wins the number, so node 0's is
+/// out of node 1's view until node 0 renumbers it 3. The edit still reaches node 2's import,
+/// which is the newer one and live. (The repeated same rule is an edit too.)
+#[test]
+fn an_edit_of_a_revision_that_loses_its_number_is_carried() {
+    check(vec![
+        Op::Set {
+            node: 0,
+            prefix: 0,
+            rate: 1,
+        },
+        Op::Set {
+            node: 0,
+            prefix: 0,
+            rate: 1,
+        },
+        Op::Import {
+            node: 0,
+            rules: 1,
+            overlap: 0,
+        },
+        Op::Set {
+            node: 0,
+            prefix: 0,
+            rate: 1,
+        },
+        Op::Sync { a: 0, b: 1 },
+        Op::Import {
+            node: 2,
+            rules: 1,
+            overlap: 0,
+        },
+        Op::Set {
+            node: 1,
+            prefix: 0,
+            rate: 1,
+        },
+    ]);
+}
+
+/// The production report: B imports (revision 2, live at once); before that reaches A, A edits
+/// 443 and deletes 447 in revision 1, still live there. Once synced, revision 2 answers 443
+/// with A's rule and has no 447 (which its deck had) on every node; revision 1 keeps its own
+/// state.
+#[test]
+fn an_edit_racing_an_import_reaches_the_import() {
+    let ops = vec![
+        Op::Set {
+            node: 0,
+            prefix: 7,
+            rate: 100,
+        },
+        Op::Sync { a: 0, b: 1 },
+        Op::Import {
+            node: 1,
+            rules: 5,
+            overlap: 8,
+        },
+        Op::Set {
+            node: 0,
+            prefix: 3,
+            rate: 555,
+        },
+        Op::Delete { node: 0, prefix: 7 },
+    ];
+    check(ops.clone());
+    // The same, looked at rule by rule.
+    let nodes: Vec<Node> = (0..NODES).map(node).collect();
+    nodes[0]
+        .replica
+        .catalog
+        .create_card(CardMeta::new(CARD.into(), "acc".into(), "card".into(), 0))
+        .unwrap();
+    let mut links = links(&nodes);
+    sync_pair(&mut links, 0, 1);
+    sync_pair(&mut links, 0, 2);
+    let a = &nodes[0].replica.catalog;
+    let b = &nodes[1].replica.catalog;
+    let target = |rev, prefix| RuleTarget {
+        card: CARD,
+        rev,
+        prefix,
+    };
+    let rule = |node: &str, rate| Rule::new(Arc::from(node), Decimal::new(rate, 3));
+    a.set_rule::<CatalogError>(target(1, "447"), 1, |_| Ok(rule("n0", 100)))
+        .unwrap();
+    sync_pair(&mut links, 0, 1);
+    let deck = vec![
+        ("447".into(), rule("imp1", 7)),
+        ("331".into(), rule("imp1", 1)),
+    ];
+    assert_eq!(
+        b.add_revision(CARD, deck, Some(3), "import:csv", 3)
+            .unwrap()
+            .rev,
+        2
+    );
+    a.set_rule::<CatalogError>(target(1, "443"), 4, |_| Ok(rule("n0", 555)))
+        .unwrap();
+    a.delete_rule(target(1, "447"), 5).unwrap();
+    for _ in 0..3 {
+        for (x, y) in [(0, 1), (1, 2), (0, 2)] {
+            sync_pair(&mut links, x, y);
+        }
+    }
+    let first = state(&nodes[0]);
+    for n in &nodes {
+        assert_eq!(state(n), first);
+        let view = n.replica.catalog.view();
+        let card = &view.cards[CARD];
+        assert_eq!(card.live_at(10).unwrap().meta.rev, 2);
+        let get = |rev: u32, prefix: &str| card.revisions[&rev].index.read().get(prefix).cloned();
+        assert_eq!(get(2, "443"), Some(rule("n0", 555)));
+        assert_eq!(get(2, "447"), None);
+        assert_eq!(get(2, "331"), Some(rule("imp1", 1)));
+        assert_eq!(get(1, "443"), Some(rule("n0", 555)));
+        assert_eq!(get(1, "447"), None);
+        assert_eq!(get(1, "331"), None);
+    }
 }
