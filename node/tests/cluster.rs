@@ -708,6 +708,9 @@ fn the_importing_node_killed_mid_import_restarts_and_converges() {
     });
 }
 
+/// One writer's acknowledged writes: (prefix, rate) rules and CDR callids.
+type Ledger = (Vec<(String, String)>, Vec<String>);
+
 /// Jepsen-style: a writer on every region while nodes are SIGKILLed and restarted at random; a
 /// ledger of every acknowledged write; once the writes stop and the mesh is back, every
 /// acknowledged rule and CDR is on every node.
@@ -771,8 +774,7 @@ fn every_acknowledged_write_reaches_every_node_through_kills() {
     }
     std::thread::sleep(Duration::from_millis(1000));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let ledger: Vec<(Vec<(String, String)>, Vec<String>)> =
-        writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let ledger: Vec<Ledger> = writers.into_iter().map(|w| w.join().unwrap()).collect();
     let acked_rules: usize = ledger.iter().map(|(r, _)| r.len()).sum();
     let acked_cdrs: usize = ledger.iter().map(|(_, c)| c.len()).sum();
     assert!(

@@ -258,10 +258,8 @@ fn a_huge_unauthenticated_body_costs_no_memory() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let size = 30 * 1024 * 1024;
-    let head = format!(
-        "POST /api/cdr/add.json HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
-         transfer-encoding: chunked\r\n\r\n"
-    );
+    let head = "POST /api/cdr/add.json HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\n\r\n";
     stream.write_all(head.as_bytes()).unwrap();
     let chunk = vec![b'['; 1 << 20];
     for _ in 0..(size >> 20) {
