@@ -49,23 +49,25 @@ impl BlockingPool {
         who: &str,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        let mine = {
-            let mut accounts = self.inner.accounts.lock();
-            if accounts.len() > 100_000 {
-                // Idle entries only (a held permit keeps its semaphore alive elsewhere).
-                accounts.retain(|_, s| s.available_permits() < self.inner.per_account);
-            }
-            accounts
-                .entry(who.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.inner.per_account)))
-                .clone()
-        };
         let busy = |code, reason: String| {
             let mut e = ApiError::new(code, reason);
             e.retry_after = Some(1);
             e
         };
-        let _account = mine.try_acquire_owned().map_err(|_| {
+        let account = {
+            let mut accounts = self.inner.accounts.lock();
+            if accounts.len() > 100_000 {
+                // Idle entries only (a held permit keeps its semaphore alive elsewhere).
+                accounts.retain(|_, s| s.available_permits() < self.inner.per_account);
+            }
+            // Taken under the lock, so a clean-up cannot swap the semaphore in between.
+            accounts
+                .entry(who.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.inner.per_account)))
+                .clone()
+                .try_acquire_owned()
+        }
+        .map_err(|_| {
             busy(
                 ErrorCode::TooManyRequests,
                 format!(
@@ -74,15 +76,20 @@ impl BlockingPool {
                 ),
             )
         })?;
-        let _node = self.inner.total.clone().try_acquire_owned().map_err(|_| {
+        let node = self.inner.total.clone().try_acquire_owned().map_err(|_| {
             busy(
                 ErrorCode::Unavailable,
                 "the node is busy with as much blocking work as it takes".into(),
             )
         })?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| ApiError::internal("blocking task", e))
+        // The permits go with the work: a client that hangs up does not free them while the
+        // work still runs.
+        tokio::task::spawn_blocking(move || {
+            let _held = (account, node);
+            work()
+        })
+        .await
+        .map_err(|e| ApiError::internal("blocking task", e))
     }
 }
 

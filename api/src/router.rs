@@ -145,9 +145,12 @@ async fn handle(
     let now = edgerate_model::time::now();
     // Credentials in the headers or the query string are checked before the body is read, so
     // an unauthenticated client never makes the node read (or parse) a large body.
-    let early = auth::credentials(authorization, &vars)
-        .map(|creds| admit(&state, service, &creds, now))
-        .transpose()?;
+    let early = match auth::credentials(authorization, &vars) {
+        Some(creds) => Some(admit(&state, service, &creds, now)?),
+        // A header that is there but unreadable is a 401 before the body, like a wrong key.
+        None if authorization.is_some() => return Err((unauthorized(), None)),
+        None => None,
+    };
     let limit = match early {
         Some(_) => service.max_body(),
         None => PREAUTH_BODY_BYTES.min(service.max_body()),

@@ -32,7 +32,9 @@ pub struct HttpSection {
     #[serde(default = "default_body_timeout")]
     pub body_read_timeout_s: u64,
     /// Seconds a connection may stay open with no request in progress and no bytes moving
-    /// either way (also how long a download may stall); default 30.
+    /// either way; default 30. (An idle keep-alive connection is closed sooner, at
+    /// `header_read_timeout_s`: the header deadline also runs while it waits for the next
+    /// request.)
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_s: u64,
     /// Connections open at once; default 4096. Over it a new connection gets a 503 and is closed.
@@ -139,6 +141,8 @@ pub async fn serve(
             drop(permit);
         });
     }
+    // No new connections while the open ones drain (they would wait in the backlog unanswered).
+    drop(listener);
     // Every connection holds a permit until it is done.
     let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(drain, open.acquire_many(all)).await;
@@ -183,9 +187,17 @@ async fn connection(
             let counted = counted.clone();
             async move {
                 counted.in_flight.fetch_add(1, Ordering::Relaxed);
-                let _done = InFlight(counted);
+                let done = InFlight(counted);
                 let request = request.map(axum::body::Body::new);
-                tower::ServiceExt::oneshot(app, request).await
+                let response = tower::ServiceExt::oneshot(app, request).await?;
+                // In progress until the last byte of the body is sent (a streamed export that
+                // pauses while it reads is not idle).
+                Ok::<_, std::convert::Infallible>(response.map(|body| {
+                    axum::body::Body::new(Guarded {
+                        inner: body,
+                        _done: done,
+                    })
+                }))
             }
         });
     let mut builder = http1::Builder::new();
@@ -241,6 +253,32 @@ impl Activity {
 }
 
 struct InFlight(Arc<Activity>);
+
+/// A response body that keeps its request counted as in progress until it ends.
+struct Guarded {
+    inner: axum::body::Body,
+    _done: InFlight,
+}
+
+impl axum::body::HttpBody for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

@@ -165,6 +165,30 @@ pub async fn dial(ctx: &Ctx) -> Result<Output, ApiError> {
     Ok(Output::Value(json!({ "calls": calls })))
 }
 
+/// The CDR of each call that was placed (a call whose task failed has no call id and no CDR).
+fn call_records(numbers: &[String], outcomes: &[Outcome], cli: Option<&str>) -> Vec<Cdr> {
+    outcomes
+        .iter()
+        .zip(numbers)
+        .filter(|(o, _)| !o.call_id.is_empty())
+        .map(|(o, number)| Cdr {
+            input: CdrInput {
+                callid: o.call_id.clone(),
+                dt: o.started,
+                source_cli: cli.unwrap_or_default().to_owned(),
+                dest_number: number.clone(),
+                duration: Decimal::from_f64_retain(o.connected_secs)
+                    .unwrap_or_default()
+                    .round_dp(3),
+                sip_code: o.code,
+                sip_reason: o.reason().to_owned(),
+                card: None,
+            },
+            rating: None,
+        })
+        .collect()
+}
+
 /// A 501 for a variable of a call treatment this node does not perform (`amd`, `ivr`, …), checked
 /// before unknown variables are refused.
 pub fn unsupported(name: &str) -> Option<ApiError> {
@@ -226,6 +250,15 @@ async fn place(ctx: &Ctx, numbers: &[String], call: &Invite) -> Result<Vec<Outco
             .ok_or_else(|| ApiError::missing("trunk"))?,
     };
     let account = ctx.account().id.clone();
+    if numbers.len() > telephony.slots.per_account() {
+        return Err(ApiError::invalid(
+            "number",
+            format!(
+                "at most {} numbers per request on this node ([sip] per_account)",
+                telephony.slots.per_account()
+            ),
+        ));
+    }
     let held = telephony
         .slots
         .take(&account, numbers.len())
@@ -252,57 +285,48 @@ async fn place(ctx: &Ctx, numbers: &[String], call: &Invite) -> Result<Vec<Outco
         .ok()
         .flatten()
         .ok_or_else(|| ApiError::invalid("trunk", format!("'{trunk_name}' does not resolve")))?;
-    let tasks: Vec<_> = numbers
-        .iter()
-        .map(|number| {
-            let agent = telephony.agent.clone();
-            let call = Invite {
-                trunk,
-                number: number.clone(),
-                ..call.clone()
-            };
-            tokio::spawn(async move { agent.invite(&call).await })
-        })
-        .collect();
-    let mut outcomes = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        outcomes.push(task.await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "a call task failed");
-            Outcome {
-                call_id: String::new(),
-                code: 500,
-                status: "500 Server Internal Error".into(),
-                answered: false,
-                transferred: None,
-                started: ctx.now,
-                connected_secs: 0.0,
-            }
-        }));
-    }
-    drop(held);
-    let cdrs: Vec<Cdr> = outcomes
-        .iter()
-        .zip(numbers)
-        .filter(|(o, _)| !o.call_id.is_empty())
-        .map(|(o, number)| Cdr {
-            input: CdrInput {
-                callid: o.call_id.clone(),
-                dt: o.started,
-                source_cli: call.cli.clone().unwrap_or_default(),
-                dest_number: number.clone(),
-                duration: Decimal::from_f64_retain(o.connected_secs)
-                    .unwrap_or_default()
-                    .round_dp(3),
-                sip_code: o.code,
-                sip_reason: o.reason().to_owned(),
-                card: None,
-            },
-            rating: None,
-        })
-        .collect();
+    // The calls, their slots and their CDRs belong to one task of their own: a client that
+    // hangs up does not free the slots of calls still in progress, nor lose their CDRs.
+    let agent = telephony.agent.clone();
     let log = ctx.state.log_handle();
-    tokio::task::spawn_blocking(move || log.append(&account, &cdrs))
+    let (numbers, call, started) = (numbers.to_vec(), call.clone(), ctx.now);
+    let supervised = tokio::spawn(async move {
+        let tasks: Vec<_> = numbers
+            .iter()
+            .map(|number| {
+                let agent = agent.clone();
+                let call = Invite {
+                    trunk,
+                    number: number.clone(),
+                    ..call.clone()
+                };
+                tokio::spawn(async move { agent.invite(&call).await })
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            outcomes.push(task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "a call task failed");
+                Outcome {
+                    call_id: String::new(),
+                    code: 500,
+                    status: "500 Server Internal Error".into(),
+                    answered: false,
+                    transferred: None,
+                    started,
+                    connected_secs: 0.0,
+                }
+            }));
+        }
+        drop(held);
+        let cdrs = call_records(&numbers, &outcomes, call.cli.as_deref());
+        let logged = tokio::task::spawn_blocking(move || log.append(&account, &cdrs)).await;
+        (outcomes, logged)
+    });
+    let (outcomes, logged) = supervised
         .await
+        .map_err(|e| ApiError::internal("placing calls", e))?;
+    logged
         .map_err(|e| ApiError::internal("logging calls", e))?
         .map_err(|e| crate::error::from_log("logging calls", e))?;
     Ok(outcomes)

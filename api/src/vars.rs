@@ -156,6 +156,10 @@ impl Vars {
             return Ok(());
         }
         for (name, value) in map {
+            // Recorded even when null or empty, so an unknown name is still seen.
+            self.values
+                .entry(name.strip_suffix("[]").unwrap_or(&name).to_owned())
+                .or_default();
             match value {
                 Value::Array(items) => {
                     for item in items {

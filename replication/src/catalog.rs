@@ -1587,8 +1587,11 @@ fn apply_touched(
     rev: &RevisionView,
     prefixes: &[String],
 ) -> Result<(), CatalogError> {
-    rev.edited
-        .fetch_max(edgerate_model::time::now(), Ordering::Relaxed);
+    // The edits' own commit time (the same on every node once the document is), not the time
+    // they arrived here: `updated` must read alike everywhere.
+    if let Some(time) = docs.head_time(doc_id) {
+        rev.edited.fetch_max(time, Ordering::Relaxed);
+    }
     let mut index = rev.index.write();
     with_doc(docs, doc_id, |d| {
         for prefix in prefixes

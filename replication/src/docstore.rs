@@ -117,10 +117,6 @@ impl DocStore {
             .collect::<Result<_, _>>()?;
         names.sort();
         for path in &names {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
             if path.is_dir() {
                 continue;
             }
@@ -134,13 +130,7 @@ impl DocStore {
                 }
             }
             let Some(id) = snapshot_id(path) else {
-                move_to_quarantine(
-                    dir,
-                    quarantine,
-                    &name,
-                    "not a document file",
-                    &mut quarantined,
-                )?;
+                move_to_quarantine(path, quarantine, "not a document file", &mut quarantined)?;
                 continue;
             };
             match load(dir, &id, &actor) {
@@ -148,10 +138,10 @@ impl DocStore {
                     docs.insert(id, Arc::new(Mutex::new(doc)));
                 }
                 Err(StoreError::Corrupt { reason, .. }) => {
-                    move_to_quarantine(dir, quarantine, &name, &reason, &mut quarantined)?;
-                    let log = format!("{id}.log");
-                    if dir.join(&log).exists() {
-                        move_to_quarantine(dir, quarantine, &log, &reason, &mut quarantined)?;
+                    move_to_quarantine(path, quarantine, &reason, &mut quarantined)?;
+                    let log = log_path(dir, &id);
+                    if log.exists() {
+                        move_to_quarantine(&log, quarantine, &reason, &mut quarantined)?;
                     }
                 }
                 Err(e) => return Err(e),
@@ -442,8 +432,12 @@ impl DocStore {
                 doc.log_dirty = false;
             }
         }
-        let durable = doc.doc.fork_at(&doc.saved_heads)?;
-        doc.doc = durable.with_actor(self.inner.actor.clone());
+        let durable = match doc.doc.fork_at(&doc.saved_heads) {
+            Ok(durable) => durable.with_actor(self.inner.actor.clone()),
+            // What is on disk is the durable state by definition.
+            Err(_) => load(&self.inner.dir, &doc.id, &self.inner.actor)?.doc,
+        };
+        doc.doc = durable;
         Ok(())
     }
 
@@ -526,26 +520,31 @@ fn log_id(path: &Path) -> Option<String> {
     check_id(&id).ok().map(|()| id)
 }
 
-/// Moves `name` from `dir` into `quarantine`, logged and counted.
+/// Moves the file at `path` into `quarantine`, logged and counted.
 fn move_to_quarantine(
-    dir: &Path,
+    path: &Path,
     quarantine: &Path,
-    name: &str,
     why: &str,
     moved: &mut Vec<(String, String)>,
 ) -> io::Result<()> {
     fs::create_dir_all(quarantine)?;
-    let mut target = quarantine.join(name);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut target = quarantine.join(path.file_name().unwrap_or_default());
     let mut n = 1;
     while target.exists() {
         target = quarantine.join(format!("{name}.{n}"));
         n += 1;
     }
-    fs::rename(dir.join(name), &target)?;
-    sync_dir(dir)?;
-    tracing::error!(file = name, reason = why, to = %target.display(), "moved an unreadable file to quarantine");
+    fs::rename(path, &target)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    tracing::error!(file = %name, reason = why, to = %target.display(), "moved an unreadable file to quarantine");
     metrics::counter!(QUARANTINED).increment(1);
-    moved.push((name.to_owned(), why.to_owned()));
+    moved.push((name, why.to_owned()));
     Ok(())
 }
 
@@ -661,7 +660,14 @@ fn is_torn_tail(rest: &[u8]) -> bool {
         return true;
     };
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    FRAME_HEADER.saturating_add(len) >= rest.len()
+    if FRAME_HEADER.saturating_add(len) < rest.len() {
+        return false;
+    }
+    // A length field damaged in the middle of the log can also run past the end: it is a
+    // torn tail only if no whole frame starts anywhere after it (logs are compacted long
+    // before this scan could cost much).
+    !(1..rest.len().saturating_sub(FRAME_HEADER))
+        .any(|at| next_frame(&rest[at..]).is_some_and(|f| !f.is_empty()))
 }
 
 /// The next whole, checksummed frame at the start of `bytes`.

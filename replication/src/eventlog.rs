@@ -356,9 +356,16 @@ impl EventLog {
             let mut insert =
                 tx.prepare_cached(&INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO"))?;
             for r in records {
+                if !r.has_valid_position() {
+                    // Not a position any node issues: nothing to record it under.
+                    refused += 1;
+                    continue;
+                }
                 let head = heads.entry(r.origin.as_str()).or_default();
                 *head = (*head).max(r.seq);
-                if let Err(why) = r.check(now) {
+                // The origin's clock may run ahead of ours: a day of skew more than a local
+                // CDR gets, so two nodes never disagree on a record near the bound.
+                if let Err(why) = r.check(now.saturating_add(PEER_CLOCK_MARGIN)) {
                     refused += 1;
                     tracing::warn!(origin = %r.origin, seq = r.seq, %why, "refused a peer's record");
                     continue;
@@ -595,10 +602,26 @@ const INSERT: &str = "INSERT INTO events (origin, seq, kind, account, callid, dt
 /// Peer records refused for being out of bounds.
 pub const REFUSED_RECORDS: &str = "edgerate_peer_records_refused_total";
 
+/// How far a peer's clock may run ahead of ours for its records' dates, seconds.
+const PEER_CLOCK_MARGIN: i64 = 86_400;
+/// The highest sequence number a record may carry (far beyond any node's lifetime of writes).
+const MAX_SEQ: u64 = 1 << 48;
+
 impl Record {
+    /// Whether `(origin, seq)` is a position a node could have issued.
+    fn has_valid_position(&self) -> bool {
+        let origin_ok = !self.origin.is_empty()
+            && self.origin.len() <= 64
+            && self
+                .origin
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        origin_ok && (1..=MAX_SEQ).contains(&self.seq)
+    }
+
     /// The bounds a record must keep to be stored (the same as a local CDR's).
     pub fn check(&self, now: i64) -> Result<(), String> {
-        if self.origin.is_empty() || self.origin.len() > 64 || self.seq == 0 {
+        if !self.has_valid_position() {
             return Err("bad origin or sequence".into());
         }
         if self.account.is_empty() || self.account.len() > 64 {

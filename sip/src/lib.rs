@@ -129,6 +129,11 @@ impl Slots {
         }
     }
 
+    /// The per-account cap: a request for more slots than this can never be served.
+    pub fn per_account(&self) -> usize {
+        self.per_account
+    }
+
     /// Takes `n` slots of `account` and of the node at once, or says which cap is full.
     pub fn take(&self, account: &str, n: usize) -> Result<Held, Busy> {
         let semaphore = self
