@@ -249,3 +249,29 @@ async fn concurrent_partial_edits_of_one_rule_keep_every_field() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_spec_states_the_bounds() {
+    let api = Api::new();
+    let spec = api.get("/openapi.json").await.json();
+    let params = |path: &str| spec["paths"][path]["get"]["parameters"].clone();
+    let find = |list: &serde_json::Value, name: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let query = params("/api/ratecard/query.{format}");
+    assert_eq!(find(&query, "number")["schema"]["maxItems"], 1000);
+    let ping = params("/api/lookup/ping.{format}");
+    assert_eq!(find(&ping, "number")["schema"]["maxItems"], 100);
+    let list = params("/api/cdr/list.{format}");
+    assert_eq!(find(&list, "offset")["schema"]["maximum"], 10_000_000);
+    assert_eq!(find(&list, "limit")["schema"]["maximum"], 10_000);
+    let responses = &spec["paths"]["/api/cdr/add.{format}"]["post"]["responses"];
+    for code in ["413", "429", "503"] {
+        assert!(responses.get(code).is_some(), "{code}");
+    }
+}
