@@ -13,7 +13,6 @@ use edgerate_replication::catalog::View;
 use edgerate_replication::eventlog::{Filter, GroupBy, Order, Position, Record, Stats};
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
 
 /// Most CDRs in one `cdr/add`.
 const MAX_BATCH: usize = 100_000;
@@ -53,7 +52,8 @@ fn rate(view: &View, account: &str, cdr: &CdrInput) -> Option<Rating> {
 }
 
 /// The CDRs of a request: a JSON array or CSV body (or `file`), else one CDR as variables
-/// (public for the fuzz target).
+/// (public for the fuzz target). A batch is parsed row by row straight into CDRs, never into an
+/// intermediate tree, so its peak memory is the body plus the CDRs it stores.
 pub fn read_batch(vars: &Vars, now: i64) -> Result<Vec<CdrInput>, ApiError> {
     let body = vars.file("file").or_else(|| vars.raw_body().cloned());
     let Some(body) = body else {
@@ -61,62 +61,91 @@ pub fn read_batch(vars: &Vars, now: i64) -> Result<Vec<CdrInput>, ApiError> {
             .map(|c| vec![c])
             .map_err(ApiError::bad_request);
     };
-    let rows = if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        json_rows(&body)?
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        json_batch(&body, now)
     } else {
-        csv_rows(&body)?
-    };
-    if rows.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(format!(
-            "a batch holds at most {MAX_BATCH} CDRs"
-        )));
+        csv_batch(&body, now)
     }
-    rows.iter()
-        .map(|(place, fields)| {
-            parse_cdr(|k| fields.get(k).map(String::as_str), now)
-                .map_err(|e| ApiError::bad_request(format!("{place}: {e}; nothing was stored")))
-        })
-        .collect()
 }
 
-type Row = (String, HashMap<String, String>);
-
-fn json_rows(body: &[u8]) -> Result<Vec<Row>, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "body is not valid JSON (line {}, column {}); nothing was stored",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    let items = value
-        .as_array()
-        .ok_or_else(|| ApiError::bad_request("a JSON body of CDRs is an array of objects"))?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let place = format!("row {}", i + 1);
-            let obj = item.as_object().ok_or_else(|| {
-                ApiError::bad_request(format!("{place}: not an object; nothing was stored"))
-            })?;
-            let fields = obj
-                .iter()
-                .filter_map(|(k, v)| match v {
-                    Value::String(s) => Some(Ok((k.clone(), s.clone()))),
-                    Value::Number(n) => Some(Ok((k.clone(), n.to_string()))),
-                    Value::Null => None,
-                    _ => Some(Err(ApiError::bad_request(format!(
-                        "{place}: '{k}' must be a string or a number; nothing was stored"
-                    )))),
-                })
-                .collect::<Result<HashMap<_, _>, _>>()?;
-            Ok((place, fields))
-        })
-        .collect()
+fn too_big() -> String {
+    format!("a batch holds at most {MAX_BATCH} CDRs")
 }
 
-fn csv_rows(body: &[u8]) -> Result<Vec<Row>, ApiError> {
+fn json_batch(body: &[u8], now: i64) -> Result<Vec<CdrInput>, ApiError> {
+    use serde::de::Deserializer as _;
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let parsed = reader
+        .deserialize_seq(CdrRows { now })
+        .and_then(|cdrs| reader.end().map(|()| cdrs));
+    parsed.map_err(|e| {
+        if e.is_data() {
+            // One of ours (a bad row): the reason without serde's position suffix.
+            let text = e.to_string();
+            let reason = text.split(" at line ").next().unwrap_or(&text).to_owned();
+            ApiError::bad_request(format!("{reason}; nothing was stored"))
+        } else {
+            ApiError::bad_request(format!(
+                "body is not valid JSON (line {}, column {}); nothing was stored",
+                e.line(),
+                e.column()
+            ))
+        }
+    })
+}
+
+/// A JSON array of CDR objects, each turned into a CDR as soon as it is read.
+struct CdrRows {
+    now: i64,
+}
+
+impl<'de> serde::de::Visitor<'de> for CdrRows {
+    type Value = Vec<CdrInput>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of CDR objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let mut cdrs = Vec::new();
+        let mut row = 0usize;
+        while let Some(item) = seq.next_element::<Value>()? {
+            row += 1;
+            if cdrs.len() == MAX_BATCH {
+                return Err(A::Error::custom(too_big()));
+            }
+            let obj = item
+                .as_object()
+                .ok_or_else(|| A::Error::custom(format!("row {row}: not an object")))?;
+            let mut fields: Vec<(&str, String)> = Vec::with_capacity(obj.len());
+            for (k, v) in obj {
+                match v {
+                    Value::String(s) => fields.push((k, s.clone())),
+                    Value::Number(n) => fields.push((k, n.to_string())),
+                    Value::Null => {}
+                    _ => {
+                        return Err(A::Error::custom(format!(
+                            "row {row}: '{k}' must be a string or a number"
+                        )))
+                    }
+                }
+            }
+            let get = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let cdr = parse_cdr(get, self.now)
+                .map_err(|e| A::Error::custom(format!("row {row}: {e}")))?;
+            cdrs.push(cdr);
+        }
+        Ok(cdrs)
+    }
+}
+
+fn csv_batch(body: &[u8], now: i64) -> Result<Vec<CdrInput>, ApiError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
@@ -131,23 +160,34 @@ fn csv_rows(body: &[u8]) -> Result<Vec<Row>, ApiError> {
         .iter()
         .map(str::to_owned)
         .collect();
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| unreadable(e.position().map_or(0, |p| p.line())))?;
+    let mut cdrs = Vec::new();
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(unreadable(e.position().map_or(0, |p| p.line()))),
+        }
         let line = record.position().map_or(0, |p| p.line());
+        if cdrs.len() == MAX_BATCH {
+            return Err(ApiError::bad_request(too_big()));
+        }
         if record.len() > header.len() {
             return Err(ApiError::bad_request(format!(
                 "line {line}: more fields than the header names; nothing was stored"
             )));
         }
-        let fields = header
-            .iter()
-            .cloned()
-            .zip(record.iter().map(str::to_owned))
-            .collect();
-        rows.push((format!("line {line}"), fields));
+        let get = |name: &str| {
+            header
+                .iter()
+                .position(|h| h == name)
+                .and_then(|i| record.get(i))
+        };
+        let cdr = parse_cdr(get, now)
+            .map_err(|e| ApiError::bad_request(format!("line {line}: {e}; nothing was stored")))?;
+        cdrs.push(cdr);
     }
-    Ok(rows)
+    Ok(cdrs)
 }
 
 pub fn add(ctx: &Ctx) -> Result<Output, ApiError> {
