@@ -36,8 +36,9 @@ macro_rules! services {
                 match self { $( Service::$variant => Access::$access ),* }
             }
 
-            /// True when the service writes to disk or reads the database (it then runs off the
-            /// async runtime).
+            /// True when the service writes to disk or reads the database: it then runs on the
+            /// blocking pool. (Ping, dial and smart lookups are async: they wait for a trunk and
+            /// log their CDRs off the runtime themselves.)
             pub fn blocking(self) -> bool {
                 match self { $( Service::$variant => $writes ),* }
             }
