@@ -1,0 +1,221 @@
+//! Loading: the view, cards, revisions' rules and datasets read from their documents (at
+//! start, and when a peer's change completes them).
+
+use super::doc_id::{DocId, ACCOUNTS_DOC, CARDS_DOC, DATASETS_DOC};
+use super::{map_id, str_of, CardView, CatalogError, Dataset, DatasetMeta, RevisionView, View};
+use crate::bucketed;
+use crate::docstore::{DocStore, StoreError};
+use automerge::{AutoCommit, ReadDoc, ROOT};
+use edgerate_model::account::Account;
+use edgerate_model::card::{CardMeta, RevisionMeta};
+use edgerate_model::dataset::DatasetKind;
+use edgerate_model::index::PrefixIndex;
+use edgerate_model::rule::Rule;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub(super) fn load_view(docs: &DocStore) -> Result<View, CatalogError> {
+    let mut view = View::default();
+    for account in read_accounts(docs)? {
+        view.insert_account(account);
+    }
+    for (kind, meta) in read_dataset_metas(docs)? {
+        if let Some(dataset) = load_dataset(docs, kind, meta)? {
+            view.datasets.insert(kind, Arc::new(dataset));
+        }
+    }
+    for id in read_registry(docs)?.into_keys() {
+        match load_card(docs, &id, None) {
+            Ok(card) => view.insert_card(card),
+            Err(e) => tracing::error!(card = %id, error = %e, "card is unreadable; not serving it"),
+        }
+    }
+    Ok(view)
+}
+
+/// Runs `read` on document `id`, which must exist.
+pub(super) fn with_doc<T>(
+    docs: &DocStore,
+    id: &str,
+    read: impl FnOnce(&AutoCommit) -> Result<T, CatalogError>,
+) -> Result<T, CatalogError> {
+    let handle = docs
+        .get(id)
+        .ok_or_else(|| StoreError::Missing(id.to_owned()))?;
+    let guard = handle.lock();
+    read(guard.doc())
+}
+
+pub(super) fn read_accounts(docs: &DocStore) -> Result<Vec<Account>, CatalogError> {
+    with_doc(docs, ACCOUNTS_DOC, |d| {
+        let map = map_id(d, ROOT, "accounts")?;
+        Ok(json_entries::<Account>(d, ACCOUNTS_DOC, &map)
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect())
+    })
+}
+
+/// Card id → owning account.
+pub(super) fn read_registry(docs: &DocStore) -> Result<HashMap<String, String>, CatalogError> {
+    with_doc(docs, CARDS_DOC, |d| {
+        let map = map_id(d, ROOT, "cards")?;
+        Ok(d.map_range(&map, ..)
+            .map(|item| {
+                let account = str_of(&item.value).unwrap_or_default().to_owned();
+                (item.key.into_owned(), account)
+            })
+            .collect())
+    })
+}
+
+pub(super) fn read_dataset_metas(
+    docs: &DocStore,
+) -> Result<Vec<(DatasetKind, DatasetMeta)>, CatalogError> {
+    with_doc(docs, DATASETS_DOC, |d| {
+        let map = map_id(d, ROOT, "datasets")?;
+        Ok(json_entries::<DatasetMeta>(d, DATASETS_DOC, &map)
+            .into_iter()
+            .filter_map(|(name, meta)| Some((DatasetKind::parse(&name)?, meta)))
+            .collect())
+    })
+}
+
+/// Every (key, JSON value) of a map of JSON strings; unreadable entries are logged and skipped.
+fn json_entries<T: DeserializeOwned>(
+    d: &AutoCommit,
+    doc: &str,
+    map: &automerge::ObjId,
+) -> Vec<(String, T)> {
+    d.map_range(map, ..)
+        .filter_map(|item| {
+            let parsed = str_of(&item.value).and_then(|s| serde_json::from_str(s).ok());
+            if parsed.is_none() {
+                tracing::warn!(doc, key = %item.key, "skipping unreadable entry");
+            }
+            parsed.map(|v| (item.key.into_owned(), v))
+        })
+        .collect()
+}
+
+/// Whether every document of a sharded map is here with all its buckets (a peer may not have
+/// sent them all yet; each bucket arrives whole, in the change that created it).
+fn complete(docs: &DocStore, doc_id: &dyn Fn(u32) -> String, shards: u32, buckets: u32) -> bool {
+    (0..shards).all(|shard| {
+        docs.get(&doc_id(shard)).is_some_and(|handle| {
+            let guard = handle.lock();
+            (0..buckets).all(|b| map_id(guard.doc(), ROOT, &bucketed::bucket_key(b)).is_ok())
+        })
+    })
+}
+
+/// The dataset `meta` names, or `None` while some of its documents have not arrived.
+pub(super) fn load_dataset(
+    docs: &DocStore,
+    kind: DatasetKind,
+    meta: DatasetMeta,
+) -> Result<Option<Dataset>, CatalogError> {
+    let doc_id = |shard| DocId::dataset(kind, &meta, shard).to_string();
+    if !complete(docs, &doc_id, meta.shards, meta.buckets) {
+        return Ok(None);
+    }
+    let mut rows = Vec::with_capacity(meta.rows);
+    bucketed::read(docs, &doc_id, meta.shards, meta.buckets, |key, encoded| {
+        if let Ok(values) = serde_json::from_str::<Vec<String>>(encoded) {
+            rows.push((key.to_owned(), values));
+        }
+    })?;
+    Ok(Some(Dataset::new(kind, meta, rows)))
+}
+
+/// Reads card `id`. Revisions `existing` already holds (same documents) keep their index;
+/// revisions whose documents have not all arrived are left out until they have.
+pub(super) fn load_card(
+    docs: &DocStore,
+    id: &str,
+    existing: Option<&CardView>,
+) -> Result<CardView, CatalogError> {
+    let doc_id = DocId::card(id).to_string();
+    let (meta, revs) = with_doc(docs, &doc_id, |d| {
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            id: doc_id.clone(),
+            reason: reason.into(),
+        };
+        let meta: CardMeta = match d.get(ROOT, "meta")? {
+            Some((value, _)) => value
+                .as_str()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .ok_or_else(|| corrupt("meta is unreadable"))?,
+            None => return Err(corrupt("no meta").into()),
+        };
+        let revs_map = map_id(d, ROOT, "revisions")?;
+        Ok((meta, json_entries::<RevisionMeta>(d, &doc_id, &revs_map)))
+    })?;
+    let mut revisions = BTreeMap::new();
+    for (_, rev) in revs {
+        let kept = existing
+            .and_then(|c| c.revisions.get(&rev.rev))
+            .filter(|r| {
+                (r.meta.docs.as_str(), r.meta.shards, r.meta.buckets)
+                    == (rev.docs.as_str(), rev.shards, rev.buckets)
+            });
+        let revision = match kept {
+            Some(r) => RevisionView {
+                meta: rev.clone(),
+                ..r.clone()
+            },
+            None if complete(
+                docs,
+                &|s| DocId::rules(id, &rev, s).to_string(),
+                rev.shards,
+                rev.buckets,
+            ) =>
+            {
+                let index = load_rules(docs, id, &rev)?;
+                let edited =
+                    last_change_time(docs, &|s| DocId::rules(id, &rev, s).to_string(), rev.shards)
+                        .max(rev.created);
+                RevisionView::new(rev.clone(), index, edited)
+            }
+            None => continue,
+        };
+        revisions.insert(rev.rev, revision);
+    }
+    Ok(CardView { meta, revisions })
+}
+
+/// The newest commit time among the heads of a sharded map's documents (unix seconds).
+fn last_change_time(docs: &DocStore, doc_id: &dyn Fn(u32) -> String, shards: u32) -> i64 {
+    (0..shards)
+        .filter_map(|shard| docs.head_time(&doc_id(shard)))
+        .max()
+        .unwrap_or(0)
+}
+
+fn load_rules(
+    docs: &DocStore,
+    card: &str,
+    rev: &RevisionMeta,
+) -> Result<PrefixIndex, CatalogError> {
+    let mut index = PrefixIndex::new();
+    let mut bad = 0usize;
+    let doc_id = |shard| DocId::rules(card, rev, shard).to_string();
+    bucketed::read(
+        docs,
+        &doc_id,
+        rev.shards,
+        rev.buckets,
+        |prefix, encoded| match Rule::decode(encoded) {
+            Ok(rule) if edgerate_model::number::is_prefix(prefix) => {
+                index.insert(prefix, rule);
+            }
+            _ => bad += 1,
+        },
+    )?;
+    if bad > 0 {
+        tracing::warn!(card, rev = rev.rev, bad, "skipped unreadable rules");
+    }
+    index.compact();
+    Ok(index)
+}
