@@ -319,17 +319,7 @@ impl Api {
 
     /// POSTs form variables to `/api/{service}.json`.
     pub fn call(&self, service: &str, form: &[(&str, &str)]) -> Answer {
-        let r = self
-            .http
-            .post(format!("{}/api/{service}.json", self.base))
-            .header("authorization", &self.auth)
-            .form(form)
-            .send()
-            .expect("request");
-        Answer {
-            status: r.status().as_u16(),
-            body: r.bytes().expect("body").to_vec(),
-        }
+        self.try_call(service, form).expect("request")
     }
 
     /// POSTs `body` (with `content_type`) to `/api/{service}.json?{query}`.
