@@ -1,0 +1,141 @@
+//! The per-peer sync thread's input queue and its loop: applying what the peer sent, pushing
+//! local changes, and anti-entropy every tick.
+
+use super::framing::bad_message;
+use super::{Shared, INPUT_QUEUE, PUSH_HEADROOM};
+use crate::sync::{MemberInfo, Message, PeerSync};
+use edgerate_topology::membership::is_dialable;
+use quinn::Connection;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+/// What a connection's thread is told.
+pub(super) enum Input {
+    Message(Message),
+    Dirty(String),
+    LocalAppend,
+    Tick,
+}
+
+/// The sending side of one sync thread's [`INPUT_QUEUE`].
+#[derive(Clone)]
+pub(super) struct Inbox {
+    pub(super) queue: mpsc::Sender<Input>,
+    /// Set when a local push was dropped for want of room: the thread then runs a full tick.
+    pub(super) overflowed: Arc<AtomicBool>,
+}
+
+impl Inbox {
+    /// Queues a local push without waiting (it may come from any thread, the runtime's too),
+    /// or drops it and flags the thread to run a full pass when the queue is nearly full.
+    pub(super) fn push(&self, input: Input) {
+        let room = self.queue.capacity() > PUSH_HEADROOM;
+        if !room || matches!(self.queue.try_send(input), Err(TrySendError::Full(_))) {
+            self.overflowed.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Applies what the peer sent, answers, pushes local changes, and every tick (or after local
+/// pushes were dropped from a full queue) runs anti-entropy and reports lag. Returns when the
+/// connection, its writer or its inputs are gone.
+pub(super) fn sync_loop(
+    shared: &Shared,
+    conn: &Connection,
+    peer: &str,
+    mut inputs: mpsc::Receiver<Input>,
+    overflowed: &AtomicBool,
+    frames: mpsc::Sender<Vec<u8>>,
+) {
+    let mut sync = PeerSync::new(shared.replica.clone(), peer.to_owned());
+    let mut out = Vec::new();
+    sync.tick(&mut out);
+    out.push(members_message(shared));
+    loop {
+        sync.flush(&mut out);
+        for message in out.drain(..) {
+            if frames.blocking_send(message.encode()).is_err() {
+                return;
+            }
+        }
+        let batch = drain(&mut inputs);
+        if batch.is_empty() || conn.close_reason().is_some() {
+            return;
+        }
+        let mut tick = false;
+        for input in batch {
+            match input {
+                Input::Message(message) => {
+                    if let Err(e) = sync.handle(message, &mut out) {
+                        bad_message(peer, &e);
+                    }
+                }
+                Input::Dirty(id) => sync.mark(&id),
+                Input::LocalAppend => out.push(Message::LogNotify),
+                Input::Tick => tick = true,
+            }
+        }
+        // A dropped push is covered by a full pass: every live document marked, the log pulled
+        // (the peer pulls ours on its own ticks).
+        if overflowed.swap(false, Ordering::Relaxed) || tick {
+            sync.tick(&mut out);
+            let day = edgerate_model::time::now().div_euclid(86_400);
+            out.push(Message::Usage {
+                day,
+                counts: shared.replica.usage.local(day),
+            });
+            out.push(members_message(shared));
+            let lag = sync.lag();
+            let rtt = conn.rtt().as_secs_f64() * 1e3;
+            shared.members.update(peer, |p| {
+                p.lag = lag;
+                p.rtt_ms = Some(rtt);
+            });
+            metrics::gauge!("edgerate_peer_lag", "peer" => peer.to_owned()).set(lag as f64);
+            metrics::gauge!("edgerate_peer_rtt_seconds", "peer" => peer.to_owned()).set(rtt / 1e3);
+        }
+    }
+}
+
+/// Waits for the next input, then takes every input already queued (at most a queue's worth),
+/// so bursts are handled in one batch. Empty when the connection is gone.
+fn drain(inputs: &mut mpsc::Receiver<Input>) -> Vec<Input> {
+    let mut batch = Vec::new();
+    match inputs.blocking_recv() {
+        Some(first) => batch.push(first),
+        None => return batch,
+    }
+    while batch.len() < INPUT_QUEUE {
+        match inputs.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Everyone this node knows, at the addresses recorded for them (all dialable), and itself
+/// only when it has an address to advertise: peers otherwise use the one they observe.
+fn members_message(shared: &Shared) -> Message {
+    let mut list: Vec<MemberInfo> = shared
+        .members
+        .peers()
+        .into_iter()
+        .filter(|p| is_dialable(p.addr))
+        .map(|p| MemberInfo {
+            id: p.id,
+            region: p.region,
+            addr: p.addr,
+            clock_ms: None,
+        })
+        .collect();
+    if let Some(addr) = shared.advertise {
+        list.push(MemberInfo {
+            addr,
+            clock_ms: None,
+            ..shared.hello.clone()
+        });
+    }
+    Message::Members(list)
+}
