@@ -736,9 +736,13 @@ fn every_acknowledged_write_reaches_every_node_through_kills() {
                         "ratecard/rule/set",
                         &[("card", "j"), ("prefix", &prefix), ("rate", &rate)],
                     );
-                    match set.map(|a| a.status) {
-                        Some(200) => rules.push((prefix, rate)),
-                        Some(status) if status != 503 => panic!("rule/set answered {status}"),
+                    match set {
+                        Some(a) if a.status == 200 => rules.push((prefix, rate)),
+                        Some(a) if a.status != 503 => panic!(
+                            "node {n}: rule/set answered {}: {}",
+                            a.status,
+                            String::from_utf8_lossy(&a.body)
+                        ),
                         _ => std::thread::sleep(Duration::from_millis(50)),
                     }
                     let callid = format!("n{n}-{i}");
