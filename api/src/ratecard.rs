@@ -151,33 +151,21 @@ impl RulePatch {
                 self.rate.ok_or_else(|| ApiError::missing("rate"))?,
             ),
         };
-        if let Some(name) = &self.name {
-            rule.name = name.clone();
+        /// A field given in the patch replaces the rule's.
+        fn given<T: Clone>(field: &mut T, patch: &Option<T>) {
+            if let Some(value) = patch {
+                *field = value.clone();
+            }
         }
-        if let Some(rate) = self.rate {
-            rule.rate = rate;
-        }
-        if let Some(fee) = self.connect_fee {
-            rule.connect_fee = fee;
-        }
-        if let Some(mcd) = self.mcd {
-            rule.mcd = mcd;
-        }
-        if let Some(pulse) = self.pulse {
-            rule.pulse = pulse;
-        }
-        if let Some(grace) = self.grace {
-            rule.grace = grace;
-        }
-        if let Some(rate) = self.rate_inter {
-            rule.rate_inter = rate;
-        }
-        if let Some(rate) = self.rate_intra {
-            rule.rate_intra = rate;
-        }
-        if let Some(status) = self.status {
-            rule.status = status;
-        }
+        given(&mut rule.name, &self.name);
+        given(&mut rule.rate, &self.rate);
+        given(&mut rule.connect_fee, &self.connect_fee);
+        given(&mut rule.mcd, &self.mcd);
+        given(&mut rule.pulse, &self.pulse);
+        given(&mut rule.grace, &self.grace);
+        given(&mut rule.rate_inter, &self.rate_inter);
+        given(&mut rule.rate_intra, &self.rate_intra);
+        given(&mut rule.status, &self.status);
         Ok(rule)
     }
 }
