@@ -2,33 +2,47 @@
 # Import benchmark: a generated ROWS-row CSV deck (default 1M) uploaded to a release node.
 # Prints the seconds from upload to live (the import answers only once the revision is durable
 # and queryable), the node's peak RSS, and the restart time with the card loaded (SIGKILL, start,
-# until a query on the big card answers).
+# until a query on the big card answers). FORMAT=ime sends the same deck as an IME document with
+# its checksum. EDGERATE=PATH runs another build of the binary (to compare two builds).
 #
-#   scripts/bench-import.sh            # ROWS=1000000
+#   scripts/bench-import.sh            # ROWS=1000000 FORMAT=csv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-1000000}
+FORMAT=${FORMAT:-csv}
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
-cargo build --release -q -p edgerate-node
+EDGERATE=${EDGERATE:-target/release/edgerate}
+[ "$EDGERATE" = target/release/edgerate ] && cargo build --release -q -p edgerate-node
 work=$(mktemp -d)
 cleanup() { kill -9 "${node_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
 
-python3 - "$ROWS" >"$work/deck.csv" <<'PY'
-import sys
-rows = int(sys.argv[1])
+python3 - "$ROWS" "$FORMAT" >"$work/deck" <<'PY'
+import hashlib, json, sys
+rows, fmt = int(sys.argv[1]), sys.argv[2]
+def row(i):
+    return (str(10_000_000 + (i * 7919) % 89_999_999), f"Destination {i % 500}", f"0.{(i * 31) % 10000:04d}")
 out = sys.stdout
-out.write("prefix,name,rate,connect_fee,mcd,pulse\n")
-for i in range(rows):
-    prefix = 10_000_000 + (i * 7919) % 89_999_999
-    out.write(f"{prefix},Destination {i % 500},0.{(i * 31) % 10000:04d},0,60,60\n")
+if fmt == "csv":
+    out.write("prefix,name,rate,connect_fee,mcd,pulse\n")
+    for i in range(rows):
+        prefix, name, rate = row(i)
+        out.write(f"{prefix},{name},{rate},0,60,60\n")
+else:
+    # Rates are JSON strings, so the canonical form (RFC 8785) is the compact dump with sorted keys.
+    fields = [{"name": n} for n in ("prefix", "name", "rate", "connection_fee", "initial_interval", "billing_interval")]
+    rates = [[*row(i), "0", "60", "60"] for i in range(rows)]
+    doc = {"schema_version": "1.0.0", "name": "bench", "cards": {"big": {"currency": "USD", "fields": fields, "rates": rates}}}
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    doc["metadata"] = {"checksum": hashlib.sha256(canonical.encode()).hexdigest()}
+    json.dump(doc, out, separators=(",", ":"))
 PY
-echo "deck: $ROWS rows, $(du -h "$work/deck.csv" | cut -f1)"
+echo "deck: $ROWS rows of $FORMAT, $(du -h "$work/deck" | cut -f1)"
 
 start_node() {
-  EDGERATE_OPERATOR_KEY=bench-operator-key RUST_LOG=warn target/release/edgerate serve --data "$work/data" --http "127.0.0.1:$port" >>"$work/node.out" 2>&1 &
+  EDGERATE_OPERATOR_KEY=bench-operator-key RUST_LOG=warn "$EDGERATE" serve --data "$work/data" --http "127.0.0.1:$port" >>"$work/node.out" 2>&1 &
   node_pid=$!
 }
 start_node
@@ -37,8 +51,9 @@ key=$(sed -n 's/^demo account: demo  key: \([0-9a-f]*\).*/\1/p' "$work/node.out"
 auth=(-u "demo:$key")
 curl -sf "${auth[@]}" -d name=big "$url/api/ratecard/create.json" >/dev/null
 rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
-import_s=$(curl -sf "${auth[@]}" -o "$work/import.json" -w '%{time_total}' -H 'content-type: text/csv' \
-  --data-binary @"$work/deck.csv" "$url/api/ratecard/import.json?card=big")
+type=text/csv; [ "$FORMAT" = ime ] && type=application/json
+import_s=$(curl -sf "${auth[@]}" -o "$work/import.json" -w '%{time_total}' -H "content-type: $type" \
+  --data-binary @"$work/deck" "$url/api/ratecard/import.json?card=big&format=$FORMAT")
 cat "$work/import.json"; echo
 probe="$url/api/ratecard/query.json?card=big&number=100079190&duration=61"
 curl -sf "${auth[@]}" "$probe" >/dev/null
