@@ -828,3 +828,41 @@ fn every_acknowledged_write_reaches_every_node_through_kills() {
         account_state(&cluster.as_account(i, &acct))
     });
 }
+
+#[test]
+fn ten_nodes_through_one_seed_form_a_full_mesh_and_heal_from_losing_three() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Nine nodes know only n1; each must learn the other eight from gossip.
+    let mut cluster = Cluster::start(10);
+    let acct = account_with_card(&cluster, "t");
+    let edit = |cluster: &Cluster, i: usize, prefix: &str| {
+        cluster.as_account(i, &acct).ok(
+            "ratecard/rule/set",
+            &[("card", "t"), ("prefix", prefix), ("rate", "0.07")],
+        );
+    };
+    let everywhere = |cluster: &Cluster, prefix: &str| {
+        cluster.converged(&format!("{prefix} on every running node"), |i| {
+            let answer = cluster
+                .as_account(i, &acct)
+                .call("ratecard/query", &[("card", "t"), ("number", prefix)])
+                .json();
+            answer["prefix"].clone()
+        })
+    };
+    edit(&cluster, 9, "4430");
+    assert_eq!(everywhere(&cluster, "4430"), "4430");
+    // The seed and two others go away; the seven left stay a mesh and keep replicating.
+    for i in [0, 3, 6] {
+        cluster.kill(i);
+    }
+    edit(&cluster, 4, "4431");
+    assert_eq!(everywhere(&cluster, "4431"), "4431");
+    // Back they come, the seed last: n4 and n7 know only the dead seed, so they rejoin because
+    // the others keep dialling every member they know. All catch up with what they missed.
+    for i in [3, 6, 0] {
+        cluster.restart(i);
+    }
+    cluster.wait_connected();
+    assert_eq!(everywhere(&cluster, "4431"), "4431");
+}
