@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # What the end-to-end tests run against: a real browser for the operator page (Debian's
-# chromium) and a real SIP peer for ping and dial (sipp, Debian's sip-tester).
+# chromium), a real SIP peer for ping and dial (sipp, Debian's sip-tester), and iproute2 for
+# the partitions made with network namespaces.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v sipp >/dev/null || missing+=(sip-tester)
+command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -145,7 +145,13 @@ impl NodeProcess {
         Self::spawn(command, port, data)
     }
 
-    fn spawn(mut command: Command, port: u16, data: &Path) -> Self {
+    fn spawn(command: Command, port: u16, data: &Path) -> Self {
+        Self::start_command(command, &format!("http://127.0.0.1:{port}"), data)
+    }
+
+    /// Runs `command` (an `edgerate serve` however wrapped, e.g. in `ip netns exec`) whose API
+    /// answers at `url`, and waits until it is ready.
+    pub fn start_command(mut command: Command, url: &str, data: &Path) -> Self {
         let mut child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -163,7 +169,7 @@ impl NodeProcess {
         });
         let mut node = Self {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: url.to_owned(),
             data: data.to_owned(),
             lines,
             printed: Vec::new(),

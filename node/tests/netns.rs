@@ -1,0 +1,318 @@
+//! Partitions made by the kernel: every node runs in its own network namespace with its own
+//! address, on two bridges — the peer network, whose links a test cuts with `ip link set … down`,
+//! and a management network the test's HTTP clients use, so both sides of a cut keep taking
+//! writes. Nodes listen on `0.0.0.0` for peers, advertise their own address and know one seed,
+//! as API.md §10 shows. Needs root (CI runs as root) and iproute2.
+
+use edgerate_tests::{wait_for, Api, NodeProcess};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const OPERATOR: &str = "netns-test-operator-key";
+const CONVERGE: Duration = Duration::from_secs(60);
+const PEER_NET: &str = "10.211.77";
+const MGMT_NET: &str = "10.211.78";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_edgerate"))
+}
+
+fn sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn must(args: &[&str]) {
+    assert!(sh(args), "{} failed (this test needs root)", args.join(" "));
+}
+
+/// The namespaces, bridges and veth pairs of `n` nodes; all removed when dropped.
+struct Net {
+    tag: String,
+    n: usize,
+}
+
+impl Net {
+    fn create(n: usize) -> Self {
+        let net = Self {
+            tag: format!("er{}", std::process::id() % 100_000),
+            n,
+        };
+        net.remove();
+        let (peer_br, mgmt_br) = (net.bridge("p"), net.bridge("m"));
+        for br in [&peer_br, &mgmt_br] {
+            must(&["ip", "link", "add", br, "type", "bridge"]);
+            must(&["ip", "link", "set", br, "up"]);
+        }
+        let host = format!("{MGMT_NET}.254/24");
+        must(&["ip", "addr", "add", &host, "dev", &mgmt_br]);
+        for i in 1..=n {
+            let ns = net.ns(i);
+            must(&["ip", "netns", "add", &ns]);
+            must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            for (kind, br, inner, subnet) in [
+                ("p", &peer_br, "eth0", PEER_NET),
+                ("m", &mgmt_br, "eth1", MGMT_NET),
+            ] {
+                let outer = net.veth(kind, i);
+                must(&[
+                    "ip", "link", "add", &outer, "type", "veth", "peer", "name", inner, "netns",
+                    &ns,
+                ]);
+                must(&["ip", "link", "set", &outer, "master", br]);
+                must(&["ip", "link", "set", &outer, "up"]);
+                let addr = format!("{subnet}.{i}/24");
+                must(&["ip", "-n", &ns, "addr", "add", &addr, "dev", inner]);
+                must(&["ip", "-n", &ns, "link", "set", inner, "up"]);
+            }
+        }
+        net
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    fn bridge(&self, kind: &str) -> String {
+        format!("{}b{kind}", self.tag)
+    }
+
+    fn veth(&self, kind: &str, i: usize) -> String {
+        format!("{}{kind}{i}", self.tag)
+    }
+
+    /// Cuts node `i` off the peer network (its management link stays up).
+    fn cut(&self, i: usize) {
+        must(&["ip", "link", "set", &self.veth("p", i), "down"]);
+    }
+
+    fn heal(&self, i: usize) {
+        must(&["ip", "link", "set", &self.veth("p", i), "up"]);
+    }
+
+    fn remove(&self) {
+        for i in 1..=self.n {
+            sh(&["ip", "netns", "del", &self.ns(i)]);
+        }
+        for kind in ["p", "m"] {
+            sh(&["ip", "link", "del", &self.bridge(kind)]);
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Node `i` (1-based) of a cluster in `net`: its config, certificate and data dir under `dir`.
+struct Node {
+    name: String,
+    ns: String,
+    config: PathBuf,
+    data: PathBuf,
+    url: String,
+}
+
+impl Node {
+    fn create(net: &Net, dir: &Path, i: usize) -> Self {
+        let certs = dir.join("certs");
+        let name = format!("n{i}");
+        let certs_arg = certs.to_str().expect("utf-8 path");
+        let run = |args: &[&str]| {
+            let out = Command::new(bin()).args(args).output().expect("edgerate");
+            assert!(out.status.success(), "edgerate {args:?}");
+        };
+        if !certs.join("ca.pem").exists() {
+            run(&["certs", "init", "--out", certs_arg]);
+        }
+        run(&[
+            "certs", "issue", "--ca", certs_arg, "--name", &name, "--out", certs_arg,
+        ]);
+        let data = dir.join(&name);
+        let config = dir.join(format!("{name}.toml"));
+        let text = format!(
+            "[node]\nid = \"{name}\"\nregion = \"region-{name}\"\ndata_dir = \"{data}\"\n\
+             [http]\nlisten = \"0.0.0.0:8080\"\n\
+             [peer]\nlisten = \"0.0.0.0:7080\"\nadvertise = \"{PEER_NET}.{i}:7080\"\n\
+             seeds = [\"{PEER_NET}.1:7080\"]\n\
+             [tls]\nca = \"{certs}/ca.pem\"\ncert = \"{certs}/{name}.pem\"\nkey = \"{certs}/{name}.key\"\n\
+             [operator]\nkey = \"{OPERATOR}\"\n",
+            data = data.display(),
+            certs = certs.display(),
+        );
+        std::fs::write(&config, text).expect("writing a node config");
+        Self {
+            name,
+            ns: net.ns(i),
+            config,
+            data,
+            url: format!("http://{MGMT_NET}.{i}:8080"),
+        }
+    }
+
+    fn start(&self) -> NodeProcess {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.ns])
+            .arg(bin())
+            .args(["serve", "--config"])
+            .arg(&self.config);
+        NodeProcess::start_command(command, &self.url, &self.data)
+    }
+
+    fn operator(&self) -> Api {
+        Api::operator(&self.url, OPERATOR)
+    }
+
+    /// The peers this node sees `up`.
+    fn up(&self) -> BTreeSet<String> {
+        let status = self.operator().ok("cluster/status", &[]);
+        status["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["state"] == "up")
+            .filter_map(|p| p["node"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+fn wait_mesh(nodes: &[Node]) {
+    for node in nodes {
+        let want: BTreeSet<String> = nodes
+            .iter()
+            .filter(|o| o.name != node.name)
+            .map(|o| o.name.clone())
+            .collect();
+        wait_for(
+            &format!("{} to see {want:?} up", node.name),
+            CONVERGE,
+            || (node.up() == want).then_some(()),
+        );
+    }
+}
+
+/// The prefixes of card `t`'s live revision as node `node` serves them.
+fn prefixes(api: &Api) -> BTreeSet<String> {
+    let page = api
+        .call("ratecard/rules", &[("card", "t"), ("limit", "10000")])
+        .json();
+    page["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["prefix"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_node_cut_off_by_the_kernel_takes_writes_and_every_acknowledged_write_reaches_everyone() {
+    let net = Net::create(3);
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<Node> = (1..=3).map(|i| Node::create(&net, dir.path(), i)).collect();
+    let _running: Vec<NodeProcess> = nodes.iter().map(Node::start).collect();
+    wait_mesh(&nodes);
+    for node in &nodes {
+        for peer in node.operator().ok("cluster/status", &[])["peers"]
+            .as_array()
+            .unwrap()
+        {
+            let addr = peer["addr"].as_str().unwrap_or_default();
+            assert!(
+                addr.starts_with(&format!("{PEER_NET}.")) && addr.ends_with(":7080"),
+                "{}: peers are known by their advertised address: {peer}",
+                node.name
+            );
+        }
+    }
+    let account: Value = nodes[0].operator().ok(
+        "admin/account/create",
+        &[("name", "netns"), ("rps", "100000"), ("daily", "1000000")],
+    );
+    let id = account["account"].as_str().unwrap().to_owned();
+    let key = account["key"].as_str().unwrap().to_owned();
+    let apis: Vec<Api> = nodes
+        .iter()
+        .map(|n| Api::account(&n.url, &id, &key))
+        .collect();
+    apis[0].ok("ratecard/create", &[("name", "t")]);
+    wait_for("the card on every node", CONVERGE, || {
+        apis.iter()
+            .all(|a| a.call("ratecard/get", &[("card", "t")]).status == 200)
+            .then_some(())
+    });
+
+    // Every node takes one edit a round; the ledger keeps what was acknowledged.
+    let mut acked = BTreeSet::new();
+    let mut round = 0u32;
+    let write_round = |acked: &mut BTreeSet<String>, round: &mut u32| {
+        *round += 1;
+        for (i, api) in apis.iter().enumerate() {
+            let prefix = format!("44{}{round:05}", i + 1);
+            let answer = api
+                .try_call(
+                    "ratecard/rule/set",
+                    &[("card", "t"), ("prefix", &prefix), ("rate", "0.01")],
+                )
+                .unwrap_or_else(|| panic!("n{} did not answer", i + 1));
+            assert_eq!(
+                answer.status,
+                200,
+                "n{}: {}",
+                i + 1,
+                String::from_utf8_lossy(&answer.body)
+            );
+            acked.insert(prefix);
+        }
+    };
+    for _ in 0..20 {
+        write_round(&mut acked, &mut round);
+    }
+    net.cut(3);
+    let cut_at = Instant::now();
+    wait_for("n1 and n2 to lose n3", CONVERGE, || {
+        write_round(&mut acked, &mut round);
+        (!nodes[0].up().contains("n3") && !nodes[1].up().contains("n3")).then_some(())
+    });
+    let detected = cut_at.elapsed();
+    for _ in 0..20 {
+        write_round(&mut acked, &mut round);
+    }
+    // Each side holds its own writes but not the other's.
+    let n3_has = prefixes(&apis[2]);
+    assert!(n3_has.contains(&format!("443{round:05}")));
+    assert!(!n3_has.contains(&format!("441{round:05}")));
+    net.heal(3);
+    let healed_at = Instant::now();
+    for _ in 0..10 {
+        write_round(&mut acked, &mut round);
+    }
+    let stopped = Instant::now();
+    wait_mesh(&nodes);
+    for (node, api) in nodes.iter().zip(&apis) {
+        wait_for(
+            &format!("every acknowledged write on {}", node.name),
+            CONVERGE,
+            || {
+                let has = prefixes(api);
+                acked.is_subset(&has).then_some(())
+            },
+        );
+    }
+    println!(
+        "{} acknowledged writes; cut seen after {:.2} s; every write on every node {:.2} s after \
+         the writes stopped ({:.2} s after the heal)",
+        acked.len(),
+        detected.as_secs_f64(),
+        stopped.elapsed().as_secs_f64(),
+        healed_at.elapsed().as_secs_f64()
+    );
+}
