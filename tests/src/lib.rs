@@ -2,6 +2,8 @@
 //! over HTTP, and waits on predicates with timeouts (never bare sleeps). The tests themselves
 //! live beside the binary (`node/tests/`), which is where Cargo can hand them its path.
 
+pub mod relay;
+
 use base64::Engine;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -102,6 +104,24 @@ impl ClusterNode {
             http,
             peer,
         }
+    }
+
+    /// Rewrites the node's `[peer]` routes: the address it advertises and the seeds it dials
+    /// (to put relays between nodes).
+    pub fn route_peers(&self, advertise: std::net::SocketAddr, seeds: &[std::net::SocketAddr]) {
+        let text = std::fs::read_to_string(&self.config).expect("reading a node config");
+        let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+        let text: Vec<String> = text
+            .lines()
+            .map(|line| match line.starts_with("seeds = ") {
+                true => format!(
+                    "seeds = [{}]\nadvertise = \"{advertise}\"",
+                    seeds.join(", ")
+                ),
+                false => line.to_owned(),
+            })
+            .collect();
+        std::fs::write(&self.config, text.join("\n") + "\n").expect("writing a node config");
     }
 
     /// Starts the node and waits until it is ready.
