@@ -165,19 +165,32 @@ fn regions_forty_milliseconds_apart_see_an_edit_in_one_trip_and_heal_from_a_cut(
         relay.heal();
     }
     let healed = Instant::now();
-    let cut_prefixes = |api: &Api| -> std::collections::BTreeSet<String> {
-        let page = api
-            .call(
-                "ratecard/rules",
-                &[("card", "w"), ("prefix", "446"), ("limit", "10000")],
-            )
-            .json();
-        page["rules"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["prefix"].as_str().map(str::to_owned))
-            .collect()
+    let cut_prefixes = |api: &Api| {
+        let mut there = std::collections::BTreeSet::new();
+        for page in 0.. {
+            let offset = (page * 10_000).to_string();
+            let page = api
+                .call(
+                    "ratecard/rules",
+                    &[
+                        ("card", "w"),
+                        ("prefix", "446"),
+                        ("limit", "10000"),
+                        ("offset", &offset),
+                    ],
+                )
+                .json();
+            let rules = page["rules"].as_array().cloned().unwrap_or_default();
+            there.extend(
+                rules
+                    .iter()
+                    .filter_map(|r| r["prefix"].as_str().map(str::to_owned)),
+            );
+            if rules.len() < 10_000 {
+                break;
+            }
+        }
+        there
     };
     for api in &apis {
         wait_for("every write of the cut on every node", CONVERGE, || {
