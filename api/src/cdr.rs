@@ -5,10 +5,9 @@ use crate::router::{Ctx, Output};
 use crate::vars::Vars;
 use axum::body::Body;
 use bytes::Bytes;
-use edgerate_model::billing;
 use edgerate_model::cdr::{parse_cdr, Cdr, CdrInput, Rating};
 use edgerate_model::deck::push_csv_field;
-use edgerate_model::rule::RuleStatus;
+use edgerate_model::pricing;
 use edgerate_replication::catalog::View;
 use edgerate_replication::eventlog::{Filter, GroupBy, Order, Position, Record, Stats};
 use rust_decimal::Decimal;
@@ -28,24 +27,26 @@ const EXPORT_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 pub const CSV_HEADER: &str = "callid,dt,source_cli,dest_number,duration,sip_code,sip_reason,card,dest_code,dest_name,rate,billed_duration,cost";
 
-/// Rates a CDR on its card at the time of the call: the card's live revision at `dt`, the
-/// longest matching rule, its rate for this caller (US inter/intra), the billing formula. Unrated when there is no card, no match, or the
+/// Rates a CDR on its card at the time of the call: the card's live revision at `dt`, priced by
+/// `model::pricing` as a query would price it. Unrated when there is no card, no match, or the
 /// rule is blocked.
 fn rate(view: &View, account: &str, cdr: &CdrInput) -> Option<Rating> {
     let card = view.card(account, cdr.card.as_deref()?)?;
     let rev = card.live_at(cdr.dt)?;
     let index = rev.index.read();
-    let m = index.longest_match(&cdr.dest_number)?;
-    if m.rule.status != RuleStatus::Active {
-        return None;
-    }
     let cli = Some(cdr.source_cli.as_str()).filter(|c| !c.is_empty());
-    let rate = crate::ratecard::rate_for(view, m.rule, &cdr.dest_number, cli);
-    let charge = billing::charge(cdr.duration, &m.rule.billing(rate), &card.meta.billing());
+    let price = pricing::price(
+        &index,
+        &cdr.dest_number,
+        || crate::ratecard::jurisdiction(view, &cdr.dest_number, cli),
+        Some(cdr.duration),
+        &card.meta.billing(),
+    )?;
+    let charge = price.charge?;
     Some(Rating {
-        dest_code: cdr.dest_number[..m.prefix_len].to_owned(),
-        dest_name: m.rule.name.to_string(),
-        rate,
+        dest_code: cdr.dest_number[..price.prefix_len].to_owned(),
+        dest_name: price.rule.name.to_string(),
+        rate: price.rate,
         billed_duration: charge.billed_duration,
         cost: charge.cost,
     })

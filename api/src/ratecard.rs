@@ -4,11 +4,12 @@
 use crate::error::{ApiError, ErrorCode};
 use crate::router::{Ctx, Output};
 use crate::vars::Vars;
-use edgerate_model::billing::{self, Rounding, MAX_PRECISION};
+use edgerate_model::billing::{Rounding, MAX_PRECISION};
 use edgerate_model::card::{is_currency, revision_state, CardMeta, Direction};
 use edgerate_model::dataset::DatasetKind;
 use edgerate_model::deck::{self, DeckError, ImeCard, CSV_HEADER};
 use edgerate_model::number;
+use edgerate_model::pricing::{self, Jurisdiction};
 use edgerate_model::rule::{Rule, RuleStatus};
 use edgerate_replication::catalog::{CardView, RevisionView, RuleTarget, View};
 use rust_decimal::Decimal;
@@ -261,16 +262,18 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
 /// starting `1` and a US `cli`, both with a state in the LRN dataset, take `rate_intra` in the
 /// same state and `rate_inter` across states; anything else (or a rule without that rate) takes
 /// `rate`.
-pub fn rate_for(view: &View, rule: &Rule, number: &str, cli: Option<&str>) -> Decimal {
+/// Where a call from `cli` to `number` runs: for two US numbers whose states the LRN dataset
+/// knows, intra- or interstate; else unknown.
+pub fn jurisdiction(view: &View, number: &str, cli: Option<&str>) -> Jurisdiction {
     let us = |n: &str| n.starts_with('1') && n.len() == 11;
     let Some(cli) = cli.filter(|c| us(c) && us(number)) else {
-        return rule.rate;
+        return Jurisdiction::Unknown;
     };
     let Some(lrn) = view.datasets.get(&DatasetKind::Lrn) else {
-        return rule.rate;
+        return Jurisdiction::Unknown;
     };
     let Some(state_at) = lrn.meta.fields.iter().position(|f| f == "state") else {
-        return rule.rate;
+        return Jurisdiction::Unknown;
     };
     let state = |n: &str| {
         lrn.lookup(n)
@@ -279,9 +282,9 @@ pub fn rate_for(view: &View, rule: &Rule, number: &str, cli: Option<&str>) -> De
             .filter(|s| !s.is_empty())
     };
     match (state(number), state(cli)) {
-        (Some(to), Some(from)) if to == from => rule.rate_intra.unwrap_or(rule.rate),
-        (Some(_), Some(_)) => rule.rate_inter.unwrap_or(rule.rate),
-        _ => rule.rate,
+        (Some(to), Some(from)) if to == from => Jurisdiction::Intrastate,
+        (Some(_), Some(_)) => Jurisdiction::Interstate,
+        _ => Jurisdiction::Unknown,
     }
 }
 
@@ -299,23 +302,25 @@ struct Pricing<'a> {
 impl<'a> Pricing<'a> {
     fn price(&self, number: &'a str) -> Result<Priced<'a>, ApiError> {
         let index: &'a edgerate_model::index::PrefixIndex = self.index;
-        let m = index.longest_match(number).ok_or_else(|| {
+        let price = pricing::price(
+            index,
+            number,
+            || jurisdiction(self.view, number, self.cli),
+            self.duration,
+            &self.card.meta.billing(),
+        )
+        .ok_or_else(|| {
             ApiError::not_found(format!(
                 "no rule of card '{}' matches {number}",
                 self.reference
             ))
         })?;
-        let rule = m.rule;
-        let rate = rate_for(self.view, rule, number, self.cli);
-        let charge = self
-            .duration
-            .filter(|_| rule.status == RuleStatus::Active)
-            .map(|d| billing::charge(d, &rule.billing(rate), &self.card.meta.billing()));
+        let (rule, rate, charge) = (price.rule, price.rate, price.charge);
         Ok(Priced {
             card: self.reference,
             revision: self.revision,
             number,
-            prefix: &number[..m.prefix_len],
+            prefix: &number[..price.prefix_len],
             name: &rule.name,
             rate: number_of(rate),
             connect_fee: number_of(rule.connect_fee),

@@ -12,5 +12,6 @@ pub mod diff;
 pub mod index;
 pub mod number;
 pub mod plan;
+pub mod pricing;
 pub mod rule;
 pub mod time;

@@ -1,0 +1,130 @@
+//! Pricing one call on one revision — the longest matching rule, its rate for the call's
+//! jurisdiction, and the billing formula. One function, so a query, the rating of a CDR and
+//! whatever else prices a call (builds, routing) can never disagree.
+
+use crate::billing::{self, CardBilling, Charge};
+use crate::index::PrefixIndex;
+use crate::rule::{Rule, RuleStatus};
+use rust_decimal::Decimal;
+
+/// Where a call runs, for rules with US inter/intrastate rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jurisdiction {
+    /// Not known (not a US call, no caller, no LRN data): the rule's `rate`.
+    Unknown,
+    /// Caller and callee in one state: `rate_intra`, else `rate`.
+    Intrastate,
+    /// In different states: `rate_inter`, else `rate`.
+    Interstate,
+}
+
+impl Rule {
+    /// The per-minute rate of this rule for a call in `jurisdiction`.
+    pub fn rate_in(&self, jurisdiction: Jurisdiction) -> Decimal {
+        match jurisdiction {
+            Jurisdiction::Unknown => self.rate,
+            Jurisdiction::Intrastate => self.rate_intra.unwrap_or(self.rate),
+            Jurisdiction::Interstate => self.rate_inter.unwrap_or(self.rate),
+        }
+    }
+}
+
+/// A number priced on a revision.
+#[derive(Debug, Clone, Copy)]
+pub struct Price<'r> {
+    /// How many leading digits of the number the rule's prefix covers.
+    pub prefix_len: usize,
+    pub rule: &'r Rule,
+    /// The rule's rate for this call.
+    pub rate: Decimal,
+    /// The call's charge, when a duration was given and the rule is active (a blocked rule
+    /// prices no call).
+    pub charge: Option<Charge>,
+}
+
+/// Prices `number` on `index`: `None` when no rule matches. `jurisdiction` is asked only when
+/// the matching rule has an inter- or intrastate rate.
+pub fn price<'r>(
+    index: &'r PrefixIndex,
+    number: &str,
+    jurisdiction: impl FnOnce() -> Jurisdiction,
+    duration: Option<Decimal>,
+    card: &CardBilling,
+) -> Option<Price<'r>> {
+    let m = index.longest_match(number)?;
+    let rule = m.rule;
+    let rate = match (rule.rate_inter, rule.rate_intra) {
+        (None, None) => rule.rate,
+        _ => rule.rate_in(jurisdiction()),
+    };
+    let charge = duration
+        .filter(|_| rule.status == RuleStatus::Active)
+        .map(|d| billing::charge(d, &rule.billing(rate), card));
+    Some(Price {
+        prefix_len: m.prefix_len,
+        rule,
+        rate,
+        charge,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deck::parse_csv;
+
+    fn index(csv: &str) -> PrefixIndex {
+        parse_csv(csv.as_bytes())
+            .unwrap()
+            .rules
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn the_longest_match_is_priced_by_the_billing_formula() {
+        let index = index(
+            "prefix,name,rate,connect_fee,mcd,pulse,status\n44,UK,0.05,0,60,60,Active\n447,UK Mobile,0.2,0.01,30,6,Active\n4479,Blocked,1,0,1,1,Blocked\n",
+        );
+        let card = CardBilling::default();
+        let unknown = || Jurisdiction::Unknown;
+        let d = Some(Decimal::from(61));
+        let p = price(&index, "447700900123", unknown, d, &card).unwrap();
+        assert_eq!((p.prefix_len, p.rate), (3, Decimal::new(2, 1)));
+        let want = billing::charge(Decimal::from(61), &p.rule.billing(p.rate), &card);
+        assert_eq!(p.charge, Some(want));
+        // A blocked rule matches but prices no call; no rule, no price.
+        let blocked = price(&index, "44790", unknown, d, &card).unwrap();
+        assert_eq!((blocked.prefix_len, blocked.charge), (4, None));
+        assert!(price(&index, "33", unknown, d, &card).is_none());
+        assert!(price(&index, "441", unknown, None, &card)
+            .unwrap()
+            .charge
+            .is_none());
+    }
+
+    #[test]
+    fn jurisdiction_is_asked_only_for_rules_with_us_rates() {
+        let index = index(
+            "prefix,name,rate,connect_fee,mcd,pulse,rate_inter,rate_intra\n1212,NY,0.01,0,6,6,0.02,0.005\n44,UK,0.05,0,60,60,,\n",
+        );
+        let card = CardBilling::default();
+        let never = || -> Jurisdiction { panic!("asked for a rule without US rates") };
+        assert_eq!(
+            price(&index, "441", never, None, &card).unwrap().rate,
+            Decimal::new(5, 2)
+        );
+        for (j, rate) in [
+            (Jurisdiction::Unknown, Decimal::new(1, 2)),
+            (Jurisdiction::Interstate, Decimal::new(2, 2)),
+            (Jurisdiction::Intrastate, Decimal::new(5, 3)),
+        ] {
+            assert_eq!(
+                price(&index, "12125550100", || j, None, &card)
+                    .unwrap()
+                    .rate,
+                rate
+            );
+        }
+    }
+}
