@@ -78,13 +78,11 @@ pub fn parse_ime(bytes: &[u8], card: Option<&str>) -> Result<Deck, DeckError> {
                 .and_then(Column::from_header)
         })
         .collect();
-    let rate_settings = small("rate");
-    let setting = |key: &str| {
-        rate_settings
-            .as_ref()
-            .and_then(|r| r.get(key))
-            .and_then(value_text)
-    };
+    let rate_settings: Members = card_obj
+        .get("rate")
+        .and_then(|v| decode(v))
+        .unwrap_or_default();
+    let setting = |key: &str| rate_settings.get(key).and_then(|v| raw_text(v));
     let defaults = Defaults {
         connect_fee: setting("connection")
             .map(|s| parse_money("rate.connection", &s))
@@ -144,7 +142,7 @@ pub fn parse_ime(bytes: &[u8], card: Option<&str>) -> Result<Deck, DeckError> {
     })
 }
 
-/// A cell as text: strings trimmed, numbers in their exact source form; null, empty, lists and
+/// A cell or a `rate` setting as text: strings trimmed, numbers in their exact source form; null, empty, lists and
 /// objects → `None`.
 fn raw_text(raw: &RawValue) -> Option<Cow<'_, str>> {
     let text = raw.get().trim();
@@ -157,16 +155,6 @@ fn raw_text(raw: &RawValue) -> Option<Cow<'_, str>> {
             .filter(|s| !s.is_empty()),
         b'n' | b'[' | b'{' => None,
         _ => Some(Cow::Borrowed(text)),
-    }
-}
-
-/// A setting as text, by the same rules as a cell.
-fn value_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
 
@@ -376,5 +364,18 @@ mod tests {
                 Err(DeckError::Malformed(_))
             ));
         }
+    }
+
+    #[test]
+    fn card_rate_settings_fill_cells_a_row_leaves_out() {
+        let doc = r#"{"schema_version":"1.0","cards":{"c":{
+            "fields":[{"name":"prefix"},{"name":"rate"}],
+            "rate":{"default_initial":"30","default_pulse":6,"connection":0.01},
+            "rates":[["441",0.02],["442","0.03"]]}}}"#;
+        let deck = parse_ime(doc.as_bytes(), None).unwrap();
+        let rule = &deck.rules[1].1;
+        assert_eq!((rule.mcd, rule.pulse), (30, 6));
+        assert_eq!(rule.connect_fee.to_string(), "0.01");
+        assert_eq!(rule.rate.to_string(), "0.03");
     }
 }
