@@ -281,8 +281,13 @@ fn three_nodes_serve_everything_written_anywhere() {
     });
     // Once quiet, every node reports its peers in sync (lag 0), with an RTT and a last sync.
     for i in 0..3 {
+        let started = std::time::Instant::now();
         wait_for("lag 0 everywhere", CONVERGE, || {
             let status = cluster.operator(i).ok("cluster/status", &[]);
+            if started.elapsed() > CONVERGE - Duration::from_secs(5) {
+                // Once seen stuck here: what the node says, for whoever meets it next.
+                eprintln!("n{} still lags: {status}", i + 1);
+            }
             let peers = status["peers"].as_array()?.clone();
             peers
                 .iter()
