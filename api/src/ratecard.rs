@@ -258,12 +258,9 @@ pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
     ctx.reply(&ByNumber(answers))
 }
 
-/// The rate of `rule` for a call to `number` from `cli` (API.md §3, US NPA-NXX): a destination
-/// starting `1` and a US `cli`, both with a state in the LRN dataset, take `rate_intra` in the
-/// same state and `rate_inter` across states; anything else (or a rule without that rate) takes
-/// `rate`.
-/// Where a call from `cli` to `number` runs: for two US numbers whose states the LRN dataset
-/// knows, intra- or interstate; else unknown.
+/// Where a call to `number` from `cli` runs (API.md §3, US NPA-NXX): a destination starting `1`
+/// and a US `cli`, both with a state in the LRN dataset, are intrastate in the same state and
+/// interstate across states; anything else is unknown (the rule's plain `rate`).
 pub fn jurisdiction(view: &View, number: &str, cli: Option<&str>) -> Jurisdiction {
     let us = |n: &str| n.starts_with('1') && n.len() == 11;
     let Some(cli) = cli.filter(|c| us(c) && us(number)) else {

@@ -54,7 +54,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Deck, DeckError> {
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                out.problem(format!("line {line}: {}", csv_reason(&e)));
+                out.problem(format!("{}: {}", Place::Line(line), csv_reason(&e)));
                 continue;
             }
         };

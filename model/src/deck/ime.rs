@@ -6,8 +6,9 @@
 //! rows and each row becomes a rule before the next is read.
 
 use super::jcs::{self, Members};
-use super::Place;
-use super::{build_rule, parse_money, parse_seconds, Collector, Column, Deck, DeckError, Defaults};
+use super::{
+    build_rule, parse_money, parse_seconds, Collector, Column, Deck, DeckError, Defaults, Place,
+};
 use crate::rule::Rule;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -15,6 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::str::FromStr;
 
 /// A raw value read as `T`, or `None` when it is something else.
@@ -105,7 +107,13 @@ pub fn parse_ime(bytes: &[u8], card: Option<&str>) -> Result<Deck, DeckError> {
             )));
         }
     }
-    let position = |c: Column| fields.iter().position(|f| *f == Some(c));
+    // Where each column is in a row (its first field of that name), worked out once.
+    let mut position: HashMap<Column, usize> = HashMap::new();
+    for (i, field) in fields.iter().enumerate() {
+        if let Some(col) = field {
+            position.entry(*col).or_insert(i);
+        }
+    }
     let rows: Vec<&RawValue> = card_obj
         .get("rates")
         .and_then(|v| decode(v))
@@ -118,8 +126,9 @@ pub fn parse_ime(bytes: &[u8], card: Option<&str>) -> Result<Deck, DeckError> {
         };
         let texts: Vec<Option<Cow<str>>> = cells.into_iter().map(raw_text).collect();
         let cell = |c: Column| {
-            position(c)
-                .and_then(|i| texts.get(i))
+            position
+                .get(&c)
+                .and_then(|&i| texts.get(i))
                 .and_then(|t| t.as_deref())
         };
         let rule = build_rule(cell, &defaults, &mut out.names);
