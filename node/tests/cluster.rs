@@ -2,7 +2,9 @@
 //! as API.md §10 lays out, replicating over QUIC on loopback. Every wait is on a predicate with a
 //! timeout; convergence is checked by comparing what the nodes answer.
 
-use edgerate_tests::{generated_deck, wait_for, Api, ClusterNode, NodeProcess};
+use edgerate_tests::{
+    create_account, generated_deck, wait_for, wait_mesh, Api, ClusterNode, NodeProcess,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -68,28 +70,13 @@ impl Cluster {
 
     /// Waits until every running node has every other running node up.
     fn wait_connected(&self) {
-        let running = self.running();
-        for &i in &running {
-            let want: Vec<String> = running
-                .iter()
-                .filter(|j| **j != i)
-                .map(|j| self.nodes[*j].name.clone())
-                .collect();
-            wait_for(
-                &format!("{} to see {want:?} up", self.nodes[i].name),
-                CONVERGE,
-                || {
-                    let status = self.operator(i).ok("cluster/status", &[]);
-                    let up: Vec<String> = status["peers"]
-                        .as_array()?
-                        .iter()
-                        .filter(|p| p["state"] == "up")
-                        .map(|p| p["node"].as_str().unwrap_or_default().to_owned())
-                        .collect();
-                    want.iter().all(|w| up.contains(w)).then_some(())
-                },
-            );
-        }
+        let urls: Vec<(String, String)> = self
+            .running()
+            .into_iter()
+            .map(|i| (self.nodes[i].name.clone(), self.nodes[i].url()))
+            .collect();
+        let nodes: Vec<(&str, &str)> = urls.iter().map(|(n, u)| (&**n, &**u)).collect();
+        wait_mesh(OPERATOR, &nodes, CONVERGE);
     }
 
     /// Waits until `read` answers the same on every running node; returns that answer.
@@ -111,21 +98,6 @@ impl Cluster {
     fn restart(&mut self, i: usize) {
         self.running[i] = Some(self.nodes[i].start(bin()));
     }
-}
-
-fn create_account(api: &Api, daily: u64) -> (String, String) {
-    let a = api.ok(
-        "admin/account/create",
-        &[
-            ("name", "acme"),
-            ("rps", "100000"),
-            ("daily", &daily.to_string()),
-        ],
-    );
-    (
-        a["account"].as_str().unwrap().to_owned(),
-        a["key"].as_str().unwrap().to_owned(),
-    )
 }
 
 /// A new account with an empty card `name`, once every node knows the card.

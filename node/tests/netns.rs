@@ -4,8 +4,7 @@
 //! writes. Nodes listen on `0.0.0.0` for peers, advertise their own address and know one seed,
 //! as API.md §10 shows. Needs root (CI runs as root) and iproute2.
 
-use edgerate_tests::{wait_for, Api, NodeProcess};
-use serde_json::Value;
+use edgerate_tests::{create_account, issue_certificate, wait_for, wait_mesh, Api, NodeProcess};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -125,17 +124,7 @@ impl Node {
     fn create(net: &Net, dir: &Path, i: usize) -> Self {
         let certs = dir.join("certs");
         let name = format!("n{i}");
-        let certs_arg = certs.to_str().expect("utf-8 path");
-        let run = |args: &[&str]| {
-            let out = Command::new(bin()).args(args).output().expect("edgerate");
-            assert!(out.status.success(), "edgerate {args:?}");
-        };
-        if !certs.join("ca.pem").exists() {
-            run(&["certs", "init", "--out", certs_arg]);
-        }
-        run(&[
-            "certs", "issue", "--ca", certs_arg, "--name", &name, "--out", certs_arg,
-        ]);
+        issue_certificate(bin(), &certs, &name);
         let data = dir.join(&name);
         let config = dir.join(format!("{name}.toml"));
         let text = format!(
@@ -174,43 +163,17 @@ impl Node {
 
     /// The peers this node sees `up`.
     fn up(&self) -> BTreeSet<String> {
-        let status = self.operator().ok("cluster/status", &[]);
-        status["peers"]
-            .as_array()
+        self.operator()
+            .peers_up()
             .into_iter()
-            .flatten()
-            .filter(|p| p["state"] == "up")
-            .filter_map(|p| p["node"].as_str().map(str::to_owned))
+            .map(|(node, _)| node)
             .collect()
     }
 }
 
-fn wait_mesh(nodes: &[Node]) {
-    for node in nodes {
-        let want: BTreeSet<String> = nodes
-            .iter()
-            .filter(|o| o.name != node.name)
-            .map(|o| o.name.clone())
-            .collect();
-        wait_for(
-            &format!("{} to see {want:?} up", node.name),
-            CONVERGE,
-            || (node.up() == want).then_some(()),
-        );
-    }
-}
-
-/// The prefixes of card `t`'s live revision as node `node` serves them.
-fn prefixes(api: &Api) -> BTreeSet<String> {
-    let page = api
-        .call("ratecard/rules", &[("card", "t"), ("limit", "10000")])
-        .json();
-    page["rules"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["prefix"].as_str().map(str::to_owned))
-        .collect()
+fn wait_connected(nodes: &[Node]) {
+    let nodes: Vec<(&str, &str)> = nodes.iter().map(|n| (&*n.name, &*n.url)).collect();
+    wait_mesh(OPERATOR, &nodes, CONVERGE);
 }
 
 #[test]
@@ -219,26 +182,17 @@ fn a_node_cut_off_by_the_kernel_takes_writes_and_every_acknowledged_write_reache
     let dir = tempfile::tempdir().unwrap();
     let nodes: Vec<Node> = (1..=3).map(|i| Node::create(&net, dir.path(), i)).collect();
     let _running: Vec<NodeProcess> = nodes.iter().map(Node::start).collect();
-    wait_mesh(&nodes);
+    wait_connected(&nodes);
     for node in &nodes {
-        for peer in node.operator().ok("cluster/status", &[])["peers"]
-            .as_array()
-            .unwrap()
-        {
-            let addr = peer["addr"].as_str().unwrap_or_default();
+        for (peer, addr) in node.operator().peers_up() {
             assert!(
                 addr.starts_with(&format!("{PEER_NET}.")) && addr.ends_with(":7080"),
-                "{}: peers are known by their advertised address: {peer}",
+                "{}: peers are known by their advertised address: {peer} at {addr}",
                 node.name
             );
         }
     }
-    let account: Value = nodes[0].operator().ok(
-        "admin/account/create",
-        &[("name", "netns"), ("rps", "100000"), ("daily", "1000000")],
-    );
-    let id = account["account"].as_str().unwrap().to_owned();
-    let key = account["key"].as_str().unwrap().to_owned();
+    let (id, key) = create_account(&nodes[0].operator(), 1_000_000);
     let apis: Vec<Api> = nodes
         .iter()
         .map(|n| Api::account(&n.url, &id, &key))
@@ -287,7 +241,7 @@ fn a_node_cut_off_by_the_kernel_takes_writes_and_every_acknowledged_write_reache
         write_round(&mut acked, &mut round);
     }
     // Each side holds its own writes but not the other's.
-    let n3_has = prefixes(&apis[2]);
+    let n3_has = apis[2].rule_prefixes("t", "");
     assert!(n3_has.contains(&format!("443{round:05}")));
     assert!(!n3_has.contains(&format!("441{round:05}")));
     net.heal(3);
@@ -296,13 +250,13 @@ fn a_node_cut_off_by_the_kernel_takes_writes_and_every_acknowledged_write_reache
         write_round(&mut acked, &mut round);
     }
     let stopped = Instant::now();
-    wait_mesh(&nodes);
+    wait_connected(&nodes);
     for (node, api) in nodes.iter().zip(&apis) {
         wait_for(
             &format!("every acknowledged write on {}", node.name),
             CONVERGE,
             || {
-                let has = prefixes(api);
+                let has = api.rule_prefixes("t", "");
                 acked.is_subset(&has).then_some(())
             },
         );

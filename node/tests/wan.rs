@@ -7,7 +7,7 @@
 //! `WAN_CUT_S` sets how long the region stays cut (default 10 s).
 
 use edgerate_tests::relay::Relay;
-use edgerate_tests::{wait_for, Api, ClusterNode, NodeProcess};
+use edgerate_tests::{create_account, wait_for, wait_mesh, Api, ClusterNode, NodeProcess};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,28 +20,14 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_edgerate"))
 }
 
-fn up(node: &ClusterNode) -> Vec<(String, String)> {
-    let status = Api::operator(&node.url(), OPERATOR).ok("cluster/status", &[]);
-    status["peers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["state"] == "up")
-        .map(|p| {
-            let field = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
-            (field("node"), field("addr"))
-        })
-        .collect()
-}
-
-fn wait_mesh(nodes: &[ClusterNode]) {
-    for node in nodes {
-        wait_for(
-            &format!("{} to see both peers up", node.name),
-            CONVERGE,
-            || (up(node).len() == nodes.len() - 1).then_some(()),
-        );
-    }
+fn wait_connected(nodes: &[ClusterNode]) {
+    let urls: Vec<String> = nodes.iter().map(ClusterNode::url).collect();
+    let nodes: Vec<(&str, &str)> = nodes
+        .iter()
+        .zip(&urls)
+        .map(|(n, u)| (&*n.name, &**u))
+        .collect();
+    wait_mesh(OPERATOR, &nodes, CONVERGE);
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> f64 {
@@ -65,10 +51,10 @@ fn regions_forty_milliseconds_apart_see_an_edit_in_one_trip_and_heal_from_a_cut(
         node.route_peers(relays[i].addr(), &seeds);
     }
     let _running: Vec<NodeProcess> = nodes.iter().map(|n| n.start(bin())).collect();
-    wait_mesh(&nodes);
+    wait_connected(&nodes);
     let relayed: Vec<String> = relays.iter().map(|r| r.addr().to_string()).collect();
     for node in &nodes {
-        for (peer, addr) in up(node) {
+        for (peer, addr) in Api::operator(&node.url(), OPERATOR).peers_up() {
             assert!(
                 relayed.contains(&addr),
                 "{} reaches {peer} at {addr}, not through its relay",
@@ -77,14 +63,7 @@ fn regions_forty_milliseconds_apart_see_an_edit_in_one_trip_and_heal_from_a_cut(
         }
     }
 
-    let account = Api::operator(&nodes[0].url(), OPERATOR).ok(
-        "admin/account/create",
-        &[("name", "wan"), ("rps", "100000"), ("daily", "10000000")],
-    );
-    let (id, key) = (
-        account["account"].as_str().unwrap().to_owned(),
-        account["key"].as_str().unwrap().to_owned(),
-    );
+    let (id, key) = create_account(&Api::operator(&nodes[0].url(), OPERATOR), 10_000_000);
     let apis: Vec<Api> = nodes
         .iter()
         .map(|n| Api::account(&n.url(), &id, &key))
@@ -165,36 +144,9 @@ fn regions_forty_milliseconds_apart_see_an_edit_in_one_trip_and_heal_from_a_cut(
         relay.heal();
     }
     let healed = Instant::now();
-    let cut_prefixes = |api: &Api| {
-        let mut there = std::collections::BTreeSet::new();
-        for page in 0.. {
-            let offset = (page * 10_000).to_string();
-            let page = api
-                .call(
-                    "ratecard/rules",
-                    &[
-                        ("card", "w"),
-                        ("prefix", "446"),
-                        ("limit", "10000"),
-                        ("offset", &offset),
-                    ],
-                )
-                .json();
-            let rules = page["rules"].as_array().cloned().unwrap_or_default();
-            there.extend(
-                rules
-                    .iter()
-                    .filter_map(|r| r["prefix"].as_str().map(str::to_owned)),
-            );
-            if rules.len() < 10_000 {
-                break;
-            }
-        }
-        there
-    };
     for api in &apis {
         wait_for("every write of the cut on every node", CONVERGE, || {
-            let there = cut_prefixes(api);
+            let there = api.rule_prefixes("w", "446");
             written.iter().all(|p| there.contains(p)).then_some(())
         });
     }

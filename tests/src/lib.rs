@@ -6,6 +6,7 @@ pub mod relay;
 
 use base64::Engine;
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -64,24 +65,7 @@ impl ClusterNode {
         seeds: &[u16],
         operator_key: &str,
     ) -> Self {
-        let run = |args: &[&str]| {
-            let out = Command::new(bin)
-                .args(args)
-                .output()
-                .expect("edgerate certs");
-            assert!(
-                out.status.success(),
-                "edgerate {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let certs_arg = certs.to_str().expect("utf-8 path");
-        if !certs.join("ca.pem").exists() {
-            run(&["certs", "init", "--out", certs_arg]);
-        }
-        run(&[
-            "certs", "issue", "--ca", certs_arg, "--name", name, "--out", certs_arg,
-        ]);
+        issue_certificate(bin, certs, name);
         let (http, peer) = (free_port(), free_udp_port());
         let data = dir.join(name);
         let seeds: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
@@ -271,6 +255,60 @@ impl Drop for NodeProcess {
     }
 }
 
+/// Issues node `name`'s certificate into `certs` with `edgerate certs`, signed by the cluster CA
+/// there (made on first use).
+pub fn issue_certificate(bin: &Path, certs: &Path, name: &str) {
+    let run = |args: &[&str]| {
+        let out = Command::new(bin)
+            .args(args)
+            .output()
+            .expect("edgerate certs");
+        assert!(
+            out.status.success(),
+            "edgerate {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let certs_arg = certs.to_str().expect("utf-8 path");
+    if !certs.join("ca.pem").exists() {
+        run(&["certs", "init", "--out", certs_arg]);
+    }
+    run(&[
+        "certs", "issue", "--ca", certs_arg, "--name", name, "--out", certs_arg,
+    ]);
+}
+
+/// Waits until each of `nodes` (name, API URL) sees every other one `up` in its
+/// `cluster/status` (as the operator, with `operator_key`).
+pub fn wait_mesh(operator_key: &str, nodes: &[(&str, &str)], timeout: Duration) {
+    for (name, url) in nodes {
+        let want: BTreeSet<&str> = nodes.iter().map(|n| n.0).filter(|n| n != name).collect();
+        let operator = Api::operator(url, operator_key);
+        wait_for(&format!("{name} to see {want:?} up"), timeout, || {
+            let up = operator.peers_up();
+            want.iter()
+                .all(|w| up.iter().any(|(node, _)| node == w))
+                .then_some(())
+        });
+    }
+}
+
+/// A new account made by the operator, allowed `daily` requests a day: (id, key).
+pub fn create_account(operator: &Api, daily: u64) -> (String, String) {
+    let a = operator.ok(
+        "admin/account/create",
+        &[
+            ("name", "acme"),
+            ("rps", "100000"),
+            ("daily", &daily.to_string()),
+        ],
+    );
+    (
+        a["account"].as_str().expect("an account id").to_owned(),
+        a["key"].as_str().expect("an account key").to_owned(),
+    )
+}
+
 /// A client for one account (or the operator) of one node.
 pub struct Api {
     http: reqwest::blocking::Client,
@@ -389,6 +427,49 @@ impl Api {
             String::from_utf8_lossy(&a.body)
         );
         a.json()
+    }
+
+    /// The peers this node's `cluster/status` shows `up`, as (node, address).
+    pub fn peers_up(&self) -> Vec<(String, String)> {
+        let status = self.ok("cluster/status", &[]);
+        status["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["state"] == "up")
+            .map(|p| {
+                let field = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
+                (field("node"), field("addr"))
+            })
+            .collect()
+    }
+
+    /// Every prefix starting with `prefix` in `card`'s live revision, read page by page.
+    pub fn rule_prefixes(&self, card: &str, prefix: &str) -> BTreeSet<String> {
+        const PAGE: usize = 10_000;
+        let mut there = BTreeSet::new();
+        for page in 0.. {
+            let (limit, offset) = (PAGE.to_string(), (page * PAGE).to_string());
+            let form = [
+                ("card", card),
+                ("prefix", prefix),
+                ("limit", &limit),
+                ("offset", &offset),
+            ];
+            let rules = self.call("ratecard/rules", &form).json()["rules"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            there.extend(
+                rules
+                    .iter()
+                    .filter_map(|r| r["prefix"].as_str().map(str::to_owned)),
+            );
+            if rules.len() < PAGE {
+                break;
+            }
+        }
+        there
     }
 }
 
