@@ -190,6 +190,7 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
                 seeds: peer.seeds.clone(),
                 tls,
                 isolate: data_dir.join("isolate"),
+                members_file: data_dir.join("members"),
             },
             replica,
             members,

@@ -454,41 +454,113 @@ impl DocStore {
         Ok(())
     }
 
-    /// Compacts every document whose log has outgrown its snapshot. Meant for a background task;
-    /// each document is locked only while its own snapshot is written.
+    /// Compacts every document whose log has outgrown its snapshot, in bytes or in frames.
+    /// Meant for a background task. Edits go on meanwhile: see [`Self::compact_one`].
     pub fn compact(&self) -> Result<usize, StoreError> {
         let handles: Vec<_> = self.inner.docs.lock().values().cloned().collect();
         let mut compacted = 0;
         for handle in handles {
-            let mut guard = handle.lock();
-            let big = guard.log_bytes >= COMPACT_MIN_LOG_BYTES.max(guard.snapshot_bytes);
-            let many = guard.log_frames >= COMPACT_MAX_FRAMES;
-            if !big && !many {
-                continue;
+            let due = {
+                let doc = handle.lock();
+                doc.log_bytes >= COMPACT_MIN_LOG_BYTES.max(doc.snapshot_bytes)
+                    || doc.log_frames >= COMPACT_MAX_FRAMES
+            };
+            if due {
+                self.compact_one(&handle)?;
+                compacted += 1;
             }
-            self.compact_one(&mut guard)?;
-            compacted += 1;
         }
         Ok(compacted)
     }
 
-    fn compact_one(&self, doc: &mut DurableDoc) -> Result<(), StoreError> {
-        let bytes = doc.doc.save();
-        write_snapshot(&self.inner.dir, &doc.id, &bytes)?;
-        doc.snapshot_bytes = bytes.len() as u64;
-        let log = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(log_path(&self.inner.dir, &doc.id))?;
-        log.sync_all()?;
+    /// Replaces a document's snapshot and log by one snapshot of what they hold. The snapshot is
+    /// made from the files as they were when it started (the snapshot and the log's whole
+    /// frames), not from the document in memory, so the document is locked only at the end,
+    /// while the frames appended meanwhile are copied into the new log: an edit never waits for
+    /// a large document to be saved. A crash between the two renames leaves the new snapshot
+    /// beside the old log, whose changes Automerge applies idempotently.
+    fn compact_one(&self, handle: &Arc<Mutex<DurableDoc>>) -> Result<(), StoreError> {
+        let dir = &self.inner.dir;
+        let (id, upto, frames) = {
+            let doc = handle.lock();
+            (doc.id.clone(), doc.log_bytes, doc.log_frames)
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            id: id.clone(),
+            reason,
+        };
+        let snapshot = fs::read(snapshot_path(dir, &id))?;
+        let log = read_log(&log_path(dir, &id), 0, upto)?;
+        let (changes, end, _) = whole_frames(&log);
+        if end != log.len() {
+            return Err(corrupt(format!("log unreadable at byte {end} while compacting")));
+        }
+        let mut doc = AutoCommit::load(&snapshot).map_err(|e| corrupt(format!("snapshot: {e}")))?;
+        doc.load_incremental(&changes)
+            .map_err(|e| corrupt(format!("log: {e}")))?;
+        let bytes = doc.save();
+        drop(doc);
+        let snapshot_tmp = dir.join(format!("{id}.snap.tmp"));
+        write_synced(&snapshot_tmp, &bytes)?;
+
+        let mut doc = handle.lock();
+        if !self.get(&id).is_some_and(|h| Arc::ptr_eq(&h, handle)) {
+            // Removed meanwhile.
+            let _ = fs::remove_file(&snapshot_tmp);
+            return Ok(());
+        }
+        let tail = read_log(&log_path(dir, &id), upto, doc.log_bytes)?;
+        let log_tmp = dir.join(format!("{id}.log.tmp"));
+        let swapped = write_synced(&log_tmp, &tail)
+            .and_then(|()| fs::rename(&snapshot_tmp, snapshot_path(dir, &id)))
+            .and_then(|()| fs::rename(&log_tmp, log_path(dir, &id)))
+            .and_then(|()| sync_dir(dir));
+        if let Err(e) = swapped {
+            let _ = fs::remove_file(&snapshot_tmp);
+            let _ = fs::remove_file(&log_tmp);
+            return Err(e.into());
+        }
         doc.log = None;
-        doc.log_bytes = 0;
+        doc.log_bytes = tail.len() as u64;
         doc.log_dirty = false;
-        doc.log_frames = 0;
-        doc.saved_heads = doc.doc.get_heads();
+        doc.log_frames = doc.log_frames.saturating_sub(frames);
+        doc.snapshot_bytes = bytes.len() as u64;
         Ok(())
     }
+}
+
+/// Bytes `from..to` of the log at `path` (none if it does not exist yet).
+fn read_log(path: &Path, from: u64, to: u64) -> io::Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && from == to => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
+    file.take(to - from).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != to - from {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "document log shorter than its frames",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The changes of the whole frames at the start of `log`, concatenated; where they end; and
+/// how many there are.
+fn whole_frames(log: &[u8]) -> (Vec<u8>, usize, u64) {
+    let mut offset = 0usize;
+    let mut frames = 0u64;
+    let mut changes = Vec::new();
+    while let Some(frame) = next_frame(&log[offset..]) {
+        changes.extend_from_slice(frame);
+        offset += FRAME_HEADER + frame.len();
+        frames += 1;
+    }
+    (changes, offset, frames)
 }
 
 fn check_id(id: &str) -> Result<(), StoreError> {
@@ -569,18 +641,21 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 /// Writes `bytes` as the snapshot of `id`: temp file, fsync, rename, fsync the directory.
 fn write_snapshot(dir: &Path, id: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!("{id}.snap.tmp"));
-    {
-        let written = File::create(&tmp).and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        });
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-    }
+    write_synced(&tmp, bytes)?;
     fs::rename(&tmp, snapshot_path(dir, id))?;
     sync_dir(dir)
+}
+
+/// Writes `bytes` to a new file at `path` and fsyncs it; on failure nothing is left there.
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let written = File::create(path).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if written.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    written
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -609,14 +684,7 @@ fn load(dir: &Path, id: &str, actor: &automerge::ActorId) -> Result<DurableDoc, 
     // Every whole frame's changes are applied in one batch: one by one, each is a separate
     // merge into the document, and a few hundred small frames over a large document cost
     // seconds where one batch costs milliseconds.
-    let mut offset = 0usize;
-    let mut frames = 0u64;
-    let mut changes = Vec::new();
-    while let Some(frame) = next_frame(&log[offset..]) {
-        changes.extend_from_slice(frame);
-        offset += FRAME_HEADER + frame.len();
-        frames += 1;
-    }
+    let (changes, offset, frames) = whole_frames(&log);
     if !changes.is_empty() {
         doc.load_incremental(&changes)
             .map_err(|e| corrupt(format!("log of {frames} frames: {e}")))?;
@@ -711,13 +779,41 @@ mod tests {
         let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
         assert_eq!(read(&store, "a", "k").as_deref(), Some("v5"));
         let handle = store.get("a").unwrap();
-        store.compact_one(&mut handle.lock()).unwrap();
+        store.compact_one(&handle).unwrap();
         store
             .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v6")?))
             .unwrap();
         drop(store);
         let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
         assert_eq!(read(&store, "a", "k").as_deref(), Some("v6"));
+    }
+
+    #[test]
+    fn edits_made_while_compacting_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
+        store.create::<_, StoreError>("a", |_| Ok(())).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..300 {
+                    store
+                        .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, format!("k{i}"), i)?))
+                        .unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let handle = store.get("a").unwrap();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                store.compact_one(&handle).unwrap();
+            }
+        });
+        drop(store);
+        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
+        let handle = store.get("a").unwrap();
+        let doc = handle.lock();
+        assert_eq!(doc.doc().length(ROOT), 300);
+        assert!(doc.log_frames < 300, "compaction never took effect");
     }
 
     #[test]

@@ -21,6 +21,11 @@ use thiserror::Error;
 
 /// Records per [`Message::LogRecords`] batch.
 const LOG_BATCH: usize = 2_000;
+/// Bytes of document messages held back, over all documents of one connection, while each waits
+/// for an earlier message of its document (see [`Message::Doc`]).
+const EARLY_BYTES: usize = 256 << 20;
+/// What one held message counts for beyond its bytes.
+const EARLY_OVERHEAD: usize = 64;
 
 /// A peer's message could not be used.
 #[derive(Debug, Error)]
@@ -31,6 +36,18 @@ pub enum WireError {
     UnknownType(u8),
     #[error("malformed message: {0}")]
     Malformed(String),
+}
+
+/// Why [`PeerSync::handle`] did not use a peer's message.
+#[derive(Debug, Error)]
+pub enum HandleError {
+    /// The message could not be applied; nothing changed.
+    #[error("{0}")]
+    Bad(String),
+    /// Too many of the peer's messages arrived ahead of an earlier one of their document to be
+    /// held: the connection must start over.
+    #[error("{0} bytes of document messages wait for earlier ones")]
+    TooFarAhead(usize),
 }
 
 /// A member of the cluster as nodes tell each other.
@@ -51,8 +68,13 @@ pub struct MemberInfo {
 pub enum Message {
     /// Who I am (first message of a connection, both ways).
     Hello(MemberInfo),
-    /// An Automerge sync message for one document.
-    Doc { id: String, sync: Vec<u8> },
+    /// An Automerge sync message for one document, numbered `seq` (from 0) among that
+    /// document's messages on this connection. A large message travels on a stream of its own
+    /// and a later small one can overtake it, while Automerge's sync state must see a peer's
+    /// messages in the order they were made (applied out of order, a peer's last word on its
+    /// heads can be an old one, and the lag figure never settles): the receiver applies them by
+    /// number.
+    Doc { id: String, seq: u64, sync: Vec<u8> },
     /// Send me the records I lack: I have these sequences per origin.
     LogPull(HashMap<String, u64>),
     /// Records you lacked; `more` when another pull would bring more.
@@ -89,15 +111,16 @@ fn json<T: Serialize + ?Sized>(tag: u8, value: &T) -> Vec<u8> {
 
 impl Message {
     /// One byte of type, then the body: JSON, or for documents `id length (u16 LE), id,
-    /// Automerge bytes`.
+    /// seq (u64 LE), Automerge bytes`.
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Self::Hello(m) => json(1, m),
-            Self::Doc { id, sync } => {
-                let mut out = Vec::with_capacity(3 + id.len() + sync.len());
+            Self::Doc { id, seq, sync } => {
+                let mut out = Vec::with_capacity(11 + id.len() + sync.len());
                 out.push(2);
                 out.extend_from_slice(&(id.len() as u16).to_le_bytes());
                 out.extend_from_slice(id.as_bytes());
+                out.extend_from_slice(&seq.to_le_bytes());
                 out.extend_from_slice(sync);
                 out
             }
@@ -130,9 +153,14 @@ impl Message {
                     .get(2..2 + len)
                     .and_then(|b| std::str::from_utf8(b).ok())
                     .ok_or_else(|| WireError::Malformed("bad document id".into()))?;
+                let seq = body
+                    .get(2 + len..10 + len)
+                    .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .ok_or_else(|| WireError::Malformed("short document message".into()))?;
                 Self::Doc {
                     id: id.to_owned(),
-                    sync: body[2 + len..].to_vec(),
+                    seq,
+                    sync: body[10 + len..].to_vec(),
                 }
             }
             3 => Self::LogPull(serde_json::from_slice(body).map_err(bad)?),
@@ -169,7 +197,10 @@ pub struct Replica {
 pub struct PeerSync {
     replica: Replica,
     peer: String,
-    states: HashMap<String, sync::State>,
+    /// Per document: its sync state and the order of its messages.
+    links: HashMap<String, DocLink>,
+    /// Bytes held in every [`DocLink::early`].
+    early_bytes: usize,
     dirty: BTreeSet<String>,
     /// The peer's version vector, as of its last pull.
     their_log: HashMap<String, u64>,
@@ -180,7 +211,8 @@ impl PeerSync {
         Self {
             replica,
             peer,
-            states: HashMap::new(),
+            links: HashMap::new(),
+            early_bytes: 0,
             dirty: BTreeSet::new(),
             their_log: HashMap::new(),
         }
@@ -207,19 +239,44 @@ impl PeerSync {
 
     /// Handles one message from the peer; replies go to `out`. A message that cannot be
     /// applied is an error and changes nothing.
-    pub fn handle(&mut self, message: Message, out: &mut Vec<Message>) -> Result<(), String> {
+    pub fn handle(&mut self, message: Message, out: &mut Vec<Message>) -> Result<(), HandleError> {
+        let bad = |e: String| HandleError::Bad(e);
         match message {
-            Message::Doc { id, sync } => {
-                let message = sync::Message::decode(&sync).map_err(|e| format!("{id}: {e}"))?;
-                let state = self.states.entry(id.clone()).or_default();
-                self.replica
-                    .catalog
-                    .receive(&id, state, message)
-                    .map_err(|e| format!("{id}: {e}"))?;
+            Message::Doc { id, seq, sync } => {
+                let order = self.links.entry(id.clone()).or_default();
+                if seq < order.next || order.early.contains_key(&seq) {
+                    return Err(bad(format!("{id}: message {seq} again")));
+                }
+                if seq > order.next {
+                    self.early_bytes += EARLY_OVERHEAD + sync.len();
+                    order.early.insert(seq, sync);
+                    if self.early_bytes > EARLY_BYTES {
+                        return Err(HandleError::TooFarAhead(self.early_bytes));
+                    }
+                    return Ok(());
+                }
+                let mut next = Some(sync);
+                while let Some(sync) = next {
+                    let order = self.links.get_mut(&id).expect("entered above");
+                    order.next += 1;
+                    next = order.early.remove(&order.next);
+                    if let Some(early) = &next {
+                        self.early_bytes -= EARLY_OVERHEAD + early.len();
+                    }
+                    // A message that cannot be used is skipped, and the ones after it go on: a
+                    // sync state copes with a lost message, not with a stalled document.
+                    if let Err(e) = self.apply_doc(&id, &sync) {
+                        self.dirty.insert(id.clone());
+                        if next.is_none() {
+                            return Err(bad(e));
+                        }
+                        tracing::warn!(peer = %self.peer, error = %e, "dropped a bad document message");
+                    }
+                }
                 self.dirty.insert(id);
             }
             Message::LogPull(have) => {
-                let (records, more) = self.records_for(&have).map_err(|e| e.to_string())?;
+                let (records, more) = self.records_for(&have).map_err(|e| bad(e.to_string()))?;
                 self.their_log = have;
                 out.push(Message::LogRecords { records, more });
             }
@@ -228,12 +285,12 @@ impl PeerSync {
                     .iter()
                     .any(|r| r.origin == self.replica.log.origin())
                 {
-                    return Err("records claiming this node as their origin".into());
+                    return Err(bad("records claiming this node as their origin".into()));
                 }
                 self.replica
                     .log
                     .apply(&records)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| bad(e.to_string()))?;
                 if more {
                     self.pull(out);
                 }
@@ -243,6 +300,16 @@ impl PeerSync {
             Message::Hello(_) | Message::Members(_) => {}
         }
         Ok(())
+    }
+
+    /// Applies one of the peer's sync messages for document `id`.
+    fn apply_doc(&mut self, id: &str, sync: &[u8]) -> Result<(), String> {
+        let message = sync::Message::decode(sync).map_err(|e| format!("{id}: {e}"))?;
+        let link = self.links.entry(id.to_owned()).or_default();
+        self.replica
+            .catalog
+            .receive(id, &mut link.state, message)
+            .map_err(|e| format!("{id}: {e}"))
     }
 
     /// Records the peer lacks by its version vector, at most one batch.
@@ -270,13 +337,32 @@ impl PeerSync {
     }
 
     /// Sync messages for every marked document that has something to say.
+    ///
+    /// Automerge says nothing back to a message that brings no changes and names heads equal
+    /// to ours: it takes the peer to know them. But the peer may have them from a third node
+    /// and not from us, and then it never learns that we hold them too (its lag figure for the
+    /// document never settles). So whenever Automerge would stay silent while the heads we last
+    /// told this peer are not our heads, we tell them.
     pub fn flush(&mut self, out: &mut Vec<Message>) {
         let docs = self.replica.catalog.docs().clone();
         for id in std::mem::take(&mut self.dirty) {
-            let state = self.states.entry(id.clone()).or_default();
-            if let Some(message) = docs.generate_sync(&id, state) {
+            let link = self.links.entry(id.clone()).or_default();
+            let mut message = docs.generate_sync(&id, &mut link.state);
+            if message.is_none() {
+                let ours = docs.heads(&id);
+                let agreed = ours.is_some() && link.state.their_heads == ours;
+                if agreed && ours.as_ref() != Some(&link.told) {
+                    link.state.last_sent_heads.clear();
+                    message = docs.generate_sync(&id, &mut link.state);
+                }
+            }
+            if let Some(message) = message {
+                link.told.clone_from(&message.heads);
+                let seq = link.sent;
+                link.sent += 1;
                 out.push(Message::Doc {
                     id,
+                    seq,
                     sync: message.encode(),
                 });
             }
@@ -292,7 +378,7 @@ impl PeerSync {
             .live_docs()
             .iter()
             .filter(|id| {
-                let theirs = self.states.get(*id).and_then(|s| s.their_heads.clone());
+                let theirs = self.links.get(*id).and_then(|l| l.state.their_heads.clone());
                 docs.heads(id) != theirs
             })
             .count() as u64;
@@ -308,6 +394,21 @@ impl PeerSync {
             .unwrap_or(0);
         behind_docs + behind_records
     }
+}
+
+/// One document's side of one connection: its Automerge sync state, what we last told the
+/// peer, and the numbering of its messages (see [`Message::Doc`]).
+#[derive(Default)]
+struct DocLink {
+    state: sync::State,
+    /// The heads our last message to the peer named.
+    told: Vec<automerge::ChangeHash>,
+    /// Our next message's number.
+    sent: u64,
+    /// The peer's next message's number.
+    next: u64,
+    /// The peer's messages numbered after `next`, by number.
+    early: std::collections::BTreeMap<u64, Vec<u8>>,
 }
 
 #[cfg(test)]
@@ -328,6 +429,7 @@ mod tests {
             Message::Hello(member.clone()),
             Message::Doc {
                 id: "cards".into(),
+                seq: 7,
                 sync: vec![0x42, 1, 2, 3],
             },
             Message::LogPull(HashMap::from([("lon-1".into(), 7)])),
@@ -370,6 +472,7 @@ mod tests {
         let mut out = Vec::new();
         let bad = Message::Doc {
             id: "accounts".into(),
+            seq: 0,
             sync: vec![0x42, 0xff, 0xff],
         };
         assert!(peer.handle(bad, &mut out).is_err());
@@ -380,6 +483,7 @@ mod tests {
             .encode();
         let escape = Message::Doc {
             id: "../etc".into(),
+            seq: 0,
             sync: valid,
         };
         assert!(peer.handle(escape, &mut out).is_err());

@@ -107,7 +107,8 @@ fn node(i: usize) -> Node {
 }
 
 /// Runs both sides of one link until neither has anything to say; every message goes through
-/// the wire encoding.
+/// the wire encoding. Each batch arrives in reverse: a large message travels on a stream of its
+/// own and later ones can overtake it.
 fn exchange(a: &mut PeerSync, b: &mut PeerSync) {
     let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
     a.tick(&mut to_b);
@@ -118,12 +119,12 @@ fn exchange(a: &mut PeerSync, b: &mut PeerSync) {
         if to_a.is_empty() && to_b.is_empty() {
             return;
         }
-        for m in std::mem::take(&mut to_b) {
+        for m in std::mem::take(&mut to_b).into_iter().rev() {
             b.handle(Message::decode(&m.encode()).unwrap(), &mut to_a)
                 .unwrap();
         }
         b.flush(&mut to_a);
-        for m in std::mem::take(&mut to_a) {
+        for m in std::mem::take(&mut to_a).into_iter().rev() {
             a.handle(Message::decode(&m.encode()).unwrap(), &mut to_b)
                 .unwrap();
         }
@@ -345,6 +346,14 @@ fn check(ops: Vec<Op>) {
             break;
         }
         assert!(rounds < 12, "sync rounds did not settle");
+    }
+    // Each side knows the other holds everything: the lag figure settles at 0.
+    for (i, row) in links.iter().enumerate() {
+        for (j, link) in row.iter().enumerate() {
+            if let Some(link) = link {
+                assert_eq!(link.lag(), 0, "n{i}'s lag to n{j}");
+            }
+        }
     }
     let first = state(&nodes[0]);
     for n in &nodes[1..] {

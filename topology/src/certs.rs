@@ -88,12 +88,7 @@ pub fn init_ca(out: &Path) -> Result<PathBuf, CertError> {
 /// `NAME.key`. The node name is the certificate's common name and DNS name (peers identify each
 /// other by it); it is valid for both TLS client and server use (mutual authentication).
 pub fn issue(ca_dir: &Path, name: &str, out: &Path) -> Result<PathBuf, CertError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !ok {
+    if !crate::valid_name(name) {
         return Err(CertError::BadName(name.to_owned()));
     }
     let (ca_cert_path, ca_key_path) = (ca_dir.join("ca.pem"), ca_dir.join("ca.key"));

@@ -92,19 +92,21 @@ pub enum TopologyError {
     BadAdvertise { addr: SocketAddr },
 }
 
+/// Whether `s` can be a node id or a region: 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.'.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 impl NodeSection {
     /// Checks the identity fields.
     pub fn validate(&self) -> Result<(), TopologyError> {
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 64
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        };
-        if !ok(&self.id) {
+        if !valid_name(&self.id) {
             return Err(TopologyError::BadName { field: "id" });
         }
-        if !ok(&self.region) {
+        if !valid_name(&self.region) {
             return Err(TopologyError::BadName { field: "region" });
         }
         Ok(())

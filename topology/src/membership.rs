@@ -12,10 +12,15 @@
 //! is never stored. An address learnt first-hand ([`AddrSource::Direct`]) is never replaced by
 //! one heard from another peer ([`AddrSource::Gossip`]), which may be stale or seen from
 //! elsewhere in the network.
+//!
+//! The members are remembered across restarts ([`Members::remember`], [`Members::recall`]), so a
+//! node that restarts while its seeds are down still dials everyone else it knew.
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 
 /// Whether peers could dial `addr`: not unspecified (`0.0.0.0`, `::`), not port 0, not a
 /// multicast or broadcast address. Loopback is dialable (single-host clusters and tests).
@@ -91,6 +96,8 @@ pub struct Members {
     pub id: String,
     pub region: String,
     peers: RwLock<BTreeMap<String, PeerStatus>>,
+    /// What [`Self::remember`] last wrote.
+    remembered: Mutex<String>,
 }
 
 impl Members {
@@ -99,7 +106,55 @@ impl Members {
             id,
             region,
             peers: RwLock::new(BTreeMap::new()),
+            remembered: Mutex::new(String::new()),
         }
+    }
+
+    /// Writes every member (id, region, address; one per line) to `path` if that changed since
+    /// the last call: the file is replaced whole (a temporary file renamed over it), so a crash
+    /// leaves the old list or the new one.
+    pub fn remember(&self, path: &Path) -> io::Result<()> {
+        let list: String = self
+            .peers
+            .read()
+            .values()
+            .map(|p| format!("{} {} {}\n", p.id, p.region, p.addr))
+            .collect();
+        let mut remembered = self.remembered.lock();
+        if *remembered == list {
+            return Ok(());
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &list)?;
+        std::fs::rename(&tmp, path)?;
+        *remembered = list;
+        Ok(())
+    }
+
+    /// Learns the members [`Self::remember`] wrote to `path` (as hearsay: whatever a peer says
+    /// now replaces it); returns how many. A missing file is none; a line that is not a member
+    /// is skipped.
+    pub fn recall(&self, path: &Path) -> io::Result<usize> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut learnt = 0;
+        for line in text.lines() {
+            let mut fields = line.split(' ');
+            let (Some(id), Some(region), Some(addr), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let Ok(addr) = addr.parse() else { continue };
+            if crate::valid_name(id) && crate::valid_name(region) {
+                learnt += usize::from(self.learn(id, region, addr, AddrSource::Gossip));
+            }
+        }
+        *self.remembered.lock() = text;
+        Ok(learnt)
     }
 
     /// Records peer `id` at `addr`, learnt from `source`; returns whether the peer is new.
@@ -220,6 +275,28 @@ mod tests {
             "the address already known is kept"
         );
         assert_eq!(b.region, "eu");
+    }
+
+    #[test]
+    fn members_are_remembered_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("members");
+        let m = Members::new("a".into(), "uk".into());
+        m.learn("b", "us", addr("10.0.0.2:7080"), AddrSource::Direct);
+        m.learn("c", "eu", addr("[2001:db8::3]:7080"), AddrSource::Gossip);
+        m.remember(&path).unwrap();
+        std::fs::write(
+            dir.path().join("other"),
+            std::fs::read_to_string(&path).unwrap() + "junk line\nd uk 0.0.0.0:7080\n",
+        )
+        .unwrap();
+        let again = Members::new("a".into(), "uk".into());
+        assert_eq!(again.recall(&dir.path().join("other")).unwrap(), 2);
+        let peers = again.peers();
+        assert_eq!(peers.len(), 2, "junk and bound addresses are skipped");
+        assert_eq!(peers[1].addr, addr("[2001:db8::3]:7080"));
+        assert_eq!(peers[0].addr_source, AddrSource::Gossip);
+        assert_eq!(again.recall(&dir.path().join("none")).unwrap(), 0);
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub fn start(
     if let Some(addr) = config.advertise.filter(|a| !is_dialable(*a)) {
         return Err(TopologyError::BadAdvertise { addr }.into());
     }
+    match members.recall(&config.members_file) {
+        Ok(n) => tracing::info!(members = n, "members remembered from the last run"),
+        Err(e) => tracing::warn!(error = %e, "could not read the members remembered"),
+    }
     let server = QuicServerConfig::try_from(config.tls.server.clone())?;
     let client = QuicClientConfig::try_from(config.tls.client.clone())?;
     let mut transport = quinn::TransportConfig::default();
@@ -90,6 +94,7 @@ pub fn start(
         tls: config.tls,
         endpoint,
         isolate: config.isolate,
+        members_file: config.members_file,
         seeds: config.seeds,
         seed_ids: Mutex::new(HashMap::new()),
         live: Mutex::new(HashMap::new()),
@@ -141,7 +146,12 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             () = &mut stopped => break,
-            _ = dial.tick() => dial_round(&shared),
+            _ = dial.tick() => {
+                if let Err(e) = shared.members.remember(&shared.members_file) {
+                    tracing::debug!(error = %e, "could not remember the members");
+                }
+                dial_round(&shared);
+            }
             _ = tick.tick() => tell_all(&Arc::downgrade(&shared), || Input::Tick),
         }
     }

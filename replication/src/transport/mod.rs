@@ -25,6 +25,9 @@
 //! connection is closed, so the link is redialled from scratch instead of lingering with a
 //! frozen lag.
 //!
+//! The members are remembered in the data dir (`members`) and dialled again after a restart, so
+//! a node whose seeds are down when it starts still reaches everyone else it knew.
+//!
 //! A file named `isolate` in the data dir cuts this node off: connections are closed and no
 //! new ones made or accepted until it is removed (maintenance, and partition tests).
 //!
@@ -93,6 +96,8 @@ pub struct TransportConfig {
     pub tls: PeerTls,
     /// The isolation switch: while this file exists the node talks to no peer.
     pub isolate: PathBuf,
+    /// Where the members are remembered across restarts (see [`Members::remember`]).
+    pub members_file: PathBuf,
 }
 
 /// Why the transport did not start.
@@ -219,6 +224,7 @@ struct Shared {
     tls: PeerTls,
     endpoint: Endpoint,
     isolate: PathBuf,
+    members_file: PathBuf,
     seeds: Vec<String>,
     /// Which node answered at each seed (this node's own id for a seed that is itself).
     seed_ids: Mutex<HashMap<String, String>>,

@@ -3,7 +3,7 @@
 
 use super::framing::bad_message;
 use super::{Shared, INPUT_QUEUE, PUSH_HEADROOM};
-use crate::sync::{MemberInfo, Message, PeerSync};
+use crate::sync::{HandleError, MemberInfo, Message, PeerSync};
 use edgerate_topology::membership::is_dialable;
 use quinn::Connection;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,8 +67,13 @@ pub(super) fn sync_loop(
         for input in batch {
             match input {
                 Input::Message(message) => {
-                    if let Err(e) = sync.handle(message, &mut out) {
-                        bad_message(peer, &e);
+                    match sync.handle(message, &mut out) {
+                        Ok(()) => {}
+                        Err(HandleError::Bad(e)) => bad_message(peer, &e),
+                        Err(e @ HandleError::TooFarAhead(_)) => {
+                            bad_message(peer, &e.to_string());
+                            return;
+                        }
                     }
                 }
                 Input::Dirty(id) => sync.mark(&id),
