@@ -40,7 +40,7 @@ fn rate(view: &View, account: &str, cdr: &CdrInput) -> Option<Rating> {
         &cdr.dest_number,
         || crate::ratecard::jurisdiction(view, &cdr.dest_number, cli),
         Some(cdr.duration),
-        &card.meta.billing(),
+        &card.meta.pricing(),
     )?;
     let charge = price.charge?;
     Some(Rating {

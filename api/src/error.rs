@@ -62,6 +62,11 @@ impl ApiError {
         Self::new(ErrorCode::BadRequest, reason)
     }
 
+    /// 409: the request conflicts with the state it found.
+    pub fn conflict(reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, reason)
+    }
+
     pub fn not_found(reason: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, reason)
     }

@@ -337,6 +337,7 @@ fn run(service: Service, ctx: &Ctx) -> Result<Output, ApiError> {
         RatecardRevisions => ratecard::revisions(ctx),
         RatecardActivate => ratecard::activate(ctx),
         RatecardDiff => ratecard::diff(ctx),
+        RatecardBuild => ratecard::build(ctx),
         AdminAccountCreate => admin::account_create(ctx),
         AdminAccountList => admin::account_list(ctx),
         AdminAccountUpdate => admin::account_update(ctx),

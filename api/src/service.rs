@@ -70,6 +70,9 @@ services! {
         ("rounding", false, "cost rounding: up (default), down, half_up, half_down"),
         ("duration_rounding", false, "fractional seconds: up (default), down, half_up, half_down"),
         ("tech_prefix", false, "technical routing prefix, digits, '#' and '*', stored and exported"),
+        ("kind", false, "customer (default: what is sold) or provider (what is bought)"),
+        ("cap", false, "per-minute ceiling: a rule above it prices no call (Blocked, reason capped); empty clears"),
+        ("notice_days", false, "days of notice a rate increase needs, 0-365; empty clears"),
     ];
     RatecardList = "ratecard/list", Account, false, "The account's cards.", [];
     RatecardGet = "ratecard/get", Account, false, "One card.", [("card", true, "card id or name")];
@@ -82,6 +85,9 @@ services! {
         ("rounding", false, "up, down, half_up, half_down"),
         ("duration_rounding", false, "up, down, half_up, half_down"),
         ("tech_prefix", false, "digits, '#' and '*'"),
+        ("kind", false, "customer (default: what is sold) or provider (what is bought)"),
+        ("cap", false, "per-minute ceiling: a rule above it prices no call (Blocked, reason capped); empty clears"),
+        ("notice_days", false, "days of notice a rate increase needs, 0-365; empty clears"),
     ];
     RatecardDelete = "ratecard/delete", Account, true, "Delete a card and all its revisions.", [("card", true, "card id or name")];
     RatecardRules = "ratecard/rules", Account, false, "A page of a revision's rules, in prefix order.", [
@@ -127,6 +133,18 @@ services! {
         ("card", true, "card id or name"),
         ("revision", true, "revision number"),
         ("at", false, "when it goes live (not in the past); default now"),
+    ];
+    RatecardBuild = "ratecard/build", Account, true, "A new revision of a customer card built from provider cards (each one's longest match per prefix, mixed, plus profit); the recipe is kept, so a build with only `card` rebuilds.", [
+        ("card", true, "the customer card, id or name"),
+        ("from", false, "provider cards (kind=provider), ids or names, in order; without it, the kept recipe"),
+        ("mix", false, "min (default), max, avg, or first (the first card listed that offers the prefix)"),
+        ("profit_percent", false, "percent added to every money field"),
+        ("profit_absolute", false, "added to every money field (per minute for rates)"),
+        ("min_margin", false, "least a per-minute rate sells above its cost"),
+        ("profit", false, "JSON list of entries {match: '^44,^33' or '*', percent, absolute, min_margin, apply_to: rate|connect_fee|rate_inter|rate_intra|all}; the most specific match wins"),
+        ("round", false, "round to the card's precision with its rounding: true (default) or false"),
+        ("rebuild", false, "manual (default) or auto: rebuilt by itself when a provider card changes"),
+        ("live_at", false, "when the revision goes live: 'now' (default), 'draft', or a time"),
     ];
     RatecardDiff = "ratecard/diff", Account, false, "What changed between two revisions.", [
         ("card", true, "card id or name"),

@@ -163,7 +163,12 @@ impl Vars {
             match value {
                 Value::Array(items) => {
                     for item in items {
-                        let text = scalar(&name, item)?;
+                        // An object in a list (an entry of `ratecard/build`'s `profit`) is
+                        // kept as its JSON text.
+                        let text = match item {
+                            Value::Object(_) => item.to_string(),
+                            other => scalar(&name, other)?,
+                        };
                         self.push(&name, text);
                     }
                 }
@@ -218,6 +223,16 @@ impl Vars {
     /// The variable's value, or a 400 naming it.
     pub fn required(&self, name: &str) -> Result<&str, ApiError> {
         self.get(name).ok_or_else(|| ApiError::missing(name))
+    }
+
+    /// Every value given for `name`, as given (no comma split), empties dropped.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.values.get(name).map_or_else(Vec::new, |vs| {
+            vs.iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
     }
 
     /// Every value of a list variable, comma lists split, empties dropped.

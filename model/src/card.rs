@@ -7,7 +7,57 @@
 //! from the clock, so a scheduled revision goes live at its time with nothing to trigger.
 
 use crate::billing::{CardBilling, Rounding};
+use crate::build::Recipe;
+use crate::pricing::CardPricing;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+
+/// What a card is to its account: what it sells, or what it buys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CardKind {
+    /// Sold to customers (built from provider cards, or uploaded).
+    #[default]
+    Customer,
+    /// Bought from a provider: what builds and routing read.
+    Provider,
+}
+
+impl CardKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Provider => "provider",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "customer" => Some(Self::Customer),
+            "provider" => Some(Self::Provider),
+            _ => None,
+        }
+    }
+}
+
+/// The last build of a customer card: when, into which revision, from which provider
+/// revisions (what `stale` is judged against).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastBuild {
+    pub at: i64,
+    pub revision: u32,
+    pub from: Vec<BuiltFrom>,
+}
+
+/// One provider revision a build read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltFrom {
+    pub card: String,
+    pub revision: u32,
+    /// The revision's rules as the build read them (a fingerprint the catalog gives).
+    #[serde(default)]
+    pub version: String,
+}
 
 /// Which way traffic flows on a card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +101,19 @@ pub struct CardMeta {
     pub created: i64,
     /// Unix seconds of the last change to the card or its rules.
     pub updated: i64,
+    #[serde(default)]
+    pub kind: CardKind,
+    /// A per-minute ceiling: a rule above it prices no call (blocked, "capped").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<Decimal>,
+    /// Rate increases go live no sooner than this many days after the import or build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_days: Option<u32>,
+    /// How the card is built from provider cards, once built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<Recipe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_build: Option<LastBuild>,
 }
 
 impl CardMeta {
@@ -73,6 +136,11 @@ impl CardMeta {
             tech_prefix: String::new(),
             created: now,
             updated: now,
+            kind: CardKind::default(),
+            cap: None,
+            notice_days: None,
+            recipe: None,
+            last_build: None,
         }
     }
 
@@ -82,6 +150,14 @@ impl CardMeta {
             precision: self.precision,
             rounding: Rounding::parse(&self.rounding).unwrap_or_default(),
             duration_rounding: Rounding::parse(&self.duration_rounding).unwrap_or_default(),
+        }
+    }
+
+    /// What pricing one of its rules needs of the card.
+    pub fn pricing(&self) -> CardPricing {
+        CardPricing {
+            billing: self.billing(),
+            cap: self.cap,
         }
     }
 }

@@ -4,12 +4,14 @@
 pub mod account;
 pub mod asrplus;
 pub mod billing;
+pub mod build;
 pub mod card;
 pub mod cdr;
 pub mod dataset;
 pub mod deck;
 pub mod diff;
 pub mod index;
+pub mod notice;
 pub mod number;
 pub mod plan;
 pub mod pricing;

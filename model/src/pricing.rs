@@ -29,6 +29,23 @@ impl Rule {
     }
 }
 
+/// What a card adds to pricing its rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CardPricing {
+    pub billing: CardBilling,
+    /// A per-minute ceiling: a call whose rate is above it is not priced (capped).
+    pub cap: Option<Decimal>,
+}
+
+/// Why a matching rule prices no call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocked {
+    /// The rule's status is `Blocked`.
+    Rule,
+    /// The call's rate is above the card's `cap`.
+    Capped,
+}
+
 /// A number priced on a revision.
 #[derive(Debug, Clone, Copy)]
 pub struct Price<'r> {
@@ -37,8 +54,9 @@ pub struct Price<'r> {
     pub rule: &'r Rule,
     /// The rule's rate for this call.
     pub rate: Decimal,
-    /// The call's charge, when a duration was given and the rule is active (a blocked rule
-    /// prices no call).
+    /// Set when the call may not be priced; `charge` is then `None`.
+    pub blocked: Option<Blocked>,
+    /// The call's charge, when a duration was given and nothing blocks it.
     pub charge: Option<Charge>,
 }
 
@@ -49,7 +67,7 @@ pub fn price<'r>(
     number: &str,
     jurisdiction: impl FnOnce() -> Jurisdiction,
     duration: Option<Decimal>,
-    card: &CardBilling,
+    card: &CardPricing,
 ) -> Option<Price<'r>> {
     let m = index.longest_match(number)?;
     let rule = m.rule;
@@ -57,13 +75,21 @@ pub fn price<'r>(
         (None, None) => rule.rate,
         _ => rule.rate_in(jurisdiction()),
     };
+    let blocked = if rule.status == RuleStatus::Blocked {
+        Some(Blocked::Rule)
+    } else if card.cap.is_some_and(|cap| rate > cap) {
+        Some(Blocked::Capped)
+    } else {
+        None
+    };
     let charge = duration
-        .filter(|_| rule.status == RuleStatus::Active)
-        .map(|d| billing::charge(d, &rule.billing(rate), card));
+        .filter(|_| blocked.is_none())
+        .map(|d| billing::charge(d, &rule.billing(rate), &card.billing));
     Some(Price {
         prefix_len: m.prefix_len,
         rule,
         rate,
+        blocked,
         charge,
     })
 }
@@ -86,17 +112,27 @@ mod tests {
         let index = index(
             "prefix,name,rate,connect_fee,mcd,pulse,status\n44,UK,0.05,0,60,60,Active\n447,UK Mobile,0.2,0.01,30,6,Active\n4479,Blocked,1,0,1,1,Blocked\n",
         );
-        let card = CardBilling::default();
+        let card = CardPricing::default();
         let unknown = || Jurisdiction::Unknown;
         let d = Some(Decimal::from(61));
         let p = price(&index, "447700900123", unknown, d, &card).unwrap();
         assert_eq!((p.prefix_len, p.rate), (3, Decimal::new(2, 1)));
-        let want = billing::charge(Decimal::from(61), &p.rule.billing(p.rate), &card);
+        let want = billing::charge(Decimal::from(61), &p.rule.billing(p.rate), &card.billing);
         assert_eq!(p.charge, Some(want));
         // A blocked rule matches but prices no call; no rule, no price.
         let blocked = price(&index, "44790", unknown, d, &card).unwrap();
         assert_eq!((blocked.prefix_len, blocked.charge), (4, None));
+        assert_eq!(blocked.blocked, Some(Blocked::Rule));
         assert!(price(&index, "33", unknown, d, &card).is_none());
+        // Over the card's cap: matched, blocked as capped, no charge.
+        let capped = CardPricing {
+            cap: Some(Decimal::new(1, 1)),
+            ..card
+        };
+        let p = price(&index, "447700900123", unknown, d, &capped).unwrap();
+        assert_eq!((p.blocked, p.charge), (Some(Blocked::Capped), None));
+        let p = price(&index, "441", unknown, d, &capped).unwrap();
+        assert_eq!(p.blocked, None, "0.05 is under the cap");
         assert!(price(&index, "441", unknown, None, &card)
             .unwrap()
             .charge
@@ -108,7 +144,7 @@ mod tests {
         let index = index(
             "prefix,name,rate,connect_fee,mcd,pulse,rate_inter,rate_intra\n1212,NY,0.01,0,6,6,0.02,0.005\n44,UK,0.05,0,60,60,,\n",
         );
-        let card = CardBilling::default();
+        let card = CardPricing::default();
         let never = || -> Jurisdiction { panic!("asked for a rule without US rates") };
         assert_eq!(
             price(&index, "441", never, None, &card).unwrap().rate,

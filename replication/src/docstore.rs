@@ -493,7 +493,9 @@ impl DocStore {
         let log = read_log(&log_path(dir, &id), 0, upto)?;
         let (changes, end, _) = whole_frames(&log);
         if end != log.len() {
-            return Err(corrupt(format!("log unreadable at byte {end} while compacting")));
+            return Err(corrupt(format!(
+                "log unreadable at byte {end} while compacting"
+            )));
         }
         let mut doc = AutoCommit::load(&snapshot).map_err(|e| corrupt(format!("snapshot: {e}")))?;
         doc.load_incremental(&changes)

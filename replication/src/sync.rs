@@ -378,7 +378,10 @@ impl PeerSync {
             .live_docs()
             .iter()
             .filter(|id| {
-                let theirs = self.links.get(*id).and_then(|l| l.state.their_heads.clone());
+                let theirs = self
+                    .links
+                    .get(*id)
+                    .and_then(|l| l.state.their_heads.clone());
                 docs.heads(id) != theirs
             })
             .count() as u64;

@@ -147,6 +147,26 @@ impl Catalog {
         &self.inner.docs
     }
 
+    /// A fingerprint of the rules of revision `rev` of card `card` as they are now (a checksum
+    /// of its shard documents' heads): the same on every node holding the same edits, and
+    /// changed by every edit, so a build can tell whether a provider changed since.
+    pub fn revision_version(&self, card: &str, rev: &RevisionMeta) -> String {
+        let mut heads: Vec<automerge::ChangeHash> = (0..rev.shards)
+            .filter_map(|s| {
+                self.inner
+                    .docs
+                    .heads(&DocId::rules(card, rev, s).to_string())
+            })
+            .flatten()
+            .collect();
+        heads.sort_unstable();
+        let mut crc = crc32fast::Hasher::new();
+        for head in &heads {
+            crc.update(&head.0);
+        }
+        format!("{:08x}{:x}", crc.finalize(), heads.len())
+    }
+
     /// Every document the view is built from: what a peer must hold to serve the same answers.
     pub fn live_docs(&self) -> Vec<String> {
         let view = self.view();

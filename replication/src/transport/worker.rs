@@ -66,16 +66,14 @@ pub(super) fn sync_loop(
         let mut tick = false;
         for input in batch {
             match input {
-                Input::Message(message) => {
-                    match sync.handle(message, &mut out) {
-                        Ok(()) => {}
-                        Err(HandleError::Bad(e)) => bad_message(peer, &e),
-                        Err(e @ HandleError::TooFarAhead(_)) => {
-                            bad_message(peer, &e.to_string());
-                            return;
-                        }
+                Input::Message(message) => match sync.handle(message, &mut out) {
+                    Ok(()) => {}
+                    Err(HandleError::Bad(e)) => bad_message(peer, &e),
+                    Err(e @ HandleError::TooFarAhead(_)) => {
+                        bad_message(peer, &e.to_string());
+                        return;
                     }
-                }
+                },
                 Input::Dirty(id) => sync.mark(&id),
                 Input::LocalAppend => out.push(Message::LogNotify),
                 Input::Tick => tick = true,

@@ -1,0 +1,213 @@
+//! `ratecard/*` (API.md §3), one file per part: the query and billing hot path, card
+//! management, rules, decks and revisions, and builds from provider cards.
+
+mod build;
+mod cards;
+mod decks;
+mod query;
+mod rules;
+
+pub use build::build;
+pub use cards::{create, delete, get, list, update};
+pub use decks::{activate, diff, export, import, revisions};
+pub use query::{jurisdiction, query};
+pub use rules::{rule_delete, rule_set, rules};
+
+use crate::error::ApiError;
+use crate::router::Ctx;
+use crate::vars::Vars;
+use edgerate_model::card::{revision_state, RevisionMeta};
+use edgerate_model::deck::{self};
+use edgerate_model::notice;
+use edgerate_model::rule::Rule;
+use edgerate_replication::catalog::{CardView, Catalog, RevisionView, View};
+use rust_decimal::Decimal;
+use serde_json::{json, Number, Value};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Page size of `ratecard/rules` when `limit` is not given, and its maximum.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+/// How far in the past `live_at`/`at` may lie (clock skew between client and node), seconds.
+const PAST_TOLERANCE: i64 = 60;
+/// Longest card name, in bytes.
+const MAX_CARD_NAME: usize = 100;
+/// Longest notice a card may ask for rate increases.
+const MAX_NOTICE_DAYS: u32 = 365;
+
+/// A decimal as an exact JSON value.
+pub fn money(d: Decimal) -> Value {
+    Value::Number(number_of(d))
+}
+
+fn find_card(view: &View, ctx: &Ctx) -> Result<Arc<CardView>, ApiError> {
+    let reference = ctx.vars.required("card")?;
+    view.card(&ctx.account().id, reference)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("card '{reference}' not found")))
+}
+
+/// The revision named by `revision`, else the one live now.
+fn chosen_revision<'a>(
+    card: &'a CardView,
+    vars: &Vars,
+    now: i64,
+) -> Result<&'a RevisionView, ApiError> {
+    match vars.parse_opt::<u32>("revision", "a revision number")? {
+        Some(rev) => card
+            .revisions
+            .get(&rev)
+            .ok_or_else(|| ApiError::not_found(format!("revision {rev} not found"))),
+        None => card.live_at(now).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "card '{}' has no live revision; name one with 'revision'",
+                card.meta.name
+            ))
+        }),
+    }
+}
+
+/// A time that may not lie in the past (beyond a little clock skew); clamped to `now`.
+fn future_time(name: &str, at: i64, now: i64) -> Result<i64, ApiError> {
+    if at < now - PAST_TOLERANCE {
+        return Err(ApiError::invalid(
+            name,
+            "is in the past; a revision cannot go live retroactively",
+        ));
+    }
+    Ok(at.max(now))
+}
+
+fn rule_json(prefix: &str, rule: &Rule) -> Value {
+    let opt = |d: Option<Decimal>| d.map_or(Value::Null, money);
+    json!({
+        "prefix": prefix,
+        "name": &*rule.name,
+        "rate": money(rule.rate),
+        "connect_fee": money(rule.connect_fee),
+        "mcd": rule.mcd,
+        "pulse": rule.pulse,
+        "grace": rule.grace,
+        "rate_inter": opt(rule.rate_inter),
+        "rate_intra": opt(rule.rate_intra),
+        "status": rule.status.as_str(),
+    })
+}
+
+fn card_json(catalog: &Catalog, card: &CardView, now: i64) -> Value {
+    let live = card.live_at(now);
+    let m = &card.meta;
+    let mut out = json!({
+        "id": m.id,
+        "name": m.name,
+        "currency": m.currency,
+        "direction": m.direction,
+        "precision": m.precision,
+        "rounding": m.rounding,
+        "duration_rounding": m.duration_rounding,
+        "tech_prefix": m.tech_prefix,
+        "revision": live.map(|r| r.meta.rev),
+        "rules": live.map_or(0, |r| r.index.read().len()),
+        "created": m.created,
+        "updated": card.updated(),
+        "kind": m.kind.as_str(),
+        "cap": m.cap.map(money),
+        "notice_days": m.notice_days,
+    });
+    if let Some(recipe) = &m.recipe {
+        out["built_from"] = build::recipe_json(&catalog.view(), recipe);
+        out["stale"] = build::stale(catalog, m, now).into();
+    }
+    out
+}
+
+fn revision_json(card: &CardView, rev: &RevisionView, now: i64) -> Value {
+    let live_now = card.live_at(now).map(|r| r.meta.rev);
+    json!({
+        "rev": rev.meta.rev,
+        "created": rev.meta.created,
+        "live_at": rev.meta.live_at,
+        "state": revision_state(&rev.meta, live_now, now).as_str(),
+        "rules": rev.index.read().len(),
+        "source": rev.meta.source,
+    })
+}
+
+/// A decimal as an exact JSON number.
+fn number_of(d: Decimal) -> Number {
+    Number::from_str(&d.normalize().to_string()).expect("a decimal is a JSON number")
+}
+
+fn opt_money(vars: &Vars, name: &str) -> Result<Option<Decimal>, ApiError> {
+    vars.get(name)
+        .map(|s| deck::parse_money(name, s).map_err(|e| ApiError::invalid(name, e)))
+        .transpose()
+}
+
+fn opt_seconds(vars: &Vars, name: &str) -> Result<Option<u32>, ApiError> {
+    vars.get(name)
+        .map(|s| deck::parse_seconds(name, s).map_err(|e| ApiError::invalid(name, e)))
+        .transpose()
+}
+
+/// A revision written by an import or a build: the one live at the `live_at` asked for and,
+/// when notice split the deck, the one holding its increases with how many rules it raises.
+struct Added {
+    first: RevisionMeta,
+    increases: Option<(RevisionMeta, usize)>,
+}
+
+impl Added {
+    /// Names the revision of the increases in an answer (`increases`).
+    fn describe(&self, out: &mut Value) {
+        if let Some((rev, raised)) = &self.increases {
+            out["increases"] = json!({
+                "revision": rev.rev,
+                "live_at": rev.live_at,
+                "rules": raised,
+            });
+        }
+    }
+}
+
+/// Adds a revision of `card` holding `rules` (in prefix order), live at `live_at`. On a card
+/// with `notice_days`, a deck that goes live before the notice is up and raises any price of
+/// the revision it replaces is split: everything but the increases at `live_at` (each raised
+/// rule kept at its old price), and the whole deck once the notice is up.
+fn add_revision(
+    catalog: &Catalog,
+    card: &CardView,
+    rules: Vec<(String, Rule)>,
+    live_at: Option<i64>,
+    source: &str,
+    now: i64,
+) -> Result<Added, ApiError> {
+    let notice_at = card
+        .meta
+        .notice_days
+        .filter(|d| *d > 0)
+        .map(|d| now + i64::from(d) * 86_400);
+    let split = match (live_at, notice_at) {
+        (Some(at), Some(notice_at)) if at < notice_at => card
+            .live_at(at)
+            .and_then(|before| notice::without_increases(&before.index.read(), &rules))
+            .map(|(early, raised)| (at, notice_at, early, raised)),
+        _ => None,
+    };
+    let id = &card.meta.id;
+    Ok(match split {
+        Some((at, notice_at, early, raised)) => {
+            let first = catalog.add_revision(id, early, Some(at), source, now)?;
+            let later = catalog.add_revision(id, rules, Some(notice_at), source, now)?;
+            Added {
+                first,
+                increases: Some((later, raised)),
+            }
+        }
+        None => Added {
+            first: catalog.add_revision(id, rules, live_at, source, now)?,
+            increases: None,
+        },
+    })
+}
