@@ -275,6 +275,23 @@ async fn notice_days_hold_increases_back() {
         .await
         .json();
     assert_eq!(q["rate"], json!(0.03));
+    // A newer deck supersedes the increase still held back: it does not come back later.
+    let r = api
+        .request(
+            "POST",
+            "/api/ratecard/import.json?card=n",
+            Some(basic("acme", &format!("{KEY}-acme"))),
+            Some("text/csv"),
+            "prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.019,0,60,60\n".to_owned(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().get("increases").is_none());
+    let q = api
+        .get(&format!("/api/ratecard/query.json?card=n&number=441&at={}", later))
+        .await
+        .json();
+    assert_eq!(q["rate"], json!(0.019));
 }
 
 #[tokio::test]

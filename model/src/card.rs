@@ -57,6 +57,9 @@ pub struct BuiltFrom {
     /// The revision's rules as the build read them (a fingerprint the catalog gives).
     #[serde(default)]
     pub version: String,
+    /// The provider card's `cap` then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<Decimal>,
 }
 
 /// Which way traffic flows on a card.

@@ -229,9 +229,8 @@ async fn compact_forever(catalog: Catalog, mut stop: watch::Receiver<bool>) {
         }
         let docs = catalog.docs().clone();
         match tokio::task::spawn_blocking(move || docs.compact()).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::debug!(documents = n, "compacted"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "compaction failed; will retry"),
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(documents = n, "compacted"),
             Err(e) => tracing::warn!(error = %e, "compaction task failed"),
         }
     }

@@ -843,3 +843,84 @@ fn ten_nodes_through_one_seed_form_a_full_mesh_and_heal_from_losing_three() {
     cluster.wait_connected();
     assert_eq!(everywhere(&cluster, "4431"), "4431");
 }
+
+#[test]
+fn a_provider_change_in_one_region_rebuilds_the_customer_card_once_everywhere() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(3);
+    let acct = create_account(&cluster.operator(0), 1_000_000);
+    let api = |i: usize| cluster.as_account(i, &acct);
+    let deck = |rows: &[(&str, &str)]| {
+        rows.iter().fold(
+            String::from("prefix,name,rate,connect_fee,mcd,pulse\n"),
+            |mut d, (prefix, rate)| {
+                d.push_str(&format!("{prefix},Dest,{rate},0,60,60\n"));
+                d
+            },
+        )
+    };
+    for (name, rows) in [
+        ("prov-a", deck(&[("44", "0.020"), ("447", "0.030")])),
+        ("prov-b", deck(&[("44", "0.018"), ("33", "0.070")])),
+    ] {
+        api(0).ok("ratecard/create", &[("name", name), ("kind", "provider")]);
+        import(&api(0), name, rows);
+    }
+    api(0).ok("ratecard/create", &[("name", "retail")]);
+    api(0).ok(
+        "ratecard/build",
+        &[
+            ("card", "retail"),
+            ("from", "prov-a,prov-b"),
+            ("profit_percent", "10"),
+            ("rebuild", "auto"),
+        ],
+    );
+    let rate = |i: usize, number: &str| -> Value {
+        let a = api(i).call("ratecard/query", &[("card", "retail"), ("number", number)]);
+        if a.status == 200 {
+            a.json()["rate"].clone()
+        } else {
+            Value::Null
+        }
+    };
+    let revisions = |i: usize| {
+        api(i)
+            .call("ratecard/revisions", &[("card", "retail")])
+            .json()["revisions"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let seen = cluster.converged("the built card everywhere", |i| {
+        serde_json::json!([rate(i, "4471"), revisions(i)])
+    });
+    assert_eq!(seen[0], serde_json::json!(0.0198), "{seen}");
+    let built_revisions = seen[1].as_u64().unwrap();
+
+    // A rule edit taken by n2: rebuilt in place there, the edit replicated everywhere.
+    api(1).ok(
+        "ratecard/rule/set",
+        &[("card", "prov-b"), ("prefix", "447"), ("rate", "0.001")],
+    );
+    let seen = cluster.converged("the rebuilt rule everywhere", |i| {
+        let card = api(i).ok("ratecard/get", &[("card", "retail")]);
+        serde_json::json!([rate(i, "4471"), revisions(i), card["stale"]])
+    });
+    assert_eq!(
+        seen,
+        serde_json::json!([0.0011, built_revisions, false]),
+        "no new revision for a rule edit"
+    );
+
+    // A provider import taken by n3: one new built revision, made once for the cluster.
+    import(&api(2), "prov-a", deck(&[("44", "0.001")]));
+    let seen = cluster.converged("the rebuilt card everywhere", |i| {
+        let card = api(i).ok("ratecard/get", &[("card", "retail")]);
+        serde_json::json!([rate(i, "4420"), revisions(i), card["stale"]])
+    });
+    assert_eq!(
+        seen,
+        serde_json::json!([0.0011, built_revisions + 1, false]),
+        "rebuilt once, by the node that took the import"
+    );
+}

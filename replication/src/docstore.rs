@@ -456,7 +456,9 @@ impl DocStore {
 
     /// Compacts every document whose log has outgrown its snapshot, in bytes or in frames.
     /// Meant for a background task. Edits go on meanwhile: see [`Self::compact_one`].
-    pub fn compact(&self) -> Result<usize, StoreError> {
+    /// A document that cannot be compacted now is logged and left for the next pass; the
+    /// others are still compacted.
+    pub fn compact(&self) -> usize {
         let handles: Vec<_> = self.inner.docs.lock().values().cloned().collect();
         let mut compacted = 0;
         for handle in handles {
@@ -465,12 +467,17 @@ impl DocStore {
                 doc.log_bytes >= COMPACT_MIN_LOG_BYTES.max(doc.snapshot_bytes)
                     || doc.log_frames >= COMPACT_MAX_FRAMES
             };
-            if due {
-                self.compact_one(&handle)?;
-                compacted += 1;
+            if !due {
+                continue;
+            }
+            match self.compact_one(&handle) {
+                Ok(()) => compacted += 1,
+                // Removed while being compacted.
+                Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(error = %e, "compaction failed; will retry"),
             }
         }
-        Ok(compacted)
+        compacted
     }
 
     /// Replaces a document's snapshot and log by one snapshot of what they hold. The snapshot is
@@ -513,20 +520,27 @@ impl DocStore {
         }
         let tail = read_log(&log_path(dir, &id), upto, doc.log_bytes)?;
         let log_tmp = dir.join(format!("{id}.log.tmp"));
-        let swapped = write_synced(&log_tmp, &tail)
+        // The snapshot is in place (and its rename durable) before the log loses what it
+        // covers; a crash in between leaves the new snapshot with the whole old log.
+        let snapshot_in = write_synced(&log_tmp, &tail)
             .and_then(|()| fs::rename(&snapshot_tmp, snapshot_path(dir, &id)))
-            .and_then(|()| fs::rename(&log_tmp, log_path(dir, &id)))
             .and_then(|()| sync_dir(dir));
-        if let Err(e) = swapped {
+        if let Err(e) = snapshot_in {
             let _ = fs::remove_file(&snapshot_tmp);
             let _ = fs::remove_file(&log_tmp);
             return Err(e.into());
         }
+        doc.snapshot_bytes = bytes.len() as u64;
+        if let Err(e) = fs::rename(&log_tmp, log_path(dir, &id)) {
+            let _ = fs::remove_file(&log_tmp);
+            return Err(e.into());
+        }
+        // From here the old log is gone: appends go to the new one whatever happens next.
         doc.log = None;
         doc.log_bytes = tail.len() as u64;
         doc.log_dirty = false;
         doc.log_frames = doc.log_frames.saturating_sub(frames);
-        doc.snapshot_bytes = bytes.len() as u64;
+        sync_dir(dir)?;
         Ok(())
     }
 }
@@ -565,13 +579,17 @@ fn whole_frames(log: &[u8]) -> (Vec<u8>, usize, u64) {
     (changes, offset, frames)
 }
 
-fn check_id(id: &str) -> Result<(), StoreError> {
-    let ok = !id.is_empty()
+/// Whether `id` can name a document: 1-128 of `a-z`, `0-9`, `-`, `_`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
         && id.len() <= 128
         && id
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn check_id(id: &str) -> Result<(), StoreError> {
+    if valid_id(id) {
         Ok(())
     } else {
         Err(StoreError::BadId(id.to_owned()))

@@ -26,6 +26,9 @@ const LOG_BATCH: usize = 2_000;
 const EARLY_BYTES: usize = 256 << 20;
 /// What one held message counts for beyond its bytes.
 const EARLY_OVERHEAD: usize = 64;
+/// How long a document's messages may wait for an earlier one before the link is taken as
+/// having lost it ([`PeerSync::stalled`]): far beyond the time a large message takes to arrive.
+pub const EARLY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A peer's message could not be used.
 #[derive(Debug, Error)]
@@ -243,6 +246,9 @@ impl PeerSync {
         let bad = |e: String| HandleError::Bad(e);
         match message {
             Message::Doc { id, seq, sync } => {
+                if !crate::docstore::valid_id(&id) {
+                    return Err(bad(format!("bad document id {id:?}")));
+                }
                 let order = self.links.entry(id.clone()).or_default();
                 if seq < order.next || order.early.contains_key(&seq) {
                     return Err(bad(format!("{id}: message {seq} again")));
@@ -250,6 +256,7 @@ impl PeerSync {
                 if seq > order.next {
                     self.early_bytes += EARLY_OVERHEAD + sync.len();
                     order.early.insert(seq, sync);
+                    order.waiting.get_or_insert_with(std::time::Instant::now);
                     if self.early_bytes > EARLY_BYTES {
                         return Err(HandleError::TooFarAhead(self.early_bytes));
                     }
@@ -262,6 +269,9 @@ impl PeerSync {
                     next = order.early.remove(&order.next);
                     if let Some(early) = &next {
                         self.early_bytes -= EARLY_OVERHEAD + early.len();
+                    }
+                    if order.early.is_empty() {
+                        order.waiting = None;
                     }
                     // A message that cannot be used is skipped, and the ones after it go on: a
                     // sync state copes with a lost message, not with a stalled document.
@@ -369,6 +379,14 @@ impl PeerSync {
         }
     }
 
+    /// Whether a document's messages have waited over [`EARLY_WAIT`] for an earlier one that
+    /// must have been lost (a stream that failed): the link must start over.
+    pub fn stalled(&self) -> bool {
+        self.links
+            .values()
+            .any(|l| l.waiting.is_some_and(|t| t.elapsed() > EARLY_WAIT))
+    }
+
     /// Live documents not yet known identical on the peer, plus log records it lacks.
     pub fn lag(&self) -> u64 {
         let docs = self.replica.catalog.docs();
@@ -412,6 +430,8 @@ struct DocLink {
     next: u64,
     /// The peer's messages numbered after `next`, by number.
     early: std::collections::BTreeMap<u64, Vec<u8>>,
+    /// Since when `early` has held anything.
+    waiting: Option<std::time::Instant>,
 }
 
 #[cfg(test)]

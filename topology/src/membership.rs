@@ -125,7 +125,12 @@ impl Members {
             return Ok(());
         }
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &list)?;
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(list.as_bytes())?;
+            file.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
         *remembered = list;
         Ok(())

@@ -9,7 +9,7 @@
 //!
 //! [`model::build`]: edgerate_model::build
 
-use super::{add_revision, find_card, future_time, money, revision_json, Added};
+use super::{add_revision, find_card, money, revision_json, revision_live_at, Added};
 use crate::error::ApiError;
 use crate::router::{Ctx, Output};
 use crate::vars::Vars;
@@ -45,15 +45,7 @@ pub fn build(ctx: &Ctx) -> Result<Output, ApiError> {
             )
         })?,
     };
-    let live_at = match ctx.vars.get("live_at") {
-        None | Some("now") => Some(ctx.now),
-        Some("draft") => None,
-        Some(_) => Some(future_time(
-            "live_at",
-            ctx.vars.time("live_at")?.unwrap_or(ctx.now),
-            ctx.now,
-        )?),
-    };
+    let live_at = revision_live_at(&ctx.vars, ctx.now)?;
     let done = run(catalog, &view, &card, recipe, live_at, ctx.now)?;
     let card = find_card(&catalog.view(), ctx)?;
     let first = done.added.first.rev;
@@ -175,6 +167,7 @@ fn built_from(catalog: &Catalog, sources: &[Source<'_>]) -> Vec<BuiltFrom> {
             card: s.card.meta.id.clone(),
             revision: s.rev.meta.rev,
             version: catalog.revision_version(&s.card.meta.id, &s.rev.meta),
+            cap: s.card.meta.cap,
         })
         .collect()
 }
@@ -471,7 +464,7 @@ pub(super) fn recipe_json(view: &View, recipe: &Recipe) -> Value {
 }
 
 /// Whether a built card's provider cards changed since its last build: a provider has another
-/// live revision now, or its rules changed, or it is gone. `false` before any build.
+/// live revision now, or its rules or its cap changed, or it is gone. `false` before any build.
 pub(super) fn stale(catalog: &Catalog, meta: &CardMeta, now: i64) -> bool {
     let Some(last) = &meta.last_build else {
         return false;
@@ -481,10 +474,53 @@ pub(super) fn stale(catalog: &Catalog, meta: &CardMeta, now: i64) -> bool {
         let Some(provider) = view.cards.get(&f.card) else {
             return true;
         };
-        provider.live_at(now).is_none_or(|rev| {
-            rev.meta.rev != f.revision || catalog.revision_version(&f.card, &rev.meta) != f.version
-        })
+        changed(catalog, provider, f, now)
     })
+}
+
+/// Whether `provider` is not as the build that read `read` found it.
+fn changed(catalog: &Catalog, provider: &CardView, read: &BuiltFrom, now: i64) -> bool {
+    provider.meta.cap != read.cap
+        || provider.live_at(now).is_none_or(|rev| {
+            rev.meta.rev != read.revision
+                || catalog.revision_version(&read.card, &rev.meta) != read.version
+        })
+}
+
+/// Whether an edit of one rule of `provider_id` can be carried into `customer` prefix by
+/// prefix: its live revision is the one last built, nothing else changed since (no other
+/// provider, no other revision of this one), and no notice or scheduled revision would have
+/// to hold part of it back. Otherwise the card is built again whole.
+fn incremental(
+    catalog: &Catalog,
+    view: &View,
+    customer: &CardView,
+    provider_id: &str,
+    now: i64,
+) -> bool {
+    let Some(last) = &customer.meta.last_build else {
+        return false;
+    };
+    let built_live = customer
+        .live_at(now)
+        .is_some_and(|live| live.meta.rev == last.revision);
+    let scheduled = customer
+        .revisions
+        .values()
+        .any(|r| r.meta.live_at.is_some_and(|t| t > now));
+    let notice = customer.meta.notice_days.unwrap_or(0) > 0;
+    built_live
+        && !scheduled
+        && !notice
+        && last.from.iter().all(|f| {
+            view.cards.get(&f.card).is_some_and(|p| {
+                if f.card == provider_id {
+                    p.meta.cap == f.cap && p.live_at(now).is_some_and(|r| r.meta.rev == f.revision)
+                } else {
+                    !changed(catalog, p, f, now)
+                }
+            })
+        })
 }
 
 /// What changed on a provider card.
@@ -526,7 +562,9 @@ pub fn after_provider_change(
     for customer in customers {
         let recipe = customer.meta.recipe.clone().expect("filtered above");
         let result = match change {
-            ProviderChange::Rule(prefix) if customer.meta.last_build.is_some() => {
+            ProviderChange::Rule(prefix)
+                if incremental(catalog, &view, &customer, provider_id, now) =>
+            {
                 rebuild_prefixes(catalog, &view, &customer, &recipe, prefix, now)
             }
             _ => run(catalog, &view, &customer, recipe, Some(now), now).map(drop),

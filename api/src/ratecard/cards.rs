@@ -135,13 +135,16 @@ pub fn update(ctx: &Ctx) -> Result<Output, ApiError> {
     let mut meta = card.meta.clone();
     apply_card_fields(&mut meta, &ctx.vars)?;
     meta.updated = ctx.now;
+    let priced_as_before = meta.kind == card.meta.kind && meta.cap == card.meta.cap;
     let card = ctx.state.catalog().update_card(meta)?;
-    build::after_provider_change(
-        ctx.state.catalog(),
-        &card.meta.id,
-        build::ProviderChange::Card,
-        ctx.now,
-    );
+    if !priced_as_before {
+        build::after_provider_change(
+            ctx.state.catalog(),
+            &card.meta.id,
+            build::ProviderChange::Card,
+            ctx.now,
+        );
+    }
     Ok(Output::Value(card_json(
         ctx.state.catalog(),
         &card,

@@ -1,7 +1,8 @@
 //! Whole decks and revisions: `ratecard/import`, `export`, `revisions`, `activate`, `diff`.
 
 use super::{
-    add_revision, build, chosen_revision, find_card, future_time, revision_json, rule_json,
+    add_revision, build, chosen_revision, find_card, future_time, revision_json, revision_live_at,
+    rule_json,
 };
 use crate::error::{ApiError, ErrorCode};
 use crate::router::{Ctx, Output};
@@ -32,15 +33,7 @@ pub fn import(ctx: &Ctx) -> Result<Output, ApiError> {
         .or_else(|| ctx.vars.raw_body().cloned())
         .ok_or_else(|| ApiError::missing("file"))?;
     let format = deck_format(&ctx.vars, &bytes)?;
-    let live_at = match ctx.vars.get("live_at") {
-        None | Some("now") => Some(ctx.now),
-        Some("draft") => None,
-        Some(_) => Some(future_time(
-            "live_at",
-            ctx.vars.time("live_at")?.unwrap_or(ctx.now),
-            ctx.now,
-        )?),
-    };
+    let live_at = revision_live_at(&ctx.vars, ctx.now)?;
     let parsed = match format {
         "ime" => deck::parse_ime(&bytes, ctx.vars.get("ime_card")),
         _ => deck::parse_csv(&bytes),

@@ -33,6 +33,8 @@ const MAX_LIMIT: usize = 10_000;
 const PAST_TOLERANCE: i64 = 60;
 /// Longest card name, in bytes.
 const MAX_CARD_NAME: usize = 100;
+/// How the source of a revision holding increases held back for notice begins.
+const NOTICE_SOURCE: &str = "notice:";
 /// Longest notice a card may ask for rate increases.
 const MAX_NOTICE_DAYS: u32 = 365;
 
@@ -66,6 +68,20 @@ fn chosen_revision<'a>(
             ))
         }),
     }
+}
+
+/// When a new revision goes live (`live_at`): now (absent or `now`), never (`draft`), or a time
+/// not in the past.
+fn revision_live_at(vars: &Vars, now: i64) -> Result<Option<i64>, ApiError> {
+    Ok(match vars.get("live_at") {
+        None | Some("now") => Some(now),
+        Some("draft") => None,
+        Some(_) => Some(future_time(
+            "live_at",
+            vars.time("live_at")?.unwrap_or(now),
+            now,
+        )?),
+    })
 }
 
 /// A time that may not lie in the past (beyond a little clock skew); clamped to `now`.
@@ -174,7 +190,9 @@ impl Added {
 /// Adds a revision of `card` holding `rules` (in prefix order), live at `live_at`. On a card
 /// with `notice_days`, a deck that goes live before the notice is up and raises any price of
 /// the revision it replaces is split: everything but the increases at `live_at` (each raised
-/// rule kept at its old price), and the whole deck once the notice is up.
+/// rule kept at its old price), and the whole deck once the notice is up (its source marked
+/// [`NOTICE_SOURCE`]). A deck that goes live supersedes the increases an earlier split still
+/// holds back: they go back to drafts, or they would bring the older deck back.
 fn add_revision(
     catalog: &Catalog,
     card: &CardView,
@@ -196,10 +214,19 @@ fn add_revision(
         _ => None,
     };
     let id = &card.meta.id;
+    if live_at.is_some() {
+        let pending = card.revisions.values().filter(|r| {
+            r.meta.source.starts_with(NOTICE_SOURCE) && r.meta.live_at.is_some_and(|t| t > now)
+        });
+        for rev in pending {
+            catalog.set_live_at(id, rev.meta.rev, None, now)?;
+        }
+    }
     Ok(match split {
         Some((at, notice_at, early, raised)) => {
             let first = catalog.add_revision(id, early, Some(at), source, now)?;
-            let later = catalog.add_revision(id, rules, Some(notice_at), source, now)?;
+            let held = format!("{NOTICE_SOURCE}{source}");
+            let later = catalog.add_revision(id, rules, Some(notice_at), &held, now)?;
             Added {
                 first,
                 increases: Some((later, raised)),

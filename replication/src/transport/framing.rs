@@ -150,6 +150,10 @@ pub(super) async fn write_frames(conn: Connection, mut frames: mpsc::Receiver<Ve
             };
             if written.await.is_some() {
                 sent(frame.len());
+            } else {
+                // A lost document message would hold back every later one of its document:
+                // the link starts over instead.
+                Close::Lost.on(&conn);
             }
         });
     }

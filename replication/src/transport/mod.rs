@@ -169,6 +169,8 @@ enum Close {
     Stalled,
     /// The sync thread ended (its writer or its inputs are gone).
     SyncEnded,
+    /// A message could not be sent whole: the peer would wait for it for ever.
+    Lost,
 }
 
 impl Close {
@@ -181,6 +183,7 @@ impl Close {
             Self::Internal => 4,
             Self::Stalled => 5,
             Self::SyncEnded => 6,
+            Self::Lost => 7,
         }
     }
 
@@ -193,6 +196,7 @@ impl Close {
             Self::Internal => "internal",
             Self::Stalled => "stalled",
             Self::SyncEnded => "sync ended",
+            Self::Lost => "message lost",
         }
     }
 
@@ -253,6 +257,7 @@ mod tests {
             Close::Internal,
             Close::Stalled,
             Close::SyncEnded,
+            Close::Lost,
         ];
         let codes: HashSet<u32> = all.iter().map(|c| c.code()).collect();
         assert_eq!(codes.len(), all.len());

@@ -89,6 +89,14 @@ pub(super) fn sync_loop(
                 counts: shared.replica.usage.local(day),
             });
             out.push(members_message(shared));
+            if sync.stalled() {
+                metrics::counter!("edgerate_peer_stalls_total").increment(1);
+                tracing::warn!(
+                    peer,
+                    "a document message never arrived; restarting the link"
+                );
+                return;
+            }
             let lag = sync.lag();
             let rtt = conn.rtt().as_secs_f64() * 1e3;
             shared.members.update(peer, |p| {
