@@ -122,6 +122,7 @@ services! {
         ("file", false, "the deck (multipart file or text); else the request body"),
         ("live_at", false, "unix time or 'YYYY-MM-DD HH:MM:SS' when it goes live; 'now' (default) or 'draft'"),
         ("ime_card", false, "which card of an IME document holding several"),
+        ("mode", false, "full (default: the deck is the whole card) or delta (its rows change the revision live at live_at; a 'change' column closed removes a prefix)"),
     ];
     RatecardExport = "ratecard/export", Account, false, "A revision as a deck file (text/csv or IME JSON), whatever the extension.", [
         ("card", true, "card id or name"),

@@ -288,7 +288,10 @@ async fn notice_days_hold_increases_back() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json().get("increases").is_none());
     let q = api
-        .get(&format!("/api/ratecard/query.json?card=n&number=441&at={}", later))
+        .get(&format!(
+            "/api/ratecard/query.json?card=n&number=441&at={}",
+            later
+        ))
         .await
         .json();
     assert_eq!(q["rate"], json!(0.019));
@@ -382,4 +385,126 @@ async fn build_errors_name_the_variable() {
         let r = api.post("/api/ratecard/update.json", form).await;
         assert_eq!(r.status, 400, "{form}: {}", r.text());
     }
+}
+
+async fn import_csv(api: &Api, query: &str, csv: &str) -> Reply {
+    api.request(
+        "POST",
+        &format!("/api/ratecard/import.json?{query}"),
+        Some(basic("acme", &format!("{KEY}-acme"))),
+        Some("text/csv"),
+        csv.to_owned(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn effective_dated_rows_become_scheduled_revisions() {
+    let api = Api::new();
+    api.card_with(
+        "d",
+        "prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.02,0,60,60\n",
+    )
+    .await;
+    let now = edgerate_model::time::now();
+    let (day1, day2) = (now + 86_400, now + 2 * 86_400);
+    let csv = format!(
+        "prefix,name,rate,connect_fee,mcd,pulse,effective_date,end_date\n\
+         44,UK,0.03,0,60,60,,{day2}\n\
+         33,FR,0.05,0,60,60,{day1},\n\
+         49,DE,0.01,0,60,60,,\n"
+    );
+    let r = import_csv(&api, "card=d", &csv).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_eq!(out["state"], "live");
+    assert_eq!(out["rules"], 2, "44 and 49 now; 33 from day 1: {out}");
+    let scheduled = out["scheduled"].as_array().unwrap();
+    assert_eq!(scheduled.len(), 2, "{out}");
+    assert_eq!(
+        (
+            scheduled[0]["live_at"].clone(),
+            scheduled[0]["rules"].clone()
+        ),
+        (json!(day1), json!(3))
+    );
+    assert_eq!(
+        (
+            scheduled[1]["live_at"].clone(),
+            scheduled[1]["rules"].clone()
+        ),
+        (json!(day2), json!(2)),
+        "44 ends on day 2"
+    );
+    let at = |t: i64, number: &'static str| {
+        let api = &api;
+        async move {
+            let r = api
+                .get(&format!(
+                    "/api/ratecard/query.json?card=d&number={number}&at={t}"
+                ))
+                .await;
+            (r.status == 200).then(|| r.json()["rate"].clone())
+        }
+    };
+    assert_eq!(at(now, "331").await, None);
+    assert_eq!(at(day1, "331").await, Some(json!(0.05)));
+    assert_eq!(at(day1, "441").await, Some(json!(0.03)));
+    assert_eq!(at(day2, "441").await, None);
+    let revisions = api.get("/api/ratecard/revisions.json?card=d").await.json();
+    let states: Vec<&str> = revisions["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["archived", "archived", "live", "scheduled", "scheduled"]
+    );
+    let r = import_csv(&api, "card=d&live_at=draft", &csv).await;
+    assert_eq!(error_of(&r).0, 400, "a self-scheduling deck is not a draft");
+}
+
+#[tokio::test]
+async fn a_delta_deck_changes_the_live_revision_and_checks_its_codes() {
+    let api = Api::new();
+    api.card_with(
+        "v",
+        "prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.02,0,60,60\n33,FR,0.05,0,60,60\n1,US,0.001,0,6,6\n",
+    )
+    .await;
+    let csv = "prefix,name,rate,connect_fee,mcd,pulse,change\n\
+               44,UK,0.03,0,60,60,increase\n\
+               33,,,,,,closed\n\
+               49,DE,0.01,0,60,60,new\n\
+               1,US,0.002,0,6,6,decrease\n";
+    let r = import_csv(&api, "card=v&mode=delta", csv).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_eq!(out["rules"], 3, "{out}");
+    let warnings = out["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("prefix 1: marked decrease"),
+        "{out}"
+    );
+    assert_eq!(rate(&api, "v", "441").await, json!(0.03));
+    assert_eq!(rate(&api, "v", "331").await, Value::Null, "closed");
+    assert_eq!(rate(&api, "v", "491").await, json!(0.01));
+    assert_eq!(rate(&api, "v", "1212").await, json!(0.002));
+    let r = import_csv(&api, "card=v&mode=partial", csv).await;
+    assert_eq!(error_of(&r).0, 400);
+    // A delta that names nothing new keeps every rule: an empty change is a no-op revision.
+    let r = import_csv(
+        &api,
+        "card=v&mode=delta",
+        "prefix,name,rate,connect_fee,mcd,pulse,change\n44,UK,0.03,0,60,60,unchanged\n",
+    )
+    .await;
+    assert_eq!(r.json()["rules"], 3);
+    assert_eq!(r.json()["warnings"], json!([]));
 }

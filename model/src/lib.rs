@@ -16,4 +16,5 @@ pub mod number;
 pub mod plan;
 pub mod pricing;
 pub mod rule;
+pub mod schedule;
 pub mod time;

@@ -96,7 +96,7 @@ fn run(
             .join(",")
     );
     let rules = built.rules.len();
-    let added = add_revision(catalog, card, built.rules, live_at, &source, now)?;
+    let added = add_revision(catalog, card, built.rules, live_at, &source, now, true)?;
     let revision = added
         .increases
         .as_ref()

@@ -7,9 +7,10 @@ use super::{
 use crate::error::{ApiError, ErrorCode};
 use crate::router::{Ctx, Output};
 use crate::vars::Vars;
-use edgerate_model::deck::{self, DeckError, ImeCard, CSV_HEADER};
+use edgerate_model::deck::{self, Deck, DeckError, ImeCard, CSV_HEADER};
 use edgerate_model::rule::Rule;
-use edgerate_replication::catalog::RevisionView;
+use edgerate_model::schedule;
+use edgerate_replication::catalog::{CardView, RevisionView};
 use serde_json::{json, Value};
 
 /// The deck format: `format`, else IME when the deck is a JSON object, else CSV.
@@ -57,19 +58,129 @@ pub fn import(ctx: &Ctx) -> Result<Output, ApiError> {
             "deck rejected, nothing applied: it has no rules",
         ));
     }
-    let rules = deck.rules.len();
+    let delta = match ctx.vars.get("mode") {
+        None | Some("full") => false,
+        Some("delta") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "mode",
+                format!("'{other}' is not full or delta"),
+            ))
+        }
+    };
     let source = format!("import:{format}");
     let catalog = ctx.state.catalog();
-    let added = add_revision(catalog, &card, deck.rules, live_at, &source, ctx.now)?;
+    let mut out = if deck.terms.is_empty() && !delta {
+        let rules = deck.rules.len();
+        let added = add_revision(catalog, &card, deck.rules, live_at, &source, ctx.now, true)?;
+        let card = find_card(&catalog.view(), ctx)?;
+        let mut out = revision_json(&card, &card.revisions[&added.first.rev], ctx.now);
+        out["rules"] = rules.into();
+        added.describe(&mut out);
+        out
+    } else {
+        import_dated(ctx, &card, &deck, live_at, delta, &source)?
+    };
     if live_at.is_some_and(|t| t <= ctx.now) {
         build::after_provider_change(catalog, &card.meta.id, build::ProviderChange::Card, ctx.now);
     }
+    out["card"] = card.meta.id.clone().into();
+    Ok(Output::Value(out))
+}
+
+/// Most change-code warnings listed in an answer (the rest are counted).
+const MAX_WARNINGS: usize = 100;
+
+/// An import whose rows carry dates or change codes, or a delta: one revision at `live_at`
+/// and one scheduled at each later date of its rows ([`schedule`]), the first applied to the
+/// revision live at `live_at` for a delta. Change codes that contradict what a row does to the
+/// rule it replaces are listed in `warnings`.
+///
+/// [`schedule`]: edgerate_model::schedule
+fn import_dated(
+    ctx: &Ctx,
+    card: &CardView,
+    deck: &Deck,
+    live_at: Option<i64>,
+    delta: bool,
+    source: &str,
+) -> Result<Value, ApiError> {
+    let start = live_at.unwrap_or(ctx.now);
+    let dates = schedule::dates(deck, start).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "deck rejected, nothing applied: its dates make more than {} revisions",
+            schedule::MAX_STEPS
+        ))
+    })?;
+    if live_at.is_none() && dates.len() > 1 {
+        return Err(ApiError::invalid(
+            "live_at",
+            "cannot be a draft for a deck whose rows carry later dates (they schedule themselves)",
+        ));
+    }
+    let current: Vec<(String, Rule)> = card.live_at(start).map_or_else(Vec::new, |rev| {
+        rev.index
+            .read()
+            .iter()
+            .map(|(p, r)| (p, r.clone()))
+            .collect()
+    });
+    let mut warnings = Vec::new();
+    let mut contradicted = 0usize;
+    for ((prefix, rule), terms) in deck.rules.iter().zip(&deck.terms) {
+        let Some(change) = terms.change else { continue };
+        let before = current
+            .binary_search_by(|(p, _)| p.as_str().cmp(prefix))
+            .ok()
+            .map(|i| &current[i].1);
+        if let Some(why) = schedule::contradiction(change, before, rule) {
+            contradicted += 1;
+            if warnings.len() < MAX_WARNINGS {
+                warnings.push(format!("prefix {prefix}: {why}"));
+            }
+        }
+    }
+    let base: &[(String, Rule)] = if delta { &current } else { &[] };
+    let catalog = ctx.state.catalog();
+    let mut first = None;
+    let mut scheduled = Vec::new();
+    for (k, at) in dates.into_iter().enumerate() {
+        let rules = schedule::rules_at(base, deck, at);
+        let count = rules.len();
+        let live = if k == 0 { live_at } else { Some(at) };
+        let view = catalog.view();
+        let card = view
+            .cards
+            .get(&card.meta.id)
+            .ok_or_else(|| ApiError::not_found(format!("card '{}' was deleted", card.meta.name)))?;
+        // Notice holds back increases of what goes live at once; a row's later date is its
+        // own notice.
+        let added = add_revision(catalog, card, rules, live, source, ctx.now, k == 0)?;
+        if k == 0 {
+            first = Some((added, count));
+        } else {
+            scheduled.push(json!({
+                "revision": added.first.rev,
+                "live_at": at,
+                "rules": count,
+            }));
+        }
+    }
+    let (added, count) = first.expect("dates start with live_at");
     let card = find_card(&catalog.view(), ctx)?;
     let mut out = revision_json(&card, &card.revisions[&added.first.rev], ctx.now);
-    out["card"] = card.meta.id.clone().into();
-    out["rules"] = rules.into();
+    out["rules"] = count.into();
     added.describe(&mut out);
-    Ok(Output::Value(out))
+    if !scheduled.is_empty() {
+        out["scheduled"] = scheduled.into();
+    }
+    if delta || !warnings.is_empty() {
+        out["warnings"] = warnings.into();
+        if contradicted > MAX_WARNINGS {
+            out["warnings_total"] = contradicted.into();
+        }
+    }
+    Ok(out)
 }
 
 fn file_name(name: &str, rev: u32, ext: &str) -> String {

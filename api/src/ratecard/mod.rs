@@ -192,7 +192,8 @@ impl Added {
 /// the revision it replaces is split: everything but the increases at `live_at` (each raised
 /// rule kept at its old price), and the whole deck once the notice is up (its source marked
 /// [`NOTICE_SOURCE`]). A deck that goes live supersedes the increases an earlier split still
-/// holds back: they go back to drafts, or they would bring the older deck back.
+/// holds back: they go back to drafts, or they would bring the older deck back. With `notice`
+/// false (a revision a deck's own dates schedule) neither happens.
 fn add_revision(
     catalog: &Catalog,
     card: &CardView,
@@ -200,11 +201,12 @@ fn add_revision(
     live_at: Option<i64>,
     source: &str,
     now: i64,
+    notice: bool,
 ) -> Result<Added, ApiError> {
     let notice_at = card
         .meta
         .notice_days
-        .filter(|d| *d > 0)
+        .filter(|d| *d > 0 && notice)
         .map(|d| now + i64::from(d) * 86_400);
     let split = match (live_at, notice_at) {
         (Some(at), Some(notice_at)) if at < notice_at => card
@@ -214,7 +216,7 @@ fn add_revision(
         _ => None,
     };
     let id = &card.meta.id;
-    if live_at.is_some() {
+    if live_at.is_some() && notice {
         let pending = card.revisions.values().filter(|r| {
             r.meta.source.starts_with(NOTICE_SOURCE) && r.meta.live_at.is_some_and(|t| t > now)
         });

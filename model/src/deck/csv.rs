@@ -1,7 +1,7 @@
 //! CSV decks: reading one (header row, aliases, `#` comments) and writing rules back as rows
 //! whose cells a spreadsheet will not run as formulas.
 
-use super::{build_rule, Collector, Column, Deck, DeckError, Place, NO_DEFAULTS};
+use super::{has_terms, Collector, Column, Deck, DeckError, Place, NO_DEFAULTS};
 use crate::rule::Rule;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -48,7 +48,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Deck, DeckError> {
             }
         }
     }
-    let mut out = Collector::new();
+    let mut out = Collector::new(has_terms(columns.iter().flatten().copied()));
     for record in records {
         let record = match record {
             Ok(r) => r,
@@ -65,22 +65,25 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Deck, DeckError> {
         let short = Column::REQUIRED
             .iter()
             .find(|c| position[c] >= record.len());
-        let row = match short {
-            Some(c) => Err(format!("missing column '{}'", c.as_str())),
-            None => {
-                let cell = |c: Column| {
-                    position
-                        .get(&c)
-                        .and_then(|&i| record.get(i))
-                        .filter(|s| !s.is_empty())
-                };
-                build_rule(cell, &NO_DEFAULTS, &mut out.names)
-            }
+        if let Some(c) = short {
+            out.push(
+                Place::Line(line),
+                Err(format!("missing column '{}'", c.as_str())),
+            );
+            continue;
+        }
+        let cell = |c: Column| {
+            position
+                .get(&c)
+                .and_then(|&i| record.get(i))
+                .filter(|s| !s.is_empty())
         };
-        out.push(Place::Line(line), row);
+        out.read(Place::Line(line), cell, &NO_DEFAULTS);
     }
+    let (rules, terms) = out.finish()?;
     Ok(Deck {
-        rules: out.finish()?,
+        rules,
+        terms,
         ..Deck::default()
     })
 }

@@ -7,7 +7,7 @@
 
 use super::jcs::{self, Members};
 use super::{
-    build_rule, parse_money, parse_seconds, Collector, Column, Deck, DeckError, Defaults, Place,
+    has_terms, parse_money, parse_seconds, Collector, Column, Deck, DeckError, Defaults, Place,
 };
 use crate::rule::Rule;
 use rust_decimal::Decimal;
@@ -118,7 +118,7 @@ pub fn parse_ime(bytes: &[u8], card: Option<&str>) -> Result<Deck, DeckError> {
         .get("rates")
         .and_then(|v| decode(v))
         .ok_or_else(|| DeckError::Malformed(format!("card '{card_key}' has no 'rates' list")))?;
-    let mut out = Collector::new();
+    let mut out = Collector::new(has_terms(fields.iter().flatten().copied()));
     for (i, row) in rows.into_iter().enumerate() {
         let Some(cells) = decode::<Vec<&RawValue>>(row) else {
             out.problem(format!("{}: a row is a list of values", Place::Row(i)));
@@ -131,13 +131,14 @@ pub fn parse_ime(bytes: &[u8], card: Option<&str>) -> Result<Deck, DeckError> {
                 .and_then(|&i| texts.get(i))
                 .and_then(|t| t.as_deref())
         };
-        let rule = build_rule(cell, &defaults, &mut out.names);
-        out.push(Place::Row(i), rule);
+        out.read(Place::Row(i), cell, &defaults);
     }
     let charge = small("charge");
     let charge = |key: &str| charge.as_ref().and_then(|c| c.get(key));
+    let (rules, terms) = out.finish()?;
     Ok(Deck {
-        rules: out.finish()?,
+        rules,
+        terms,
         currency: small("currency")
             .as_ref()
             .and_then(Value::as_str)

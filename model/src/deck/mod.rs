@@ -31,9 +31,56 @@ pub const MAX_NAME_LEN: usize = 256;
 #[derive(Debug, Clone, Default)]
 pub struct Deck {
     pub rules: Vec<(String, Rule)>,
+    /// Each rule's dates and change code, in the same order, when the deck has any of those
+    /// columns (`effective_date`, `end_date`, `change`); else empty.
+    pub terms: Vec<Terms>,
     pub currency: Option<String>,
     pub precision: Option<u32>,
     pub rounding: Option<String>,
+}
+
+/// How a row of a delta deck changes its prefix (the `change` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    New,
+    Increase,
+    Decrease,
+    Unchanged,
+    /// The prefix is removed (the row's other cells are not read).
+    Closed,
+}
+
+impl Change {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "new" => Self::New,
+            "increase" => Self::Increase,
+            "decrease" => Self::Decrease,
+            "unchanged" => Self::Unchanged,
+            "closed" => Self::Closed,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Increase => "increase",
+            Self::Decrease => "decrease",
+            Self::Unchanged => "unchanged",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// When a row applies and how it changes its prefix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Terms {
+    /// From when (unix seconds); `None`: from the revision's `live_at`.
+    pub effective: Option<i64>,
+    /// Until when: the row is gone from this time on.
+    pub end: Option<i64>,
+    pub change: Option<Change>,
 }
 
 /// Why a deck was rejected.
@@ -65,6 +112,9 @@ enum Column {
     RateInter,
     RateIntra,
     Status,
+    EffectiveDate,
+    EndDate,
+    Change,
 }
 
 impl Column {
@@ -89,6 +139,9 @@ impl Column {
             "rate_inter" => Self::RateInter,
             "rate_intra" => Self::RateIntra,
             "status" => Self::Status,
+            "effective_date" | "effective" => Self::EffectiveDate,
+            "end_date" => Self::EndDate,
+            "change" => Self::Change,
             _ => return None,
         })
     }
@@ -105,6 +158,9 @@ impl Column {
             Self::RateInter => "rate_inter",
             Self::RateIntra => "rate_intra",
             Self::Status => "status",
+            Self::EffectiveDate => "effective_date",
+            Self::EndDate => "end_date",
+            Self::Change => "change",
         }
     }
 }
@@ -144,6 +200,10 @@ fn build_rule<'a>(
             shared
         }
     };
+    if cell(Column::Change).and_then(Change::parse) == Some(Change::Closed) {
+        // A closed row removes its prefix: nothing else of it is read.
+        return Ok((prefix.to_owned(), Rule::new(name, Decimal::ZERO)));
+    }
     let rate = money(Column::Rate, cell(Column::Rate))?.ok_or("rate is empty")?;
     let connect_fee = money(Column::ConnectFee, cell(Column::ConnectFee))?
         .or(defaults.connect_fee)
@@ -176,6 +236,46 @@ fn build_rule<'a>(
         status,
     };
     Ok((prefix.to_owned(), rule))
+}
+
+/// The dates and change code of a row.
+fn build_terms<'a>(cell: impl Fn(Column) -> Option<&'a str>) -> Result<Terms, String> {
+    let date = |c: Column| -> Result<Option<i64>, String> {
+        cell(c)
+            .map(|s| {
+                crate::time::parse(s).ok_or_else(|| {
+                    format!(
+                        "{} '{s}' is not a date (YYYY-MM-DD, YYYY-MM-DD HH:MM:SS UTC or unix seconds)",
+                        c.as_str()
+                    )
+                })
+            })
+            .transpose()
+    };
+    let terms = Terms {
+        effective: date(Column::EffectiveDate)?,
+        end: date(Column::EndDate)?,
+        change: cell(Column::Change)
+            .map(|s| {
+                Change::parse(s).ok_or_else(|| {
+                    format!("change '{s}' is not new, increase, decrease, unchanged or closed")
+                })
+            })
+            .transpose()?,
+    };
+    if let (Some(from), Some(end)) = (terms.effective, terms.end) {
+        if end <= from {
+            return Err("end_date is not after effective_date".into());
+        }
+    }
+    Ok(terms)
+}
+
+/// Whether a deck with these columns has terms ([`Deck::terms`]).
+fn has_terms(columns: impl IntoIterator<Item = Column>) -> bool {
+    columns
+        .into_iter()
+        .any(|c| matches!(c, Column::EffectiveDate | Column::EndDate | Column::Change))
 }
 
 /// A rule name: printable, at most [`MAX_NAME_LEN`] bytes.
@@ -250,31 +350,53 @@ impl fmt::Display for Place {
 /// Collects rows, rejecting duplicates, stopping the report at [`MAX_PROBLEMS`].
 struct Collector {
     rules: Vec<(String, Rule)>,
+    /// `None` when the deck has no terms columns.
+    terms: Option<Vec<Terms>>,
     seen: HashMap<String, Place>,
     problems: Vec<String>,
     names: HashMap<String, Arc<str>>,
 }
 
 impl Collector {
-    fn new() -> Self {
+    fn new(with_terms: bool) -> Self {
         Self {
             rules: Vec::new(),
+            terms: with_terms.then(Vec::new),
             seen: HashMap::new(),
             problems: Vec::new(),
             names: HashMap::new(),
         }
     }
 
-    fn push(&mut self, place: Place, row: Result<(String, Rule), String>) {
+    /// Adds a row read by `cell` (its rule and, when the deck has them, its terms).
+    fn read<'a>(
+        &mut self,
+        place: Place,
+        cell: impl Fn(Column) -> Option<&'a str>,
+        defaults: &Defaults,
+    ) {
+        let rule = build_rule(&cell, defaults, &mut self.names);
+        let row = match (rule, self.terms.is_some()) {
+            (Ok(rule), true) => build_terms(&cell).map(|t| (rule, Some(t))),
+            (Ok(rule), false) => Ok((rule, None)),
+            (Err(e), _) => Err(e),
+        };
+        self.push(place, row);
+    }
+
+    fn push(&mut self, place: Place, row: Result<((String, Rule), Option<Terms>), String>) {
         match row {
             Err(why) => self.problem(format!("{place}: {why}")),
-            Ok((prefix, rule)) => {
+            Ok(((prefix, rule), terms)) => {
                 if let Some(first) = self.seen.get(&prefix) {
                     let msg = format!("{place}: duplicate prefix '{prefix}' (first at {first})");
                     self.problem(msg);
                 } else {
                     self.seen.insert(prefix.clone(), place);
                     self.rules.push((prefix, rule));
+                    if let (Some(all), Some(t)) = (&mut self.terms, terms) {
+                        all.push(t);
+                    }
                 }
             }
         }
@@ -286,9 +408,10 @@ impl Collector {
         }
     }
 
-    fn finish(self) -> Result<Vec<(String, Rule)>, DeckError> {
+    /// The rules and their terms (empty when the deck has none).
+    fn finish(self) -> Result<(Vec<(String, Rule)>, Vec<Terms>), DeckError> {
         if self.problems.is_empty() {
-            Ok(self.rules)
+            Ok((self.rules, self.terms.unwrap_or_default()))
         } else {
             Err(DeckError::Rows(self.problems))
         }
