@@ -80,12 +80,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Deck, DeckError> {
         };
         out.read(Place::Line(line), cell, &NO_DEFAULTS);
     }
-    let (rules, terms) = out.finish()?;
-    Ok(Deck {
-        rules,
-        terms,
-        ..Deck::default()
-    })
+    out.finish()
 }
 
 fn csv_reason(e: &csv::Error) -> String {

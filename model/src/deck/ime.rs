@@ -135,10 +135,7 @@ pub fn parse_ime(bytes: &[u8], card: Option<&str>) -> Result<Deck, DeckError> {
     }
     let charge = small("charge");
     let charge = |key: &str| charge.as_ref().and_then(|c| c.get(key));
-    let (rules, terms) = out.finish()?;
     Ok(Deck {
-        rules,
-        terms,
         currency: small("currency")
             .as_ref()
             .and_then(Value::as_str)
@@ -149,6 +146,7 @@ pub fn parse_ime(bytes: &[u8], card: Option<&str>) -> Result<Deck, DeckError> {
         rounding: charge("rounding")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        ..out.finish()?
     })
 }
 

@@ -408,10 +408,14 @@ impl Collector {
         }
     }
 
-    /// The rules and their terms (empty when the deck has none).
-    fn finish(self) -> Result<(Vec<(String, Rule)>, Vec<Terms>), DeckError> {
+    /// The deck of the rules and their terms (none when it has no terms columns).
+    fn finish(self) -> Result<Deck, DeckError> {
         if self.problems.is_empty() {
-            Ok((self.rules, self.terms.unwrap_or_default()))
+            Ok(Deck {
+                rules: self.rules,
+                terms: self.terms.unwrap_or_default(),
+                ..Deck::default()
+            })
         } else {
             Err(DeckError::Rows(self.problems))
         }
