@@ -3,13 +3,16 @@
 # Prints the seconds from upload to live (the import answers only once the revision is durable
 # and queryable), the node's peak RSS, and the restart time with the card loaded (SIGKILL, start,
 # until a query on the big card answers). FORMAT=ime sends the same deck as an IME document with
-# its checksum. EDGERATE=PATH runs another build of the binary (to compare two builds).
+# its checksum. DATES=N (CSV) gives the rows an effective_date column spread over N distinct
+# dates (the first now), so the import makes N revisions. EDGERATE=PATH runs another build of
+# the binary (to compare two builds).
 #
 #   scripts/bench-import.sh            # ROWS=1000000 FORMAT=csv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-1000000}
 FORMAT=${FORMAT:-csv}
+DATES=${DATES:-1}
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 EDGERATE=${EDGERATE:-target/release/edgerate}
 [ "$EDGERATE" = target/release/edgerate ] && cargo build --release -q -p edgerate-node
@@ -19,13 +22,21 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
 
-python3 - "$ROWS" "$FORMAT" >"$work/deck" <<'PY'
-import hashlib, json, sys
-rows, fmt = int(sys.argv[1]), sys.argv[2]
+python3 - "$ROWS" "$FORMAT" "$DATES" >"$work/deck" <<'PY'
+import hashlib, json, sys, time
+rows, fmt, dates = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+now = int(time.time())
 def row(i):
     return (str(10_000_000 + (i * 7919) % 89_999_999), f"Destination {i % 500}", f"0.{(i * 31) % 10000:04d}")
 out = sys.stdout
-if fmt == "csv":
+if fmt == "csv" and dates > 1:
+    out.write("prefix,name,rate,connect_fee,mcd,pulse,effective_date\n")
+    for i in range(rows):
+        prefix, name, rate = row(i)
+        k = i % dates
+        when = "" if k == 0 else str(now + 3600 + k * 86400)
+        out.write(f"{prefix},{name},{rate},0,60,60,{when}\n")
+elif fmt == "csv":
     out.write("prefix,name,rate,connect_fee,mcd,pulse\n")
     for i in range(rows):
         prefix, name, rate = row(i)
