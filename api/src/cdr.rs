@@ -5,7 +5,8 @@ use crate::router::{Ctx, Output};
 use crate::vars::Vars;
 use axum::body::Body;
 use bytes::Bytes;
-use edgerate_model::cdr::{parse_cdr, Cdr, CdrInput, Rating};
+use edgerate_model::card::CardKind;
+use edgerate_model::cdr::{parse_cdr, Cdr, CdrInput, Leg, Rating};
 use edgerate_model::deck::push_csv_field;
 use edgerate_model::pricing;
 use edgerate_replication::catalog::View;
@@ -50,6 +51,41 @@ fn rate(view: &View, account: &str, cdr: &CdrInput) -> Option<Rating> {
         billed_duration: charge.billed_duration,
         cost: charge.cost,
     })
+}
+
+/// Where a CDR's call went, when it names a `provider`: that provider card and the prefix of
+/// its rule that priced it (what route quality is kept by). A
+/// `provider` that is not a provider card of the account refuses the batch.
+fn leg(view: &View, account: &str, cdr: &CdrInput) -> Result<Option<Leg>, ApiError> {
+    let Some(reference) = cdr.provider.as_deref() else {
+        return Ok(None);
+    };
+    let card = view
+        .card(account, reference)
+        .filter(|c| c.meta.kind == CardKind::Provider)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "CDR '{}': provider '{reference}' is not a provider card of the account; nothing was stored",
+                cdr.callid
+            ))
+        })?;
+    // The revision live at the call's time; for a call older than the card's decks, the one
+    // live now.
+    let prefix = card
+        .live_at(cdr.dt)
+        .filter(|rev| !rev.index.read().is_empty())
+        .or_else(|| card.live_at(edgerate_model::time::now()))
+        .and_then(|rev| {
+            let index = rev.index.read();
+            index
+                .longest_match(&cdr.dest_number)
+                .map(|m| cdr.dest_number[..m.prefix_len].to_owned())
+        })
+        .unwrap_or_default();
+    Ok(Some(Leg {
+        card: card.meta.id.clone(),
+        prefix,
+    }))
 }
 
 /// The CDRs of a request: a JSON array or CSV body (or `file`), else one CDR as variables
@@ -199,9 +235,10 @@ pub fn add(ctx: &Ctx) -> Result<Output, ApiError> {
         .into_iter()
         .map(|input| {
             let rating = rate(&view, account, &input);
-            Cdr { input, rating }
+            let leg = leg(&view, account, &input)?;
+            Ok(Cdr { input, rating, leg })
         })
-        .collect();
+        .collect::<Result<_, ApiError>>()?;
     let done = ctx
         .state
         .log()
@@ -256,6 +293,12 @@ fn cdr_json(r: &Record) -> Value {
         "card".into(),
         c.card.clone().map_or(Value::Null, Value::from),
     );
+    if let Some(provider) = &c.provider {
+        out.insert("provider".into(), provider.clone().into());
+    }
+    if let Some(leg) = &r.cdr.leg {
+        out.insert("provider_prefix".into(), leg.prefix.clone().into());
+    }
     if let Some(rating) = &r.cdr.rating {
         out.insert("dest_code".into(), rating.dest_code.clone().into());
         out.insert("dest_name".into(), rating.dest_name.clone().into());

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod pool;
 pub mod ratecard;
 pub mod router;
+pub mod routing;
 pub mod server;
 pub mod service;
 pub mod state;

@@ -7,7 +7,7 @@ use crate::format::{self, Format};
 use crate::service::{Access, Service};
 use crate::state::AppState;
 use crate::vars::Vars;
-use crate::{admin, cdr, cluster, lookup, ratecard, system, telephony};
+use crate::{admin, cdr, cluster, lookup, ratecard, routing, system, telephony};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -338,6 +338,7 @@ fn run(service: Service, ctx: &Ctx) -> Result<Output, ApiError> {
         RatecardActivate => ratecard::activate(ctx),
         RatecardDiff => ratecard::diff(ctx),
         RatecardBuild => ratecard::build(ctx),
+        RoutingLcr => routing::lcr(ctx),
         AdminAccountCreate => admin::account_create(ctx),
         AdminAccountList => admin::account_list(ctx),
         AdminAccountUpdate => admin::account_update(ctx),

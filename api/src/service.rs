@@ -152,6 +152,18 @@ services! {
         ("from", true, "revision number"),
         ("to", true, "revision number"),
     ];
+    RoutingLcr = "routing/lcr", Account, false, "Least-cost routes for a call over the account's provider cards, each priced as its card bills it, with the sell price and margin when `card` is given.", [
+        ("number", true, "one or more E.164 numbers (at most 100)"),
+        ("card", false, "customer card: the sell price, each route's margin"),
+        ("providers", false, "provider cards, ids or names; default every provider card of the account"),
+        ("duration", false, "call length in seconds a route's cost is for, default 60"),
+        ("cli", false, "calling number (US inter/intra selection)"),
+        ("at", false, "unix time or 'YYYY-MM-DD HH:MM:SS' UTC; default now"),
+        ("order", false, "cost (default), quality (ASR, then cost) or margin"),
+        ("limit", false, "routes per number, 1-100, default 10"),
+        ("assure", false, "leave out routes costing more than the sell price: default true with `card`"),
+        ("min_asr", false, "leave out routes whose ASR (percent, from CDRs with `provider`) is below this"),
+    ];
     AdminAccountCreate = "admin/account/create", Operator, true, "Create an account; its key is shown once.", [
         ("name", true, "account name"),
         ("rps", false, "requests per second, default 100"),
@@ -203,6 +215,7 @@ services! {
         ("sip_code", true, "final SIP response code"),
         ("sip_reason", false, "default: the code's standard phrase"),
         ("card", false, "card id or name to rate the call on"),
+        ("provider", false, "the provider card (kind=provider) the call was sent to: route quality for routing/lcr"),
         ("file", false, "a CSV (header row of these names) or JSON array of CDRs; else the body"),
     ];
     CdrList = "cdr/list", Account, true, "A page of CDRs in a time range (at most 93 days).", [

@@ -183,8 +183,10 @@ fn call_records(numbers: &[String], outcomes: &[Outcome], cli: Option<&str>) -> 
                 sip_code: o.code,
                 sip_reason: o.reason().to_owned(),
                 card: None,
+                provider: None,
             },
             rating: None,
+            leg: None,
         })
         .collect()
 }

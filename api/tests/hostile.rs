@@ -19,9 +19,9 @@ async fn an_unknown_variable_is_a_400_naming_it() {
         .await;
     assert_eq!(error_of(&r), (400, "unknown variable 'liveat'".into()));
     let r = api
-        .post("/api/ratecard/import.json", "card=c&mode=delta&file=x")
+        .post("/api/ratecard/import.json", "card=c&modus=delta&file=x")
         .await;
-    assert_eq!(error_of(&r), (400, "unknown variable 'mode'".into()));
+    assert_eq!(error_of(&r), (400, "unknown variable 'modus'".into()));
     // JSON bodies are variables too; api_key is taken everywhere.
     let r = api
         .request(

@@ -29,6 +29,17 @@ pub struct CdrInput {
     pub sip_reason: String,
     /// The card to rate it on (id or name), when given.
     pub card: Option<String>,
+    /// The provider card the call was sent to (id or name), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+/// Where a CDR's call went: the provider card (its id) and the prefix of its rule that priced
+/// the call (empty when none did), which route quality is kept by.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Leg {
+    pub card: String,
+    pub prefix: String,
 }
 
 /// The rating of a CDR on its card.
@@ -46,6 +57,8 @@ pub struct Rating {
 pub struct Cdr {
     pub input: CdrInput,
     pub rating: Option<Rating>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leg: Option<Leg>,
 }
 
 fn text(field: &str, value: Option<&str>, required: bool) -> Result<Option<String>, String> {
@@ -104,6 +117,7 @@ pub fn parse_cdr<'a>(get: impl Fn(&str) -> Option<&'a str>, now: i64) -> Result<
     let sip_reason = text("sip_reason", get("sip_reason"), false)?
         .unwrap_or_else(|| reason_phrase(sip_code).to_owned());
     let card = text("card", get("card"), false)?;
+    let provider = text("provider", get("provider"), false)?;
     let cdr = CdrInput {
         callid,
         dt,
@@ -113,9 +127,25 @@ pub fn parse_cdr<'a>(get: impl Fn(&str) -> Option<&'a str>, now: i64) -> Result<
         sip_code,
         sip_reason,
         card,
+        provider,
     };
     cdr.validate(now)?;
     Ok(cdr)
+}
+
+impl Leg {
+    /// The bounds of a leg this node would have made: a card id and a prefix of digits.
+    pub fn validate(&self) -> Result<(), String> {
+        let id = !self.card.is_empty()
+            && self.card.len() <= MAX_TEXT
+            && !self.card.chars().any(char::is_control);
+        let prefix = self.prefix.is_empty() || crate::number::is_prefix(&self.prefix);
+        if id && prefix {
+            Ok(())
+        } else {
+            Err("leg: bad provider card or prefix".into())
+        }
+    }
 }
 
 impl Rating {
@@ -156,6 +186,7 @@ impl CdrInput {
         printable("callid", &self.callid, true)?;
         printable("sip_reason", &self.sip_reason, false)?;
         printable("card", self.card.as_deref().unwrap_or(""), false)?;
+        printable("provider", self.provider.as_deref().unwrap_or(""), false)?;
         let digits = |field: &str, v: &str, required: bool| {
             let ok = (v.is_empty() && !required)
                 || (v.len() <= crate::number::MAX_DIGITS && crate::number::is_prefix(v));

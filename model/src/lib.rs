@@ -15,6 +15,8 @@ pub mod notice;
 pub mod number;
 pub mod plan;
 pub mod pricing;
+pub mod quality;
+pub mod routing;
 pub mod rule;
 pub mod schedule;
 pub mod time;

@@ -31,6 +31,29 @@ pub struct Config {
     pub asrplus: AsrPlusSection,
     #[serde(default)]
     pub cdr: CdrSection,
+    #[serde(default)]
+    pub routing: RoutingSection,
+}
+
+/// `[routing]`: route quality for `routing/lcr`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSection {
+    /// Days of CDRs route quality (ASR, ACD) is kept over; default 7, at most 90.
+    #[serde(default = "default_quality_days")]
+    pub quality_days: u32,
+}
+
+impl Default for RoutingSection {
+    fn default() -> Self {
+        Self {
+            quality_days: default_quality_days(),
+        }
+    }
+}
+
+fn default_quality_days() -> u32 {
+    edgerate_model::quality::DEFAULT_DAYS
 }
 
 /// `[asrplus]`: which final SIP codes mark a number as not existing.
@@ -132,6 +155,9 @@ impl Config {
             .find(|c| !(300..=699).contains(*c))
         {
             bail!("[asrplus] bad_codes: {code} is not a SIP failure code (300-699)");
+        }
+        if !(1..=90).contains(&self.routing.quality_days) {
+            bail!("[routing] quality_days must be 1-90");
         }
         if self.cdr.retention_days == 0 {
             bail!("[cdr] retention_days must be at least 1");

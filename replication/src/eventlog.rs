@@ -13,7 +13,8 @@
 //! as integers of 10⁻¹⁰ for exact sums.
 
 use edgerate_model::asrplus::AsrPlus;
-use edgerate_model::cdr::{Cdr, CdrInput, Rating};
+use edgerate_model::cdr::{Cdr, CdrInput, Leg, Rating};
+use edgerate_model::quality::RouteQuality;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 use rust_decimal::Decimal;
@@ -23,7 +24,7 @@ use std::str::FromStr;
 use thiserror::Error;
 
 /// 2: per-account, per-day record counts (`daily_counts`), kept by triggers.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const DAY: i64 = 86_400;
 /// Costs are also stored as two integers for exact sums that cannot overflow: whole units, and
 /// the fraction in units of 10⁻¹⁰ (the finest card precision).
@@ -151,6 +152,8 @@ pub struct EventLog {
     conn: Mutex<Connection>,
     origin: String,
     asrplus: RwLock<AsrPlus>,
+    /// Route quality per provider card and destination, over `[routing] quality_days`.
+    quality: RwLock<RouteQuality>,
     /// The highest sequence held per origin, kept in step with the table.
     vv: Mutex<HashMap<String, u64>>,
     /// Told when records were appended here (replication tells peers to pull).
@@ -182,6 +185,7 @@ impl EventLog {
                duration TEXT NOT NULL, duration_ms INTEGER NOT NULL, sip_code INTEGER NOT NULL,
                sip_reason TEXT NOT NULL, card TEXT, dest_code TEXT, dest_name TEXT, rate TEXT,
                billed_duration INTEGER, cost TEXT, cost_units INTEGER, cost_fraction INTEGER,
+               provider TEXT, leg_card TEXT, leg_prefix TEXT,
                PRIMARY KEY (origin, seq)) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS events_callid ON events(account, callid);
              CREATE INDEX IF NOT EXISTS events_dt ON events(account, dt);
@@ -214,15 +218,27 @@ impl EventLog {
                 )?;
             }
             Some(v) if v > SCHEMA_VERSION => return Err(LogError::Version(v)),
-            Some(1) => {
-                conn.execute_batch(
-                    "DELETE FROM daily_counts;
-                     INSERT INTO daily_counts (account, day, n)
-                       SELECT account, dt / 86400, COUNT(*) FROM events GROUP BY account, dt / 86400;
-                     UPDATE meta SET value = 2 WHERE key = 'schema';",
+            Some(v) => {
+                if v < 2 {
+                    conn.execute_batch(
+                        "DELETE FROM daily_counts;
+                         INSERT INTO daily_counts (account, day, n)
+                           SELECT account, dt / 86400, COUNT(*) FROM events GROUP BY account, dt / 86400;",
+                    )?;
+                }
+                if v < 3 {
+                    // Where the call went (the provider card and its destination prefix).
+                    conn.execute_batch(
+                        "ALTER TABLE events ADD COLUMN provider TEXT;
+                         ALTER TABLE events ADD COLUMN leg_card TEXT;
+                         ALTER TABLE events ADD COLUMN leg_prefix TEXT;",
+                    )?;
+                }
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema'",
+                    [SCHEMA_VERSION],
                 )?;
             }
-            Some(_) => {}
         }
         let mut asrplus = AsrPlus::new(bad_codes.iter().copied());
         {
@@ -240,10 +256,12 @@ impl EventLog {
                 asrplus.observe(&number, dt, code);
             }
         }
+        let quality = read_quality(&conn, edgerate_model::quality::DEFAULT_DAYS, now)?;
         Ok(Self {
             conn: Mutex::new(conn),
             origin: origin.to_owned(),
             asrplus: RwLock::new(asrplus),
+            quality: RwLock::new(quality),
             on_append: arc_swap::ArcSwapOption::empty(),
             vv: Mutex::new(HashMap::new()),
             disk_full: std::sync::atomic::AtomicBool::new(false),
@@ -253,6 +271,19 @@ impl EventLog {
             *log.vv.lock() = vv;
             Ok(log)
         })
+    }
+
+    /// Keeps route quality over `days` days (`[routing] quality_days`) instead of the default.
+    pub fn set_quality_days(&self, days: u32) -> Result<(), LogError> {
+        let now = edgerate_model::time::now();
+        let quality = read_quality(&self.conn.lock(), days, now)?;
+        *self.quality.write() = quality;
+        Ok(())
+    }
+
+    /// Route quality per provider card and destination (see [`RouteQuality`]).
+    pub fn route_quality(&self) -> RwLockReadGuard<'_, RouteQuality> {
+        self.quality.read()
     }
 
     /// Sets the hook told of every durable local append.
@@ -327,6 +358,12 @@ impl EventLog {
             asrplus.observe(&cdr.input.dest_number, cdr.input.dt, cdr.input.sip_code);
         }
         drop(asrplus);
+        let now = edgerate_model::time::now();
+        let mut quality = self.quality.write();
+        for cdr in &added {
+            observe_leg(&mut quality, cdr, now);
+        }
+        drop(quality);
         if let (false, Some(hook)) = (added.is_empty(), &*self.on_append.load()) {
             hook();
         }
@@ -392,6 +429,11 @@ impl EventLog {
         let mut asrplus = self.asrplus.write();
         for r in &applied {
             observe(&mut asrplus, &r.cdr.input, now);
+        }
+        drop(asrplus);
+        let mut quality = self.quality.write();
+        for r in &applied {
+            observe_leg(&mut quality, &r.cdr, now);
         }
         Ok(applied.len())
     }
@@ -576,6 +618,7 @@ impl EventLog {
     /// its window at `now`; returns how many records.
     pub fn prune(&self, before: i64, now: i64) -> Result<usize, LogError> {
         self.asrplus.write().prune(now);
+        self.quality.write().prune(now);
         let conn = self.conn.lock();
         Ok(conn.execute("DELETE FROM events WHERE dt < ?1", [before])?)
     }
@@ -593,11 +636,12 @@ impl EventLog {
 
 const COLUMNS: &str =
     "origin, seq, account, callid, dt, source_cli, dest_number, duration, sip_code, sip_reason, \
-                       card, dest_code, dest_name, rate, billed_duration, cost";
+                       card, dest_code, dest_name, rate, billed_duration, cost, provider, leg_card, leg_prefix";
 
 const INSERT: &str = "INSERT INTO events (origin, seq, kind, account, callid, dt, source_cli, dest_number, duration, \
-    duration_ms, sip_code, sip_reason, card, dest_code, dest_name, rate, billed_duration, cost, cost_units, cost_fraction) \
-    VALUES (?1, ?2, 'cdr', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+    duration_ms, sip_code, sip_reason, card, dest_code, dest_name, rate, billed_duration, cost, cost_units, cost_fraction, \
+    provider, leg_card, leg_prefix) \
+    VALUES (?1, ?2, 'cdr', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
 
 /// Peer records refused for being out of bounds.
 pub const REFUSED_RECORDS: &str = "edgerate_peer_records_refused_total";
@@ -628,11 +672,46 @@ impl Record {
             return Err("bad account".into());
         }
         self.cdr.input.validate(now)?;
+        if let Some(leg) = &self.cdr.leg {
+            leg.validate()?;
+        }
         match &self.cdr.rating {
             Some(rating) => rating.validate(),
             None => Ok(()),
         }
     }
+}
+
+/// Counts a CDR's call towards its provider's route quality.
+fn observe_leg(quality: &mut RouteQuality, cdr: &Cdr, now: i64) {
+    if let Some(leg) = &cdr.leg {
+        let c = &cdr.input;
+        quality.observe(&leg.card, &leg.prefix, c.dt, c.sip_code, c.duration, now);
+    }
+}
+
+/// Route quality over `days` days at `now`, from the records in the window.
+fn read_quality(conn: &Connection, days: u32, now: i64) -> Result<RouteQuality, LogError> {
+    let mut quality = RouteQuality::new(days);
+    let since = (now.div_euclid(86_400) - i64::from(days) + 1) * 86_400;
+    let mut stmt = conn.prepare(
+        "SELECT leg_card, leg_prefix, dt, sip_code, duration FROM events
+         WHERE dt >= ?1 AND leg_card IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([since], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            r.get::<_, i64>(2)?,
+            r.get::<_, u16>(3)?,
+            r.get::<_, String>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (card, prefix, dt, code, duration) = row?;
+        quality.observe(&card, &prefix, dt, code, decimal(duration), now);
+    }
+    Ok(quality)
 }
 
 /// Takes a peer's CDR into ASR Plus when it is inside the window at `now` (a node catching up
@@ -690,6 +769,9 @@ fn insert_record(
         r.map(|r| r.cost.normalize().to_string()),
         cost_units,
         cost_fraction,
+        c.provider,
+        cdr.leg.as_ref().map(|l| l.card.clone()),
+        cdr.leg.as_ref().map(|l| l.prefix.clone()),
     ])?)
 }
 
@@ -727,8 +809,18 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
                 sip_code: row.get(8)?,
                 sip_reason: row.get(9)?,
                 card: row.get(10)?,
+                provider: row.get(16)?,
             },
             rating,
+            leg: row
+                .get::<_, Option<String>>(17)?
+                .map(|card| -> rusqlite::Result<Leg> {
+                    Ok(Leg {
+                        card,
+                        prefix: row.get::<_, Option<String>>(18)?.unwrap_or_default(),
+                    })
+                })
+                .transpose()?,
         },
     })
 }
@@ -749,8 +841,10 @@ mod tests {
                 sip_code: code,
                 sip_reason: String::new(),
                 card: None,
+                provider: None,
             },
             rating: None,
+            leg: None,
         }
     }
 
@@ -764,6 +858,42 @@ mod tests {
             sip_code: None,
             card: None,
         }
+    }
+
+    #[test]
+    fn route_quality_follows_appends_peers_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = edgerate_model::time::now();
+        let leg = |mut c: Cdr| {
+            c.leg = Some(Leg {
+                card: "prov".into(),
+                prefix: "44".into(),
+            });
+            c
+        };
+        let a = EventLog::open(&dir.path().join("a"), "a", &[404], now).unwrap();
+        a.append(
+            "acc",
+            &[
+                leg(cdr("1", "441", now - 60, 200)),
+                leg(cdr("2", "442", now - 30, 486)),
+            ],
+        )
+        .unwrap();
+        let q = a.route_quality().of("prov", "44", now);
+        assert_eq!(
+            (q.asr, q.acd),
+            (Some(Decimal::from(50)), Some(Decimal::new(615, 1)))
+        );
+        // A peer that pulls the records keeps the same figures; so does a reopened log.
+        let b = EventLog::open(&dir.path().join("b"), "b", &[404], now).unwrap();
+        b.apply(&a.since("a", 0, 100).unwrap()).unwrap();
+        assert_eq!(b.route_quality().of("prov", "44", now), q);
+        drop(a);
+        let a = EventLog::open(&dir.path().join("a"), "a", &[404], now).unwrap();
+        assert_eq!(a.route_quality().of("prov", "44", now), q);
+        a.set_quality_days(1).unwrap();
+        assert_eq!(a.route_quality().of("prov", "44", now), q);
     }
 
     #[test]

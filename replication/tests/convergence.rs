@@ -273,8 +273,10 @@ fn check(ops: Vec<Op>) {
                         sip_code: code,
                         sip_reason: String::new(),
                         card: None,
+                        provider: None,
                     },
                     rating: None,
+                    leg: None,
                 };
                 nodes[node].replica.log.append("acc", &[cdr]).unwrap();
             }
