@@ -338,6 +338,7 @@ fn run(service: Service, ctx: &Ctx) -> Result<Output, ApiError> {
         RatecardActivate => ratecard::activate(ctx),
         RatecardDiff => ratecard::diff(ctx),
         RatecardBuild => ratecard::build(ctx),
+        RatecardSimulate => ratecard::simulate(ctx),
         RoutingLcr => routing::lcr(ctx),
         AdminAccountCreate => admin::account_create(ctx),
         AdminAccountList => admin::account_list(ctx),

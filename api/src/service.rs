@@ -152,6 +152,18 @@ services! {
         ("from", true, "revision number"),
         ("to", true, "revision number"),
     ];
+    RatecardSimulate = "ratecard/simulate", Account, true, "What a price change would have earned over the calls rated on a card: a revision, or a rebuild by the card's recipe; per destination and in total. Nothing is written.", [
+        ("card", true, "card id or name"),
+        ("from", true, "start of the calls' range: unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
+        ("to", true, "end of the range (at most 93 days after 'from')"),
+        ("revision", false, "a revision of the card (draft or scheduled) to price the calls on; without it, a rebuild by the card's recipe"),
+        ("mix", false, "for a rebuild: in place of the recipe's mix"),
+        ("profit_percent", false, "for a rebuild: in place of the recipe's profit"),
+        ("profit_absolute", false, "for a rebuild: in place of the recipe's profit"),
+        ("min_margin", false, "for a rebuild: in place of the recipe's profit"),
+        ("profit", false, "for a rebuild: a JSON profit list in place of the recipe's"),
+        ("providers", false, "provider cards: each call's cost under its cheapest route, and the margin"),
+    ];
     RoutingLcr = "routing/lcr", Account, false, "Least-cost routes for a call over the account's provider cards, each priced as its card bills it, with the sell price and margin when `card` is given.", [
         ("number", true, "one or more E.164 numbers (at most 100)"),
         ("card", false, "customer card: the sell price, each route's margin"),

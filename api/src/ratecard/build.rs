@@ -210,6 +210,40 @@ fn providers_of<'v>(
         .collect()
 }
 
+/// The rules `card`'s kept recipe would build now, with `mix` and the profit variables (as
+/// `ratecard/build` takes them) in place of the kept ones when given: what
+/// `ratecard/simulate` prices a rebuild with, never applied.
+pub(super) fn simulated(
+    vars: &Vars,
+    view: &View,
+    card: &CardView,
+    now: i64,
+) -> Result<(Recipe, Vec<(String, Rule)>), ApiError> {
+    let mut recipe = card.meta.recipe.clone().ok_or_else(|| {
+        ApiError::invalid(
+            "revision",
+            "is required: the card has no recipe to simulate a rebuild with",
+        )
+    })?;
+    if let Some(m) = vars.get("mix") {
+        recipe.mix = Mix::parse(m).ok_or_else(|| {
+            ApiError::invalid("mix", format!("'{m}' is not min, max, avg or first"))
+        })?;
+    }
+    let profit_given = ["profit", "profit_percent", "profit_absolute", "min_margin"]
+        .into_iter()
+        .any(|n| vars.has(n));
+    if profit_given {
+        recipe.profit = read_profit(vars)?;
+    }
+    let sources = providers_of(view, card, &recipe, now)?;
+    let built = with_providers(&sources, |providers| {
+        build::build(providers, &recipe, &card.meta.billing())
+    })
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok((recipe, built.rules))
+}
+
 /// The recipe a build's variables give, or `None` when they give none (a rebuild). The
 /// variables of a recipe other than `from` need `from`.
 fn read_recipe(

@@ -6,12 +6,14 @@ mod cards;
 mod decks;
 mod query;
 mod rules;
+mod simulate;
 
 pub use build::build;
 pub use cards::{create, delete, get, list, update};
 pub use decks::{activate, diff, export, import, revisions};
 pub use query::{jurisdiction, query};
 pub use rules::{rule_delete, rule_set, rules};
+pub use simulate::simulate;
 
 use crate::error::ApiError;
 use crate::router::Ctx;

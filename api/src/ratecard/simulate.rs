@@ -1,0 +1,223 @@
+//! `ratecard/simulate`: what a price change would have earned over the calls already rated on
+//! a card — a draft or scheduled revision, or a rebuild by the card's recipe — per destination
+//! and in total, with the cost and margin under the cheapest route when `providers` are named.
+//! Nothing is written.
+
+use super::{build, find_card, money};
+use crate::error::ApiError;
+use crate::ratecard::jurisdiction;
+use crate::router::{Ctx, Output};
+use edgerate_model::card::CardKind;
+use edgerate_model::index::PrefixIndex;
+use edgerate_model::pricing::{self, Jurisdiction};
+use edgerate_model::routing::{self, Call, Order, Provider, Quality};
+use edgerate_replication::eventlog::{Filter, Position};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// The longest range simulated, seconds (as `cdr/list`).
+const MAX_RANGE: i64 = 93 * 86_400;
+/// CDRs read from the log at a time.
+const PAGE: usize = 10_000;
+
+/// Sums over the calls to one destination.
+#[derive(Default)]
+struct Sums {
+    calls: u64,
+    seconds: Decimal,
+    now: Decimal,
+    new: Decimal,
+    /// Calls the new prices have no rule for (or block): they earn nothing new.
+    unpriced: u64,
+    cost: Decimal,
+    /// Calls no provider route was found for.
+    unrouted: u64,
+}
+
+impl Sums {
+    fn add(&mut self, other: &Sums) {
+        self.calls += other.calls;
+        self.seconds += other.seconds;
+        self.now += other.now;
+        self.new += other.new;
+        self.unpriced += other.unpriced;
+        self.cost += other.cost;
+        self.unrouted += other.unrouted;
+    }
+
+    fn json(&self, routed: bool) -> Value {
+        let mut out = json!({
+            "calls": self.calls,
+            "minutes": money((self.seconds / Decimal::from(60)).round_dp(2)),
+            "revenue_now": money(self.now),
+            "revenue_new": money(self.new),
+            "delta": money(self.new - self.now),
+            "unpriced": self.unpriced,
+        });
+        if routed {
+            out["cost"] = money(self.cost);
+            out["margin"] = money(self.new - self.cost);
+            out["unrouted"] = self.unrouted.into();
+        }
+        out
+    }
+}
+
+pub fn simulate(ctx: &Ctx) -> Result<Output, ApiError> {
+    let catalog = ctx.state.catalog();
+    let view = catalog.view();
+    let card = find_card(&view, ctx)?;
+    let required = |name: &str| ctx.vars.time(name)?.ok_or_else(|| ApiError::missing(name));
+    let (from, to) = (required("from")?, required("to")?);
+    if to < from {
+        return Err(ApiError::invalid("to", "is before 'from'"));
+    }
+    if to - from > MAX_RANGE {
+        return Err(ApiError::invalid("to", "the range is over 93 days"));
+    }
+    // The prices tried: a revision of the card, or a rebuild by its recipe.
+    let tried: Value;
+    let guard;
+    let built: PrefixIndex;
+    let index: &PrefixIndex = match ctx.vars.parse_opt::<u32>("revision", "a revision number")? {
+        Some(rev) => {
+            let rev = card
+                .revisions
+                .get(&rev)
+                .ok_or_else(|| ApiError::not_found(format!("revision {rev} not found")))?;
+            tried = json!({ "revision": rev.meta.rev });
+            guard = rev.index.read();
+            &guard
+        }
+        None => {
+            let (recipe, rules) = build::simulated(&ctx.vars, &view, &card, ctx.now)?;
+            tried = json!({ "recipe": build::recipe_json(&view, &recipe) });
+            built = rules.into_iter().collect();
+            &built
+        }
+    };
+    let routes = ctx.vars.list("providers");
+    let mut provider_cards = Vec::new();
+    for reference in &routes {
+        let p = view
+            .card(&ctx.account().id, reference)
+            .filter(|c| c.meta.kind == CardKind::Provider)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "providers",
+                    format!("'{reference}' is not a provider card of the account"),
+                )
+            })?;
+        if let Some(rev) = p.live_at(ctx.now) {
+            provider_cards.push((p.clone(), rev.clone()));
+        }
+    }
+    let guards: Vec<_> = provider_cards.iter().map(|(_, r)| r.index.read()).collect();
+    let providers: Vec<Provider> = provider_cards
+        .iter()
+        .zip(&guards)
+        .map(|((p, _), index)| Provider {
+            index,
+            pricing: p.meta.pricing(),
+        })
+        .collect();
+    let pricing_of = card.meta.pricing();
+    let filter = Filter {
+        account: ctx.account().id.clone(),
+        from,
+        to,
+        number: None,
+        cli: None,
+        sip_code: None,
+        card: None,
+    };
+    let mut by_prefix: BTreeMap<String, Sums> = BTreeMap::new();
+    let mut after: Option<Position> = None;
+    loop {
+        let page = ctx
+            .state
+            .log()
+            .page_after(&filter, after.as_ref(), PAGE)
+            .map_err(|e| crate::error::from_log("ratecard/simulate", e))?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.position());
+        for r in &page {
+            let c = &r.cdr.input;
+            let ours = c
+                .card
+                .as_deref()
+                .is_some_and(|x| x == card.meta.id || x == card.meta.name);
+            let Some(rating) = r.cdr.rating.as_ref().filter(|_| ours) else {
+                continue;
+            };
+            let cli = Some(c.source_cli.as_str()).filter(|s| !s.is_empty());
+            let jurisdiction = jurisdiction(&view, &c.dest_number, cli);
+            let new = pricing::price(
+                index,
+                &c.dest_number,
+                || jurisdiction,
+                Some(c.duration),
+                &pricing_of,
+            )
+            .and_then(|p| p.charge)
+            .map(|charge| charge.cost);
+            let sums = by_prefix.entry(rating.dest_code.clone()).or_default();
+            sums.calls += 1;
+            sums.seconds += c.duration;
+            sums.now += rating.cost;
+            match new {
+                Some(cost) => sums.new += cost,
+                None => sums.unpriced += 1,
+            }
+            if !providers.is_empty() {
+                let call = Call {
+                    number: &c.dest_number,
+                    duration: c.duration,
+                    jurisdiction: if cli.is_some() {
+                        jurisdiction
+                    } else {
+                        Jurisdiction::Unknown
+                    },
+                    sell: None,
+                    assure: false,
+                    min_asr: None,
+                    order: Order::Cost,
+                    limit: 1,
+                };
+                match routing::routes(&providers, &call, |_, _| Quality::default())
+                    .0
+                    .first()
+                {
+                    Some(route) => sums.cost += route.cost,
+                    None => sums.unrouted += 1,
+                }
+            }
+        }
+        if page.len() < PAGE {
+            break;
+        }
+    }
+    let routed = !providers.is_empty();
+    let mut totals = Sums::default();
+    let destinations: Vec<Value> = by_prefix
+        .iter()
+        .map(|(prefix, sums)| {
+            totals.add(sums);
+            let mut out = sums.json(routed);
+            out["prefix"] = prefix.clone().into();
+            out
+        })
+        .collect();
+    let mut out = json!({
+        "card": card.meta.id,
+        "from": from,
+        "to": to,
+        "destinations": destinations,
+        "totals": totals.json(routed),
+    });
+    for (k, v) in tried.as_object().into_iter().flatten() {
+        out[k] = v.clone();
+    }
+    Ok(Output::Value(out))
+}
