@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CDR benchmark on a release node: ingest of TOTAL CDRs in CSV batches of BATCH (rated on the
-# demo card; call times spread over the 23 hours after the node started: a CDR more than a day ahead is refused), then `cdr/list` by number and by time over them, and ASR Plus memory.
+# demo card; call times spread over the 23 hours after the node started: a CDR more than a day ahead is refused), then `cdr/list` by number and by time over them, ASR Plus memory, and
+# `ratecard/simulate` of a draft revision of the demo card over all of them.
 #
 #   scripts/bench-cdr.sh                 # TOTAL=1000000 BATCH=1000
 set -euo pipefail
@@ -59,3 +60,8 @@ curl -sf "${auth[@]}" "$url/api/cdr/list.json?from=$from&to=$to&number=$number&l
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$node_pid/status")
 echo "RSS: $((rss0 / 1024)) MiB before, $((rss1 / 1024)) MiB after ingest, peak $((hwm / 1024)) MiB; data dir $(du -sh "$work/data" | cut -f1)"
 curl -sf "$url/metrics" | grep -E '^edgerate_(asrplus_numbers|eventlog_records)'
+draft=$(curl -sf "${auth[@]}" -H 'content-type: text/csv' --data-binary $'prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.01,0,60,60\n447,UK Mobile,0.02,0,30,6\n' \
+  "$url/api/ratecard/import.json?card=demo&live_at=draft" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rev"])')
+sim_s=$(curl -sf "${auth[@]}" -o "$work/sim.json" -w '%{time_total}' "$url/api/ratecard/simulate.json?card=demo&revision=$draft&from=$from&to=$to")
+python3 -c 'import json,sys; print("simulate totals:", json.load(open(sys.argv[1]))["totals"])' "$work/sim.json"
+echo "ratecard/simulate over $TOTAL CDRs: ${sim_s}s (target <= 2 s)"
