@@ -9,17 +9,14 @@ use crate::ratecard::jurisdiction;
 use crate::router::{Ctx, Output};
 use edgerate_model::card::CardKind;
 use edgerate_model::index::PrefixIndex;
-use edgerate_model::pricing::{self, Jurisdiction};
+use edgerate_model::pricing;
 use edgerate_model::routing::{self, Call, Order, Provider, Quality};
-use edgerate_replication::eventlog::{Filter, Position};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 /// The longest range simulated, seconds (as `cdr/list`).
 const MAX_RANGE: i64 = 93 * 86_400;
-/// CDRs read from the log at a time.
-const PAGE: usize = 10_000;
 
 /// Sums over the calls to one destination.
 #[derive(Default)]
@@ -123,81 +120,53 @@ pub fn simulate(ctx: &Ctx) -> Result<Output, ApiError> {
         })
         .collect();
     let pricing_of = card.meta.pricing();
-    let filter = Filter {
-        account: ctx.account().id.clone(),
-        from,
-        to,
-        number: None,
-        cli: None,
-        sip_code: None,
-        card: None,
-    };
     let mut by_prefix: BTreeMap<String, Sums> = BTreeMap::new();
-    let mut after: Option<Position> = None;
-    loop {
-        let page = ctx
-            .state
-            .log()
-            .page_after(&filter, after.as_ref(), PAGE)
-            .map_err(|e| crate::error::from_log("ratecard/simulate", e))?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.position());
-        for r in &page {
-            let c = &r.cdr.input;
-            let ours = c
-                .card
-                .as_deref()
-                .is_some_and(|x| x == card.meta.id || x == card.meta.name);
-            let Some(rating) = r.cdr.rating.as_ref().filter(|_| ours) else {
-                continue;
+    let cards = [card.meta.id.as_str(), card.meta.name.as_str()];
+    let log = ctx.state.log();
+    log.rated_calls(&ctx.account().id, from, to, &cards, |c| {
+        let cli = Some(c.source_cli).filter(|s| !s.is_empty());
+        let jurisdiction = || jurisdiction(&view, c.dest_number, cli);
+        let new = pricing::price(
+            index,
+            c.dest_number,
+            jurisdiction,
+            Some(c.duration),
+            &pricing_of,
+        )
+        .and_then(|p| p.charge)
+        .map(|charge| charge.cost);
+        let sums = match by_prefix.get_mut(c.dest_code) {
+            Some(sums) => sums,
+            None => by_prefix.entry(c.dest_code.to_owned()).or_default(),
+        };
+        sums.calls += 1;
+        sums.seconds += c.duration;
+        sums.now += c.cost;
+        match new {
+            Some(cost) => sums.new += cost,
+            None => sums.unpriced += 1,
+        }
+        if !providers.is_empty() {
+            let call = Call {
+                number: c.dest_number,
+                duration: c.duration,
+                jurisdiction: jurisdiction(),
+                sell: None,
+                assure: false,
+                min_asr: None,
+                order: Order::Cost,
+                limit: 1,
             };
-            let cli = Some(c.source_cli.as_str()).filter(|s| !s.is_empty());
-            let jurisdiction = jurisdiction(&view, &c.dest_number, cli);
-            let new = pricing::price(
-                index,
-                &c.dest_number,
-                || jurisdiction,
-                Some(c.duration),
-                &pricing_of,
-            )
-            .and_then(|p| p.charge)
-            .map(|charge| charge.cost);
-            let sums = by_prefix.entry(rating.dest_code.clone()).or_default();
-            sums.calls += 1;
-            sums.seconds += c.duration;
-            sums.now += rating.cost;
-            match new {
-                Some(cost) => sums.new += cost,
-                None => sums.unpriced += 1,
-            }
-            if !providers.is_empty() {
-                let call = Call {
-                    number: &c.dest_number,
-                    duration: c.duration,
-                    jurisdiction: if cli.is_some() {
-                        jurisdiction
-                    } else {
-                        Jurisdiction::Unknown
-                    },
-                    sell: None,
-                    assure: false,
-                    min_asr: None,
-                    order: Order::Cost,
-                    limit: 1,
-                };
-                match routing::routes(&providers, &call, |_, _| Quality::default())
-                    .0
-                    .first()
-                {
-                    Some(route) => sums.cost += route.cost,
-                    None => sums.unrouted += 1,
-                }
+            match routing::routes(&providers, &call, |_, _| Quality::default())
+                .0
+                .first()
+            {
+                Some(route) => sums.cost += route.cost,
+                None => sums.unrouted += 1,
             }
         }
-        if page.len() < PAGE {
-            break;
-        }
-    }
+    })
+    .map_err(|e| crate::error::from_log("ratecard/simulate", e))?;
     let routed = !providers.is_empty();
     let mut totals = Sums::default();
     let destinations: Vec<Value> = by_prefix
