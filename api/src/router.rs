@@ -340,6 +340,7 @@ fn run(service: Service, ctx: &Ctx) -> Result<Output, ApiError> {
         RatecardBuild => ratecard::build(ctx),
         RatecardSimulate => ratecard::simulate(ctx),
         RoutingLcr => routing::lcr(ctx),
+        CdrRerate => cdr::rerate(ctx),
         AdminAccountCreate => admin::account_create(ctx),
         AdminAccountList => admin::account_list(ctx),
         AdminAccountUpdate => admin::account_update(ctx),

@@ -164,6 +164,12 @@ services! {
         ("profit", false, "for a rebuild: a JSON profit list in place of the recipe's"),
         ("providers", false, "provider cards: each call's cost under its cheapest route, and the margin"),
     ];
+    CdrRerate = "cdr/rerate", Account, true, "Price stored CDRs of a card again; each whose rating changes gets a re-rating that supersedes it everywhere (the log only grows). Idempotent.", [
+        ("card", true, "the card the CDRs were rated on, id or name"),
+        ("from", true, "unix seconds or 'YYYY-MM-DD HH:MM:SS'"),
+        ("to", true, "end of the range (at most 93 days after 'from')"),
+        ("revision", false, "price on this revision; default: the revision live at each call's time"),
+    ];
     RoutingLcr = "routing/lcr", Account, false, "Least-cost routes for a call over the account's provider cards, each priced as its card bills it, with the sell price and margin when `card` is given.", [
         ("number", true, "one or more E.164 numbers (at most 100)"),
         ("card", false, "customer card: the sell price, each route's margin"),

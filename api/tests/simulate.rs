@@ -155,3 +155,86 @@ async fn a_rebuild_is_priced_with_other_profit_and_the_cheapest_route() {
         .await;
     assert_eq!(error_of(&r).0, 400, "no revision and no recipe");
 }
+
+#[tokio::test]
+async fn rerating_supersedes_ratings_once_and_shows_everywhere() {
+    let api = Api::new();
+    api.card_with(
+        "rr",
+        &format!("{HEAD}44,UK,0.06,0,60,60\n33,FR,0.12,0,60,60\n"),
+    )
+    .await;
+    cdrs(
+        &api,
+        &[
+            ("441", "rr", 60, ""),
+            ("442", "rr", 120, ""),
+            ("331", "rr", 30, ""),
+        ],
+    )
+    .await;
+    let now = edgerate_model::time::now();
+    let range = format!("from={}&to={}", now - 3600, now + 10);
+    // The deck was wrong: the UK rate is 0.05, fixed in place.
+    let r = api
+        .post("/api/ratecard/rule/set.json", "card=rr&prefix=44&rate=0.05")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = api
+        .post("/api/cdr/rerate.json", &format!("card=rr&{range}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["calls"].clone(), v["changed"].clone()),
+        (json!(3), json!(2)),
+        "{v}"
+    );
+    assert_eq!(v["cost_delta"], json!(-0.03));
+    let stats = api
+        .get(&format!("/api/cdr/stats.json?{range}"))
+        .await
+        .json();
+    assert_eq!(stats["cost"], json!(0.27), "{stats}");
+    let list = api
+        .get(&format!("/api/cdr/list.json?{range}&number=442"))
+        .await
+        .json();
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["cdrs"][0]["cost"], json!(0.1), "{list}");
+    // Idempotent.
+    let v = api
+        .post("/api/cdr/rerate.json", &format!("card=rr&{range}"))
+        .await
+        .json();
+    assert_eq!(v["changed"], 0, "{v}");
+    // On a named revision: a draft without France leaves those calls unrated.
+    let draft = import(
+        &api,
+        "card=rr&live_at=draft",
+        &format!("{HEAD}44,UK,0.04,0,60,60\n"),
+    )
+    .await;
+    let v = api
+        .post(
+            "/api/cdr/rerate.json",
+            &format!("card=rr&revision={}&{range}", draft["rev"]),
+        )
+        .await
+        .json();
+    assert_eq!(v["changed"], 3, "{v}");
+    let stats = api
+        .get(&format!("/api/cdr/stats.json?{range}"))
+        .await
+        .json();
+    assert_eq!(
+        stats["cost"],
+        json!(0.12),
+        "0.04 + 0.08, France unrated: {stats}"
+    );
+    let export = api
+        .get(&format!("/api/cdr/export.json?{range}"))
+        .await
+        .text();
+    assert!(export.contains(",0.08\n"), "{export}");
+}

@@ -924,3 +924,42 @@ fn a_provider_change_in_one_region_rebuilds_the_customer_card_once_everywhere() 
         "rebuilt once, by the node that took the import"
     );
 }
+
+#[test]
+fn a_rerating_in_one_region_shows_on_every_region() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(3);
+    let acct = create_account(&cluster.operator(0), 1_000_000);
+    let api = |i: usize| cluster.as_account(i, &acct);
+    api(0).ok("ratecard/create", &[("name", "rr")]);
+    import(
+        &api(0),
+        "rr",
+        "prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.06,0,60,60\n".into(),
+    );
+    let body = "callid,dest_number,duration,sip_code,card\nr1,441,60,200,rr\nr2,442,120,200,rr\n";
+    let a = api(0).upload("cdr/add", "", "text/csv", body.as_bytes().to_vec());
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let now = edgerate_model::time::now();
+    let (from, to) = ((now - 3600).to_string(), (now + 3600).to_string());
+    let cost = |i: usize| api(i).ok("cdr/stats", &[("from", &from), ("to", &to)])["cost"].clone();
+    let seen = cluster.converged("the CDRs everywhere", cost);
+    assert_eq!(seen, serde_json::json!(0.18));
+    api(1).ok(
+        "ratecard/rule/set",
+        &[("card", "rr"), ("prefix", "44"), ("rate", "0.05")],
+    );
+    let done = api(1).ok(
+        "cdr/rerate",
+        &[("card", "rr"), ("from", &from), ("to", &to)],
+    );
+    assert_eq!(done["changed"], 2, "{done}");
+    let seen = cluster.converged("the re-rating everywhere", |i| {
+        let listed = api(i).ok(
+            "cdr/list",
+            &[("from", &from), ("to", &to), ("number", "442")],
+        );
+        serde_json::json!([cost(i), listed["cdrs"][0]["cost"]])
+    });
+    assert_eq!(seen, serde_json::json!([0.15, 0.1]));
+}

@@ -12,6 +12,8 @@
 //! commits, before it is acknowledged. Money is stored exactly: decimals as text, and costs also
 //! as integers of 10⁻¹⁰ for exact sums.
 
+mod rerate;
+
 use edgerate_model::asrplus::AsrPlus;
 use edgerate_model::cdr::{Cdr, CdrInput, Leg, Rating};
 use edgerate_model::quality::RouteQuality;
@@ -58,6 +60,11 @@ pub struct Record {
     pub seq: u64,
     pub account: String,
     pub cdr: Cdr,
+    /// Set on a re-rating (see [`EventLog::rerate`]): when it was made. Its `cdr` is the CDR
+    /// with the new rating, which supersedes the CDR's own wherever this time (then origin and
+    /// sequence) is the latest among the re-ratings of `(account, callid)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerated: Option<i64>,
 }
 
 /// A rated CDR as [`EventLog::rated_calls`] reads it.
@@ -197,7 +204,10 @@ impl EventLog {
                duration TEXT NOT NULL, duration_ms INTEGER NOT NULL, sip_code INTEGER NOT NULL,
                sip_reason TEXT NOT NULL, card TEXT, dest_code TEXT, dest_name TEXT, rate TEXT,
                billed_duration INTEGER, cost TEXT, cost_units INTEGER, cost_fraction INTEGER,
-               provider TEXT, leg_card TEXT, leg_prefix TEXT,
+               provider TEXT, leg_card TEXT, leg_prefix TEXT, rated_at INTEGER,
+               re_at INTEGER, re_origin TEXT, re_seq INTEGER, re_dest_code TEXT, re_dest_name TEXT,
+               re_rate TEXT, re_billed_duration INTEGER, re_cost TEXT, re_cost_units INTEGER,
+               re_cost_fraction INTEGER,
                PRIMARY KEY (origin, seq)) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS events_callid ON events(account, callid);
              CREATE INDEX IF NOT EXISTS events_dt ON events(account, dt);
@@ -209,14 +219,9 @@ impl EventLog {
              CREATE TABLE IF NOT EXISTS daily_counts (
                account TEXT NOT NULL, day INTEGER NOT NULL, n INTEGER NOT NULL,
                PRIMARY KEY (account, day)) WITHOUT ROWID;
-             CREATE TRIGGER IF NOT EXISTS count_insert AFTER INSERT ON events BEGIN
-               INSERT INTO daily_counts (account, day, n) VALUES (NEW.account, NEW.dt / 86400, 1)
-                 ON CONFLICT (account, day) DO UPDATE SET n = n + 1;
-             END;
-             CREATE TRIGGER IF NOT EXISTS count_delete AFTER DELETE ON events BEGIN
-               UPDATE daily_counts SET n = n - 1 WHERE account = OLD.account AND day = OLD.dt / 86400;
-             END;",
+",
         )?;
+        conn.execute_batch(COUNT_TRIGGERS)?;
         let version: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                 r.get(0)
@@ -239,12 +244,28 @@ impl EventLog {
                     )?;
                 }
                 if v < 3 {
-                    // Where the call went (the provider card and its destination prefix).
+                    // Where the call went (the provider card and its destination prefix), and
+                    // re-ratings (records of their own; the latest one's rating beside the
+                    // CDR's own, which stays as it came). Re-ratings are not CDRs to count.
                     conn.execute_batch(
                         "ALTER TABLE events ADD COLUMN provider TEXT;
                          ALTER TABLE events ADD COLUMN leg_card TEXT;
-                         ALTER TABLE events ADD COLUMN leg_prefix TEXT;",
+                         ALTER TABLE events ADD COLUMN leg_prefix TEXT;
+                         ALTER TABLE events ADD COLUMN rated_at INTEGER;
+                         ALTER TABLE events ADD COLUMN re_at INTEGER;
+                         ALTER TABLE events ADD COLUMN re_origin TEXT;
+                         ALTER TABLE events ADD COLUMN re_seq INTEGER;
+                         ALTER TABLE events ADD COLUMN re_dest_code TEXT;
+                         ALTER TABLE events ADD COLUMN re_dest_name TEXT;
+                         ALTER TABLE events ADD COLUMN re_rate TEXT;
+                         ALTER TABLE events ADD COLUMN re_billed_duration INTEGER;
+                         ALTER TABLE events ADD COLUMN re_cost TEXT;
+                         ALTER TABLE events ADD COLUMN re_cost_units INTEGER;
+                         ALTER TABLE events ADD COLUMN re_cost_fraction INTEGER;
+                         DROP TRIGGER count_insert;
+                         DROP TRIGGER count_delete;",
                     )?;
+                    conn.execute_batch(COUNT_TRIGGERS)?;
                 }
                 conn.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema'",
@@ -254,8 +275,9 @@ impl EventLog {
         }
         let mut asrplus = AsrPlus::new(bad_codes.iter().copied());
         {
-            let mut stmt =
-                conn.prepare("SELECT dest_number, dt, sip_code FROM events WHERE dt >= ?1")?;
+            let mut stmt = conn.prepare(
+                "SELECT dest_number, dt, sip_code FROM events WHERE dt >= ?1 AND kind = 'cdr'",
+            )?;
             let rows = stmt.query_map([now - edgerate_model::asrplus::WINDOW_SECS], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -345,7 +367,7 @@ impl EventLog {
         let mut added = Vec::with_capacity(cdrs.len());
         {
             let mut exists = tx.prepare_cached(
-                "SELECT 1 FROM events WHERE account = ?1 AND callid = ?2 LIMIT 1",
+                "SELECT 1 FROM events WHERE account = ?1 AND callid = ?2 AND kind = 'cdr' LIMIT 1",
             )?;
             let mut insert = tx.prepare_cached(INSERT)?;
             for cdr in cdrs {
@@ -354,7 +376,14 @@ impl EventLog {
                     continue;
                 }
                 seq += 1;
-                insert_record(&mut insert, &self.origin, seq, account, cdr)?;
+                let record = RecordRef {
+                    origin: &self.origin,
+                    seq,
+                    account,
+                    cdr,
+                    rerated: None,
+                };
+                insert_record(&mut insert, &record)?;
                 added.push(cdr);
             }
         }
@@ -419,7 +448,18 @@ impl EventLog {
                     tracing::warn!(origin = %r.origin, seq = r.seq, %why, "refused a peer's record");
                     continue;
                 }
-                if insert_record(&mut insert, &r.origin, r.seq, &r.account, &r.cdr)? > 0 {
+                let record = RecordRef {
+                    origin: &r.origin,
+                    seq: r.seq,
+                    account: &r.account,
+                    cdr: &r.cdr,
+                    rerated: r.rerated,
+                };
+                if insert_record(&mut insert, &record)? > 0 {
+                    match r.rerated {
+                        Some(_) => rerate::supersede(&tx, &record)?,
+                        None => rerate::catch_up(&tx, &r.account, &r.cdr.input.callid)?,
+                    }
                     applied.push(r);
                 }
             }
@@ -438,13 +478,14 @@ impl EventLog {
                 *seen = (*seen).max(seq);
             }
         }
+        let calls = || applied.iter().filter(|r| r.rerated.is_none());
         let mut asrplus = self.asrplus.write();
-        for r in &applied {
+        for r in calls() {
             observe(&mut asrplus, &r.cdr.input, now);
         }
         drop(asrplus);
         let mut quality = self.quality.write();
-        for r in &applied {
+        for r in calls() {
             observe_leg(&mut quality, &r.cdr, now);
         }
         Ok(applied.len())
@@ -489,7 +530,9 @@ impl EventLog {
         } else {
             "events_dt"
         };
-        let mut sql = format!("INDEXED BY {index} WHERE account = ? AND dt >= ? AND dt <= ?");
+        let mut sql = format!(
+            "INDEXED BY {index} WHERE account = ? AND dt >= ? AND dt <= ? AND kind = 'cdr'"
+        );
         let mut args = vec![
             Value::from(filter.account.clone()),
             Value::from(filter.from),
@@ -526,7 +569,7 @@ impl EventLog {
         let conn = self.conn.lock();
         let total = Self::total(&conn, filter, &clause, &args)?;
         let dir = if order == Order::Asc { "ASC" } else { "DESC" };
-        let sql = format!("SELECT {COLUMNS} FROM events {clause} ORDER BY dt {dir}, origin {dir}, seq {dir} LIMIT {limit} OFFSET {offset}");
+        let sql = format!("SELECT {LISTED} FROM events {clause} ORDER BY dt {dir}, origin {dir}, seq {dir} LIMIT {limit} OFFSET {offset}");
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(params_from_iter(args.iter()), read_record)?;
         let page = rows.collect::<Result<Vec<_>, _>>()?;
@@ -600,7 +643,7 @@ impl EventLog {
         }
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM events {clause} ORDER BY dt, origin, seq LIMIT {limit}"
+            "SELECT {LISTED} FROM events {clause} ORDER BY dt, origin, seq LIMIT {limit}"
         ))?;
         let rows = stmt.query_map(params_from_iter(args.iter()), read_record)?;
         rows.collect::<Result<_, _>>().map_err(Into::into)
@@ -624,9 +667,11 @@ impl EventLog {
             let end = start.saturating_add(WINDOW - 1).min(to);
             let conn = self.conn.lock();
             let mut stmt = conn.prepare_cached(
-                "SELECT dest_number, source_cli, duration, dest_code, cost_units, cost_fraction, card
-                 FROM events INDEXED BY events_dt
-                 WHERE account = ?1 AND dt >= ?2 AND dt <= ?3 AND dest_code IS NOT NULL",
+                &format!(
+                    "SELECT dest_number, source_cli, duration, {DEST_CODE}, {COST_UNITS}, {COST_FRACTION_NOW}, card
+                     FROM events INDEXED BY events_dt
+                     WHERE account = ?1 AND dt >= ?2 AND dt <= ?3 AND kind = 'cdr' AND {DEST_CODE} IS NOT NULL"
+                ),
             )?;
             let mut rows = stmt.query(params![account, start, end])?;
             while let Some(row) = rows.next()? {
@@ -668,7 +713,7 @@ impl EventLog {
         let key = group_by.map_or("''", GroupBy::column);
         let sql = format!(
             "SELECT {key} AS k, COUNT(*), SUM(sip_code = 200), SUM(CASE WHEN sip_code = 200 THEN duration_ms ELSE 0 END), \
-             COALESCE(SUM(cost_units), 0), COALESCE(SUM(cost_fraction), 0) FROM events {clause} GROUP BY k ORDER BY k"
+             COALESCE(SUM({COST_UNITS}), 0), COALESCE(SUM({COST_FRACTION_NOW}), 0) FROM events {clause} GROUP BY k ORDER BY k"
         );
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(&sql)?;
@@ -694,7 +739,7 @@ impl EventLog {
         Ok(conn.execute("DELETE FROM events WHERE dt < ?1", [before])?)
     }
 
-    /// Records held.
+    /// CDRs held (re-ratings are records of the log too, not counted here).
     pub fn record_count(&self) -> Result<u64, LogError> {
         let conn = self.conn.lock();
         // The per-day counts add up to the table's size without scanning it.
@@ -705,14 +750,37 @@ impl EventLog {
     }
 }
 
+/// A record as it came (what replication sends).
 const COLUMNS: &str =
     "origin, seq, account, callid, dt, source_cli, dest_number, duration, sip_code, sip_reason, \
-                       card, dest_code, dest_name, rate, billed_duration, cost, provider, leg_card, leg_prefix";
+                       card, dest_code, dest_name, rate, billed_duration, cost, provider, leg_card, leg_prefix, kind, rated_at";
+/// A CDR as listings show it: the rating of its latest re-rating, else its own.
+const LISTED: &str = "origin, seq, account, callid, dt, source_cli, dest_number, duration, sip_code, sip_reason, card, \
+    CASE WHEN re_at IS NULL THEN dest_code ELSE re_dest_code END, \
+    CASE WHEN re_at IS NULL THEN dest_name ELSE re_dest_name END, \
+    CASE WHEN re_at IS NULL THEN rate ELSE re_rate END, \
+    CASE WHEN re_at IS NULL THEN billed_duration ELSE re_billed_duration END, \
+    CASE WHEN re_at IS NULL THEN cost ELSE re_cost END, \
+    provider, leg_card, leg_prefix, kind, rated_at";
+const DEST_CODE: &str = "CASE WHEN re_at IS NULL THEN dest_code ELSE re_dest_code END";
+const COST_UNITS: &str = "CASE WHEN re_at IS NULL THEN cost_units ELSE re_cost_units END";
+const COST_FRACTION_NOW: &str =
+    "CASE WHEN re_at IS NULL THEN cost_fraction ELSE re_cost_fraction END";
+
+/// The per-day counts of CDRs (re-ratings are not counted).
+const COUNT_TRIGGERS: &str =
+    "CREATE TRIGGER IF NOT EXISTS count_insert AFTER INSERT ON events WHEN NEW.kind = 'cdr' BEGIN
+       INSERT INTO daily_counts (account, day, n) VALUES (NEW.account, NEW.dt / 86400, 1)
+         ON CONFLICT (account, day) DO UPDATE SET n = n + 1;
+     END;
+     CREATE TRIGGER IF NOT EXISTS count_delete AFTER DELETE ON events WHEN OLD.kind = 'cdr' BEGIN
+       UPDATE daily_counts SET n = n - 1 WHERE account = OLD.account AND day = OLD.dt / 86400;
+     END;";
 
 const INSERT: &str = "INSERT INTO events (origin, seq, kind, account, callid, dt, source_cli, dest_number, duration, \
     duration_ms, sip_code, sip_reason, card, dest_code, dest_name, rate, billed_duration, cost, cost_units, cost_fraction, \
-    provider, leg_card, leg_prefix) \
-    VALUES (?1, ?2, 'cdr', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
+    provider, leg_card, leg_prefix, rated_at) \
+    VALUES (?1, ?2, ?23, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?24)";
 
 /// Peer records refused for being out of bounds.
 pub const REFUSED_RECORDS: &str = "edgerate_peer_records_refused_total";
@@ -767,7 +835,7 @@ fn read_quality(conn: &Connection, days: u32, now: i64) -> Result<RouteQuality, 
     let since = (now.div_euclid(86_400) - i64::from(days) + 1) * 86_400;
     let mut stmt = conn.prepare(
         "SELECT leg_card, leg_prefix, dt, sip_code, duration FROM events
-         WHERE dt >= ?1 AND leg_card IS NOT NULL",
+         WHERE dt >= ?1 AND leg_card IS NOT NULL AND kind = 'cdr'",
     )?;
     let rows = stmt.query_map([since], |r| {
         Ok((
@@ -803,23 +871,31 @@ fn raise_head(tx: &rusqlite::Transaction<'_>, origin: &str, seq: u64) -> Result<
     Ok(())
 }
 
+/// A record to store, borrowed.
+pub(crate) struct RecordRef<'a> {
+    origin: &'a str,
+    seq: u64,
+    account: &'a str,
+    cdr: &'a Cdr,
+    rerated: Option<i64>,
+}
+
 fn insert_record(
     stmt: &mut rusqlite::CachedStatement<'_>,
-    origin: &str,
-    seq: u64,
-    account: &str,
-    cdr: &Cdr,
+    record: &RecordRef<'_>,
 ) -> Result<usize, LogError> {
+    let RecordRef {
+        origin,
+        seq,
+        account,
+        cdr,
+        rerated,
+    } = *record;
     let c = &cdr.input;
     let r = cdr.rating.as_ref();
+    let (cost_units, cost_fraction) = cost_parts(r);
     let duration_ms =
         i64::try_from((c.duration * Decimal::from(1000)).round().mantissa()).unwrap_or(i64::MAX);
-    // Costs are bounded (rates ≤ 1e6 a minute, durations ≤ 1e7 s), so the whole part fits.
-    let cost_units = r.map(|r| i64::try_from(r.cost.trunc().mantissa()).unwrap_or(i64::MAX));
-    let cost_fraction = r.map(|r| {
-        let fraction = (r.cost.fract() * Decimal::from(COST_FRACTION)).round();
-        i64::try_from(fraction.mantissa()).unwrap_or(0)
-    });
     Ok(stmt.execute(params![
         origin,
         seq as i64,
@@ -843,7 +919,20 @@ fn insert_record(
         c.provider,
         cdr.leg.as_ref().map(|l| l.card.clone()),
         cdr.leg.as_ref().map(|l| l.prefix.clone()),
+        if rerated.is_some() { "rerate" } else { "cdr" },
+        rerated,
     ])?)
+}
+
+/// A cost as whole units and 10⁻¹⁰ parts, for exact sums. Costs are bounded (rates ≤ 1e6 a
+/// minute, durations ≤ 1e7 s), so the whole part fits.
+fn cost_parts(r: Option<&Rating>) -> (Option<i64>, Option<i64>) {
+    let units = r.map(|r| i64::try_from(r.cost.trunc().mantissa()).unwrap_or(i64::MAX));
+    let fraction = r.map(|r| {
+        let fraction = (r.cost.fract() * Decimal::from(COST_FRACTION)).round();
+        i64::try_from(fraction.mantissa()).unwrap_or(0)
+    });
+    (units, fraction)
 }
 
 fn decimal(s: String) -> Decimal {
@@ -893,6 +982,10 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
                 })
                 .transpose()?,
         },
+        rerated: match row.get_ref(19)?.as_str().unwrap_or("cdr") {
+            "rerate" => row.get(20)?,
+            _ => None,
+        },
     })
 }
 
@@ -929,6 +1022,49 @@ mod tests {
             sip_code: None,
             card: None,
         }
+    }
+
+    #[test]
+    fn a_rerating_supersedes_the_rating_everywhere_and_the_log_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = EventLog::open(&dir.path().join("a"), "a", &[404], 1000).unwrap();
+        let rated = |cost: i64| {
+            let mut c = cdr("x", "441", 900, 200);
+            c.rating = Some(Rating {
+                dest_code: "44".into(),
+                dest_name: "UK".into(),
+                rate: Decimal::new(cost, 2),
+                billed_duration: 60,
+                cost: Decimal::new(cost, 2),
+            });
+            c
+        };
+        a.append("acc", &[rated(10)]).unwrap();
+        a.rerate("acc", &[rated(7)], 2000).unwrap();
+        let cost = |log: &EventLog| {
+            let (total, page) = log.list(&filter("acc"), Order::Asc, 10, 0).unwrap();
+            assert_eq!(total, 1, "a re-rating is not a CDR");
+            (
+                page[0].cdr.rating.as_ref().unwrap().cost,
+                log.stats(&filter("acc"), None).unwrap()[0].cost,
+            )
+        };
+        assert_eq!(cost(&a), (Decimal::new(7, 2), Decimal::new(7, 2)));
+        assert_eq!(a.record_count().unwrap(), 1, "CDRs counted");
+        assert_eq!(a.since("a", 0, 10).unwrap().len(), 2, "the log only grows");
+        // A peer that gets the re-rating before the CDR ends the same.
+        let b = EventLog::open(&dir.path().join("b"), "b", &[404], 1000).unwrap();
+        let mut records = a.since("a", 0, 10).unwrap();
+        assert_eq!(
+            records[0].cdr.rating.as_ref().unwrap().cost,
+            Decimal::new(10, 2),
+            "sent as it came"
+        );
+        records.reverse();
+        for r in &records {
+            b.apply(std::slice::from_ref(r)).unwrap();
+        }
+        assert_eq!(cost(&b), cost(&a));
     }
 
     #[test]
@@ -1065,14 +1201,35 @@ mod tests {
     proptest! {
         /// Any interleaving of the same records gives the same state.
         #[test]
-        fn merge_is_order_independent(records in proptest::collection::vec((0u8..3, 1u64..20, 0i64..100, prop::sample::select(vec![200u16, 404, 486])), 0..40), seed in any::<u64>()) {
+        fn merge_is_order_independent(
+            records in proptest::collection::vec((0u8..3, 1u64..20, 0i64..100, prop::sample::select(vec![200u16, 404, 486])), 0..40),
+            rerates in proptest::collection::vec((0u8..3, 20u64..30, 0u64..20, 0i64..5, prop::option::of(1i64..100)), 0..10),
+            seed in any::<u64>(),
+        ) {
             // An (origin, seq) names one record for ever: keep the first of any repeats.
             let mut ids = HashSet::new();
             let records: Vec<_> = records.into_iter().filter(|(o, s, _, _)| ids.insert((*o, *s))).collect();
-            let recs: Vec<Record> = records.iter().map(|(o, s, dt, code)| Record {
+            let mut recs: Vec<Record> = records.iter().map(|(o, s, dt, code)| Record {
                 origin: format!("n{o}"), seq: *s, account: "acc".into(),
                 cdr: cdr(&format!("{o}-{s}"), &format!("44{}", s % 3), *dt, *code),
+                rerated: None,
             }).collect();
+            // Re-ratings of some of those CDRs (or of ones never sent), at clashing times, to a
+            // cost or to unrated: the latest by (time, origin, seq) wins everywhere.
+            for (o, s, target, at, cost) in rerates {
+                if !ids.insert((o, s)) {
+                    continue;
+                }
+                let mut c = cdr(&format!("{}-{}", target % 3, target), "441", 50, 200);
+                c.rating = cost.map(|cost| Rating {
+                    dest_code: "44".into(),
+                    dest_name: "UK".into(),
+                    rate: Decimal::new(cost, 3),
+                    billed_duration: 60,
+                    cost: Decimal::new(cost, 3),
+                });
+                recs.push(Record { origin: format!("n{o}"), seq: s, account: "acc".into(), cdr: c, rerated: Some(at) });
+            }
             let dir = tempfile::tempdir().unwrap();
             let a = EventLog::open(&dir.path().join("a"), "x", &[404], 100).unwrap();
             let b = EventLog::open(&dir.path().join("b"), "y", &[404], 100).unwrap();
@@ -1087,6 +1244,8 @@ mod tests {
             }
             let all = |log: &EventLog| log.list(&filter("acc"), Order::Asc, 10_000, 0).unwrap();
             prop_assert_eq!(all(&a), all(&b));
+            let stats = |log: &EventLog| log.stats(&filter("acc"), None).unwrap();
+            prop_assert_eq!(stats(&a), stats(&b));
             prop_assert_eq!(a.version_vector().unwrap(), b.version_vector().unwrap());
             for n in 0..3 {
                 let number = format!("44{n}");

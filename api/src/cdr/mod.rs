@@ -1,4 +1,9 @@
-//! `cdr/*`: CDR ingest (rated on the named card), listing, streamed export and stats (API.md §7).
+//! `cdr/*`: CDR ingest (rated on the named card), listing, streamed export and stats (API.md §7),
+//! and re-rating ([`rerate`]).
+
+mod rerate;
+
+pub use rerate::rerate;
 
 use crate::error::ApiError;
 use crate::router::{Ctx, Output};
@@ -9,7 +14,7 @@ use edgerate_model::card::CardKind;
 use edgerate_model::cdr::{parse_cdr, Cdr, CdrInput, Leg, Rating};
 use edgerate_model::deck::push_csv_field;
 use edgerate_model::pricing;
-use edgerate_replication::catalog::View;
+use edgerate_replication::catalog::{CardView, RevisionView, View};
 use edgerate_replication::eventlog::{Filter, GroupBy, Order, Position, Record, Stats};
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
@@ -33,7 +38,11 @@ pub const CSV_HEADER: &str = "callid,dt,source_cli,dest_number,duration,sip_code
 /// rule is blocked.
 fn rate(view: &View, account: &str, cdr: &CdrInput) -> Option<Rating> {
     let card = view.card(account, cdr.card.as_deref()?)?;
-    let rev = card.live_at(cdr.dt)?;
+    rate_on(view, card, card.live_at(cdr.dt)?, cdr)
+}
+
+/// Rates a CDR on revision `rev` of `card` (what ingest and `cdr/rerate` share).
+fn rate_on(view: &View, card: &CardView, rev: &RevisionView, cdr: &CdrInput) -> Option<Rating> {
     let index = rev.index.read();
     let cli = Some(cdr.source_cli.as_str()).filter(|c| !c.is_empty());
     let price = pricing::price(

@@ -1,0 +1,100 @@
+//! `cdr/rerate`: stored CDRs priced again on their card — on a named revision, or on the
+//! revision live at each call's time (after a deck was corrected) — each one whose rating
+//! changes getting a re-rating record ([`EventLog::rerate`]) that supersedes its rating
+//! everywhere. Idempotent: a second run finds nothing to change.
+//!
+//! [`EventLog::rerate`]: edgerate_replication::eventlog::EventLog::rerate
+
+use super::{rate_on, MAX_RANGE};
+use crate::error::ApiError;
+use crate::ratecard::money;
+use crate::router::{Ctx, Output};
+use edgerate_model::cdr::Cdr;
+use edgerate_replication::eventlog::{Filter, Position};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+/// CDRs read, and re-ratings written, at a time.
+const PAGE: usize = 10_000;
+
+pub fn rerate(ctx: &Ctx) -> Result<Output, ApiError> {
+    let view = ctx.state.catalog().view();
+    let reference = ctx.vars.required("card")?;
+    let card = view
+        .card(&ctx.account().id, reference)
+        .ok_or_else(|| ApiError::not_found(format!("card '{reference}' not found")))?;
+    let required = |name: &str| ctx.vars.time(name)?.ok_or_else(|| ApiError::missing(name));
+    let (from, to) = (required("from")?, required("to")?);
+    if to < from {
+        return Err(ApiError::invalid("to", "is before 'from'"));
+    }
+    if to - from > MAX_RANGE {
+        return Err(ApiError::invalid("to", "the range is over 93 days"));
+    }
+    let revision = match ctx.vars.parse_opt::<u32>("revision", "a revision number")? {
+        Some(rev) => Some(
+            card.revisions
+                .get(&rev)
+                .ok_or_else(|| ApiError::not_found(format!("revision {rev} not found")))?,
+        ),
+        None => None,
+    };
+    let log = ctx.state.log();
+    let (mut calls, mut changed) = (0u64, 0u64);
+    let mut delta = Decimal::ZERO;
+    // A CDR names its card by id or by name: both are read.
+    let mut names = vec![card.meta.id.clone()];
+    if card.meta.name != card.meta.id {
+        names.push(card.meta.name.clone());
+    }
+    for name in names {
+        let filter = Filter {
+            account: ctx.account().id.clone(),
+            from,
+            to,
+            number: None,
+            cli: None,
+            sip_code: None,
+            card: Some(name),
+        };
+        let mut after: Option<Position> = None;
+        loop {
+            let page = log
+                .page_after(&filter, after.as_ref(), PAGE)
+                .map_err(|e| crate::error::from_log("cdr/rerate", e))?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.position());
+            let mut batch: Vec<Cdr> = Vec::new();
+            for r in &page {
+                calls += 1;
+                let rev = revision.or_else(|| card.live_at(r.cdr.input.dt));
+                let rating = rev.and_then(|rev| rate_on(&view, card, rev, &r.cdr.input));
+                if rating == r.cdr.rating {
+                    continue;
+                }
+                let cost = |c: &Cdr| c.rating.as_ref().map_or(Decimal::ZERO, |r| r.cost);
+                let mut new = r.cdr.clone();
+                new.rating = rating;
+                delta += cost(&new) - cost(&r.cdr);
+                batch.push(new);
+            }
+            changed += batch.len() as u64;
+            log.rerate(&ctx.account().id, &batch, ctx.now)
+                .map_err(|e| crate::error::from_log("cdr/rerate", e))?;
+            if page.len() < PAGE {
+                break;
+            }
+        }
+    }
+    metrics::counter!("edgerate_cdrs_rerated_total").increment(changed);
+    Ok(Output::Value(json!({
+        "card": card.meta.id,
+        "revision": revision.map(|r| r.meta.rev),
+        "from": from,
+        "to": to,
+        "calls": calls,
+        "changed": changed,
+        "unchanged": calls - changed,
+        "cost_delta": money(delta),
+    })))
+}

@@ -1,0 +1,102 @@
+//! Re-ratings: the log stays grow-only, so a re-rating is a record of its own (kind `rerate`,
+//! carrying the CDR with its new rating and the time it was made). The latest re-rating of
+//! `(account, callid)` — by time, then origin, then sequence, the same order on every node —
+//! supersedes the CDR's rating in every listing, export and sum; the CDR's own rating stays as
+//! it came (it is what replication sends), beside the latest re-rating's (the `re_*` columns).
+//! Records may arrive in any order: a re-rating whose CDR is not here yet is kept and applied
+//! when the CDR comes ([`catch_up`]).
+
+use super::{cost_parts, insert_record, EventLog, LogError, RecordRef, INSERT};
+use edgerate_model::cdr::Cdr;
+use rusqlite::{params, OptionalExtension, Transaction};
+
+impl EventLog {
+    /// Stores re-ratings of `account`'s CDRs made at `at`: each of `cdrs` is a CDR with its new
+    /// rating (`None`: now unrated). Durable before it returns, replicated like CDRs.
+    pub fn rerate(&self, account: &str, cdrs: &[Cdr], at: i64) -> Result<usize, LogError> {
+        if cdrs.is_empty() {
+            return Ok(0);
+        }
+        let result = (|| {
+            let mut conn = self.conn.lock();
+            let tx = conn.transaction()?;
+            let mut seq: u64 = self.vv.lock().get(&self.origin).copied().unwrap_or(0);
+            {
+                let mut insert = tx.prepare_cached(INSERT)?;
+                for cdr in cdrs {
+                    seq += 1;
+                    let record = RecordRef {
+                        origin: &self.origin,
+                        seq,
+                        account,
+                        cdr,
+                        rerated: Some(at),
+                    };
+                    insert_record(&mut insert, &record)?;
+                    supersede(&tx, &record)?;
+                }
+            }
+            super::raise_head(&tx, &self.origin, seq)?;
+            tx.commit()?;
+            self.vv.lock().insert(self.origin.clone(), seq);
+            Ok(cdrs.len())
+        })();
+        self.note_space(&result);
+        if let (Ok(_), Some(hook)) = (&result, &*self.on_append.load()) {
+            hook();
+        }
+        result
+    }
+}
+
+/// Puts a re-rating's rating beside its CDR when it is the latest one there.
+pub(super) fn supersede(tx: &Transaction<'_>, r: &RecordRef<'_>) -> Result<(), LogError> {
+    let at = r.rerated.unwrap_or_default();
+    let rating = r.cdr.rating.as_ref();
+    let (units, fraction) = cost_parts(rating);
+    tx.prepare_cached(
+        "UPDATE events SET re_at = ?1, re_origin = ?2, re_seq = ?3, re_dest_code = ?4,
+           re_dest_name = ?5, re_rate = ?6, re_billed_duration = ?7, re_cost = ?8,
+           re_cost_units = ?9, re_cost_fraction = ?10
+         WHERE account = ?11 AND callid = ?12 AND kind = 'cdr'
+           AND (re_at IS NULL OR (re_at, re_origin, re_seq) < (?1, ?2, ?3))",
+    )?
+    .execute(params![
+        at,
+        r.origin,
+        r.seq as i64,
+        rating.map(|x| x.dest_code.clone()),
+        rating.map(|x| x.dest_name.clone()),
+        rating.map(|x| x.rate.normalize().to_string()),
+        rating.map(|x| x.billed_duration as i64),
+        rating.map(|x| x.cost.normalize().to_string()),
+        units,
+        fraction,
+        r.account,
+        r.cdr.input.callid,
+    ])?;
+    Ok(())
+}
+
+/// After a CDR came from a peer: the latest re-rating of it already here, applied.
+pub(super) fn catch_up(tx: &Transaction<'_>, account: &str, callid: &str) -> Result<(), LogError> {
+    let latest = tx
+        .prepare_cached(&format!(
+            "SELECT {} FROM events WHERE account = ?1 AND callid = ?2 AND kind = 'rerate'
+             ORDER BY rated_at DESC, origin DESC, seq DESC LIMIT 1",
+            super::COLUMNS
+        ))?
+        .query_row(params![account, callid], super::read_record)
+        .optional()?;
+    if let Some(r) = latest {
+        let record = RecordRef {
+            origin: &r.origin,
+            seq: r.seq,
+            account: &r.account,
+            cdr: &r.cdr,
+            rerated: r.rerated,
+        };
+        supersede(tx, &record)?;
+    }
+    Ok(())
+}
