@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CDR benchmark on a release node: ingest of TOTAL CDRs in CSV batches of BATCH (rated on the
 # demo card; call times spread over the 23 hours after the node started: a CDR more than a day ahead is refused), then `cdr/list` by number and by time over them, ASR Plus memory, and
-# `ratecard/simulate` of a draft revision of the demo card over all of them.
+# `ratecard/simulate` of a draft revision of the demo card over all of them, and `cdr/rerate` on it.
 #
 #   scripts/bench-cdr.sh                 # TOTAL=1000000 BATCH=1000
 set -euo pipefail
@@ -65,3 +65,8 @@ draft=$(curl -sf "${auth[@]}" -H 'content-type: text/csv' --data-binary $'prefix
 sim_s=$(curl -sf "${auth[@]}" -o "$work/sim.json" -w '%{time_total}' "$url/api/ratecard/simulate.json?card=demo&revision=$draft&from=$from&to=$to")
 python3 -c 'import json,sys; print("simulate totals:", json.load(open(sys.argv[1]))["totals"])' "$work/sim.json"
 echo "ratecard/simulate over $TOTAL CDRs: ${sim_s}s (target <= 2 s)"
+# Re-rating all of them on the draft (every cost changes), then again (nothing changes).
+for pass in first second; do
+  t=$(curl -sf "${auth[@]}" -o "$work/rerate.json" -w '%{time_total}' -d "card=demo&revision=$draft&from=$from&to=$to" "$url/api/cdr/rerate.json")
+  echo "cdr/rerate ($pass pass) over $TOTAL CDRs: ${t}s (target <= 30 s): $(cat "$work/rerate.json")"
+done
