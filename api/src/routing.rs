@@ -99,7 +99,9 @@ pub fn lcr(ctx: &Ctx) -> Result<Output, ApiError> {
         let jurisdiction = jurisdiction(&view, number, cli.as_deref());
         let sell = sell_card.and_then(|card| {
             let rev = card.live_at(at)?;
-            let index = rev.index.read();
+            // Recursive: the sell card may be one of the providers, whose index is read-locked
+            // above (a plain read would wait behind a queued writer for ever).
+            let index = rev.index.read_recursive();
             let price = pricing::price(
                 &index,
                 number,

@@ -10,12 +10,8 @@ use crate::error::ApiError;
 use crate::ratecard::money;
 use crate::router::{Ctx, Output};
 use edgerate_model::cdr::Cdr;
-use edgerate_replication::eventlog::{Filter, Position};
 use rust_decimal::Decimal;
 use serde_json::json;
-
-/// CDRs read, and re-ratings written, at a time.
-const PAGE: usize = 10_000;
 
 pub fn rerate(ctx: &Ctx) -> Result<Output, ApiError> {
     let view = ctx.state.catalog().view();
@@ -43,49 +39,26 @@ pub fn rerate(ctx: &Ctx) -> Result<Output, ApiError> {
     let (mut calls, mut changed) = (0u64, 0u64);
     let mut delta = Decimal::ZERO;
     // A CDR names its card by id or by name: both are read.
-    let mut names = vec![card.meta.id.clone()];
-    if card.meta.name != card.meta.id {
-        names.push(card.meta.name.clone());
-    }
-    for name in names {
-        let filter = Filter {
-            account: ctx.account().id.clone(),
-            from,
-            to,
-            number: None,
-            cli: None,
-            sip_code: None,
-            card: Some(name),
-        };
-        let mut after: Option<Position> = None;
-        loop {
-            let page = log
-                .page_after(&filter, after.as_ref(), PAGE)
-                .map_err(|e| crate::error::from_log("cdr/rerate", e))?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.position());
-            let mut batch: Vec<Cdr> = Vec::new();
-            for r in &page {
-                calls += 1;
-                let rev = revision.or_else(|| card.live_at(r.cdr.input.dt));
-                let rating = rev.and_then(|rev| rate_on(&view, card, rev, &r.cdr.input));
-                if rating == r.cdr.rating {
-                    continue;
-                }
-                let cost = |c: &Cdr| c.rating.as_ref().map_or(Decimal::ZERO, |r| r.cost);
-                let mut new = r.cdr.clone();
-                new.rating = rating;
-                delta += cost(&new) - cost(&r.cdr);
-                batch.push(new);
+    let cards = [card.meta.id.as_str(), card.meta.name.as_str()];
+    log.by_card_hourly(&ctx.account().id, from, to, &cards, |records| {
+        let mut batch: Vec<Cdr> = Vec::new();
+        for r in &records {
+            calls += 1;
+            let rev = revision.or_else(|| card.live_at(r.cdr.input.dt));
+            let rating = rev.and_then(|rev| rate_on(&view, card, rev, &r.cdr.input));
+            if rating == r.cdr.rating {
+                continue;
             }
-            changed += batch.len() as u64;
-            log.rerate(&ctx.account().id, &batch, ctx.now)
-                .map_err(|e| crate::error::from_log("cdr/rerate", e))?;
-            if page.len() < PAGE {
-                break;
-            }
+            let cost = |c: &Cdr| c.rating.as_ref().map_or(Decimal::ZERO, |r| r.cost);
+            let mut new = r.cdr.clone();
+            new.rating = rating;
+            delta += cost(&new) - cost(&r.cdr);
+            batch.push(new);
         }
-    }
+        changed += batch.len() as u64;
+        log.rerate(&ctx.account().id, &batch, ctx.now).map(drop)
+    })
+    .map_err(|e| crate::error::from_log("cdr/rerate", e))?;
     metrics::counter!("edgerate_cdrs_rerated_total").increment(changed);
     Ok(Output::Value(json!({
         "card": card.meta.id,

@@ -141,6 +141,7 @@ fn import_dated(
         }
     }
     let base: &[(String, Rule)] = if delta { &current } else { &[] };
+    let single = dates.len() == 1;
     let catalog = ctx.state.catalog();
     let mut first = None;
     let mut scheduled = Vec::new();
@@ -153,9 +154,10 @@ fn import_dated(
             .cards
             .get(&card.meta.id)
             .ok_or_else(|| ApiError::not_found(format!("card '{}' was deleted", card.meta.name)))?;
-        // Notice holds back increases of what goes live at once; a row's later date is its
-        // own notice.
-        let added = add_revision(catalog, card, rules, live, source, ctx.now, k == 0)?;
+        // Notice splits a deck that goes live at once; a deck whose rows carry their own later
+        // dates is the provider's schedule, taken as it is (splitting one revision of a chain
+        // would bring an earlier step back after a later one).
+        let added = add_revision(catalog, card, rules, live, source, ctx.now, single)?;
         if k == 0 {
             first = Some((added, count));
         } else {

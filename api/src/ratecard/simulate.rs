@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 
 /// The longest range simulated, seconds (as `cdr/list`).
 const MAX_RANGE: i64 = 93 * 86_400;
+/// Most provider cards priced per call.
+const MAX_PROVIDERS: usize = 100;
 
 /// Sums over the calls to one destination.
 #[derive(Default)]
@@ -84,7 +86,7 @@ pub fn simulate(ctx: &Ctx) -> Result<Output, ApiError> {
                 .get(&rev)
                 .ok_or_else(|| ApiError::not_found(format!("revision {rev} not found")))?;
             tried = json!({ "revision": rev.meta.rev });
-            guard = rev.index.read();
+            guard = rev.index.read_recursive();
             &guard
         }
         None => {
@@ -95,7 +97,14 @@ pub fn simulate(ctx: &Ctx) -> Result<Output, ApiError> {
         }
     };
     let routes = ctx.vars.list("providers");
-    let mut provider_cards = Vec::new();
+    if routes.len() > MAX_PROVIDERS {
+        return Err(ApiError::invalid(
+            "providers",
+            format!("names more than {MAX_PROVIDERS} cards"),
+        ));
+    }
+    let mut provider_cards: Vec<(std::sync::Arc<edgerate_replication::catalog::CardView>, _)> =
+        Vec::new();
     for reference in &routes {
         let p = view
             .card(&ctx.account().id, reference)
@@ -106,11 +115,15 @@ pub fn simulate(ctx: &Ctx) -> Result<Output, ApiError> {
                     format!("'{reference}' is not a provider card of the account"),
                 )
             })?;
-        if let Some(rev) = p.live_at(ctx.now) {
+        let seen = provider_cards.iter().any(|(c, _)| c.meta.id == p.meta.id);
+        if let (false, Some(rev)) = (seen, p.live_at(ctx.now)) {
             provider_cards.push((p.clone(), rev.clone()));
         }
     }
-    let guards: Vec<_> = provider_cards.iter().map(|(_, r)| r.index.read()).collect();
+    let guards: Vec<_> = provider_cards
+        .iter()
+        .map(|(_, r)| r.index.read_recursive())
+        .collect();
     let providers: Vec<Provider> = provider_cards
         .iter()
         .zip(&guards)

@@ -147,7 +147,10 @@ impl GroupBy {
 
     fn column(self) -> &'static str {
         match self {
-            Self::Prefix => "COALESCE(dest_code, '')",
+            // The prefix a CDR is rated at now: its latest re-rating's, else its own.
+            Self::Prefix => {
+                "COALESCE(CASE WHEN re_at IS NULL THEN dest_code ELSE re_dest_code END, '')"
+            }
             Self::Card => "COALESCE(card, '')",
             Self::SipCode => "CAST(sip_code AS TEXT)",
             Self::Day => "strftime('%Y-%m-%d', dt, 'unixepoch')",
@@ -179,6 +182,8 @@ pub struct EventLog {
     on_append: arc_swap::ArcSwapOption<Box<dyn Fn() + Send + Sync>>,
     /// Set while appends fail for want of disk space; cleared by the next one that succeeds.
     disk_full: std::sync::atomic::AtomicBool,
+    /// Set once the log holds a re-rating: only then does a CDR that arrives look for one.
+    has_rerates: std::sync::atomic::AtomicBool,
 }
 
 impl EventLog {
@@ -236,8 +241,10 @@ impl EventLog {
             }
             Some(v) if v > SCHEMA_VERSION => return Err(LogError::Version(v)),
             Some(v) => {
+                // One transaction: a crash or a full disk midway leaves the old schema whole.
+                let tx = conn.unchecked_transaction()?;
                 if v < 2 {
-                    conn.execute_batch(
+                    tx.execute_batch(
                         "DELETE FROM daily_counts;
                          INSERT INTO daily_counts (account, day, n)
                            SELECT account, dt / 86400, COUNT(*) FROM events GROUP BY account, dt / 86400;",
@@ -247,7 +254,7 @@ impl EventLog {
                     // Where the call went (the provider card and its destination prefix), and
                     // re-ratings (records of their own; the latest one's rating beside the
                     // CDR's own, which stays as it came). Re-ratings are not CDRs to count.
-                    conn.execute_batch(
+                    tx.execute_batch(
                         "ALTER TABLE events ADD COLUMN provider TEXT;
                          ALTER TABLE events ADD COLUMN leg_card TEXT;
                          ALTER TABLE events ADD COLUMN leg_prefix TEXT;
@@ -262,15 +269,16 @@ impl EventLog {
                          ALTER TABLE events ADD COLUMN re_cost TEXT;
                          ALTER TABLE events ADD COLUMN re_cost_units INTEGER;
                          ALTER TABLE events ADD COLUMN re_cost_fraction INTEGER;
-                         DROP TRIGGER count_insert;
-                         DROP TRIGGER count_delete;",
+                         DROP TRIGGER IF EXISTS count_insert;
+                         DROP TRIGGER IF EXISTS count_delete;",
                     )?;
-                    conn.execute_batch(COUNT_TRIGGERS)?;
+                    tx.execute_batch(COUNT_TRIGGERS)?;
                 }
-                conn.execute(
+                tx.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema'",
                     [SCHEMA_VERSION],
                 )?;
+                tx.commit()?;
             }
         }
         let mut asrplus = AsrPlus::new(bad_codes.iter().copied());
@@ -291,6 +299,10 @@ impl EventLog {
             }
         }
         let quality = read_quality(&conn, edgerate_model::quality::DEFAULT_DAYS, now)?;
+        let has_rerates = conn
+            .query_row("SELECT 1 FROM meta WHERE key = 'rerates'", [], |_| Ok(()))
+            .optional()?
+            .is_some();
         Ok(Self {
             conn: Mutex::new(conn),
             origin: origin.to_owned(),
@@ -299,6 +311,7 @@ impl EventLog {
             on_append: arc_swap::ArcSwapOption::empty(),
             vv: Mutex::new(HashMap::new()),
             disk_full: std::sync::atomic::AtomicBool::new(false),
+            has_rerates: std::sync::atomic::AtomicBool::new(has_rerates),
         })
         .and_then(|log| {
             let vv = log.read_version_vector()?;
@@ -384,6 +397,10 @@ impl EventLog {
                     rerated: None,
                 };
                 insert_record(&mut insert, &record)?;
+                if self.has_rerates.load(std::sync::atomic::Ordering::Relaxed) {
+                    // The call may have been re-rated elsewhere before it was sent here.
+                    rerate::catch_up(&tx, account, callid)?;
+                }
                 added.push(cdr);
             }
         }
@@ -457,8 +474,14 @@ impl EventLog {
                 };
                 if insert_record(&mut insert, &record)? > 0 {
                     match r.rerated {
-                        Some(_) => rerate::supersede(&tx, &record)?,
-                        None => rerate::catch_up(&tx, &r.account, &r.cdr.input.callid)?,
+                        Some(_) => {
+                            rerate::note(&tx, &self.has_rerates)?;
+                            rerate::supersede(&tx, &record)?;
+                        }
+                        None if self.has_rerates.load(std::sync::atomic::Ordering::Relaxed) => {
+                            rerate::catch_up(&tx, &r.account, &r.cdr.input.callid)?;
+                        }
+                        None => {}
                     }
                     applied.push(r);
                 }
@@ -649,8 +672,8 @@ impl EventLog {
         rows.collect::<Result<_, _>>().map_err(Into::into)
     }
 
-    /// Calls `f` with every rated CDR of `account` in `from..=to` rated on a card named one of
-    /// `cards` (its id or name), in call-time windows of an hour (the log is locked for one
+    /// Calls `f` with every rated CDR of `account` in `from..=to` rated on a card named by one
+    /// of `cards` (its id and its name: at most two), in call-time windows of an hour (the log is locked for one
     /// window at a time, so writes go on between them). Only the columns a re-pricing needs are
     /// read, borrowed from the row: this runs over millions of CDRs.
     pub fn rated_calls(
@@ -670,15 +693,16 @@ impl EventLog {
                 &format!(
                     "SELECT dest_number, source_cli, duration, {DEST_CODE}, {COST_UNITS}, {COST_FRACTION_NOW}, card
                      FROM events INDEXED BY events_dt
-                     WHERE account = ?1 AND dt >= ?2 AND dt <= ?3 AND kind = 'cdr' AND {DEST_CODE} IS NOT NULL"
+                     WHERE account = ?1 AND dt >= ?2 AND dt <= ?3 AND kind = 'cdr' AND card IN (?4, ?5)
+                       AND {DEST_CODE} IS NOT NULL"
                 ),
             )?;
-            let mut rows = stmt.query(params![account, start, end])?;
+            let (first, second) = (
+                cards.first().copied().unwrap_or(""),
+                cards.last().copied().unwrap_or(""),
+            );
+            let mut rows = stmt.query(params![account, start, end, first, second])?;
             while let Some(row) = rows.next()? {
-                let card = row.get_ref(6)?.as_str().unwrap_or("");
-                if !cards.contains(&card) {
-                    continue;
-                }
                 let text = |i: usize| {
                     row.get_ref(i)
                         .ok()
@@ -694,6 +718,47 @@ impl EventLog {
                     dest_code: text(3),
                     cost,
                 });
+            }
+            if end == to {
+                break;
+            }
+            start = end + 1;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with the CDRs of `account` in `from..=to` whose card is named by one of `cards`
+    /// (its id and its name), as listings show them, an hour of call time at a time (the log is
+    /// locked only while one hour is read; no ordering or cursor, so a run over millions of
+    /// CDRs costs one index scan).
+    pub fn by_card_hourly(
+        &self,
+        account: &str,
+        from: i64,
+        to: i64,
+        cards: &[&str],
+        mut f: impl FnMut(Vec<Record>) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        const WINDOW: i64 = 3600;
+        let (first, second) = (
+            cards.first().copied().unwrap_or(""),
+            cards.last().copied().unwrap_or(""),
+        );
+        let mut start = from;
+        while start <= to {
+            let end = start.saturating_add(WINDOW - 1).min(to);
+            let records = {
+                let conn = self.conn.lock();
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {LISTED} FROM events INDEXED BY events_dt
+                     WHERE account = ?1 AND dt >= ?2 AND dt <= ?3 AND kind = 'cdr' AND card IN (?4, ?5)"
+                ))?;
+                let rows =
+                    stmt.query_map(params![account, start, end, first, second], read_record)?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            if !records.is_empty() {
+                f(records)?;
             }
             if end == to {
                 break;
@@ -811,6 +876,9 @@ impl Record {
             return Err("bad account".into());
         }
         self.cdr.input.validate(now)?;
+        if self.rerated.is_some_and(|at| !(0..=now).contains(&at)) {
+            return Err("re-rating dated ahead of this node's clock".into());
+        }
         if let Some(leg) = &self.cdr.leg {
             leg.validate()?;
         }

@@ -9,6 +9,7 @@
 use super::{cost_parts, insert_record, EventLog, LogError, RecordRef, INSERT};
 use edgerate_model::cdr::Cdr;
 use rusqlite::{params, OptionalExtension, Transaction};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 impl EventLog {
     /// Stores re-ratings of `account`'s CDRs made at `at`: each of `cdrs` is a CDR with its new
@@ -21,6 +22,7 @@ impl EventLog {
             let mut conn = self.conn.lock();
             let tx = conn.transaction()?;
             let mut seq: u64 = self.vv.lock().get(&self.origin).copied().unwrap_or(0);
+            note(&tx, &self.has_rerates)?;
             {
                 let mut insert = tx.prepare_cached(INSERT)?;
                 for cdr in cdrs {
@@ -47,6 +49,18 @@ impl EventLog {
         }
         result
     }
+}
+
+/// Records that the log holds re-ratings (from then on an arriving CDR looks for its own).
+pub(super) fn note(tx: &Transaction<'_>, flag: &AtomicBool) -> Result<(), LogError> {
+    if !flag.load(Ordering::Relaxed) {
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('rerates', 1)",
+            [],
+        )?;
+        flag.store(true, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Puts a re-rating's rating beside its CDR when it is the latest one there.
