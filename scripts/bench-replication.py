@@ -25,16 +25,25 @@ basic = "Basic " + base64.b64encode(f"{auth_id}:{auth_key}".encode()).decode()
 
 class Node:
     def __init__(self, url):
-        host = url.split("//")[1]
-        self.conn = http.client.HTTPConnection(host, timeout=600)
+        self.host = url.split("//")[1]
+        self.conn = http.client.HTTPConnection(self.host, timeout=600)
 
     def call(self, service, params="", body=None, ctype=None):
         headers = {"Authorization": basic}
         if ctype:
             headers["Content-Type"] = ctype
-        self.conn.request("POST" if body is not None else "GET", f"/api/{service}.json?{params}", body=body, headers=headers)
-        r = self.conn.getresponse()
-        return r.status, r.read()
+        for attempt in (1, 2):
+            try:
+                self.conn.request("POST" if body is not None else "GET", f"/api/{service}.json?{params}", body=body, headers=headers)
+                r = self.conn.getresponse()
+                return r.status, r.read()
+            except (http.client.RemoteDisconnected, ConnectionError):
+                # The node closes a keep-alive connection left idle (during a long import
+                # elsewhere): open a new one.
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(self.host, timeout=600)
+                if attempt == 2:
+                    raise
 
     def raw(self, path):
         self.conn.request("GET", path)
