@@ -6,6 +6,8 @@
 #
 #   scripts/bench-http.sh                      # DURATION=10 CONNS=32 ROUNDS=3
 #   ASR_PRELOAD=1000000 URL_PATH='/api/lookup/asrplus.json?number=441234567890' scripts/bench-http.sh   # ASR Plus
+#   LCR_PROVIDERS=5 URL_PATH='/api/routing/lcr.json?number=441234567890&card=demo' scripts/bench-http.sh   # routing
+#     (LCR_PROVIDERS=N: N provider cards holding the demo deck, each rate scaled by its number)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -47,6 +49,26 @@ for b in range(0, total, 1000):
     urllib.request.urlopen(req).read()
 PY
   echo "ASR Plus holds $(curl -s "http://127.0.0.1:$node_port/metrics" | awk '/^edgerate_asrplus_numbers/ {print $2}') numbers; node RSS $(( $(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status") / 1024 )) MiB"
+fi
+# LCR_PROVIDERS=N: N provider cards, each the demo deck with its rates times 0.5, 0.6, …
+if [ "${LCR_PROVIDERS:-0}" -gt 0 ]; then
+  curl -sf -H "$auth" "http://127.0.0.1:$node_port/api/ratecard/export.json?card=demo" >"$work/demo.csv"
+  for p in $(seq "$LCR_PROVIDERS"); do
+    python3 - "$work/demo.csv" "$p" >"$work/prov-$p.csv" <<'PY'
+import csv, sys
+from decimal import Decimal
+rows = list(csv.reader(open(sys.argv[1])))
+factor = Decimal(5 + int(sys.argv[2])) / 10
+w = csv.writer(sys.stdout, lineterminator="\n")
+w.writerow(rows[0])
+for r in rows[1:]:
+    r[2] = str((Decimal(r[2]) * factor).quantize(Decimal("0.000001")))
+    w.writerow(r)
+PY
+    curl -sf -H "$auth" -d "name=prov-$p&kind=provider" "http://127.0.0.1:$node_port/api/ratecard/create.json" >/dev/null
+    curl -sf -H "$auth" -H 'content-type: text/csv' --data-binary @"$work/prov-$p.csv" \
+      "http://127.0.0.1:$node_port/api/ratecard/import.json?card=prov-$p" >/dev/null
+  done
 fi
 # One outcome in the event log, so that lookup/asrplus has something to answer.
 curl -sf -H "$auth" -H 'content-type: text/csv' --data-binary $'callid,dest_number,sip_code\nbench-1,441234567890,404\n' \
