@@ -5,14 +5,15 @@
 //! [`model::routing`]: edgerate_model::routing
 
 use crate::error::ApiError;
-use crate::ratecard::{jurisdiction, money};
+use crate::ratecard::{jurisdiction, number_of};
 use crate::router::{Ctx, Output};
 use edgerate_model::card::CardKind;
 use edgerate_model::pricing;
 use edgerate_model::routing::{self, Call, Order, Provider};
 use edgerate_replication::catalog::{CardView, View};
 use rust_decimal::Decimal;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Number;
 use std::sync::Arc;
 
 /// Routes per number when `limit` is not given, and its maximum.
@@ -95,88 +96,133 @@ pub fn lcr(ctx: &Ctx) -> Result<Output, ApiError> {
         })
         .collect();
     let quality = ctx.state.log().route_quality();
-    let answer = |number: &str| -> Value {
-        let jurisdiction = jurisdiction(&view, number, cli.as_deref());
-        let sell = sell_card.and_then(|card| {
-            let rev = card.live_at(at)?;
-            // Recursive: the sell card may be one of the providers, whose index is read-locked
-            // above (a plain read would wait behind a queued writer for ever).
-            let index = rev.index.read_recursive();
-            let price = pricing::price(
-                &index,
+    let sell_pricing = sell_card.map(|card| (card, card.meta.pricing(), card.live_at(at)));
+    let answers: Vec<Answer<'_>> = numbers
+        .iter()
+        .map(|number| {
+            let number = number.as_str();
+            let jurisdiction = jurisdiction(&view, number, cli.as_deref());
+            let sell = sell_pricing.as_ref().and_then(|(card, pricing, rev)| {
+                // Recursive: the sell card may be one of the providers, whose index is read-locked
+                // above (a plain read would wait behind a queued writer for ever).
+                let index = (*rev)?.index.read_recursive();
+                let price =
+                    pricing::price(&index, number, || jurisdiction, Some(duration), pricing)?;
+                let cost = price.charge.map(|c| c.cost);
+                Some((
+                    Sell {
+                        card: &card.meta.name,
+                        prefix: &number[..price.prefix_len],
+                        rate: number_of(price.rate),
+                        cost: cost.map(number_of),
+                    },
+                    cost,
+                ))
+            });
+            let call = Call {
                 number,
-                || jurisdiction,
-                Some(duration),
-                &card.meta.pricing(),
-            )?;
-            let cost = price.charge.map(|c| c.cost);
-            Some((
-                json!({
-                    "card": card.meta.name,
-                    "prefix": &number[..price.prefix_len],
-                    "rate": money(price.rate),
-                    "cost": cost.map(money),
-                }),
-                cost,
-            ))
-        });
-        let call = Call {
-            number,
-            duration,
-            jurisdiction,
-            sell: sell.as_ref().and_then(|(_, cost)| *cost),
-            assure,
-            min_asr,
-            order,
-            limit,
-        };
-        let (routes, excluded) = routing::routes(&priced, &call, |i, prefix_len| {
-            quality.of(&live[i].0.card.meta.id, &number[..prefix_len], at)
-        });
-        let routes: Vec<Value> = routes
-            .iter()
-            .map(|r| {
-                let named = live[r.provider].0;
-                json!({
-                    "card": named.reference,
-                    "card_id": named.card.meta.id,
-                    "name": &*r.rule.name,
-                    "prefix": &number[..r.prefix_len],
-                    "rate": money(r.rate),
-                    "connect_fee": money(r.rule.connect_fee),
-                    "cost": money(r.cost),
-                    "margin": r.margin.map(money),
-                    "asr": r.quality.asr.map(money),
-                    "acd": r.quality.acd.map(money),
-                    "status": r.rule.status.as_str(),
-                })
-            })
-            .collect();
-        let excluded: Vec<Value> = excluded
-            .iter()
-            .map(|(i, prefix_len, why)| {
-                json!({
-                    "card": live[*i].0.reference,
-                    "prefix": &number[..*prefix_len],
-                    "reason": why.as_str(),
-                })
-            })
-            .collect();
-        json!({
-            "number": number,
-            "sell": sell.map(|(s, _)| s),
-            "routes": routes,
-            "excluded": excluded,
+                duration,
+                jurisdiction,
+                sell: sell.as_ref().and_then(|(_, cost)| *cost),
+                assure,
+                min_asr,
+                order,
+                limit,
+            };
+            let (routes, excluded) = routing::routes(&priced, &call, |i, prefix_len| {
+                quality.of(&live[i].0.card.meta.id, &number[..prefix_len], at)
+            });
+            Answer {
+                number,
+                sell: sell.map(|(s, _)| s),
+                routes: routes
+                    .iter()
+                    .map(|r| {
+                        let named = live[r.provider].0;
+                        Route {
+                            card: &named.reference,
+                            card_id: &named.card.meta.id,
+                            name: &r.rule.name,
+                            prefix: &number[..r.prefix_len],
+                            rate: number_of(r.rate),
+                            connect_fee: number_of(r.rule.connect_fee),
+                            cost: number_of(r.cost),
+                            margin: r.margin.map(number_of),
+                            asr: r.quality.asr.map(number_of),
+                            acd: r.quality.acd.map(number_of),
+                            status: r.rule.status.as_str(),
+                        }
+                    })
+                    .collect(),
+                excluded: excluded
+                    .iter()
+                    .map(|(i, prefix_len, why)| Left {
+                        card: &live[*i].0.reference,
+                        prefix: &number[..*prefix_len],
+                        reason: why.as_str(),
+                    })
+                    .collect(),
+            }
         })
-    };
-    if let [number] = numbers.as_slice() {
-        return Ok(Output::Value(answer(number)));
+        .collect();
+    if let [one] = answers.as_slice() {
+        return ctx.reply(one);
     }
-    let mut by_number = Map::new();
-    for number in &numbers {
-        by_number.insert(number.clone(), answer(number));
+    ctx.reply(&ByNumber(answers))
+}
+
+/// One number's routes (API.md §3 "routing").
+#[derive(Serialize)]
+struct Answer<'a> {
+    number: &'a str,
+    sell: Option<Sell<'a>>,
+    routes: Vec<Route<'a>>,
+    excluded: Vec<Left<'a>>,
+}
+
+#[derive(Serialize)]
+struct Sell<'a> {
+    card: &'a str,
+    prefix: &'a str,
+    rate: Number,
+    cost: Option<Number>,
+}
+
+#[derive(Serialize)]
+struct Route<'a> {
+    card: &'a str,
+    card_id: &'a str,
+    name: &'a str,
+    prefix: &'a str,
+    rate: Number,
+    connect_fee: Number,
+    cost: Number,
+    margin: Option<Number>,
+    asr: Option<Number>,
+    acd: Option<Number>,
+    status: &'static str,
+}
+
+/// A provider left out, and why.
+#[derive(Serialize)]
+struct Left<'a> {
+    card: &'a str,
+    prefix: &'a str,
+    reason: &'static str,
+}
+
+/// Answers keyed by number, in request order.
+struct ByNumber<'a>(Vec<Answer<'a>>);
+
+impl Serialize for ByNumber<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for answer in &self.0 {
+            map.serialize_entry(answer.number, answer)?;
+        }
+        map.end()
     }
-    Ok(Output::Value(Value::Object(by_number)))
 }
 
 /// A provider card and how the answer names it: as the request did, else by its name.

@@ -25,8 +25,8 @@ struct Counts {
 #[derive(Debug, Clone, Default)]
 pub struct RouteQuality {
     days: u32,
-    /// (provider card id, prefix) → day → counts.
-    routes: HashMap<(String, String), BTreeMap<i64, Counts>>,
+    /// Provider card id → prefix → day → counts (looked up by `&str`, without allocating).
+    routes: HashMap<String, HashMap<String, BTreeMap<i64, Counts>>>,
 }
 
 impl RouteQuality {
@@ -59,7 +59,9 @@ impl RouteQuality {
         }
         let counts = self
             .routes
-            .entry((provider.to_owned(), prefix.to_owned()))
+            .entry(provider.to_owned())
+            .or_default()
+            .entry(prefix.to_owned())
             .or_default()
             .entry(day)
             .or_default();
@@ -73,7 +75,7 @@ impl RouteQuality {
     /// The quality of `provider`'s destination `prefix` over the window at `now`; `None`s
     /// without calls (ACD: without connected calls).
     pub fn of(&self, provider: &str, prefix: &str, now: i64) -> Quality {
-        let Some(days) = self.routes.get(&(provider.to_owned(), prefix.to_owned())) else {
+        let Some(days) = self.routes.get(provider).and_then(|p| p.get(prefix)) else {
             return Quality::default();
         };
         let mut sum = Counts::default();
@@ -96,9 +98,12 @@ impl RouteQuality {
     /// Forgets the days that left the window at `now`.
     pub fn prune(&mut self, now: i64) {
         let first = self.first_day(now);
-        self.routes.retain(|_, days| {
-            days.retain(|day, _| *day >= first);
-            !days.is_empty()
+        self.routes.retain(|_, prefixes| {
+            prefixes.retain(|_, days| {
+                days.retain(|day, _| *day >= first);
+                !days.is_empty()
+            });
+            !prefixes.is_empty()
         });
     }
 }

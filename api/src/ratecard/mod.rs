@@ -153,7 +153,7 @@ fn revision_json(card: &CardView, rev: &RevisionView, now: i64) -> Value {
 }
 
 /// A decimal as an exact JSON number.
-fn number_of(d: Decimal) -> Number {
+pub(crate) fn number_of(d: Decimal) -> Number {
     Number::from_str(&d.normalize().to_string()).expect("a decimal is a JSON number")
 }
 
