@@ -38,7 +38,7 @@ pub fn lcr(ctx: &Ctx) -> Result<Output, ApiError> {
                 .ok_or_else(|| ApiError::not_found(format!("card '{reference}' not found")))
         })
         .transpose()?;
-    let providers = providers(&view, ctx)?;
+    let providers = providers(&view, ctx, true)?;
     let duration = match ctx
         .vars
         .parse_opt::<Decimal>("duration", "a number of seconds")?
@@ -226,18 +226,20 @@ impl Serialize for ByNumber<'_> {
 }
 
 /// A provider card and how the answer names it: as the request did, else by its name.
-struct Named {
-    card: Arc<CardView>,
+pub(crate) struct Named {
+    pub(crate) card: Arc<CardView>,
     reference: String,
 }
 
 /// The provider cards a request routes over: `providers` (ids or names, each a provider card
-/// of the account), else every provider card of the account; ordered by name, which breaks
-/// ties between equal routes.
-fn providers(view: &View, ctx: &Ctx) -> Result<Vec<Named>, ApiError> {
+/// of the account, at most 100, each once), else (with `every`) every provider card of the
+/// account; ordered by name, which breaks ties between equal routes.
+pub(crate) fn providers(view: &View, ctx: &Ctx, every: bool) -> Result<Vec<Named>, ApiError> {
     let account = &ctx.account().id;
     let refs = ctx.vars.list("providers");
-    let mut out: Vec<Named> = if refs.is_empty() {
+    let mut out: Vec<Named> = if refs.is_empty() && !every {
+        Vec::new()
+    } else if refs.is_empty() {
         view.cards_of(account)
             .into_iter()
             .filter(|c| c.meta.kind == CardKind::Provider)

@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 /// Most CDRs in one `cdr/add`.
 const MAX_BATCH: usize = 100_000;
 /// Longest `cdr/list` range, seconds.
-const MAX_RANGE: i64 = 93 * 86_400;
+pub(crate) const MAX_RANGE: i64 = 93 * 86_400;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 /// Rows per page read from the log while exporting, and bytes per chunk sent.
@@ -259,8 +259,8 @@ pub fn add(ctx: &Ctx) -> Result<Output, ApiError> {
     ))
 }
 
-/// The filter of `cdr/list`, `cdr/export` and `cdr/stats`.
-fn filter(ctx: &Ctx, max_range: Option<i64>) -> Result<Filter, ApiError> {
+/// `from` and `to` (both required, `to` not before `from`), at most `max_range` seconds apart.
+pub(crate) fn range(ctx: &Ctx, max_range: Option<i64>) -> Result<(i64, i64), ApiError> {
     let required = |name: &str| ctx.vars.time(name)?.ok_or_else(|| ApiError::missing(name));
     let (from, to) = (required("from")?, required("to")?);
     if to < from {
@@ -274,6 +274,12 @@ fn filter(ctx: &Ctx, max_range: Option<i64>) -> Result<Filter, ApiError> {
             ));
         }
     }
+    Ok((from, to))
+}
+
+/// The filter of `cdr/list`, `cdr/export` and `cdr/stats`.
+fn filter(ctx: &Ctx, max_range: Option<i64>) -> Result<Filter, ApiError> {
+    let (from, to) = range(ctx, max_range)?;
     let sip_code = ctx
         .vars
         .parse_opt::<u16>("sip_code", "a SIP response code")?;

@@ -5,7 +5,7 @@
 //!
 //! [`EventLog::rerate`]: edgerate_replication::eventlog::EventLog::rerate
 
-use super::{rate_on, MAX_RANGE};
+use super::{range, rate_on, MAX_RANGE};
 use crate::error::ApiError;
 use crate::ratecard::money;
 use crate::router::{Ctx, Output};
@@ -19,14 +19,7 @@ pub fn rerate(ctx: &Ctx) -> Result<Output, ApiError> {
     let card = view
         .card(&ctx.account().id, reference)
         .ok_or_else(|| ApiError::not_found(format!("card '{reference}' not found")))?;
-    let required = |name: &str| ctx.vars.time(name)?.ok_or_else(|| ApiError::missing(name));
-    let (from, to) = (required("from")?, required("to")?);
-    if to < from {
-        return Err(ApiError::invalid("to", "is before 'from'"));
-    }
-    if to - from > MAX_RANGE {
-        return Err(ApiError::invalid("to", "the range is over 93 days"));
-    }
+    let (from, to) = range(ctx, Some(MAX_RANGE))?;
     let revision = match ctx.vars.parse_opt::<u32>("revision", "a revision number")? {
         Some(rev) => Some(
             card.revisions

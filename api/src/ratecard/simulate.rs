@@ -7,18 +7,12 @@ use super::{build, find_card, money};
 use crate::error::ApiError;
 use crate::ratecard::jurisdiction;
 use crate::router::{Ctx, Output};
-use edgerate_model::card::CardKind;
 use edgerate_model::index::PrefixIndex;
 use edgerate_model::pricing;
 use edgerate_model::routing::{self, Call, Order, Provider, Quality};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-
-/// The longest range simulated, seconds (as `cdr/list`).
-const MAX_RANGE: i64 = 93 * 86_400;
-/// Most provider cards priced per call.
-const MAX_PROVIDERS: usize = 100;
 
 /// Sums over the calls to one destination.
 #[derive(Default)]
@@ -67,14 +61,7 @@ pub fn simulate(ctx: &Ctx) -> Result<Output, ApiError> {
     let catalog = ctx.state.catalog();
     let view = catalog.view();
     let card = find_card(&view, ctx)?;
-    let required = |name: &str| ctx.vars.time(name)?.ok_or_else(|| ApiError::missing(name));
-    let (from, to) = (required("from")?, required("to")?);
-    if to < from {
-        return Err(ApiError::invalid("to", "is before 'from'"));
-    }
-    if to - from > MAX_RANGE {
-        return Err(ApiError::invalid("to", "the range is over 93 days"));
-    }
+    let (from, to) = crate::cdr::range(ctx, Some(crate::cdr::MAX_RANGE))?;
     // The prices tried: a revision of the card, or a rebuild by its recipe.
     let tried: Value;
     let guard;
@@ -96,30 +83,10 @@ pub fn simulate(ctx: &Ctx) -> Result<Output, ApiError> {
             &built
         }
     };
-    let routes = ctx.vars.list("providers");
-    if routes.len() > MAX_PROVIDERS {
-        return Err(ApiError::invalid(
-            "providers",
-            format!("names more than {MAX_PROVIDERS} cards"),
-        ));
-    }
-    let mut provider_cards: Vec<(std::sync::Arc<edgerate_replication::catalog::CardView>, _)> =
-        Vec::new();
-    for reference in &routes {
-        let p = view
-            .card(&ctx.account().id, reference)
-            .filter(|c| c.meta.kind == CardKind::Provider)
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "providers",
-                    format!("'{reference}' is not a provider card of the account"),
-                )
-            })?;
-        let seen = provider_cards.iter().any(|(c, _)| c.meta.id == p.meta.id);
-        if let (false, Some(rev)) = (seen, p.live_at(ctx.now)) {
-            provider_cards.push((p.clone(), rev.clone()));
-        }
-    }
+    let provider_cards: Vec<_> = crate::routing::providers(&view, ctx, false)?
+        .into_iter()
+        .filter_map(|p| p.card.live_at(ctx.now).cloned().map(|rev| (p.card, rev)))
+        .collect();
     let guards: Vec<_> = provider_cards
         .iter()
         .map(|(_, r)| r.index.read_recursive())

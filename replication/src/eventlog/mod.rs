@@ -465,13 +465,7 @@ impl EventLog {
                     tracing::warn!(origin = %r.origin, seq = r.seq, %why, "refused a peer's record");
                     continue;
                 }
-                let record = RecordRef {
-                    origin: &r.origin,
-                    seq: r.seq,
-                    account: &r.account,
-                    cdr: &r.cdr,
-                    rerated: r.rerated,
-                };
+                let record = r.as_ref();
                 if insert_record(&mut insert, &record)? > 0 {
                     match r.rerated {
                         Some(_) => {
@@ -709,8 +703,7 @@ impl EventLog {
                         .and_then(|v| v.as_str().ok())
                         .unwrap_or("")
                 };
-                let cost = Decimal::from(row.get::<_, i64>(4)?)
-                    + Decimal::new(row.get::<_, i64>(5)?, COST_SCALE);
+                let cost = cost_of(row.get(4)?, row.get(5)?);
                 f(RatedCall {
                     dest_number: text(0),
                     source_cli: text(1),
@@ -788,8 +781,7 @@ impl EventLog {
                 attempts: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
                 connected: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
                 seconds: Decimal::new(r.get::<_, i64>(3)?, 3),
-                cost: Decimal::from(r.get::<_, i64>(4)?)
-                    + Decimal::new(r.get::<_, i64>(5)?, COST_SCALE),
+                cost: cost_of(r.get(4)?, r.get(5)?),
             })
         })?;
         rows.collect::<Result<_, _>>().map_err(Into::into)
@@ -939,8 +931,25 @@ fn raise_head(tx: &rusqlite::Transaction<'_>, origin: &str, seq: u64) -> Result<
     Ok(())
 }
 
+impl Record {
+    fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            origin: &self.origin,
+            seq: self.seq,
+            account: &self.account,
+            cdr: &self.cdr,
+            rerated: self.rerated,
+        }
+    }
+}
+
+/// A cost from its whole units and 10⁻¹⁰ parts (see [`cost_parts`]).
+fn cost_of(units: i64, fraction: i64) -> Decimal {
+    Decimal::from(units) + Decimal::new(fraction, COST_SCALE)
+}
+
 /// A record to store, borrowed.
-pub(crate) struct RecordRef<'a> {
+struct RecordRef<'a> {
     origin: &'a str,
     seq: u64,
     account: &'a str,

@@ -103,14 +103,7 @@ pub(super) fn catch_up(tx: &Transaction<'_>, account: &str, callid: &str) -> Res
         .query_row(params![account, callid], super::read_record)
         .optional()?;
     if let Some(r) = latest {
-        let record = RecordRef {
-            origin: &r.origin,
-            seq: r.seq,
-            account: &r.account,
-            cdr: &r.cdr,
-            rerated: r.rerated,
-        };
-        supersede(tx, &record)?;
+        supersede(tx, &r.as_ref())?;
     }
     Ok(())
 }
