@@ -390,7 +390,8 @@ fn add_quota(headers: &mut HeaderMap, quota: Option<Quota>) {
     }
 }
 
-/// An error in `format`, with the matching status and, for 429, `Retry-After`.
+/// An error in `format`, with the matching status and, for 429, `Retry-After`; for 405, `Allow`
+/// (RFC 9110 §15.5.6).
 pub fn error_response(format: Format, error: &ApiError, quota: Option<Quota>) -> Response {
     let status =
         StatusCode::from_u16(error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -403,6 +404,11 @@ pub fn error_response(format: Format, error: &ApiError, quota: Option<Quota>) ->
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if error.code == ErrorCode::MethodNotAllowed {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
     }
     add_quota(response.headers_mut(), quota);
     response

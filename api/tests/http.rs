@@ -1050,6 +1050,7 @@ async fn unknown_services_formats_and_methods() {
         )
         .await;
     assert_eq!(put.status, 405);
+    assert_eq!(put.headers[header::ALLOW], "GET, POST");
     assert_eq!(api.get("/nowhere").await.status, 404);
 }
 
