@@ -4,7 +4,9 @@
 //! writes. Nodes listen on `0.0.0.0` for peers, advertise their own address and know one seed,
 //! as API.md §10 shows. Needs root (CI runs as root) and iproute2.
 
-use edgerate_tests::{create_account, issue_certificate, wait_for, wait_mesh, Api, NodeProcess};
+use edgerate_tests::{
+    create_account, generated_deck, issue_certificate, wait_for, wait_mesh, Api, NodeProcess,
+};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -93,6 +95,31 @@ impl Net {
 
     fn heal(&self, i: usize) {
         must(&["ip", "link", "set", &self.veth("p", i), "up"]);
+    }
+
+    /// Caps what node `i` sends on the peer network at `mbit` Mbit/s (a token bucket on its
+    /// interface: the kernel here has no netem, but tbf works).
+    fn cap(&self, i: usize, mbit: u32) {
+        let rate = format!("{mbit}mbit");
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(i),
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "eth0",
+            "root",
+            "tbf",
+            "rate",
+            &rate,
+            "burst",
+            "256kb",
+            "latency",
+            "100ms",
+        ]);
     }
 
     fn remove(&self) {
@@ -268,5 +295,70 @@ fn a_node_cut_off_by_the_kernel_takes_writes_and_every_acknowledged_write_reache
         detected.as_secs_f64(),
         stopped.elapsed().as_secs_f64(),
         healed_at.elapsed().as_secs_f64()
+    );
+}
+
+/// Rows of the deck sent across the capped link: small by default (a debug build in CI), 1M for
+/// the benchmark (`NETNS_DECK_ROWS=1000000 cargo test --release -p edgerate-node --test netns
+/// -- --nocapture a_deck`).
+fn deck_rows() -> usize {
+    std::env::var("NETNS_DECK_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+#[test]
+fn a_deck_crosses_a_100_mbit_link() {
+    let net = Net::create(2);
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<Node> = (1..=2).map(|i| Node::create(&net, dir.path(), i)).collect();
+    let _running: Vec<NodeProcess> = nodes.iter().map(Node::start).collect();
+    wait_connected(&nodes);
+    for i in 1..=2 {
+        net.cap(i, 100);
+    }
+    let (id, key) = create_account(&nodes[0].operator(), 1_000_000);
+    let apis: Vec<Api> = nodes
+        .iter()
+        .map(|n| Api::account(&n.url, &id, &key))
+        .collect();
+    apis[0].ok("ratecard/create", &[("name", "big")]);
+    wait_for("the card on both nodes", CONVERGE, || {
+        apis.iter()
+            .all(|a| a.call("ratecard/get", &[("card", "big")]).status == 200)
+            .then_some(())
+    });
+    let rows = deck_rows();
+    let deck = generated_deck(rows, 1);
+    let bytes = deck.len();
+    let started = Instant::now();
+    let answer = apis[0].upload("ratecard/import", "card=big", "text/csv", deck.into_bytes());
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let local = started.elapsed();
+    // The last row of the deck priced on the peer means its whole revision is there.
+    let probe = format!(
+        "{}5",
+        10_000_000 + ((rows as u64 - 1) * 7919 + 1) % 89_999_999
+    );
+    wait_for(
+        "the deck live on the peer",
+        Duration::from_secs(300),
+        || {
+            let a = apis[1].call("ratecard/query", &[("card", "big"), ("number", &probe)]);
+            (a.status == 200 && a.json()["revision"] == 2).then_some(())
+        },
+    );
+    println!(
+        "{rows}-row deck ({:.1} MB of CSV) over a 100 Mbit/s link: live on the importing node after \
+         {:.2} s, on the peer after {:.2} s",
+        bytes as f64 / 1e6,
+        local.as_secs_f64(),
+        started.elapsed().as_secs_f64()
     );
 }
