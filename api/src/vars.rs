@@ -294,9 +294,15 @@ impl Vars {
                 format!("at most {max} numbers per request, {} given", raw.len()),
             ));
         }
-        raw.iter()
-            .map(|n| edgerate_model::number::normalise(n).map_err(|e| ApiError::invalid(name, e)))
-            .collect()
+        let mut numbers: Vec<String> = Vec::with_capacity(raw.len());
+        for n in raw {
+            let n = edgerate_model::number::normalise(n).map_err(|e| ApiError::invalid(name, e))?;
+            // One answer per number: a number given twice (in any form) is asked once.
+            if !numbers.contains(&n) {
+                numbers.push(n);
+            }
+        }
+        Ok(numbers)
     }
 
     /// `limit` (1..=`max`, default `default`) and `offset` (default 0) of a paged listing.

@@ -508,3 +508,50 @@ async fn a_delta_deck_changes_the_live_revision_and_checks_its_codes() {
     assert_eq!(r.json()["rules"], 3);
     assert_eq!(r.json()["warnings"], json!([]));
 }
+
+#[tokio::test]
+async fn notice_holds_increases_through_a_dated_chain() {
+    let api = Api::new();
+    api.card_with(
+        "nd",
+        "prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.02,0,60,60\n",
+    )
+    .await;
+    api.post("/api/ratecard/update.json", "card=nd&notice_days=7")
+        .await;
+    let now = edgerate_model::time::now();
+    let day1 = now + 86_400;
+    let csv = format!(
+        "prefix,name,rate,connect_fee,mcd,pulse,effective_date\n\
+         44,UK,0.05,0,60,60,\n\
+         33,FR,0.04,0,60,60,{day1}\n"
+    );
+    let r = import_csv(&api, "card=nd", &csv).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_eq!(out["increases_held"], 1, "{out}");
+    let scheduled = out["scheduled"].as_array().unwrap();
+    assert_eq!(scheduled.len(), 2, "day 1 and the end of the notice: {out}");
+    let at = |t: i64, number: &'static str| {
+        let api = &api;
+        async move {
+            let r = api
+                .get(&format!(
+                    "/api/ratecard/query.json?card=nd&number={number}&at={t}"
+                ))
+                .await;
+            (r.status == 200).then(|| r.json()["rate"].clone())
+        }
+    };
+    assert_eq!(at(now, "441").await, Some(json!(0.02)), "held");
+    assert_eq!(
+        at(day1, "441").await,
+        Some(json!(0.02)),
+        "still held on day 1"
+    );
+    assert_eq!(at(day1, "331").await, Some(json!(0.04)), "day 1's new row");
+    let later = scheduled[1]["live_at"].as_i64().unwrap();
+    assert!((later - now - 7 * 86_400).abs() < 5);
+    assert_eq!(at(later, "441").await, Some(json!(0.05)));
+    assert_eq!(at(later, "331").await, Some(json!(0.04)));
+}

@@ -106,12 +106,24 @@ fn account_with_card(cluster: &Cluster, name: &str) -> (String, String) {
     cluster
         .as_account(0, &acct)
         .ok("ratecard/create", &[("name", name)]);
-    cluster.converged("the card everywhere", |i| {
-        let card = cluster
-            .as_account(i, &acct)
-            .call("ratecard/get", &[("card", name)]);
-        card.status.into()
-    });
+    // The card and its live revision: the card's document can arrive before the documents of
+    // its first revision.
+    wait_for(
+        "the card and its live revision everywhere",
+        CONVERGE,
+        || {
+            cluster
+                .running()
+                .into_iter()
+                .all(|i| {
+                    let card = cluster
+                        .as_account(i, &acct)
+                        .call("ratecard/get", &[("card", name)]);
+                    card.status == 200 && !card.json()["revision"].is_null()
+                })
+                .then_some(())
+        },
+    );
     acct
 }
 
@@ -347,13 +359,13 @@ fn concurrent_edits_of_one_rule_converge_to_one_answer() {
     let a1 = cluster.as_account(0, &acct);
     a1.ok("ratecard/create", &[("name", "c")]);
     for i in 1..3 {
-        wait_for("the card on every node", CONVERGE, || {
-            (cluster
+        // The card and its live revision: the card's document can arrive before the documents
+        // of its first revision, and until they do an edit of "the live revision" is a 404.
+        wait_for("the card's live revision on every node", CONVERGE, || {
+            let card = cluster
                 .as_account(i, &acct)
-                .call("ratecard/get", &[("card", "c")])
-                .status
-                == 200)
-                .then_some(())
+                .call("ratecard/get", &[("card", "c")]);
+            (card.status == 200 && !card.json()["revision"].is_null()).then_some(())
         });
     }
     for round in 0..10 {

@@ -16,6 +16,8 @@ const OPERATOR: &str = "netns-test-operator-key";
 const CONVERGE: Duration = Duration::from_secs(60);
 const PEER_NET: &str = "10.211.77";
 const MGMT_NET: &str = "10.211.78";
+/// One network at a time: the tests share the subnets and the namespace names.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_edgerate"))
@@ -205,6 +207,7 @@ fn wait_connected(nodes: &[Node]) {
 
 #[test]
 fn a_node_cut_off_by_the_kernel_takes_writes_and_every_acknowledged_write_reaches_everyone() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let net = Net::create(3);
     let dir = tempfile::tempdir().unwrap();
     let nodes: Vec<Node> = (1..=3).map(|i| Node::create(&net, dir.path(), i)).collect();
@@ -305,11 +308,13 @@ fn deck_rows() -> usize {
     std::env::var("NETNS_DECK_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
+        .filter(|rows| *rows > 0)
         .unwrap_or(20_000)
 }
 
 #[test]
 fn a_deck_crosses_a_100_mbit_link() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let net = Net::create(2);
     let dir = tempfile::tempdir().unwrap();
     let nodes: Vec<Node> = (1..=2).map(|i| Node::create(&net, dir.path(), i)).collect();

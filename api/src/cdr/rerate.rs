@@ -36,6 +36,17 @@ pub fn rerate(ctx: &Ctx) -> Result<Output, ApiError> {
     log.by_card_hourly(&ctx.account().id, from, to, &cards, |records| {
         let mut batch: Vec<Cdr> = Vec::new();
         for r in &records {
+            // The reference as the CDR gave it, resolved now: a card since renamed, whose old
+            // name another card took, is not this one.
+            let ours = r
+                .cdr
+                .input
+                .card
+                .as_deref()
+                .and_then(|c| view.card(&ctx.account().id, c));
+            if ours.is_none_or(|c| c.meta.id != card.meta.id) {
+                continue;
+            }
             calls += 1;
             let rev = revision.or_else(|| card.live_at(r.cdr.input.dt));
             let rating = rev.and_then(|rev| rate_on(&view, card, rev, &r.cdr.input));

@@ -9,7 +9,7 @@ use crate::router::{Ctx, Output};
 use crate::vars::Vars;
 use edgerate_model::deck::{self, Deck, DeckError, ImeCard, CSV_HEADER};
 use edgerate_model::rule::Rule;
-use edgerate_model::schedule;
+use edgerate_model::{notice, schedule};
 use edgerate_replication::catalog::{CardView, RevisionView};
 use serde_json::{json, Value};
 
@@ -141,12 +141,37 @@ fn import_dated(
         }
     }
     let base: &[(String, Rule)] = if delta { &current } else { &[] };
-    let single = dates.len() == 1;
+    // Notice: every revision of the chain that goes live before now + `notice_days` keeps the
+    // rules whose price it raises (against the revision it replaces) at their old price, and
+    // the chain gains a revision at the end of the notice if that held anything back.
+    let notice_at = card
+        .meta
+        .notice_days
+        .filter(|d| *d > 0 && live_at.is_some())
+        .map(|d| ctx.now + i64::from(d) * 86_400);
+    let old: Option<edgerate_model::index::PrefixIndex> =
+        notice_at.map(|_| current.iter().cloned().collect());
+    let mut dates = dates;
     let catalog = ctx.state.catalog();
     let mut first = None;
     let mut scheduled = Vec::new();
-    for (k, at) in dates.into_iter().enumerate() {
-        let rules = schedule::rules_at(base, deck, at);
+    let mut held = 0usize;
+    let mut k = 0;
+    while k < dates.len() {
+        let at = dates[k];
+        let mut rules = schedule::rules_at(base, deck, at);
+        if let (Some(n), Some(old)) = (notice_at, &old) {
+            if at < n {
+                if let Some((early, raised)) = notice::without_increases(old, &rules) {
+                    rules = early;
+                    held = held.max(raised);
+                    if !dates.contains(&n) {
+                        let i = dates.partition_point(|t| *t < n);
+                        dates.insert(i, n);
+                    }
+                }
+            }
+        }
         let count = rules.len();
         let live = if k == 0 { live_at } else { Some(at) };
         let view = catalog.view();
@@ -154,10 +179,15 @@ fn import_dated(
             .cards
             .get(&card.meta.id)
             .ok_or_else(|| ApiError::not_found(format!("card '{}' was deleted", card.meta.name)))?;
-        // Notice splits a deck that goes live at once; a deck whose rows carry their own later
-        // dates is the provider's schedule, taken as it is (splitting one revision of a chain
-        // would bring an earlier step back after a later one).
-        let added = add_revision(catalog, card, rules, live, source, ctx.now, single)?;
+        // The first revision supersedes increases an earlier import still holds back; no
+        // revision is split again (the increases were held above).
+        let held_source = format!("notice:{source}");
+        let this_source = if Some(at) == notice_at && held > 0 {
+            &held_source
+        } else {
+            source
+        };
+        let added = add_revision(catalog, card, rules, live, this_source, ctx.now, k == 0)?;
         if k == 0 {
             first = Some((added, count));
         } else {
@@ -167,12 +197,16 @@ fn import_dated(
                 "rules": count,
             }));
         }
+        k += 1;
     }
     let (added, count) = first.expect("dates start with live_at");
     let card = find_card(&catalog.view(), ctx)?;
     let mut out = revision_json(&card, &card.revisions[&added.first.rev], ctx.now);
     out["rules"] = count.into();
     added.describe(&mut out);
+    if held > 0 {
+        out["increases_held"] = held.into();
+    }
     if !scheduled.is_empty() {
         out["scheduled"] = scheduled.into();
     }
