@@ -40,6 +40,20 @@ pub struct HttpSection {
     /// Connections open at once; default 4096. Over it a new connection gets a 503 and is closed.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Threads of the runtime that serves requests (1-1024); default: the CPUs this process may
+    /// run on when it starts (its CPU affinity and cgroup quota). Set it when the process is
+    /// pinned to fewer CPUs after it started.
+    #[serde(default)]
+    pub workers: Option<usize>,
+}
+
+impl HttpSection {
+    /// The runtime's worker threads: `workers`, else the CPUs the process may use.
+    pub fn worker_threads(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 impl Default for HttpSection {
@@ -50,6 +64,7 @@ impl Default for HttpSection {
             body_read_timeout_s: default_body_timeout(),
             idle_timeout_s: default_idle_timeout(),
             max_connections: default_max_connections(),
+            workers: None,
         }
     }
 }
@@ -68,6 +83,9 @@ impl HttpSection {
         }
         if self.max_connections == 0 {
             return Err("[http] max_connections must be at least 1".into());
+        }
+        if self.workers.is_some_and(|w| !(1..=1024).contains(&w)) {
+            return Err("[http] workers must be 1-1024".into());
         }
         Ok(())
     }

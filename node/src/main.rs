@@ -137,6 +137,7 @@ fn serve(
         config.http.listen = addr;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.http.worker_threads())
         .enable_all()
         .build()
         .context("starting the runtime")?;
