@@ -5,7 +5,7 @@
 //! [`model::routing`]: edgerate_model::routing
 
 use crate::error::ApiError;
-use crate::ratecard::{jurisdiction, number_of};
+use crate::ratecard::{jurisdiction, number_of, provider_cards};
 use crate::router::{Ctx, Output};
 use edgerate_model::card::CardKind;
 use edgerate_model::pricing;
@@ -249,31 +249,13 @@ pub(crate) fn providers(view: &View, ctx: &Ctx, every: bool) -> Result<Vec<Named
             })
             .collect()
     } else {
-        if refs.len() > MAX_PROVIDERS {
-            return Err(ApiError::invalid(
-                "providers",
-                format!("names more than {MAX_PROVIDERS} cards"),
-            ));
-        }
-        let mut named = Vec::with_capacity(refs.len());
-        for reference in refs {
-            let card = view
-                .card(account, reference)
-                .ok_or_else(|| ApiError::not_found(format!("card '{reference}' not found")))?;
-            if card.meta.kind != CardKind::Provider {
-                return Err(ApiError::invalid(
-                    "providers",
-                    format!("card '{reference}' is not a provider card (kind=provider)"),
-                ));
-            }
-            if !named.iter().any(|n: &Named| n.card.meta.id == card.meta.id) {
-                named.push(Named {
-                    card: card.clone(),
-                    reference: reference.to_owned(),
-                });
-            }
-        }
-        named
+        provider_cards(view, account, "providers", &refs, MAX_PROVIDERS)?
+            .into_iter()
+            .map(|(card, reference)| Named {
+                card: card.clone(),
+                reference: reference.to_owned(),
+            })
+            .collect()
     };
     out.sort_by(|a, b| a.card.meta.name.cmp(&b.card.meta.name));
     Ok(out)

@@ -36,7 +36,7 @@ pub fn build(ctx: &Ctx) -> Result<Output, ApiError> {
             "is a provider card; builds make customer cards",
         ));
     }
-    let recipe = match read_recipe(&ctx.vars, &view, &ctx.account().id, &card)? {
+    let recipe = match read_recipe(&ctx.vars, &view, &ctx.account().id)? {
         Some(recipe) => recipe,
         None => card.meta.recipe.clone().ok_or_else(|| {
             ApiError::invalid(
@@ -246,12 +246,7 @@ pub(super) fn simulated(
 
 /// The recipe a build's variables give, or `None` when they give none (a rebuild). The
 /// variables of a recipe other than `from` need `from`.
-fn read_recipe(
-    vars: &Vars,
-    view: &View,
-    account: &str,
-    card: &CardView,
-) -> Result<Option<Recipe>, ApiError> {
+fn read_recipe(vars: &Vars, view: &View, account: &str) -> Result<Option<Recipe>, ApiError> {
     let refs = vars.list("from");
     if refs.is_empty() {
         if let Some(name) = [
@@ -273,30 +268,11 @@ fn read_recipe(
         }
         return Ok(None);
     }
-    if refs.len() > MAX_PROVIDERS {
-        return Err(ApiError::invalid(
-            "from",
-            format!("names more than {MAX_PROVIDERS} cards"),
-        ));
-    }
-    let mut from = Vec::with_capacity(refs.len());
-    for reference in refs {
-        let provider = view
-            .card(account, reference)
-            .ok_or_else(|| ApiError::not_found(format!("card '{reference}' not found")))?;
-        if provider.meta.kind != CardKind::Provider {
-            return Err(ApiError::invalid(
-                "from",
-                format!("card '{reference}' is not a provider card (kind=provider)"),
-            ));
-        }
-        if provider.meta.id == card.meta.id {
-            return Err(ApiError::invalid("from", "names the card being built"));
-        }
-        if !from.contains(&provider.meta.id) {
-            from.push(provider.meta.id.clone());
-        }
-    }
+    // The card built is a customer card, so it is never among them.
+    let from = super::provider_cards(view, account, "from", &refs, MAX_PROVIDERS)?
+        .into_iter()
+        .map(|(provider, _)| provider.meta.id.clone())
+        .collect();
     let mix = match vars.get("mix") {
         None => Mix::default(),
         Some(m) => Mix::parse(m).ok_or_else(|| {

@@ -18,7 +18,7 @@ pub use simulate::simulate;
 use crate::error::ApiError;
 use crate::router::Ctx;
 use crate::vars::Vars;
-use edgerate_model::card::{revision_state, RevisionMeta};
+use edgerate_model::card::{revision_state, CardKind, RevisionMeta};
 use edgerate_model::deck::{self};
 use edgerate_model::notice;
 use edgerate_model::rule::Rule;
@@ -241,4 +241,38 @@ fn add_revision(
             increases: None,
         },
     })
+}
+
+/// The provider cards `refs` (ids or names) name among `account`'s cards, each once, in the
+/// order given with the reference that named it; at most `max`. A card not found is a 404; a
+/// card that is not a provider card, or too many, a 400 naming `variable`.
+pub(crate) fn provider_cards<'v, 'r>(
+    view: &'v View,
+    account: &str,
+    variable: &str,
+    refs: &[&'r str],
+    max: usize,
+) -> Result<Vec<(&'v Arc<CardView>, &'r str)>, ApiError> {
+    if refs.len() > max {
+        return Err(ApiError::invalid(
+            variable,
+            format!("names more than {max} cards"),
+        ));
+    }
+    let mut cards: Vec<(&Arc<CardView>, &str)> = Vec::with_capacity(refs.len());
+    for &reference in refs {
+        let card = view
+            .card(account, reference)
+            .ok_or_else(|| ApiError::not_found(format!("card '{reference}' not found")))?;
+        if card.meta.kind != CardKind::Provider {
+            return Err(ApiError::invalid(
+                variable,
+                format!("card '{reference}' is not a provider card (kind=provider)"),
+            ));
+        }
+        if !cards.iter().any(|(c, _)| c.meta.id == card.meta.id) {
+            cards.push((card, reference));
+        }
+    }
+    Ok(cards)
 }

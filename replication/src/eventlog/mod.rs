@@ -678,10 +678,7 @@ impl EventLog {
         cards: &[&str],
         mut f: impl FnMut(RatedCall<'_>),
     ) -> Result<(), LogError> {
-        const WINDOW: i64 = 3600;
-        let mut start = from;
-        while start <= to {
-            let end = start.saturating_add(WINDOW - 1).min(to);
+        for (start, end) in hours(from, to) {
             let conn = self.conn.lock();
             let mut stmt = conn.prepare_cached(
                 &format!(
@@ -712,10 +709,6 @@ impl EventLog {
                     cost,
                 });
             }
-            if end == to {
-                break;
-            }
-            start = end + 1;
         }
         Ok(())
     }
@@ -732,14 +725,11 @@ impl EventLog {
         cards: &[&str],
         mut f: impl FnMut(Vec<Record>) -> Result<(), LogError>,
     ) -> Result<(), LogError> {
-        const WINDOW: i64 = 3600;
         let (first, second) = (
             cards.first().copied().unwrap_or(""),
             cards.last().copied().unwrap_or(""),
         );
-        let mut start = from;
-        while start <= to {
-            let end = start.saturating_add(WINDOW - 1).min(to);
+        for (start, end) in hours(from, to) {
             let records = {
                 let conn = self.conn.lock();
                 let mut stmt = conn.prepare_cached(&format!(
@@ -753,10 +743,6 @@ impl EventLog {
             if !records.is_empty() {
                 f(records)?;
             }
-            if end == to {
-                break;
-            }
-            start = end + 1;
         }
         Ok(())
     }
@@ -943,6 +929,19 @@ impl Record {
     }
 }
 
+/// `from..=to` cut into windows of an hour of call time, `(first, last)` second of each: the
+/// unit the long scans (simulate, re-rating) lock the log for.
+fn hours(from: i64, to: i64) -> impl Iterator<Item = (i64, i64)> {
+    const WINDOW: i64 = 3600;
+    let mut start = Some(from).filter(|f| *f <= to);
+    std::iter::from_fn(move || {
+        let first = start?;
+        let last = first.saturating_add(WINDOW - 1).min(to);
+        start = (last < to).then(|| last + 1);
+        Some((first, last))
+    })
+}
+
 /// A cost from its whole units and 10⁻¹⁰ parts (see [`cost_parts`]).
 fn cost_of(units: i64, fraction: i64) -> Decimal {
     Decimal::from(units) + Decimal::new(fraction, COST_SCALE)
@@ -969,8 +968,7 @@ fn insert_record(
         rerated,
     } = *record;
     let c = &cdr.input;
-    let r = cdr.rating.as_ref();
-    let (cost_units, cost_fraction) = cost_parts(r);
+    let r = RatingColumns::of(cdr.rating.as_ref());
     let duration_ms =
         i64::try_from((c.duration * Decimal::from(1000)).round().mantissa()).unwrap_or(i64::MAX);
     Ok(stmt.execute(params![
@@ -986,19 +984,45 @@ fn insert_record(
         c.sip_code,
         c.sip_reason,
         c.card,
-        r.map(|r| r.dest_code.clone()),
-        r.map(|r| r.dest_name.clone()),
-        r.map(|r| r.rate.normalize().to_string()),
-        r.map(|r| r.billed_duration as i64),
-        r.map(|r| r.cost.normalize().to_string()),
-        cost_units,
-        cost_fraction,
+        r.dest_code,
+        r.dest_name,
+        r.rate,
+        r.billed_duration,
+        r.cost,
+        r.cost_units,
+        r.cost_fraction,
         c.provider,
         cdr.leg.as_ref().map(|l| l.card.clone()),
         cdr.leg.as_ref().map(|l| l.prefix.clone()),
         if rerated.is_some() { "rerate" } else { "cdr" },
         rerated,
     ])?)
+}
+
+/// A rating as the log's columns store it (all `None` for an unrated CDR).
+struct RatingColumns {
+    dest_code: Option<String>,
+    dest_name: Option<String>,
+    rate: Option<String>,
+    billed_duration: Option<i64>,
+    cost: Option<String>,
+    cost_units: Option<i64>,
+    cost_fraction: Option<i64>,
+}
+
+impl RatingColumns {
+    fn of(r: Option<&Rating>) -> Self {
+        let (cost_units, cost_fraction) = cost_parts(r);
+        Self {
+            dest_code: r.map(|r| r.dest_code.clone()),
+            dest_name: r.map(|r| r.dest_name.clone()),
+            rate: r.map(|r| r.rate.normalize().to_string()),
+            billed_duration: r.map(|r| r.billed_duration as i64),
+            cost: r.map(|r| r.cost.normalize().to_string()),
+            cost_units,
+            cost_fraction,
+        }
+    }
 }
 
 /// A cost as whole units and 10⁻¹⁰ parts, for exact sums. Costs are bounded (rates ≤ 1e6 a
@@ -1099,6 +1123,17 @@ mod tests {
             sip_code: None,
             card: None,
         }
+    }
+
+    #[test]
+    fn hours_cover_a_range_once() {
+        assert_eq!(
+            hours(0, 7199).collect::<Vec<_>>(),
+            [(0, 3599), (3600, 7199)]
+        );
+        assert_eq!(hours(10, 10).collect::<Vec<_>>(), [(10, 10)]);
+        assert_eq!(hours(5, 4).count(), 0);
+        assert_eq!(hours(i64::MAX - 10, i64::MAX).count(), 1);
     }
 
     #[test]

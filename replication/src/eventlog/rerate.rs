@@ -6,7 +6,7 @@
 //! Records may arrive in any order: a re-rating whose CDR is not here yet is kept and applied
 //! when the CDR comes ([`catch_up`]).
 
-use super::{cost_parts, insert_record, EventLog, LogError, RecordRef, INSERT};
+use super::{insert_record, EventLog, LogError, RatingColumns, RecordRef, INSERT};
 use edgerate_model::cdr::Cdr;
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,8 +66,7 @@ pub(super) fn note(tx: &Transaction<'_>, flag: &AtomicBool) -> Result<(), LogErr
 /// Puts a re-rating's rating beside its CDR when it is the latest one there.
 pub(super) fn supersede(tx: &Transaction<'_>, r: &RecordRef<'_>) -> Result<(), LogError> {
     let at = r.rerated.unwrap_or_default();
-    let rating = r.cdr.rating.as_ref();
-    let (units, fraction) = cost_parts(rating);
+    let c = RatingColumns::of(r.cdr.rating.as_ref());
     tx.prepare_cached(
         "UPDATE events SET re_at = ?1, re_origin = ?2, re_seq = ?3, re_dest_code = ?4,
            re_dest_name = ?5, re_rate = ?6, re_billed_duration = ?7, re_cost = ?8,
@@ -79,13 +78,13 @@ pub(super) fn supersede(tx: &Transaction<'_>, r: &RecordRef<'_>) -> Result<(), L
         at,
         r.origin,
         r.seq as i64,
-        rating.map(|x| x.dest_code.clone()),
-        rating.map(|x| x.dest_name.clone()),
-        rating.map(|x| x.rate.normalize().to_string()),
-        rating.map(|x| x.billed_duration as i64),
-        rating.map(|x| x.cost.normalize().to_string()),
-        units,
-        fraction,
+        c.dest_code,
+        c.dest_name,
+        c.rate,
+        c.billed_duration,
+        c.cost,
+        c.cost_units,
+        c.cost_fraction,
         r.account,
         r.cdr.input.callid,
     ])?;
