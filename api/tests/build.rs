@@ -164,11 +164,9 @@ async fn every_mix_and_the_profit_list() {
         ]
     });
     let r = api
-        .request(
-            "POST",
+        .post_body(
             "/api/ratecard/build.json",
-            Some(basic("acme", &format!("{KEY}-acme"))),
-            Some("application/json"),
+            "application/json",
             Body::from(body.to_string()),
         )
         .await;
@@ -235,16 +233,7 @@ async fn notice_days_hold_increases_back() {
     .await;
     api.post("/api/ratecard/update.json", "card=n&notice_days=7")
         .await;
-    let r = api
-        .request(
-            "POST",
-            "/api/ratecard/import.json?card=n",
-            Some(basic("acme", &format!("{KEY}-acme"))),
-            Some("text/csv"),
-            "prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.03,0,60,60\n33,FR,0.04,0,60,60\n49,DE,0.01,0,60,60\n"
-                .to_owned(),
-        )
-        .await;
+    let r = api.import_csv("card=n", "prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.03,0,60,60\n33,FR,0.04,0,60,60\n49,DE,0.01,0,60,60\n").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let out = r.json();
     assert_eq!(out["state"], "live");
@@ -277,12 +266,9 @@ async fn notice_days_hold_increases_back() {
     assert_eq!(q["rate"], json!(0.03));
     // A newer deck supersedes the increase still held back: it does not come back later.
     let r = api
-        .request(
-            "POST",
-            "/api/ratecard/import.json?card=n",
-            Some(basic("acme", &format!("{KEY}-acme"))),
-            Some("text/csv"),
-            "prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.019,0,60,60\n".to_owned(),
+        .import_csv(
+            "card=n",
+            "prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.019,0,60,60\n",
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -335,12 +321,9 @@ async fn automatic_rebuilds_follow_provider_changes() {
     assert_eq!(rate(&api, "auto", "331").await, Value::Null);
     // A new provider revision: a new built revision.
     let r = api
-        .request(
-            "POST",
-            "/api/ratecard/import.json?card=a",
-            Some(basic("acme", &format!("{KEY}-acme"))),
-            Some("text/csv"),
-            "prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.001,0,60,60\n".to_owned(),
+        .import_csv(
+            "card=a",
+            "prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.001,0,60,60\n",
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -387,17 +370,6 @@ async fn build_errors_name_the_variable() {
     }
 }
 
-async fn import_csv(api: &Api, query: &str, csv: &str) -> Reply {
-    api.request(
-        "POST",
-        &format!("/api/ratecard/import.json?{query}"),
-        Some(basic("acme", &format!("{KEY}-acme"))),
-        Some("text/csv"),
-        csv.to_owned(),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn effective_dated_rows_become_scheduled_revisions() {
     let api = Api::new();
@@ -414,7 +386,7 @@ async fn effective_dated_rows_become_scheduled_revisions() {
          33,FR,0.05,0,60,60,{day1},\n\
          49,DE,0.01,0,60,60,,\n"
     );
-    let r = import_csv(&api, "card=d", &csv).await;
+    let r = api.import_csv("card=d", &csv).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let out = r.json();
     assert_eq!(out["state"], "live");
@@ -462,7 +434,7 @@ async fn effective_dated_rows_become_scheduled_revisions() {
         states,
         ["archived", "archived", "live", "scheduled", "scheduled"]
     );
-    let r = import_csv(&api, "card=d&live_at=draft", &csv).await;
+    let r = api.import_csv("card=d&live_at=draft", &csv).await;
     assert_eq!(error_of(&r).0, 400, "a self-scheduling deck is not a draft");
 }
 
@@ -479,7 +451,7 @@ async fn a_delta_deck_changes_the_live_revision_and_checks_its_codes() {
                33,,,,,,closed\n\
                49,DE,0.01,0,60,60,new\n\
                1,US,0.002,0,6,6,decrease\n";
-    let r = import_csv(&api, "card=v&mode=delta", csv).await;
+    let r = api.import_csv("card=v&mode=delta", csv).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let out = r.json();
     assert_eq!(out["rules"], 3, "{out}");
@@ -496,15 +468,15 @@ async fn a_delta_deck_changes_the_live_revision_and_checks_its_codes() {
     assert_eq!(rate(&api, "v", "331").await, Value::Null, "closed");
     assert_eq!(rate(&api, "v", "491").await, json!(0.01));
     assert_eq!(rate(&api, "v", "1212").await, json!(0.002));
-    let r = import_csv(&api, "card=v&mode=partial", csv).await;
+    let r = api.import_csv("card=v&mode=partial", csv).await;
     assert_eq!(error_of(&r).0, 400);
     // A delta that names nothing new keeps every rule: an empty change is a no-op revision.
-    let r = import_csv(
-        &api,
-        "card=v&mode=delta",
-        "prefix,name,rate,connect_fee,mcd,pulse,change\n44,UK,0.03,0,60,60,unchanged\n",
-    )
-    .await;
+    let r = api
+        .import_csv(
+            "card=v&mode=delta",
+            "prefix,name,rate,connect_fee,mcd,pulse,change\n44,UK,0.03,0,60,60,unchanged\n",
+        )
+        .await;
     assert_eq!(r.json()["rules"], 3);
     assert_eq!(r.json()["warnings"], json!([]));
 }
@@ -526,7 +498,7 @@ async fn notice_holds_increases_through_a_dated_chain() {
          44,UK,0.05,0,60,60,\n\
          33,FR,0.04,0,60,60,{day1}\n"
     );
-    let r = import_csv(&api, "card=nd", &csv).await;
+    let r = api.import_csv("card=nd", &csv).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let out = r.json();
     assert_eq!(out["increases_held"], 1, "{out}");

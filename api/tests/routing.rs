@@ -121,11 +121,9 @@ async fn quality_comes_from_cdrs_sent_to_each_provider() {
         }));
     }
     let r = api
-        .request(
-            "POST",
+        .post_body(
             "/api/cdr/add.json",
-            Some(basic("acme", &format!("{KEY}-acme"))),
-            Some("application/json"),
+            "application/json",
             Value::Array(batch).to_string(),
         )
         .await;

@@ -8,15 +8,7 @@ use serde_json::{json, Value};
 const HEAD: &str = "prefix,name,rate,connect_fee,mcd,pulse\n";
 
 async fn import(api: &Api, query: &str, csv: &str) -> Value {
-    let r = api
-        .request(
-            "POST",
-            &format!("/api/ratecard/import.json?{query}"),
-            Some(basic("acme", &format!("{KEY}-acme"))),
-            Some("text/csv"),
-            csv.to_owned(),
-        )
-        .await;
+    let r = api.import_csv(query, csv).await;
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }
@@ -37,11 +29,9 @@ async fn cdrs(api: &Api, rows: &[(&str, &str, u32, &str)]) {
         })
         .collect();
     let r = api
-        .request(
-            "POST",
+        .post_body(
             "/api/cdr/add.json",
-            Some(basic("acme", &format!("{KEY}-acme"))),
-            Some("application/json"),
+            "application/json",
             Value::Array(batch).to_string(),
         )
         .await;

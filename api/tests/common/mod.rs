@@ -158,6 +158,28 @@ impl Api {
         .await
     }
 
+    /// POST `body` of `content_type` as `acme`.
+    pub async fn post_body(&self, uri: &str, content_type: &str, body: impl Into<Body>) -> Reply {
+        self.request(
+            "POST",
+            uri,
+            Some(basic("acme", &format!("{KEY}-acme"))),
+            Some(content_type),
+            body,
+        )
+        .await
+    }
+
+    /// `ratecard/import` of a CSV deck as `acme`, with `query` (card, live_at, mode…).
+    pub async fn import_csv(&self, query: &str, csv: &str) -> Reply {
+        self.post_body(
+            &format!("/api/ratecard/import.json?{query}"),
+            "text/csv",
+            csv.to_owned(),
+        )
+        .await
+    }
+
     pub async fn operator(&self, uri: &str, form: &str) -> Reply {
         self.request(
             "POST",
