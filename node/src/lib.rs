@@ -98,11 +98,8 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
     let (origin, bad_codes) = (config.node.id.clone(), config.asrplus.bad_codes.clone());
     let quality_days = config.routing.quality_days;
     let log = tokio::task::spawn_blocking(move || {
-        let log = EventLog::open(&log_path, &origin, &bad_codes, edgerate_model::time::now())?;
-        if quality_days != edgerate_model::quality::DEFAULT_DAYS {
-            log.set_quality_days(quality_days)?;
-        }
-        Ok::<_, edgerate_replication::eventlog::LogError>(log)
+        let now = edgerate_model::time::now();
+        EventLog::open_with(&log_path, &origin, &bad_codes, quality_days, now)
     })
     .await?
     .context("opening the event log")?;

@@ -475,11 +475,10 @@ pub(super) fn recipe_json(view: &View, recipe: &Recipe) -> Value {
 
 /// Whether a built card's provider cards changed since its last build: a provider has another
 /// live revision now, or its rules or its cap changed, or it is gone. `false` before any build.
-pub(super) fn stale(catalog: &Catalog, meta: &CardMeta, now: i64) -> bool {
+pub(super) fn stale(catalog: &Catalog, view: &View, meta: &CardMeta, now: i64) -> bool {
     let Some(last) = &meta.last_build else {
         return false;
     };
-    let view = catalog.view();
     last.from.iter().any(|f| {
         let Some(provider) = view.cards.get(&f.card) else {
             return true;

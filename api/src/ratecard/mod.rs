@@ -134,8 +134,9 @@ fn card_json(catalog: &Catalog, card: &CardView, now: i64) -> Value {
         "notice_days": m.notice_days,
     });
     if let Some(recipe) = &m.recipe {
-        out["built_from"] = build::recipe_json(&catalog.view(), recipe);
-        out["stale"] = build::stale(catalog, m, now).into();
+        let view = catalog.view();
+        out["built_from"] = build::recipe_json(&view, recipe);
+        out["stale"] = build::stale(catalog, &view, m, now).into();
     }
     out
 }

@@ -188,8 +188,27 @@ pub struct EventLog {
 
 impl EventLog {
     /// Opens (creating) the log at `path`; records taken in here get `origin`. ASR Plus is
-    /// rebuilt from the last 30 days of records, with `bad_codes` as its "bad" set.
+    /// rebuilt from the last 30 days of records, with `bad_codes` as its "bad" set; route
+    /// quality over the default window ([`Self::open_with`] for another).
     pub fn open(path: &Path, origin: &str, bad_codes: &[u16], now: i64) -> Result<Self, LogError> {
+        Self::open_with(
+            path,
+            origin,
+            bad_codes,
+            edgerate_model::quality::DEFAULT_DAYS,
+            now,
+        )
+    }
+
+    /// [`Self::open`], with route quality kept over `quality_days` days (`[routing]
+    /// quality_days`). Both views are rebuilt in one pass over the records in their windows.
+    pub fn open_with(
+        path: &Path,
+        origin: &str,
+        bad_codes: &[u16],
+        quality_days: u32,
+        now: i64,
+    ) -> Result<Self, LogError> {
         // The connection is only ever used under `self.conn`'s lock: SQLite's own per-call
         // mutexes would be pure overhead.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -281,24 +300,7 @@ impl EventLog {
                 tx.commit()?;
             }
         }
-        let mut asrplus = AsrPlus::new(bad_codes.iter().copied());
-        {
-            let mut stmt = conn.prepare(
-                "SELECT dest_number, dt, sip_code FROM events WHERE dt >= ?1 AND kind = 'cdr'",
-            )?;
-            let rows = stmt.query_map([now - edgerate_model::asrplus::WINDOW_SECS], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, u16>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (number, dt, code) = row?;
-                asrplus.observe(&number, dt, code);
-            }
-        }
-        let quality = read_quality(&conn, edgerate_model::quality::DEFAULT_DAYS, now)?;
+        let (asrplus, quality) = read_views(&conn, bad_codes, quality_days, now)?;
         let has_rerates = conn
             .query_row("SELECT 1 FROM meta WHERE key = 'rerates'", [], |_| Ok(()))
             .optional()?
@@ -318,14 +320,6 @@ impl EventLog {
             *log.vv.lock() = vv;
             Ok(log)
         })
-    }
-
-    /// Keeps route quality over `days` days (`[routing] quality_days`) instead of the default.
-    pub fn set_quality_days(&self, days: u32) -> Result<(), LogError> {
-        let now = edgerate_model::time::now();
-        let quality = read_quality(&self.conn.lock(), days, now)?;
-        *self.quality.write() = quality;
-        Ok(())
     }
 
     /// Route quality per provider card and destination (see [`RouteQuality`]).
@@ -875,28 +869,34 @@ fn observe_leg(quality: &mut RouteQuality, cdr: &Cdr, now: i64) {
     }
 }
 
-/// Route quality over `days` days at `now`, from the records in the window.
-fn read_quality(conn: &Connection, days: u32, now: i64) -> Result<RouteQuality, LogError> {
-    let mut quality = RouteQuality::new(days);
-    let since = (now.div_euclid(86_400) - i64::from(days) + 1) * 86_400;
+/// ASR Plus (the last 30 days) and route quality (the last `quality_days` UTC days) at `now`,
+/// from one scan of the records in the longer of the two windows.
+fn read_views(
+    conn: &Connection,
+    bad_codes: &[u16],
+    quality_days: u32,
+    now: i64,
+) -> Result<(AsrPlus, RouteQuality), LogError> {
+    let mut asrplus = AsrPlus::new(bad_codes.iter().copied());
+    let mut quality = RouteQuality::new(quality_days);
+    let asr_since = now - edgerate_model::asrplus::WINDOW_SECS;
+    let quality_since = (now.div_euclid(86_400) - i64::from(quality_days) + 1) * 86_400;
     let mut stmt = conn.prepare(
-        "SELECT leg_card, leg_prefix, dt, sip_code, duration FROM events
-         WHERE dt >= ?1 AND leg_card IS NOT NULL AND kind = 'cdr'",
+        "SELECT dest_number, dt, sip_code, leg_card, leg_prefix, duration FROM events
+         WHERE dt >= ?1 AND kind = 'cdr'",
     )?;
-    let rows = stmt.query_map([since], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-            r.get::<_, i64>(2)?,
-            r.get::<_, u16>(3)?,
-            r.get::<_, String>(4)?,
-        ))
-    })?;
-    for row in rows {
-        let (card, prefix, dt, code, duration) = row?;
-        quality.observe(&card, &prefix, dt, code, decimal(duration), now);
+    let mut rows = stmt.query([asr_since.min(quality_since)])?;
+    while let Some(r) = rows.next()? {
+        let (number, dt, code): (String, i64, u16) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        if dt >= asr_since {
+            asrplus.observe(&number, dt, code);
+        }
+        if let Some(card) = r.get::<_, Option<String>>(3)? {
+            let prefix = r.get::<_, Option<String>>(4)?.unwrap_or_default();
+            quality.observe(&card, &prefix, dt, code, decimal(r.get(5)?), now);
+        }
     }
-    Ok(quality)
+    Ok((asrplus, quality))
 }
 
 /// Takes a peer's CDR into ASR Plus when it is inside the window at `now` (a node catching up
@@ -1211,7 +1211,8 @@ mod tests {
         drop(a);
         let a = EventLog::open(&dir.path().join("a"), "a", &[404], now).unwrap();
         assert_eq!(a.route_quality().of("prov", "44", now), q);
-        a.set_quality_days(1).unwrap();
+        drop(a);
+        let a = EventLog::open_with(&dir.path().join("a"), "a", &[404], 1, now).unwrap();
         assert_eq!(a.route_quality().of("prov", "44", now), q);
     }
 
