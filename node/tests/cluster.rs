@@ -957,6 +957,16 @@ fn a_rerating_in_one_region_shows_on_every_region() {
     let cost = |i: usize| api(i).ok("cdr/stats", &[("from", &from), ("to", &to)])["cost"].clone();
     let seen = cluster.converged("the CDRs everywhere", cost);
     assert_eq!(seen, serde_json::json!(0.18));
+    // The CDRs (event log) can reach a node before the import (documents): the edit below is
+    // meant for the imported revision, so n2 must hold it first.
+    wait_for("the import everywhere", CONVERGE, || {
+        (0..3)
+            .all(|i| {
+                let a = api(i).call("ratecard/query", &[("card", "rr"), ("number", "441")]);
+                a.status == 200 && a.json()["revision"] == 2
+            })
+            .then_some(())
+    });
     api(1).ok(
         "ratecard/rule/set",
         &[("card", "rr"), ("prefix", "44"), ("rate", "0.05")],
