@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: every crate's unit, property, HTTP and end-to-end tests (multi-node
-# clusters over QUIC included). Ends with one
-# summary line, "tests: N passed, N failed", added up over every test binary.
+# clusters over QUIC included), then the OpenAPI document checked by real clients against a
+# real node (scripts/spec.sh: schemathesis, a generated Python client). Ends with one summary
+# line, "tests: N passed, N failed", added up over every test binary and the spec checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # What the end-to-end tests run against: a real browser for the operator page (Debian's
@@ -18,6 +19,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+if [ $# -eq 0 ]; then
+  scripts/spec.sh 2>&1 | tee -a "$log" || status=$?
+fi
+awk '/^(test result|spec):/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

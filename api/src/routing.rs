@@ -18,11 +18,11 @@ use std::sync::Arc;
 
 /// Routes per number when `limit` is not given, and its maximum.
 const DEFAULT_LIMIT: usize = 10;
-const MAX_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 100;
 /// Most provider cards one request reads.
 const MAX_PROVIDERS: usize = 100;
 /// Numbers per request.
-const MAX_NUMBERS: usize = 100;
+pub const MAX_NUMBERS: usize = 100;
 /// The call priced when `duration` is not given, seconds: one minute.
 const DEFAULT_DURATION: i64 = 60;
 
@@ -64,17 +64,7 @@ pub fn lcr(ctx: &Ctx) -> Result<Output, ApiError> {
         Some(l) if (1..=MAX_LIMIT).contains(&l) => l,
         Some(_) => return Err(ApiError::invalid("limit", format!("must be 1-{MAX_LIMIT}"))),
     };
-    let assure = match ctx.vars.get("assure") {
-        None => sell_card.is_some(),
-        Some("true" | "1" | "yes") => true,
-        Some("false" | "0" | "no") => false,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "assure",
-                format!("'{other}' is not true or false"),
-            ))
-        }
-    };
+    let assure = ctx.vars.flag("assure")?.unwrap_or(sell_card.is_some());
     let min_asr = match ctx.vars.parse_opt::<Decimal>("min_asr", "a percentage")? {
         Some(a) if a.is_sign_negative() || a > Decimal::ONE_HUNDRED => {
             return Err(ApiError::invalid("min_asr", "must be 0-100 (percent)"))

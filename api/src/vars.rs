@@ -15,6 +15,8 @@ const MAX_VALUES: usize = 10_000;
 /// fewer: they place calls).
 pub const MAX_NUMBERS: usize = 1_000;
 
+/// What a yes/no variable may be (see [`Vars::flag`]).
+pub const FLAG_VALUES: [&str; 6] = ["true", "false", "1", "0", "yes", "no"];
 /// The deepest a paged listing reaches (`offset`); past it, narrow the range instead.
 pub const MAX_OFFSET: usize = 10_000_000;
 
@@ -257,6 +259,19 @@ impl Vars {
                     .map_err(|_| ApiError::invalid(name, format!("'{s}' is not {what}")))
             })
             .transpose()
+    }
+
+    /// A yes/no variable: `true`, `1`, `yes` or `false`, `0`, `no` ([`FLAG_VALUES`]).
+    pub fn flag(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some("true" | "1" | "yes") => Ok(Some(true)),
+            Some("false" | "0" | "no") => Ok(Some(false)),
+            Some(other) => Err(ApiError::invalid(
+                name,
+                format!("'{other}' is not true or false"),
+            )),
+        }
     }
 
     /// A time variable (unix seconds or `YYYY-MM-DD HH:MM:SS` UTC); a value that does not

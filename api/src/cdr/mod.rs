@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 
 /// Most CDRs in one `cdr/add`.
-const MAX_BATCH: usize = 100_000;
+pub const MAX_BATCH: usize = 100_000;
 /// Longest `cdr/list` range, seconds.
 pub(crate) const MAX_RANGE: i64 = 93 * 86_400;
 const DEFAULT_LIMIT: usize = 100;

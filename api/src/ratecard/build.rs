@@ -280,15 +280,6 @@ fn read_recipe(vars: &Vars, view: &View, account: &str) -> Result<Option<Recipe>
         })?,
     };
     let profit = read_profit(vars)?;
-    let flag = |name: &str, default: bool| match vars.get(name) {
-        None => Ok(default),
-        Some("true" | "1" | "yes") => Ok(true),
-        Some("false" | "0" | "no") => Ok(false),
-        Some(other) => Err(ApiError::invalid(
-            name,
-            format!("'{other}' is not true or false"),
-        )),
-    };
     let auto = match vars.get("rebuild") {
         None | Some("manual") => false,
         Some("auto") => true,
@@ -303,7 +294,7 @@ fn read_recipe(vars: &Vars, view: &View, account: &str) -> Result<Option<Recipe>
         from,
         mix,
         profit,
-        round: flag("round", true)?,
+        round: vars.flag("round")?.unwrap_or(true),
         auto,
     }))
 }
