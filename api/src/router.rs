@@ -7,7 +7,7 @@ use crate::format::{self, Format};
 use crate::service::{Access, Service};
 use crate::state::AppState;
 use crate::vars::Vars;
-use crate::{admin, cdr, cluster, lookup, ratecard, routing, system, telephony};
+use crate::{admin, backup, cdr, cluster, lookup, ratecard, routing, system, telephony};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -346,6 +346,7 @@ fn run(service: Service, ctx: &Ctx) -> Result<Output, ApiError> {
         AdminAccountUpdate => admin::account_update(ctx),
         AdminAccountKeyRotate => admin::account_key_rotate(ctx),
         AdminAccountDelete => admin::account_delete(ctx),
+        AdminBackup => backup::backup(ctx),
         ClusterStatus => cluster::status(ctx),
         LookupAsrplus => lookup::asrplus(ctx),
         LookupSmart | LookupPing | DialDial => Err(ApiError::internal(

@@ -196,6 +196,7 @@ services! {
     ];
     AdminAccountKeyRotate = "admin/account/key/rotate", Operator, true, "Replace an account's key; the new key is shown once.", [("account", true, "account id")];
     AdminAccountDelete = "admin/account/delete", Operator, true, "Delete an account and its cards.", [("account", true, "account id")];
+    AdminBackup = "admin/backup", Operator, true, "A consistent backup of this node, streamed: a tar archive of every document (Automerge's saved bytes) and the event log (SQLite's online backup), its manifest of checksums last. `edgerate backup` writes it to a file; `edgerate restore` restores it.", [];
     ClusterStatus = "cluster/status", Operator, false, "This node, its region and its peers.", [];
     LookupAsrplus = "lookup/asrplus", Account, false, "Has this number failed recently? The latest final outcome per number over 30 days.", [
         ("number", true, "one or more E.164 numbers"),

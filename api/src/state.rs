@@ -17,6 +17,8 @@ pub struct NodeInfo {
     pub region: String,
     /// Its peers, when it replicates (`None`: a single node).
     pub members: Option<Arc<Members>>,
+    /// Its data dir (a backup copies the event log there before sending it).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Shared state of the HTTP surface. Cheap to clone.

@@ -3,8 +3,9 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use edgerate_replication::backup;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where the node is and how to print.
 #[derive(Debug, Args)]
@@ -230,6 +231,55 @@ impl Client {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Downloads a backup of the node into `out` (written beside it as `out.part`, checked
+    /// against its manifest, then renamed into place: a cut download never looks like a backup).
+    pub fn backup(&self, out: &Path) -> anyhow::Result<()> {
+        let mut response = self.send(self.operator(self.http.get(self.url("admin/backup")))?)?;
+        let part = out.with_extension("part");
+        let mut file =
+            std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+        let progress = indicatif::ProgressBar::new_spinner().with_message("backup");
+        progress.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}: {bytes} ({bytes_per_sec})")
+                .expect("a valid template"),
+        );
+        let copied = std::io::copy(&mut response, &mut progress.wrap_write(&mut file));
+        progress.finish_and_clear();
+        let checked = copied
+            .context("downloading the backup")
+            .and_then(|_| file.sync_all().context("writing the backup"))
+            .and_then(|()| {
+                let reader = std::io::BufReader::new(std::fs::File::open(&part)?);
+                backup::verify(reader).context("checking the downloaded backup")
+            });
+        let manifest = match checked {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
+        };
+        std::fs::rename(&part, out).with_context(|| format!("renaming to {}", out.display()))?;
+        let summary = serde_json::json!({
+            "file": out.display().to_string(),
+            "node": manifest.node,
+            "created": manifest.created,
+            "documents": manifest.documents,
+            "bytes": manifest.files.iter().map(|f| f.bytes).sum::<u64>(),
+            "format": manifest.format,
+        });
+        self.print(&summary, |v| {
+            format!(
+                "backup of {} written to {}: {} documents and the event log, {} bytes, checksums verified",
+                v["node"].as_str().unwrap_or("?"),
+                out.display(),
+                v["documents"],
+                v["bytes"]
+            )
+        });
         Ok(())
     }
 

@@ -33,6 +33,43 @@ pub struct Config {
     pub cdr: CdrSection,
     #[serde(default)]
     pub routing: RoutingSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[log]`: what the node logs (to standard error; under systemd, the journal).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (default: one human-readable line per event) or `json` (one JSON object per line,
+    /// for a log shipper).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// `error`, `warn`, `info` (default), `debug` or `trace`, or a filter such as
+    /// `info,edgerate_replication=debug`; the `RUST_LOG` environment variable overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
 }
 
 /// `[routing]`: route quality for `routing/lcr`.
@@ -139,6 +176,8 @@ impl Config {
             }
         }
         self.node.validate()?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| anyhow::anyhow!("[log] level {:?}: {e}", self.log.level))?;
         self.http.validate().map_err(anyhow::Error::msg)?;
         if let Some(peer) = &self.peer {
             peer.validate()?;
@@ -213,12 +252,35 @@ trunk = "127.0.0.1:5060"
         assert!(Config::parse("[node]\nid = \"a b\"\n").is_err());
         assert!(Config::parse("version = 2\n").is_err());
         assert!(Config::parse("[http]\nidle_timeout_s = 0\n").is_err());
+        assert!(Config::parse("[log]\nformat = \"yaml\"\n").is_err());
+        assert!(Config::parse("[log]\nlevel = \"info,=bogus=\"\n").is_err());
+        let json = Config::parse("[log]\nformat = \"json\"\nlevel = \"warn\"\n").unwrap();
+        assert_eq!(
+            (json.log.format, json.log.level.as_str()),
+            (LogFormat::Json, "warn")
+        );
     }
 
     #[test]
-    fn the_example_config_is_valid() {
+    fn the_example_configs_are_valid() {
         let c = Config::parse(include_str!("../../config.example.toml")).unwrap();
         assert_eq!(c.node.region, "uk");
+        for (text, id) in [
+            (
+                include_str!("../../deploy/three-region/lon-1.toml"),
+                "lon-1",
+            ),
+            (
+                include_str!("../../deploy/three-region/nyc-1.toml"),
+                "nyc-1",
+            ),
+            (
+                include_str!("../../deploy/three-region/sgp-1.toml"),
+                "sgp-1",
+            ),
+        ] {
+            assert_eq!(Config::parse(text).unwrap().node.id, id);
+        }
     }
 
     #[test]

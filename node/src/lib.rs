@@ -14,6 +14,7 @@ use edgerate_model::account::Account;
 use edgerate_model::card::CardMeta;
 use edgerate_replication::catalog::Catalog;
 use edgerate_replication::eventlog::EventLog;
+use edgerate_replication::layout;
 use edgerate_replication::sync::Replica;
 use edgerate_replication::transport::{self, TransportConfig};
 use edgerate_replication::ActorId;
@@ -86,16 +87,20 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
     let data_dir = config.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    layout::check_format(&data_dir)?;
     let (operator_key, generated) = operator_key(&config, &data_dir)?;
     let actor = actor_id(&data_dir)?;
-    let docs_dir = data_dir.join("docs");
-    let quarantine = data_dir.join("quarantine");
+    let docs_dir = data_dir.join(layout::DOCS_DIR);
+    let quarantine = data_dir.join(layout::QUARANTINE_DIR);
     let catalog =
         tokio::task::spawn_blocking(move || Catalog::open_in(&docs_dir, &quarantine, actor))
             .await?
             .context("opening the catalog")?;
-    let log_path = data_dir.join("events.sqlite");
-    let (origin, bad_codes) = (config.node.id.clone(), config.asrplus.bad_codes.clone());
+    let log_path = data_dir.join(layout::LOG_FILE);
+    // A restored data dir writes CDRs under an origin of its own (see `backup`).
+    let origin = layout::origin(&data_dir, &config.node.id)
+        .with_context(|| format!("reading {}", data_dir.join(layout::ORIGIN_FILE).display()))?;
+    let bad_codes = config.asrplus.bad_codes.clone();
     let quality_days = config.routing.quality_days;
     let log = tokio::task::spawn_blocking(move || {
         let now = edgerate_model::time::now();
@@ -134,6 +139,7 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
         id: config.node.id.clone(),
         region: config.node.region.clone(),
         members: members.clone(),
+        data_dir: data_dir.clone(),
     };
     let sip = config.sip.clone().unwrap_or_default();
     let agent = UserAgent::bind(sip.listen)
@@ -282,7 +288,7 @@ fn operator_key(config: &Config, data_dir: &Path) -> anyhow::Result<(String, boo
 /// This node's Automerge actor id, kept in the data dir so every change it ever makes is
 /// attributed to one actor.
 fn actor_id(data_dir: &Path) -> anyhow::Result<ActorId> {
-    let path = data_dir.join("actor");
+    let path = data_dir.join(layout::ACTOR_FILE);
     if let Ok(text) = std::fs::read_to_string(&path) {
         match hex::decode(text.trim()) {
             Ok(bytes) if bytes.len() == 16 => return Ok(ActorId::from(bytes)),

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edgerate_node::client::{self, Client};
-use edgerate_node::config::Config;
+use edgerate_node::config::{Config, LogFormat};
 use edgerate_node::{Options, DEMO_ACCOUNT, DEMO_CARD};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +51,26 @@ enum Command {
         node: client::NodeArgs,
         #[command(subcommand)]
         command: client::CardCommand,
+    },
+    /// A consistent backup of a running node, written to a file (operator key from
+    /// EDGERATE_OPERATOR_KEY).
+    Backup {
+        #[command(flatten)]
+        node: client::NodeArgs,
+        /// The archive to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty data dir (no node needed; start the node on it after).
+    Restore {
+        /// The archive `edgerate backup` wrote.
+        file: PathBuf,
+        /// The data dir to create (must be empty or absent).
+        #[arg(long)]
+        data: PathBuf,
+        /// Print the backup's manifest as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The cluster CA and node certificates (files only; no node needed).
     Certs {
@@ -102,6 +122,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Account { node, command } => Client::new(node)?.account(command),
         Command::Card { node, command } => Client::new(node)?.card(command),
         Command::Cluster { node, command } => Client::new(node)?.cluster(command),
+        Command::Backup { node, out } => Client::new(node)?.backup(&out),
+        Command::Restore { file, data, json } => restore(&file, &data, json),
         Command::Certs { command } => {
             let written = match command {
                 CertsCommand::Init { out } => edgerate_topology::certs::init_ca(&out)?,
@@ -115,21 +137,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+fn restore(file: &std::path::Path, data: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let archive =
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let manifest = edgerate_replication::backup::restore(std::io::BufReader::new(archive), data)
+        .with_context(|| format!("restoring {}", file.display()))?;
+    if json {
+        println!("{}", serde_json::to_string(&manifest)?);
+    } else {
+        println!(
+            "restored the backup of {} (taken at {}) into {}: {} documents and the event log; \
+             start the node on it with the same [node] id and certificate",
+            manifest.node,
+            edgerate_model::time::format_datetime(manifest.created),
+            data.display(),
+            manifest.documents
+        );
+    }
+    Ok(())
+}
+
 fn serve(
     config_path: Option<PathBuf>,
     data: Option<PathBuf>,
     http: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let demo = config_path.is_none();
     let mut config = match &config_path {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     if let Some(dir) = data {
         config.node.data_dir = dir;
     }

@@ -138,36 +138,6 @@ fn import(api: &Api, card: &str, deck: String) -> Value {
     a.json()
 }
 
-/// What an account sees of its cards and CDRs, the same on every node once converged.
-fn account_state(api: &Api) -> Value {
-    let cards = api.ok("ratecard/list", &[]);
-    let mut out = serde_json::Map::new();
-    for card in cards["cards"].as_array().cloned().unwrap_or_default() {
-        let id = card["id"].as_str().unwrap_or_default().to_owned();
-        let export = api.call("ratecard/export", &[("card", &id)]);
-        out.insert(
-            id.clone(),
-            serde_json::json!({
-                "card": card,
-                "revisions": api.ok("ratecard/revisions", &[("card", &id)]),
-                "rules": String::from_utf8_lossy(&export.body),
-            }),
-        );
-    }
-    out.insert(
-        "cdrs".into(),
-        api.ok(
-            "cdr/list",
-            &[
-                ("from", &(edgerate_model::time::now() - 86_400).to_string()),
-                ("to", &(edgerate_model::time::now() + 86_400).to_string()),
-                ("limit", "10000"),
-            ],
-        ),
-    );
-    Value::Object(out)
-}
-
 /// A one-CDR CSV body, an hour ago.
 fn cdr(callid: &str, number: &str, code: u16) -> String {
     let duration = if code == 200 { 30 } else { 0 };
@@ -244,7 +214,7 @@ fn three_nodes_serve_everything_written_anywhere() {
         (a["status"] == "Invalid").then_some(())
     });
     let state = cluster.converged("identical account state", |i| {
-        account_state(&cluster.as_account(i, &acct))
+        cluster.as_account(i, &acct).account_state()
     });
     assert_eq!(state["cdrs"]["total"], 1);
     // An operator dataset imported on node 1 answers lookups on node 3.
@@ -405,7 +375,7 @@ fn a_partitioned_node_converges_after_the_heal_and_loses_nothing() {
     let a1 = cluster.as_account(0, &acct);
     a1.ok("ratecard/create", &[("name", "p")]);
     cluster.converged("the card everywhere", |i| {
-        account_state(&cluster.as_account(i, &acct))
+        cluster.as_account(i, &acct).account_state()
     });
     // Cut node 3 off; both sides write rules and CDRs.
     let isolate = cluster.nodes[2].data.join("isolate");
@@ -480,7 +450,7 @@ fn a_partitioned_node_converges_after_the_heal_and_loses_nothing() {
     );
     std::fs::remove_file(&isolate).unwrap();
     let state = cluster.converged("identical state after the heal", |i| {
-        account_state(&cluster.as_account(i, &acct))
+        cluster.as_account(i, &acct).account_state()
     });
     assert_eq!(state["cdrs"]["total"], 40, "every acknowledged CDR is kept");
     let rules = cluster
@@ -560,8 +530,95 @@ fn a_node_joining_later_through_one_seed_learns_everyone_and_catches_up() {
     cluster.add(&[seed]);
     cluster.wait_connected();
     cluster.converged("the new node holds everything", |i| {
-        account_state(&cluster.as_account(i, &acct))
+        cluster.as_account(i, &acct).account_state()
     });
+}
+
+#[test]
+fn a_node_restored_from_a_backup_rejoins_catches_up_and_its_new_writes_reach_everyone() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start(2);
+    let acct = account_with_card(&cluster, "r");
+    let a2 = cluster.as_account(1, &acct);
+    import(&a2, "r", generated_deck(500, 9));
+    let body = cdr("before-backup", "447700900001", 200);
+    assert_eq!(
+        a2.upload("cdr/add", "", "text/csv", body.into_bytes())
+            .status,
+        200
+    );
+    cluster.converged("the import and the CDR everywhere", |i| {
+        cluster.as_account(i, &acct).account_state()
+    });
+    let archive = cluster.dir.path().join("n2.tar");
+    let done = std::process::Command::new(bin())
+        .args(["backup", "--node", &cluster.nodes[1].url(), "--out"])
+        .arg(&archive)
+        .env("EDGERATE_OPERATOR_KEY", OPERATOR)
+        .output()
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    // Node 2 writes on after its backup (a CDR its peer holds), then its disk is lost.
+    let body = cdr("after-backup", "447700900002", 486);
+    assert_eq!(
+        a2.upload("cdr/add", "", "text/csv", body.into_bytes())
+            .status,
+        200
+    );
+    cluster.converged("the later CDR everywhere", |i| {
+        cluster.as_account(i, &acct).account_state()
+    });
+    cluster.kill(1);
+    std::fs::remove_dir_all(&cluster.nodes[1].data).unwrap();
+    // Node 1 goes on meanwhile.
+    let a1 = cluster.as_account(0, &acct);
+    a1.ok(
+        "ratecard/rule/set",
+        &[("card", "r"), ("prefix", "999"), ("rate", "0.5")],
+    );
+    let done = std::process::Command::new(bin())
+        .arg("restore")
+        .arg(&archive)
+        .arg("--data")
+        .arg(&cluster.nodes[1].data)
+        .output()
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    cluster.restart(1);
+    cluster.wait_connected();
+    // It catches up: node 1's edit and its own CDR written after the backup come back.
+    cluster.converged("the restored node holds everything", |i| {
+        cluster.as_account(i, &acct).account_state()
+    });
+    // What it writes now reaches node 1 (a new origin: never mistaken for its old records).
+    let body = cdr("after-restore", "447700900003", 200);
+    assert_eq!(
+        cluster
+            .as_account(1, &acct)
+            .upload("cdr/add", "", "text/csv", body.into_bytes())
+            .status,
+        200
+    );
+    let state = cluster.converged("the restored node's new CDR everywhere", |i| {
+        cluster.as_account(i, &acct).account_state()
+    });
+    let callids: Vec<&str> = state["cdrs"]["cdrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["callid"].as_str())
+        .collect();
+    for callid in ["before-backup", "after-backup", "after-restore"] {
+        assert!(callids.contains(&callid), "{callid} missing: {callids:?}");
+    }
 }
 
 /// `edgerate_peer_refused_total` on node `url`.
@@ -693,7 +750,7 @@ fn the_importing_node_killed_mid_import_restarts_and_converges() {
     cluster.wait_connected();
     // Acknowledged or not, every node ends with the same card.
     cluster.converged("identical state after the restart", |i| {
-        account_state(&cluster.as_account(i, &acct))
+        cluster.as_account(i, &acct).account_state()
     });
 }
 
@@ -814,7 +871,7 @@ fn every_acknowledged_write_reaches_every_node_through_kills() {
     // Nothing unacknowledged beyond what the writers tried: every CDR listed is the ledger's
     // or one whose answer was lost with its node.
     cluster.converged("identical state everywhere", |i| {
-        account_state(&cluster.as_account(i, &acct))
+        cluster.as_account(i, &acct).account_state()
     });
 }
 

@@ -134,3 +134,36 @@ fn acknowledged_writes_survive_sigkill() {
     let status = node.terminate();
     assert!(status.success(), "SIGTERM exits cleanly: {status}");
 }
+
+#[test]
+fn a_data_dir_of_the_previous_format_is_upgraded_and_a_newer_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut node = NodeProcess::start(bin(), &data, OPERATOR);
+    let key = node.demo_key().unwrap();
+    let before = snapshot(&Api::account(&node.url, "demo", &key), "demo");
+    node.terminate();
+    // The previous layout had no version file: the node reads it as format 1 and writes it.
+    std::fs::remove_file(data.join("format")).unwrap();
+    let node = NodeProcess::start(bin(), &data, OPERATOR);
+    assert_eq!(
+        snapshot(&Api::account(&node.url, "demo", &key), "demo"),
+        before
+    );
+    assert_eq!(std::fs::read_to_string(data.join("format")).unwrap(), "1\n");
+    node.terminate();
+    // A data dir a newer edgerate wrote is refused before anything in it is read.
+    std::fs::write(data.join("format"), "2\n").unwrap();
+    let refused = std::process::Command::new(bin())
+        .args(["serve", "--http", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("EDGERATE_OPERATOR_KEY", OPERATOR)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        said.contains("data dir is format 2, newer than this edgerate reads"),
+        "{said}"
+    );
+}

@@ -188,6 +188,37 @@ impl DocStore {
         self.inner.docs.lock().keys().cloned().collect()
     }
 
+    /// Every document as Automerge's saved bytes (what a snapshot file holds), by id, sorted.
+    pub fn save_all(&self) -> Vec<(String, Vec<u8>)> {
+        let mut handles: Vec<(String, Arc<Mutex<DurableDoc>>)> = self
+            .inner
+            .docs
+            .lock()
+            .iter()
+            .map(|(id, h)| (id.clone(), h.clone()))
+            .collect();
+        handles.sort_by(|a, b| a.0.cmp(&b.0));
+        handles
+            .into_iter()
+            .map(|(id, handle)| {
+                let bytes = handle.lock().doc.save();
+                (id, bytes)
+            })
+            .collect()
+    }
+
+    /// Writes a document's saved bytes (from [`Self::save_all`]) as its snapshot in `dir`, a
+    /// store not open: a restore. Bytes Automerge cannot load are refused.
+    pub fn write_saved(dir: &Path, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        check_id(id)?;
+        AutoCommit::load(bytes).map_err(|e| StoreError::Corrupt {
+            id: id.to_owned(),
+            reason: format!("not a saved document: {e}"),
+        })?;
+        fs::create_dir_all(dir)?;
+        Ok(write_snapshot(dir, id, bytes)?)
+    }
+
     /// The next sync message for a peer whose sync state is `state`, if there is anything to say.
     pub fn generate_sync(&self, id: &str, state: &mut sync::State) -> Option<sync::Message> {
         let handle = self.get(id)?;

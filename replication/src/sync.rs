@@ -64,7 +64,16 @@ pub struct MemberInfo {
     /// see a skew. Absent in member lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_ms: Option<i64>,
+    /// In a hello: the replication protocol the sender speaks ([`PROTOCOL`]), so a node meeting
+    /// a newer one says so and refuses it rather than misread its messages. Absent in member
+    /// lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
 }
+
+/// The replication protocol this build speaks: the version in its ALPN name (`edgerate/2`) and
+/// in its hellos.
+pub const PROTOCOL: u32 = 2;
 
 /// What nodes say to each other.
 #[derive(Debug, Clone, PartialEq)]
@@ -436,6 +445,14 @@ struct DocLink {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_alpn_name_carries_the_protocol_version() {
+        assert_eq!(
+            edgerate_topology::tls::ALPN,
+            format!("edgerate/{PROTOCOL}").as_bytes()
+        );
+    }
+
     use super::*;
     use automerge::sync::SyncDoc;
     use proptest::prelude::*;
@@ -447,6 +464,7 @@ mod tests {
             region: "uk".into(),
             addr: "127.0.0.1:7080".parse().unwrap(),
             clock_ms: Some(1_700_000_000_000),
+            protocol: Some(PROTOCOL),
         };
         for message in [
             Message::Hello(member.clone()),

@@ -310,6 +310,7 @@ pub fn create_account(operator: &Api, daily: u64) -> (String, String) {
 }
 
 /// A client for one account (or the operator) of one node.
+#[derive(Clone)]
 pub struct Api {
     http: reqwest::blocking::Client,
     base: String,
@@ -442,6 +443,40 @@ impl Api {
                 (field("node"), field("addr"))
             })
             .collect()
+    }
+
+    /// What an account sees of its cards (settings, revisions, rules) and its CDRs of the last
+    /// and next day: the same on every node once converged.
+    pub fn account_state(&self) -> Value {
+        let cards = self.ok("ratecard/list", &[]);
+        let mut out = serde_json::Map::new();
+        for card in cards["cards"].as_array().cloned().unwrap_or_default() {
+            let id = card["id"].as_str().unwrap_or_default().to_owned();
+            let export = self.call("ratecard/export", &[("card", &id)]);
+            out.insert(
+                id.clone(),
+                serde_json::json!({
+                    "card": card,
+                    "revisions": self.ok("ratecard/revisions", &[("card", &id)]),
+                    "rules": String::from_utf8_lossy(&export.body),
+                }),
+            );
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        out.insert(
+            "cdrs".into(),
+            self.ok(
+                "cdr/list",
+                &[
+                    ("from", &(now - 86_400).to_string()),
+                    ("to", &(now + 86_400).to_string()),
+                    ("limit", "10000"),
+                ],
+            ),
+        );
+        Value::Object(out)
     }
 
     /// Every prefix starting with `prefix` in `card`'s live revision, read page by page.

@@ -697,6 +697,7 @@ pub fn reply(service: Service) -> Reply {
         AdminAccountUpdate => "Account",
         AdminAccountKeyRotate => "AccountKey",
         AdminAccountDelete => "AccountDeleted",
+        AdminBackup => return Reply::File(&[("application/x-tar", None)]),
         ClusterStatus => "ClusterStatus",
         LookupAsrplus => "AsrPlus",
         LookupSmart => "Smart",

@@ -75,6 +75,7 @@ impl Api {
             id: "test-1".into(),
             region: "test".into(),
             members: None,
+            data_dir: dir.path().to_owned(),
         };
         let log = EventLog::open(
             &dir.path().join("events.sqlite"),

@@ -143,6 +143,13 @@ impl Catalog {
     }
 
     /// The document store (for compaction and, later, sync).
+    /// Every document as saved bytes, taken while no local write is in progress, so no write
+    /// of several documents is caught half done (a backup).
+    pub fn save_all(&self) -> Vec<(String, Vec<u8>)> {
+        let _writing = self.inner.write.lock();
+        self.inner.docs.save_all()
+    }
+
     pub fn docs(&self) -> &DocStore {
         &self.inner.docs
     }

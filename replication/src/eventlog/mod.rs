@@ -172,6 +172,8 @@ pub struct Stats {
 /// The log and its ASR Plus view.
 pub struct EventLog {
     conn: Mutex<Connection>,
+    /// The database file (a backup reads it through a connection of its own).
+    path: std::path::PathBuf,
     origin: String,
     asrplus: RwLock<AsrPlus>,
     /// Route quality per provider card and destination, over `[routing] quality_days`.
@@ -307,6 +309,7 @@ impl EventLog {
             .is_some();
         Ok(Self {
             conn: Mutex::new(conn),
+            path: path.to_owned(),
             origin: origin.to_owned(),
             asrplus: RwLock::new(asrplus),
             quality: RwLock::new(quality),
@@ -774,6 +777,20 @@ impl EventLog {
         self.quality.write().prune(now);
         let conn = self.conn.lock();
         Ok(conn.execute("DELETE FROM events WHERE dt < ?1", [before])?)
+    }
+
+    /// Copies the whole log, as it is at one instant, into a new database at `dest` (SQLite's
+    /// online backup, in one step, through a read-only connection of its own: appends go on
+    /// meanwhile, in the write-ahead log, and are not in the copy).
+    pub fn backup_to(&self, dest: &Path) -> Result<(), LogError> {
+        let source = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut copy = Connection::open(dest)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
+            while backup.step(-1)? != rusqlite::backup::StepResult::Done {}
+        }
+        copy.pragma_update(None, "journal_mode", "DELETE")?;
+        Ok(())
     }
 
     /// CDRs held (re-ratings are records of the log too, not counted here).

@@ -87,6 +87,7 @@ pub fn start(
             region: config.region,
             addr: hello_addr(config.advertise, local_addr),
             clock_ms: None,
+            protocol: None,
         },
         advertise: config.advertise,
         replica,
@@ -192,13 +193,23 @@ async fn accept_forever(shared: Arc<Shared>) {
 /// Whether a connection failed in its TLS handshake (a QUIC crypto error, 0x100-0x1ff: a
 /// certificate refused by either side, no common protocol).
 fn tls_failed(error: &ConnectionError) -> bool {
+    tls_alert(error).is_some()
+}
+
+/// The TLS alert a connection failed with (its QUIC crypto error is 0x100 plus the alert).
+fn tls_alert(error: &ConnectionError) -> Option<u8> {
     let code = match error {
         ConnectionError::TransportError(e) => e.code,
         ConnectionError::ConnectionClosed(close) => close.error_code,
-        _ => return false,
+        _ => return None,
     };
-    (0x100..0x200).contains(&u64::from(code))
+    u64::from(code)
+        .checked_sub(0x100)
+        .and_then(|alert| u8::try_from(alert).ok())
 }
+
+/// TLS alert 120: the two ends share no ALPN protocol (another replication protocol version).
+const NO_APPLICATION_PROTOCOL: u8 = 120;
 
 /// A failed TLS handshake: counted and logged, nothing more. The attempt is not a member (it
 /// never authenticated), so it is not recorded where peers are: anyone can knock.
@@ -206,6 +217,11 @@ fn refused(shared: &Shared, addr: SocketAddr, error: &ConnectionError) {
     if let Some(name) = shared.tls.refusals.take() {
         metrics::counter!("edgerate_peer_refused_total").increment(1);
         tracing::warn!(%addr, peer = %name, %error, "refused a peer: certificate not signed by the cluster CA");
+    } else if tls_alert(error) == Some(NO_APPLICATION_PROTOCOL) {
+        metrics::counter!("edgerate_peer_refused_total").increment(1);
+        tracing::warn!(%addr, %error, ours = %String::from_utf8_lossy(edgerate_topology::tls::ALPN),
+            "refused a peer of another replication protocol version (ALPN): run one edgerate version \
+             across the cluster, or upgrade node by node as docs/operations.md says");
     } else if tls_failed(error) {
         metrics::counter!("edgerate_peer_refused_total").increment(1);
         tracing::warn!(%addr, %error, "a peer refused this node's certificate");

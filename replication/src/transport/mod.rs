@@ -39,7 +39,7 @@ mod framing;
 mod session;
 mod worker;
 
-use crate::sync::{MemberInfo, Replica, WireError};
+use crate::sync::{MemberInfo, Replica, WireError, PROTOCOL};
 use edgerate_topology::membership::Members;
 use edgerate_topology::tls::PeerTls;
 use edgerate_topology::TopologyError;
@@ -142,6 +142,8 @@ enum PeerError {
     Wire(#[from] WireError),
     #[error("expected a hello, got another message")]
     NotHello,
+    #[error("the peer speaks replication protocol {0}, this node {PROTOCOL}: upgrade this node (docs/operations.md, Upgrade)")]
+    Newer(u32),
     #[error("the peer presented no certificate naming a node")]
     Unnamed,
     #[error("peer says it is {said:?} but its certificate names {certified:?}")]

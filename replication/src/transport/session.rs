@@ -5,7 +5,7 @@
 use super::framing::{read_frames, write_frames};
 use super::worker::{sync_loop, Inbox, Input};
 use super::{Close, Live, PeerError, Shared, FRAME_QUEUE, HANDSHAKE_TIMEOUT, INPUT_QUEUE};
-use crate::sync::{MemberInfo, Message};
+use crate::sync::{MemberInfo, Message, PROTOCOL};
 use edgerate_topology::membership::{is_dialable, AddrSource, PeerState};
 use quinn::Connection;
 use std::net::SocketAddr;
@@ -107,6 +107,7 @@ pub(super) async fn greet(
             region: hello.region,
             addr,
             clock_ms: None,
+            protocol: None,
         },
         dialer,
     );
@@ -129,6 +130,7 @@ async fn exchange_hellos(
 ) -> Result<MemberInfo, PeerError> {
     let ours = Message::Hello(MemberInfo {
         clock_ms: Some(now_ms()),
+        protocol: Some(PROTOCOL),
         ..shared.hello.clone()
     })
     .encode();
@@ -149,7 +151,10 @@ async fn exchange_hellos(
 async fn read_hello(recv: &mut quinn::RecvStream) -> Result<MemberInfo, PeerError> {
     let bytes = recv.read_to_end(MAX_HELLO).await?;
     match Message::decode(&bytes)? {
-        Message::Hello(hello) => Ok(hello),
+        Message::Hello(hello) => match hello.protocol {
+            Some(theirs) if theirs > PROTOCOL => Err(PeerError::Newer(theirs)),
+            _ => Ok(hello),
+        },
         _ => Err(PeerError::NotHello),
     }
 }

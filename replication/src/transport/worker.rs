@@ -139,12 +139,14 @@ fn members_message(shared: &Shared) -> Message {
             region: p.region,
             addr: p.addr,
             clock_ms: None,
+            protocol: None,
         })
         .collect();
     if let Some(addr) = shared.advertise {
         list.push(MemberInfo {
             addr,
             clock_ms: None,
+            protocol: None,
             ..shared.hello.clone()
         });
     }
