@@ -190,9 +190,11 @@ impl Client {
                 format,
                 live_at,
             } => {
-                let body =
-                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                eprintln!("uploading {} ({} bytes)…", file.display(), body.len());
+                let opened = std::fs::File::open(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let len = opened.metadata()?.len();
+                let progress = bytes_progress("upload", Some(len));
+                let body = reqwest::blocking::Body::sized(progress.wrap_read(opened), len);
                 let mut query = vec![("card", card)];
                 query.extend(format.map(|f| ("format", f)));
                 query.extend(live_at.map(|l| ("live_at", l)));
@@ -202,7 +204,9 @@ impl Client {
                     .query(&query)
                     .header("content-type", "application/octet-stream")
                     .body(body);
-                let v: Value = self.send(self.customer(request)?)?.json()?;
+                let sent = self.send(self.customer(request)?);
+                progress.finish_and_clear();
+                let v: Value = sent?.json()?;
                 self.print(&v, |v| {
                     format!(
                         "revision {} of {}: {} rules, {}",
@@ -218,17 +222,21 @@ impl Client {
             } => {
                 let mut query = vec![("card", card), ("format", format)];
                 query.extend(revision.map(|r| ("revision", r.to_string())));
-                let bytes = self
-                    .send(self.customer(self.http.get(self.url("ratecard/export")).query(&query))?)?
-                    .bytes()?;
-                match out {
-                    Some(path) => std::fs::write(&path, &bytes)
-                        .with_context(|| format!("writing {}", path.display()))?,
-                    None => {
-                        use std::io::Write;
-                        std::io::stdout().write_all(&bytes)?;
-                    }
-                }
+                let mut response = self.send(
+                    self.customer(self.http.get(self.url("ratecard/export")).query(&query))?,
+                )?;
+                let progress = bytes_progress("export", response.content_length());
+                let mut sink: Box<dyn std::io::Write> = match &out {
+                    Some(path) => Box::new(
+                        std::fs::File::create(path)
+                            .with_context(|| format!("writing {}", path.display()))?,
+                    ),
+                    None => Box::new(std::io::stdout().lock()),
+                };
+                let copied = std::io::copy(&mut response, &mut progress.wrap_write(&mut sink));
+                progress.finish_and_clear();
+                copied.context("downloading the export")?;
+                sink.flush()?;
             }
         }
         Ok(())
@@ -241,11 +249,7 @@ impl Client {
         let part = out.with_extension("part");
         let mut file =
             std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
-        let progress = indicatif::ProgressBar::new_spinner().with_message("backup");
-        progress.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg}: {bytes} ({bytes_per_sec})")
-                .expect("a valid template"),
-        );
+        let progress = bytes_progress("backup", response.content_length());
         let copied = std::io::copy(&mut response, &mut progress.wrap_write(&mut file));
         progress.finish_and_clear();
         let checked = copied
@@ -313,6 +317,23 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Progress of a transfer of `total` bytes (if known), on standard error when it is a terminal;
+/// nothing in a pipe or a file.
+fn bytes_progress(what: &'static str, total: Option<u64>) -> indicatif::ProgressBar {
+    let (bar, template) = match total {
+        Some(n) => (
+            indicatif::ProgressBar::new(n),
+            "{msg}: {bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {msg}: {bytes} ({bytes_per_sec})",
+        ),
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("a valid template"));
+    bar.with_message(what)
 }
 
 /// A plain text table of `columns` of a JSON list.

@@ -37,6 +37,9 @@ enum Command {
         /// HTTP listen address (overrides the config).
         #[arg(long)]
         http: Option<SocketAddr>,
+        /// Print the start-up lines (address, keys made on first start) as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Accounts (operator key from EDGERATE_OPERATOR_KEY).
     Account {
@@ -92,6 +95,9 @@ enum CertsCommand {
     Init {
         #[arg(long)]
         out: PathBuf,
+        /// Print what was written as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Issue a node certificate signed by the CA: OUT/NAME.pem and OUT/NAME.key.
     Issue {
@@ -103,6 +109,9 @@ enum CertsCommand {
         name: String,
         #[arg(long)]
         out: PathBuf,
+        /// Print what was written as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -118,20 +127,37 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, data, http } => serve(config, data, http),
+        Command::Serve {
+            config,
+            data,
+            http,
+            json,
+        } => serve(config, data, http, json),
         Command::Account { node, command } => Client::new(node)?.account(command),
         Command::Card { node, command } => Client::new(node)?.card(command),
         Command::Cluster { node, command } => Client::new(node)?.cluster(command),
         Command::Backup { node, out } => Client::new(node)?.backup(&out),
         Command::Restore { file, data, json } => restore(&file, &data, json),
         Command::Certs { command } => {
-            let written = match command {
-                CertsCommand::Init { out } => edgerate_topology::certs::init_ca(&out)?,
-                CertsCommand::Issue { ca, name, out } => {
-                    edgerate_topology::certs::issue(&ca, &name, &out)?
+            let (written, json) = match command {
+                CertsCommand::Init { out, json } => {
+                    (edgerate_topology::certs::init_ca(&out)?, json)
                 }
+                CertsCommand::Issue {
+                    ca,
+                    name,
+                    out,
+                    json,
+                } => (edgerate_topology::certs::issue(&ca, &name, &out)?, json),
             };
-            println!("wrote {}", written.display());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "wrote": written.display().to_string() })
+                );
+            } else {
+                println!("wrote {}", written.display());
+            }
             Ok(())
         }
     }
@@ -161,6 +187,7 @@ fn serve(
     config_path: Option<PathBuf>,
     data: Option<PathBuf>,
     http: Option<SocketAddr>,
+    json: bool,
 ) -> anyhow::Result<()> {
     let demo = config_path.is_none();
     let mut config = match &config_path {
@@ -190,14 +217,27 @@ fn serve(
     runtime.block_on(async move {
         let (node, first) = edgerate_node::start(Options { config, demo, listener: None }).await?;
         let url = format!("http://{}", node.http_addr);
-        if let Some(key) = &first.operator_key {
-            println!("operator key (generated, kept in the data dir; shown once): {key}");
+        if json {
+            let mut started = serde_json::json!({ "serving": url, "node": node.state.node().id });
+            if let Some(key) = &first.operator_key {
+                started["operator_key"] = key.as_str().into();
+            }
+            if let Some(key) = &first.demo_key {
+                started["demo_account"] = DEMO_ACCOUNT.into();
+                started["demo_key"] = key.as_str().into();
+                started["demo_card"] = DEMO_CARD.into();
+            }
+            println!("{started}");
+        } else {
+            if let Some(key) = &first.operator_key {
+                println!("operator key (generated, kept in the data dir; shown once): {key}");
+            }
+            if let Some(key) = &first.demo_key {
+                println!("demo account: {DEMO_ACCOUNT}  key: {key}  (shown once)");
+                println!("try: curl -u '{DEMO_ACCOUNT}:{key}' '{url}/api/ratecard/query.json?card={DEMO_CARD}&number=441234567890&duration=61'");
+            }
+            println!("edgerate serving on {url}");
         }
-        if let Some(key) = &first.demo_key {
-            println!("demo account: {DEMO_ACCOUNT}  key: {key}  (shown once)");
-            println!("try: curl -u '{DEMO_ACCOUNT}:{key}' '{url}/api/ratecard/query.json?card={DEMO_CARD}&number=441234567890&duration=61'");
-        }
-        println!("edgerate serving on {url}");
         wait_for_signal().await;
         tracing::info!("shutting down");
         node.shutdown().await;
