@@ -263,14 +263,14 @@ async fn the_spec_states_the_bounds() {
             .cloned()
             .unwrap_or_default()
     };
-    let query = params("/api/ratecard/query.{format}");
+    let query = params("/api/ratecard/query.{ext}");
     assert_eq!(find(&query, "number")["schema"]["maxItems"], 1000);
-    let ping = params("/api/lookup/ping.{format}");
+    let ping = params("/api/lookup/ping.{ext}");
     assert_eq!(find(&ping, "number")["schema"]["maxItems"], 100);
-    let list = params("/api/cdr/list.{format}");
+    let list = params("/api/cdr/list.{ext}");
     assert_eq!(find(&list, "offset")["schema"]["maximum"], 10_000_000);
     assert_eq!(find(&list, "limit")["schema"]["maximum"], 10_000);
-    let responses = &spec["paths"]["/api/cdr/add.{format}"]["post"]["responses"];
+    let responses = &spec["paths"]["/api/cdr/add.{ext}"]["post"]["responses"];
     for code in ["413", "429", "503"] {
         assert!(responses.get(code).is_some(), "{code}");
     }

@@ -227,7 +227,7 @@ fn request_bodies(service: Service, properties: &Map<String, Value>) -> Value {
         service,
         Service::RatecardImport | Service::AdminDatasetImport | Service::CdrAdd
     ) {
-        content["text/csv"] = json!({ "schema": { "type": "string" } });
+        content["text/csv"] = json!({ "schema": { "type": "string", "format": "binary" } });
     }
     content
 }
