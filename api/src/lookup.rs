@@ -133,6 +133,7 @@ fn plan_answer(number: &str) -> Value {
 /// `lookup/smart`; async, because a `ping` type waits for the trunk.
 pub async fn smart(ctx: &Ctx) -> Result<Output, ApiError> {
     let numbers = ctx.vars.numbers("number", crate::vars::MAX_NUMBERS)?;
+    crate::telephony::ping_timeout(ctx)?;
     let raw_types = ctx.vars.list("type");
     if raw_types.is_empty() {
         return Err(ApiError::missing("type"));

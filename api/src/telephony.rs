@@ -68,7 +68,7 @@ pub async fn ping(ctx: &Ctx) -> Result<Output, ApiError> {
 
 /// Ping answers by number (also the `ping` type of `lookup/smart`).
 pub async fn ping_numbers(ctx: &Ctx, numbers: &[String]) -> Result<Map<String, Value>, ApiError> {
-    let timeout = seconds(ctx, "timeout", PING_TIMEOUT_S, 60)?;
+    let timeout = ping_timeout(ctx)?;
     let probe = Invite {
         trunk: UNSET,
         number: String::new(),
@@ -209,6 +209,11 @@ fn valid_target(target: &str) -> bool {
         && !target
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'))
+}
+
+/// A ping's `timeout` (also read by `lookup/smart` before any lookup, ping or not).
+pub fn ping_timeout(ctx: &Ctx) -> Result<Duration, ApiError> {
+    seconds(ctx, "timeout", PING_TIMEOUT_S, 60)
 }
 
 fn seconds(ctx: &Ctx, name: &str, default: u64, max: u64) -> Result<Duration, ApiError> {

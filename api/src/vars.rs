@@ -261,6 +261,25 @@ impl Vars {
             .transpose()
     }
 
+    /// A revision number (revisions are numbered from 1).
+    pub fn revision(&self, name: &str) -> Result<Option<u32>, ApiError> {
+        match self.parse_opt::<u32>(name, "a revision number")? {
+            Some(0) => Err(ApiError::invalid(name, "revisions are numbered from 1")),
+            rev => Ok(rev),
+        }
+    }
+
+    /// A final SIP response code, 100-699.
+    pub fn sip_code(&self, name: &str) -> Result<Option<u16>, ApiError> {
+        match self.parse_opt::<u16>(name, "a SIP response code")? {
+            Some(code) if !(100..=699).contains(&code) => Err(ApiError::invalid(
+                name,
+                format!("{code} is not a SIP response code (100-699)"),
+            )),
+            code => Ok(code),
+        }
+    }
+
     /// A yes/no variable: `true`, `1`, `yes` or `false`, `0`, `no` ([`FLAG_VALUES`]).
     pub fn flag(&self, name: &str) -> Result<Option<bool>, ApiError> {
         match self.get(name) {

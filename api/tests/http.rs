@@ -1071,7 +1071,7 @@ async fn operability_endpoints() {
     assert!(metrics.contains("edgerate_http_request_duration_seconds"));
     let spec = api.get("/openapi.json").await.json();
     for service in edgerate_api::service::Service::ALL {
-        let path = format!("/api/{}.{{format}}", service.as_str());
+        let path = format!("/api/{}.{{ext}}", service.as_str());
         assert!(
             spec["paths"].get(&path).is_some(),
             "{path} missing from the OpenAPI document"

@@ -280,9 +280,7 @@ pub(crate) fn range(ctx: &Ctx, max_range: Option<i64>) -> Result<(i64, i64), Api
 /// The filter of `cdr/list`, `cdr/export` and `cdr/stats`.
 fn filter(ctx: &Ctx, max_range: Option<i64>) -> Result<Filter, ApiError> {
     let (from, to) = range(ctx, max_range)?;
-    let sip_code = ctx
-        .vars
-        .parse_opt::<u16>("sip_code", "a SIP response code")?;
+    let sip_code = ctx.vars.sip_code("sip_code")?;
     Ok(Filter {
         account: ctx.account().id.clone(),
         from,

@@ -20,7 +20,7 @@ pub fn rerate(ctx: &Ctx) -> Result<Output, ApiError> {
         .card(&ctx.account().id, reference)
         .ok_or_else(|| ApiError::not_found(format!("card '{reference}' not found")))?;
     let (from, to) = range(ctx, Some(MAX_RANGE))?;
-    let revision = match ctx.vars.parse_opt::<u32>("revision", "a revision number")? {
+    let revision = match ctx.vars.revision("revision")? {
         Some(rev) => Some(
             card.revisions
                 .get(&rev)

@@ -219,22 +219,27 @@ pub(super) fn simulated(
     card: &CardView,
     now: i64,
 ) -> Result<(Recipe, Vec<(String, Rule)>), ApiError> {
+    // The variables are read before the card is looked at: a bad one is refused by name.
+    let mix = read_mix(vars)?;
+    let profit_given = ["profit", "profit_percent", "profit_absolute", "min_margin"]
+        .into_iter()
+        .any(|n| vars.has(n));
+    let profit = if profit_given {
+        Some(read_profit(vars)?)
+    } else {
+        None
+    };
     let mut recipe = card.meta.recipe.clone().ok_or_else(|| {
         ApiError::invalid(
             "revision",
             "is required: the card has no recipe to simulate a rebuild with",
         )
     })?;
-    if let Some(m) = vars.get("mix") {
-        recipe.mix = Mix::parse(m).ok_or_else(|| {
-            ApiError::invalid("mix", format!("'{m}' is not min, max, avg or first"))
-        })?;
+    if let Some(mix) = mix {
+        recipe.mix = mix;
     }
-    let profit_given = ["profit", "profit_percent", "profit_absolute", "min_margin"]
-        .into_iter()
-        .any(|n| vars.has(n));
-    if profit_given {
-        recipe.profit = read_profit(vars)?;
+    if let Some(profit) = profit {
+        recipe.profit = profit;
     }
     let sources = providers_of(view, card, &recipe, now)?;
     let built = with_providers(&sources, |providers| {
@@ -242,6 +247,17 @@ pub(super) fn simulated(
     })
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok((recipe, built.rules))
+}
+
+/// The `mix` variable, if given.
+fn read_mix(vars: &Vars) -> Result<Option<Mix>, ApiError> {
+    vars.get("mix")
+        .map(|m| {
+            Mix::parse(m).ok_or_else(|| {
+                ApiError::invalid("mix", format!("'{m}' is not min, max, avg or first"))
+            })
+        })
+        .transpose()
 }
 
 /// The recipe a build's variables give, or `None` when they give none (a rebuild). The
@@ -273,12 +289,7 @@ fn read_recipe(vars: &Vars, view: &View, account: &str) -> Result<Option<Recipe>
         .into_iter()
         .map(|(provider, _)| provider.meta.id.clone())
         .collect();
-    let mix = match vars.get("mix") {
-        None => Mix::default(),
-        Some(m) => Mix::parse(m).ok_or_else(|| {
-            ApiError::invalid("mix", format!("'{m}' is not min, max, avg or first"))
-        })?,
-    };
+    let mix = read_mix(vars)?.unwrap_or_default();
     let profit = read_profit(vars)?;
     let auto = match vars.get("rebuild") {
         None | Some("manual") => false,

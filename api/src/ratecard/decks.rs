@@ -35,6 +35,16 @@ pub fn import(ctx: &Ctx) -> Result<Output, ApiError> {
         .ok_or_else(|| ApiError::missing("file"))?;
     let format = deck_format(&ctx.vars, &bytes)?;
     let live_at = revision_live_at(&ctx.vars, ctx.now)?;
+    let delta = match ctx.vars.get("mode") {
+        None | Some("full") => false,
+        Some("delta") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "mode",
+                format!("'{other}' is not full or delta"),
+            ))
+        }
+    };
     let parsed = match format {
         "ime" => deck::parse_ime(&bytes, ctx.vars.get("ime_card")),
         _ => deck::parse_csv(&bytes),
@@ -58,16 +68,6 @@ pub fn import(ctx: &Ctx) -> Result<Output, ApiError> {
             "deck rejected, nothing applied: it has no rules",
         ));
     }
-    let delta = match ctx.vars.get("mode") {
-        None | Some("full") => false,
-        Some("delta") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "mode",
-                format!("'{other}' is not full or delta"),
-            ))
-        }
-    };
     let source = format!("import:{format}");
     let catalog = ctx.state.catalog();
     let mut out = if deck.terms.is_empty() && !delta {
@@ -295,7 +295,7 @@ pub fn activate(ctx: &Ctx) -> Result<Output, ApiError> {
     let card = find_card(&ctx.state.catalog().view(), ctx)?;
     let rev: u32 = ctx
         .vars
-        .parse_opt("revision", "a revision number")?
+        .revision("revision")?
         .ok_or_else(|| ApiError::missing("revision"))?;
     if !card.revisions.contains_key(&rev) {
         return Err(ApiError::not_found(format!("revision {rev} not found")));
@@ -323,7 +323,7 @@ pub fn diff(ctx: &Ctx) -> Result<Output, ApiError> {
     let revision = |name: &str| -> Result<&RevisionView, ApiError> {
         let n: u32 = ctx
             .vars
-            .parse_opt(name, "a revision number")?
+            .revision(name)?
             .ok_or_else(|| ApiError::missing(name))?;
         card.revisions
             .get(&n)

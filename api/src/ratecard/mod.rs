@@ -58,7 +58,7 @@ fn chosen_revision<'a>(
     vars: &Vars,
     now: i64,
 ) -> Result<&'a RevisionView, ApiError> {
-    match vars.parse_opt::<u32>("revision", "a revision number")? {
+    match vars.revision("revision")? {
         Some(rev) => card
             .revisions
             .get(&rev)

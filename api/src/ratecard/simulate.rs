@@ -66,7 +66,7 @@ pub fn simulate(ctx: &Ctx) -> Result<Output, ApiError> {
     let tried: Value;
     let guard;
     let built: PrefixIndex;
-    let index: &PrefixIndex = match ctx.vars.parse_opt::<u32>("revision", "a revision number")? {
+    let index: &PrefixIndex = match ctx.vars.revision("revision")? {
         Some(rev) => {
             let rev = card
                 .revisions
