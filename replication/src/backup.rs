@@ -25,6 +25,8 @@ const MANIFEST: &str = "manifest.json";
 const DOC_SUFFIX: &str = ".automerge";
 /// The largest manifest read (a million documents' entries fit well inside).
 const MAX_MANIFEST: u64 = 256 * 1024 * 1024;
+/// The largest document read into memory (a rule shard holds at most a few MiB).
+const MAX_DOCUMENT: u64 = 1024 * 1024 * 1024;
 
 /// What a backup holds, its last entry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -220,6 +222,11 @@ fn read(
         }
         if path != LOG_FILE && doc_id(&path).is_none() {
             return Err(BackupError::Invalid(format!("unexpected file {path:?}")));
+        }
+        if path != LOG_FILE && entry.size() > MAX_DOCUMENT {
+            return Err(BackupError::Invalid(format!(
+                "{path} is over {MAX_DOCUMENT} bytes"
+            )));
         }
         if seen.contains_key(&path) {
             return Err(BackupError::Invalid(format!("{path} twice")));
