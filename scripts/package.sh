@@ -23,6 +23,10 @@ command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The check installs and purges the package: never on a host where edgerate is installed.
+if dpkg -s edgerate >/dev/null 2>&1 || [ -e /var/lib/edgerate ]; then
+  echo "package check refused: edgerate is installed here (or /var/lib/edgerate exists)"; exit 1
+fi
 dpkg -i "$deb" >/dev/null
 node_pid=
 cleanup() {

@@ -246,7 +246,9 @@ impl Client {
     /// against its manifest, then renamed into place: a cut download never looks like a backup).
     pub fn backup(&self, out: &Path) -> anyhow::Result<()> {
         let mut response = self.send(self.operator(self.http.get(self.url("admin/backup")))?)?;
-        let part = out.with_extension("part");
+        let mut part = out.as_os_str().to_owned();
+        part.push(".part");
+        let part = PathBuf::from(part);
         let mut file =
             std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
         let progress = bytes_progress("backup", response.content_length());

@@ -87,7 +87,7 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
     let data_dir = config.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    layout::check_format(&data_dir)?;
+    layout::prepare(&data_dir)?;
     let (operator_key, generated) = operator_key(&config, &data_dir)?;
     let actor = actor_id(&data_dir)?;
     let docs_dir = data_dir.join(layout::DOCS_DIR);

@@ -26,7 +26,7 @@ const DOC_SUFFIX: &str = ".automerge";
 /// The largest manifest read (a million documents' entries fit well inside).
 const MAX_MANIFEST: u64 = 256 * 1024 * 1024;
 /// The largest document read into memory (a rule shard holds at most a few MiB).
-const MAX_DOCUMENT: u64 = 1024 * 1024 * 1024;
+const MAX_DOCUMENT: u64 = 256 * 1024 * 1024;
 
 /// What a backup holds, its last entry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,7 +90,11 @@ impl Snapshot {
     ) -> Result<Self, BackupError> {
         let docs = catalog.save_all();
         fs::create_dir_all(scratch)?;
-        let log_copy = scratch.join(format!("backup-{}.sqlite", rand::random::<u64>()));
+        let log_copy = scratch.join(format!(
+            "{}{}.sqlite",
+            layout::BACKUP_SCRATCH_PREFIX,
+            rand::random::<u64>()
+        ));
         let snapshot = Self {
             docs,
             log_copy,
@@ -283,7 +287,7 @@ pub fn restore(archive: impl Read, data_dir: &Path) -> Result<Manifest, BackupEr
         return Err(BackupError::NotEmpty(data_dir.to_owned()));
     }
     fs::create_dir_all(data_dir)?;
-    let staging = data_dir.join(".restore-partial");
+    let staging = data_dir.join(layout::RESTORE_STAGING);
     let done = restore_into(archive, &staging);
     let manifest = match done {
         Ok(m) => m,
@@ -292,13 +296,15 @@ pub fn restore(archive: impl Read, data_dir: &Path) -> Result<Manifest, BackupEr
             return Err(e);
         }
     };
-    fs::rename(staging.join(DOCS_DIR), data_dir.join(DOCS_DIR))?;
-    fs::rename(staging.join(LOG_FILE), data_dir.join(LOG_FILE))?;
-    layout::check_format(data_dir).map_err(|e| BackupError::Io(io::Error::other(e)))?;
+    // The new origin first: a data dir with the backup's log must never write under the old
+    // one. While the staging dir exists the node refuses to start (an interrupted restore).
     let origin = format!("{}-r{:08x}", manifest.node, rand::random::<u32>());
     let mut file = File::create(data_dir.join(ORIGIN_FILE))?;
     file.write_all(origin.as_bytes())?;
     file.sync_all()?;
+    layout::check_format(data_dir).map_err(|e| BackupError::Io(io::Error::other(e)))?;
+    fs::rename(staging.join(DOCS_DIR), data_dir.join(DOCS_DIR))?;
+    fs::rename(staging.join(LOG_FILE), data_dir.join(LOG_FILE))?;
     fs::remove_dir_all(&staging)?;
     File::open(data_dir)?.sync_all()?;
     Ok(manifest)

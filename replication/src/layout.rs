@@ -22,6 +22,10 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 pub const LOG_FILE: &str = "events.sqlite";
 /// The event-log origin of a restored node (absent: the node's id).
 pub const ORIGIN_FILE: &str = "origin";
+/// A restore in progress (or interrupted): the node refuses to start while it is there.
+pub const RESTORE_STAGING: &str = ".restore-partial";
+/// The event log copies backups take, removed when sent (and at start, after a crash).
+pub const BACKUP_SCRATCH_PREFIX: &str = "backup-";
 /// This node's Automerge actor id.
 pub const ACTOR_FILE: &str = "actor";
 
@@ -33,8 +37,28 @@ pub enum LayoutError {
         "{path} says data dir format {found:?}; this edgerate reads format {FORMAT} and older"
     )]
     Unreadable { path: String, found: String },
+    #[error("{0} is there: a restore into this data dir did not finish; empty the data dir and restore again")]
+    Restoring(String),
     #[error("the data dir is format {0}, newer than this edgerate reads ({FORMAT}): run the newer edgerate, or restore a backup taken with this one (docs/operations.md, Upgrade)")]
     Newer(u32),
+}
+
+/// Before a node starts on `data_dir`: refuses an interrupted restore, removes the log copies
+/// of backups a crash left, and checks the format.
+pub fn prepare(data_dir: &Path) -> Result<(), LayoutError> {
+    let staging = data_dir.join(RESTORE_STAGING);
+    if staging.exists() {
+        return Err(LayoutError::Restoring(staging.display().to_string()));
+    }
+    if let Ok(entries) = fs::read_dir(data_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(BACKUP_SCRATCH_PREFIX) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+    check_format(data_dir)
 }
 
 /// Checks the data dir's format and writes this build's into a new (or unversioned) one.

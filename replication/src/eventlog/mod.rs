@@ -787,7 +787,10 @@ impl EventLog {
         let mut copy = Connection::open(dest)?;
         {
             let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
-            while backup.step(-1)? != rusqlite::backup::StepResult::Done {}
+            // One step copies every page; a writer holding the lock makes it wait and retry.
+            while backup.step(-1)? != rusqlite::backup::StepResult::Done {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
         copy.pragma_update(None, "journal_mode", "DELETE")?;
         Ok(())
