@@ -4,10 +4,8 @@
 
 use crate::error::{ApiError, ErrorCode};
 use crate::router::{Ctx, Output};
-use axum::body::Body;
-use bytes::Bytes;
+use crate::stream::{self, ChunkWriter};
 use edgerate_replication::backup::Snapshot;
-use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -41,39 +39,6 @@ impl Drop for Running {
     }
 }
 
-/// Writes into the response stream in chunks, waiting for the client to take them.
-struct Sink {
-    buf: Vec<u8>,
-    tx: tokio::sync::mpsc::Sender<Bytes>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl Sink {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.runtime
-            .block_on(self.tx.send_timeout(chunk, SEND_TIMEOUT))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client stopped reading"))
-    }
-}
-
-impl Write for Sink {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
-
 pub fn backup(ctx: &Ctx) -> Result<Output, ApiError> {
     let running = Running::start()?;
     let state = &ctx.state;
@@ -86,12 +51,8 @@ pub fn backup(ctx: &Ctx) -> Result<Output, ApiError> {
         ctx.now,
     )
     .map_err(|e| ApiError::internal("taking a backup", e))?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let sink = Sink {
-        buf: Vec::with_capacity(CHUNK),
-        tx,
-        runtime: tokio::runtime::Handle::current(),
-    };
+    let (chunks, body) = stream::channel(SEND_TIMEOUT);
+    let sink = ChunkWriter::new(chunks, CHUNK);
     tokio::task::spawn_blocking(move || {
         let _running = running;
         match snapshot.write_to(sink) {
@@ -100,14 +61,9 @@ pub fn backup(ctx: &Ctx) -> Result<Output, ApiError> {
             Err(e) => tracing::warn!(error = %e, "backup stopped"),
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<Bytes, std::convert::Infallible>(chunk), rx))
-    });
     Ok(Output::Stream {
         content_type: "application/x-tar",
         filename: format!("edgerate-{}-{}.tar", node.id, ctx.now),
-        body: Body::from_stream(stream),
+        body,
     })
 }

@@ -19,6 +19,7 @@ pub mod routing;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod stream;
 pub mod system;
 pub mod telephony;
 pub mod vars;

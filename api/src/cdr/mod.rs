@@ -8,7 +8,6 @@ pub use rerate::rerate;
 use crate::error::ApiError;
 use crate::router::{Ctx, Output};
 use crate::vars::Vars;
-use axum::body::Body;
 use bytes::Bytes;
 use edgerate_model::card::CardKind;
 use edgerate_model::cdr::{parse_cdr, Cdr, CdrInput, Leg, Rating};
@@ -381,14 +380,8 @@ fn csv_row(out: &mut String, r: &Record) {
 pub fn export(ctx: &Ctx) -> Result<Output, ApiError> {
     let filter = filter(ctx, Some(MAX_RANGE))?;
     let log = ctx.state.log_handle();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let runtime = tokio::runtime::Handle::current();
     // A client that stops reading stalls the stream; past the timeout the export stops.
-    let send = move |chunk: Bytes| {
-        runtime
-            .block_on(tx.send_timeout(chunk, EXPORT_SEND_TIMEOUT))
-            .is_ok()
-    };
+    let (chunks, body) = crate::stream::channel(EXPORT_SEND_TIMEOUT);
     tokio::task::spawn_blocking(move || {
         let mut buf = String::with_capacity(EXPORT_CHUNK * 2);
         buf.push_str(CSV_HEADER);
@@ -404,7 +397,8 @@ pub fn export(ctx: &Ctx) -> Result<Output, ApiError> {
             };
             for r in &page {
                 csv_row(&mut buf, r);
-                if buf.len() >= EXPORT_CHUNK && !send(Bytes::from(std::mem::take(&mut buf))) {
+                if buf.len() >= EXPORT_CHUNK && !chunks.send(Bytes::from(std::mem::take(&mut buf)))
+                {
                     return;
                 }
             }
@@ -413,17 +407,12 @@ pub fn export(ctx: &Ctx) -> Result<Output, ApiError> {
                 _ => break,
             }
         }
-        send(Bytes::from(buf));
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<Bytes, std::convert::Infallible>(chunk), rx))
+        chunks.send(Bytes::from(buf));
     });
     Ok(Output::Stream {
         content_type: "text/csv; charset=utf-8",
         filename: "cdrs.csv".into(),
-        body: Body::from_stream(stream),
+        body,
     })
 }
 
