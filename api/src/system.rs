@@ -57,7 +57,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document().to_string(),
+        crate::openapi::text(),
     )
 }
 

@@ -151,7 +151,8 @@ fn responses(service: Service) -> Value {
             "X-RateLimit-Remaining": quota_header("requests left in this second", required)
         })
     };
-    let mut ok = match replies::reply(service) {
+    let reply = replies::reply(service);
+    let mut ok = match reply {
         Reply::Answer(component) => json!({
             "description": "the answer, in the format the URL's extension names",
             "content": rendered(json!({ "$ref": format!("#/components/schemas/{component}") }), replies::example(service)),
@@ -171,11 +172,11 @@ fn responses(service: Service) -> Value {
         }
     };
     // An account's answers count against its limits and say where it stands.
-    let mut headers = quota_headers(true);
-    if service.access() == Access::Operator {
-        headers = json!({});
-    }
-    if matches!(replies::reply(service), Reply::File(_)) {
+    let mut headers = match service.access() {
+        Access::Account => quota_headers(true),
+        Access::Operator => json!({}),
+    };
+    if matches!(reply, Reply::File(_)) {
         headers["Content-Disposition"] = json!({ "required": true, "schema": { "type": "string", "pattern": "^attachment; filename=" } });
     }
     ok["headers"] = headers;
@@ -200,6 +201,21 @@ fn responses(service: Service) -> Value {
         out.insert(status.to_string(), answer);
     }
     Value::Object(out)
+}
+
+/// The variables of `service` that `keep` keeps, as JSON schema properties with their
+/// descriptions.
+fn properties(service: Service, keep: impl Fn(&str) -> bool) -> Map<String, Value> {
+    service
+        .params()
+        .iter()
+        .filter(|(name, _, _)| keep(name))
+        .map(|(name, _, description)| {
+            let mut property = schema(service, name);
+            property["description"] = (*description).into();
+            ((*name).to_owned(), property)
+        })
+        .collect()
 }
 
 /// The bodies a POST to `service` may send: its variables as a form, multipart or JSON object;
@@ -232,6 +248,12 @@ fn request_bodies(service: Service, properties: &Map<String, Value>) -> Value {
     content
 }
 
+/// The document as served: built once, on the first request.
+pub fn text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| document().to_string())
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -247,12 +269,7 @@ pub fn document() -> Value {
                 param
             })
             .collect();
-        let mut properties = Map::new();
-        for (name, _, description) in service.params() {
-            let mut property = schema(*service, name);
-            property["description"] = (*description).into();
-            properties.insert((*name).into(), property);
-        }
+        let properties = properties(*service, |_| true);
         let security = match service.access() {
             Access::Account => json!([{ "basic": [] }, { "bearer": [] }, { "api_key": [] }]),
             Access::Operator => json!([{ "bearer": [] }, { "api_key": [] }]),
@@ -269,16 +286,13 @@ pub fn document() -> Value {
             });
             // A POST may send every variable in the query string, the body, or both (the body's
             // win): none is required in either place alone.
-            let optional = params.iter().cloned().map(|mut p| {
-                p["required"] = false.into();
-                p
-            });
             if let Some(list) = op["parameters"].as_array_mut() {
-                if method == "get" {
-                    list.extend(params.iter().cloned());
-                } else {
-                    list.extend(optional);
-                }
+                list.extend(params.iter().cloned().map(|mut p| {
+                    if method == "post" {
+                        p["required"] = false.into();
+                    }
+                    p
+                }));
             }
             if method == "post" {
                 op["requestBody"] = json!({ "required": false, "description": format!("the variables (those GET requires, here or in the query string), or the file itself: at most {} bytes once authenticated ({} before, when the credentials are only in the body)", service.max_body(), crate::router::PREAUTH_BODY_BYTES), "content": request_bodies(*service, &properties) });
@@ -307,19 +321,15 @@ pub fn document() -> Value {
     paths.insert("/".into(), json!({ "get": { "summary": "operator status page", "responses": text("text/html", "the page") } }));
     let mut schemas = replies::components();
     // One CDR of a `cdr/add` batch: the service's variables but the file.
-    let cdr_in: Map<String, Value> = Service::CdrAdd
+    let required: Vec<&str> = Service::CdrAdd
         .params()
         .iter()
-        .filter(|(name, _, _)| *name != "file")
-        .map(|(name, _, description)| {
-            let mut property = schema(Service::CdrAdd, name);
-            property["description"] = (*description).into();
-            ((*name).to_owned(), property)
-        })
+        .filter(|(_, required, _)| *required)
+        .map(|(name, _, _)| *name)
         .collect();
     schemas.insert(
         "CdrIn".into(),
-        json!({ "type": "object", "required": ["callid", "dest_number", "sip_code"], "properties": cdr_in, "additionalProperties": false }),
+        json!({ "type": "object", "required": required, "properties": properties(Service::CdrAdd, |name| name != "file"), "additionalProperties": false }),
     );
     json!({
         "openapi": "3.1.0",
