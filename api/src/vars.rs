@@ -280,6 +280,27 @@ impl Vars {
         }
     }
 
+    /// A variable that must be one of `choices`, if given.
+    pub fn choice<'c>(&self, name: &str, choices: &[&'c str]) -> Result<Option<&'c str>, ApiError> {
+        let Some(given) = self.get(name) else {
+            return Ok(None);
+        };
+        choices
+            .iter()
+            .find(|c| **c == given)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| {
+                let (last, rest) = choices.split_last().unwrap_or((&"", &[]));
+                let listed = if rest.is_empty() {
+                    (*last).to_owned()
+                } else {
+                    format!("{} or {last}", rest.join(", "))
+                };
+                ApiError::invalid(name, format!("'{given}' is not {listed}"))
+            })
+    }
+
     /// A yes/no variable: `true`, `1`, `yes` or `false`, `0`, `no` ([`FLAG_VALUES`]).
     pub fn flag(&self, name: &str) -> Result<Option<bool>, ApiError> {
         match self.get(name) {

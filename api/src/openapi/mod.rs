@@ -63,9 +63,9 @@ fn schema(service: Service, name: &str) -> Value {
         "format" if service == Service::RatecardImport || service == Service::RatecardExport => {
             json!({ "type": "string", "enum": ["csv", "ime"] })
         }
-        "mode" => json!({ "type": "string", "enum": ["full", "delta"] }),
+        "mode" => json!({ "type": "string", "enum": crate::ratecard::IMPORT_MODES }),
         "mix" => json!({ "type": "string", "enum": ["min", "max", "avg", "first"] }),
-        "rebuild" => json!({ "type": "string", "enum": ["manual", "auto"] }),
+        "rebuild" => json!({ "type": "string", "enum": crate::ratecard::REBUILDS }),
         "round" | "assure" => boolean,
         "name" if service == Service::AdminDatasetImport => {
             json!({ "type": "string", "enum": ["range", "lrn", "hlr", "tps"] })

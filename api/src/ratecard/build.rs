@@ -249,6 +249,9 @@ pub(super) fn simulated(
     Ok((recipe, built.rules))
 }
 
+/// What `rebuild` of a build may be: by itself when a provider card changes, or on request.
+pub const REBUILDS: [&str; 2] = ["auto", "manual"];
+
 /// The `mix` variable, if given.
 fn read_mix(vars: &Vars) -> Result<Option<Mix>, ApiError> {
     vars.get("mix")
@@ -291,16 +294,7 @@ fn read_recipe(vars: &Vars, view: &View, account: &str) -> Result<Option<Recipe>
         .collect();
     let mix = read_mix(vars)?.unwrap_or_default();
     let profit = read_profit(vars)?;
-    let auto = match vars.get("rebuild") {
-        None | Some("manual") => false,
-        Some("auto") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "rebuild",
-                format!("'{other}' is not auto or manual"),
-            ))
-        }
-    };
+    let auto = vars.choice("rebuild", &REBUILDS)? == Some("auto");
     Ok(Some(Recipe {
         from,
         mix,

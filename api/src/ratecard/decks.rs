@@ -26,6 +26,9 @@ fn deck_format<'a>(vars: &'a Vars, bytes: &[u8]) -> Result<&'a str, ApiError> {
     }
 }
 
+/// What `mode` of an import may be: the deck is the whole card, or changes to it.
+pub const IMPORT_MODES: [&str; 2] = ["full", "delta"];
+
 pub fn import(ctx: &Ctx) -> Result<Output, ApiError> {
     let card = find_card(&ctx.state.catalog().view(), ctx)?;
     let bytes = ctx
@@ -35,16 +38,7 @@ pub fn import(ctx: &Ctx) -> Result<Output, ApiError> {
         .ok_or_else(|| ApiError::missing("file"))?;
     let format = deck_format(&ctx.vars, &bytes)?;
     let live_at = revision_live_at(&ctx.vars, ctx.now)?;
-    let delta = match ctx.vars.get("mode") {
-        None | Some("full") => false,
-        Some("delta") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "mode",
-                format!("'{other}' is not full or delta"),
-            ))
-        }
-    };
+    let delta = ctx.vars.choice("mode", &IMPORT_MODES)? == Some("delta");
     let parsed = match format {
         "ime" => deck::parse_ime(&bytes, ctx.vars.get("ime_card")),
         _ => deck::parse_csv(&bytes),

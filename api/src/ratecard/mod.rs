@@ -8,9 +8,9 @@ mod query;
 mod rules;
 mod simulate;
 
-pub use build::build;
+pub use build::{build, REBUILDS};
 pub use cards::{create, delete, get, list, update};
-pub use decks::{activate, diff, export, import, revisions};
+pub use decks::{activate, diff, export, import, revisions, IMPORT_MODES};
 pub use query::{jurisdiction, query};
 pub use rules::{rule_delete, rule_set, rules};
 pub use simulate::simulate;
