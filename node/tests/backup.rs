@@ -1,10 +1,9 @@
 //! Backup and restore with the real binary: `edgerate backup` of a node under write load,
 //! `edgerate restore` into an empty data dir, the restored node started on it.
 
-use edgerate_tests::{create_account, Api, NodeProcess};
+use edgerate_tests::{create_account, edgerate_cli, path_str, Api, NodeProcess};
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,30 +13,28 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_edgerate"))
 }
 
-/// Runs `edgerate backup` against `url`; its output and whether it succeeded.
+/// Runs `edgerate backup` against `url`; whether it succeeded and what it said.
 fn backup(url: &str, out: &Path) -> (bool, String) {
-    let done = Command::new(bin())
-        .args(["backup", "--node", url, "--json", "--out"])
-        .arg(out)
-        .env("EDGERATE_OPERATOR_KEY", OPERATOR)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&done.stdout).into_owned() + &String::from_utf8_lossy(&done.stderr);
-    (done.status.success(), text)
+    edgerate_cli(
+        bin(),
+        &["backup", "--node", url, "--json", "--out", path_str(out)],
+        OPERATOR,
+    )
 }
 
 /// Runs `edgerate restore`.
 fn restore(file: &Path, data: &Path) -> (bool, String) {
-    let done = Command::new(bin())
-        .args(["restore", "--json", "--data"])
-        .arg(data)
-        .arg(file)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&done.stdout).into_owned() + &String::from_utf8_lossy(&done.stderr);
-    (done.status.success(), text)
+    edgerate_cli(
+        bin(),
+        &[
+            "restore",
+            "--json",
+            "--data",
+            path_str(data),
+            path_str(file),
+        ],
+        OPERATOR,
+    )
 }
 
 /// One acknowledged write: a rule set, or a CDR added.

@@ -3,7 +3,8 @@
 //! timeout; convergence is checked by comparing what the nodes answer.
 
 use edgerate_tests::{
-    create_account, generated_deck, wait_for, wait_mesh, Api, ClusterNode, NodeProcess,
+    create_account, edgerate_cli, generated_deck, path_str, wait_for, wait_mesh, Api, ClusterNode,
+    NodeProcess,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,11 @@ impl Cluster {
                 .all(|i| read(*i) == first)
                 .then_some(first)
         })
+    }
+
+    /// Waits until `acct`'s state ([`Api::account_state`]) is the same on every running node.
+    fn converged_state(&self, what: &str, acct: &(String, String)) -> Value {
+        self.converged(what, |i| self.as_account(i, acct).account_state())
     }
 
     fn kill(&mut self, i: usize) {
@@ -213,9 +219,7 @@ fn three_nodes_serve_everything_written_anywhere() {
             .ok("lookup/asrplus", &[("number", "447700900404")]);
         (a["status"] == "Invalid").then_some(())
     });
-    let state = cluster.converged("identical account state", |i| {
-        cluster.as_account(i, &acct).account_state()
-    });
+    let state = cluster.converged_state("identical account state", &acct);
     assert_eq!(state["cdrs"]["total"], 1);
     // An operator dataset imported on node 1 answers lookups on node 3.
     let op = cluster.operator(0);
@@ -374,9 +378,7 @@ fn a_partitioned_node_converges_after_the_heal_and_loses_nothing() {
     let acct = create_account(&cluster.operator(0), 1_000_000);
     let a1 = cluster.as_account(0, &acct);
     a1.ok("ratecard/create", &[("name", "p")]);
-    cluster.converged("the card everywhere", |i| {
-        cluster.as_account(i, &acct).account_state()
-    });
+    cluster.converged_state("the card everywhere", &acct);
     // Cut node 3 off; both sides write rules and CDRs.
     let isolate = cluster.nodes[2].data.join("isolate");
     std::fs::write(&isolate, "").unwrap();
@@ -449,9 +451,7 @@ fn a_partitioned_node_converges_after_the_heal_and_loses_nothing() {
         "node 1 sees only its own side while cut off"
     );
     std::fs::remove_file(&isolate).unwrap();
-    let state = cluster.converged("identical state after the heal", |i| {
-        cluster.as_account(i, &acct).account_state()
-    });
+    let state = cluster.converged_state("identical state after the heal", &acct);
     assert_eq!(state["cdrs"]["total"], 40, "every acknowledged CDR is kept");
     let rules = cluster
         .as_account(1, &acct)
@@ -529,9 +529,7 @@ fn a_node_joining_later_through_one_seed_learns_everyone_and_catches_up() {
     let seed = cluster.nodes[1].peer;
     cluster.add(&[seed]);
     cluster.wait_connected();
-    cluster.converged("the new node holds everything", |i| {
-        cluster.as_account(i, &acct).account_state()
-    });
+    cluster.converged_state("the new node holds everything", &acct);
 }
 
 #[test]
@@ -547,21 +545,15 @@ fn a_node_restored_from_a_backup_rejoins_catches_up_and_its_new_writes_reach_eve
             .status,
         200
     );
-    cluster.converged("the import and the CDR everywhere", |i| {
-        cluster.as_account(i, &acct).account_state()
-    });
+    cluster.converged_state("the import and the CDR everywhere", &acct);
     let archive = cluster.dir.path().join("n2.tar");
-    let done = std::process::Command::new(bin())
-        .args(["backup", "--node", &cluster.nodes[1].url(), "--out"])
-        .arg(&archive)
-        .env("EDGERATE_OPERATOR_KEY", OPERATOR)
-        .output()
-        .unwrap();
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
+    let url = cluster.nodes[1].url();
+    let (ok, said) = edgerate_cli(
+        bin(),
+        &["backup", "--node", &url, "--out", path_str(&archive)],
+        OPERATOR,
     );
+    assert!(ok, "{said}");
     // Node 2 writes on after its backup (a CDR its peer holds), then its disk is lost.
     let body = cdr("after-backup", "447700900002", 486);
     assert_eq!(
@@ -569,9 +561,7 @@ fn a_node_restored_from_a_backup_rejoins_catches_up_and_its_new_writes_reach_eve
             .status,
         200
     );
-    cluster.converged("the later CDR everywhere", |i| {
-        cluster.as_account(i, &acct).account_state()
-    });
+    cluster.converged_state("the later CDR everywhere", &acct);
     cluster.kill(1);
     std::fs::remove_dir_all(&cluster.nodes[1].data).unwrap();
     // Node 1 goes on meanwhile.
@@ -580,24 +570,21 @@ fn a_node_restored_from_a_backup_rejoins_catches_up_and_its_new_writes_reach_eve
         "ratecard/rule/set",
         &[("card", "r"), ("prefix", "999"), ("rate", "0.5")],
     );
-    let done = std::process::Command::new(bin())
-        .arg("restore")
-        .arg(&archive)
-        .arg("--data")
-        .arg(&cluster.nodes[1].data)
-        .output()
-        .unwrap();
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
+    let (ok, said) = edgerate_cli(
+        bin(),
+        &[
+            "restore",
+            path_str(&archive),
+            "--data",
+            path_str(&cluster.nodes[1].data),
+        ],
+        OPERATOR,
     );
+    assert!(ok, "{said}");
     cluster.restart(1);
     cluster.wait_connected();
     // It catches up: node 1's edit and its own CDR written after the backup come back.
-    cluster.converged("the restored node holds everything", |i| {
-        cluster.as_account(i, &acct).account_state()
-    });
+    cluster.converged_state("the restored node holds everything", &acct);
     // What it writes now reaches node 1 (a new origin: never mistaken for its old records).
     let body = cdr("after-restore", "447700900003", 200);
     assert_eq!(
@@ -607,9 +594,7 @@ fn a_node_restored_from_a_backup_rejoins_catches_up_and_its_new_writes_reach_eve
             .status,
         200
     );
-    let state = cluster.converged("the restored node's new CDR everywhere", |i| {
-        cluster.as_account(i, &acct).account_state()
-    });
+    let state = cluster.converged_state("the restored node's new CDR everywhere", &acct);
     let callids: Vec<&str> = state["cdrs"]["cdrs"]
         .as_array()
         .unwrap()
@@ -749,9 +734,7 @@ fn the_importing_node_killed_mid_import_restarts_and_converges() {
     cluster.restart(0);
     cluster.wait_connected();
     // Acknowledged or not, every node ends with the same card.
-    cluster.converged("identical state after the restart", |i| {
-        cluster.as_account(i, &acct).account_state()
-    });
+    cluster.converged_state("identical state after the restart", &acct);
 }
 
 /// One writer's acknowledged writes: (prefix, rate) rules and CDR callids.
@@ -870,9 +853,7 @@ fn every_acknowledged_write_reaches_every_node_through_kills() {
     );
     // Nothing unacknowledged beyond what the writers tried: every CDR listed is the ledger's
     // or one whose answer was lost with its node.
-    cluster.converged("identical state everywhere", |i| {
-        cluster.as_account(i, &acct).account_state()
-    });
+    cluster.converged_state("identical state everywhere", &acct);
 }
 
 #[test]

@@ -44,6 +44,24 @@ pub fn free_udp_port() -> u16 {
         .expect("a free UDP port")
 }
 
+/// Runs the `edgerate` CLI at `bin` with `args` (operator key in the environment); whether it
+/// succeeded, and what it printed on both outputs.
+pub fn edgerate_cli(bin: &Path, args: &[&str], operator_key: &str) -> (bool, String) {
+    let done = Command::new(bin)
+        .args(args)
+        .env("EDGERATE_OPERATOR_KEY", operator_key)
+        .output()
+        .expect("running edgerate");
+    let said =
+        String::from_utf8_lossy(&done.stdout).into_owned() + &String::from_utf8_lossy(&done.stderr);
+    (done.status.success(), said)
+}
+
+/// A test's path as text (temporary dirs are UTF-8).
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
 /// One node of a test cluster: certificate, config file and ports, as API.md §10 lays out.
 #[derive(Debug, Clone)]
 pub struct ClusterNode {
