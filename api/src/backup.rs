@@ -4,9 +4,10 @@
 
 use crate::error::{ApiError, ErrorCode};
 use crate::router::{Ctx, Output};
+use crate::state::AppState;
 use crate::stream::{self, ChunkWriter};
 use edgerate_replication::backup::Snapshot;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// A client that stops reading for this long ends the backup.
@@ -14,16 +15,15 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes per chunk of the stream.
 const CHUNK: usize = 1 << 20;
 
-static RUNNING: AtomicBool = AtomicBool::new(false);
-
-/// Set while a backup runs; cleared when dropped.
-struct Running;
+/// This node's backup in progress; its flag is cleared when dropped.
+struct Running(AppState);
 
 impl Running {
-    fn start() -> Result<Self, ApiError> {
-        RUNNING
+    fn start(state: &AppState) -> Result<Self, ApiError> {
+        state
+            .backup_running()
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .map(|_| Running)
+            .map(|_| Running(state.clone()))
             .map_err(|_| {
                 ApiError::new(
                     ErrorCode::Conflict,
@@ -35,12 +35,12 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        RUNNING.store(false, Ordering::Release);
+        self.0.backup_running().store(false, Ordering::Release);
     }
 }
 
 pub fn backup(ctx: &Ctx) -> Result<Output, ApiError> {
-    let running = Running::start()?;
+    let running = Running::start(&ctx.state)?;
     let state = &ctx.state;
     let node = state.node();
     let snapshot = Snapshot::take(

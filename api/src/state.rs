@@ -39,6 +39,8 @@ struct Inner {
     http: HttpSection,
     pool: BlockingPool,
     ready: AtomicBool,
+    /// Set while `admin/backup` streams one (one at a time per node).
+    backup_running: AtomicBool,
     started: std::time::Instant,
 }
 
@@ -64,6 +66,7 @@ impl AppState {
                 http: HttpSection::default(),
                 pool: BlockingPool::default(),
                 ready: AtomicBool::new(true),
+                backup_running: AtomicBool::new(false),
                 started: std::time::Instant::now(),
             }),
         }
@@ -135,6 +138,11 @@ impl AppState {
     }
 
     /// Whether `/readyz` says ready (false while shutting down).
+    /// The flag of this node's backup in progress.
+    pub fn backup_running(&self) -> &AtomicBool {
+        &self.inner.backup_running
+    }
+
     pub fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Relaxed)
     }

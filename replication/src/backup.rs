@@ -60,6 +60,8 @@ pub enum BackupError {
     Log(#[from] LogError),
     #[error("document: {0}")]
     Store(#[from] StoreError),
+    #[error("data dir: {0}")]
+    Layout(#[from] layout::LayoutError),
     #[error("not a valid backup: {0}")]
     Invalid(String),
     #[error("the backup is format {0}; this edgerate reads format {FORMAT} and older: restore it with a newer edgerate")]
@@ -136,8 +138,7 @@ impl Snapshot {
             documents: self.docs.len(),
             files,
         };
-        let text = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| BackupError::Invalid(format!("manifest: {e}")))?;
+        let text = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
         append(&mut tar, MANIFEST, text.len() as u64, &text[..])?;
         tar.into_inner()?.flush()?;
         Ok(manifest)
@@ -302,7 +303,7 @@ pub fn restore(archive: impl Read, data_dir: &Path) -> Result<Manifest, BackupEr
     let mut file = File::create(data_dir.join(ORIGIN_FILE))?;
     file.write_all(origin.as_bytes())?;
     file.sync_all()?;
-    layout::check_format(data_dir).map_err(|e| BackupError::Io(io::Error::other(e)))?;
+    layout::check_format(data_dir)?;
     fs::rename(staging.join(DOCS_DIR), data_dir.join(DOCS_DIR))?;
     fs::rename(staging.join(LOG_FILE), data_dir.join(LOG_FILE))?;
     fs::remove_dir_all(&staging)?;
