@@ -11,6 +11,7 @@ use crate::build::Recipe;
 use crate::pricing::CardPricing;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What a card is to its account: what it sells, or what it buys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -188,6 +189,44 @@ pub struct RevisionMeta {
     /// regions never share documents. Empty in revisions written before it existed.
     #[serde(default)]
     pub docs: String,
+    /// Shards whose document was rebased (its history dropped, its rules written afresh into
+    /// a new document): shard number → the generation that holds its rules now. Kept beside
+    /// the revision's entry, not in it (a rebase never races a change of the revision's
+    /// settings), so not part of this type's serialised form.
+    #[serde(skip)]
+    pub gens: BTreeMap<u32, ShardGen>,
+}
+
+/// The document that holds one shard of a revision's rules after a rebase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardGen {
+    /// Names the shard's document in place of the revision's `docs`.
+    pub docs: String,
+    /// Rebases since the revision was written (1 for the first): of two generations of a
+    /// shard, the deeper one is served (ties: the greater `docs`).
+    pub depth: u32,
+    /// The documents it replaced, newest first (a bounded number), each with what of it the
+    /// rebase took: an edit there that is not covered was made concurrently with the rebase
+    /// and is carried over by the node that made it.
+    pub from: Vec<Covered>,
+}
+
+/// One replaced shard document and how much of it a rebase took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Covered {
+    /// The replaced document's key (a revision's `docs`, or an earlier generation's).
+    pub docs: String,
+    /// Per Automerge actor (hex), the highest sequence number of that actor's changes the
+    /// rebase took: one actor's changes form a chain, so a change is covered exactly when its
+    /// sequence number is at most this.
+    pub seqs: BTreeMap<String, u64>,
+}
+
+impl Covered {
+    /// Whether the change `seq` of `actor` (hex) is among what the rebase took.
+    pub fn covers(&self, actor: &str, seq: u64) -> bool {
+        self.seqs.get(actor).is_some_and(|&max| seq <= max)
+    }
 }
 
 /// Where a revision stands at a given time.
@@ -245,6 +284,7 @@ mod tests {
             shards: 1,
             buckets: 1,
             docs: String::new(),
+            gens: BTreeMap::new(),
         }
     }
 

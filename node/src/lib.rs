@@ -34,7 +34,7 @@ pub const DEMO_DECK: &str = include_str!("demo.csv");
 /// The demo account's id and card name.
 pub const DEMO_ACCOUNT: &str = "demo";
 pub const DEMO_CARD: &str = "demo";
-/// How often the document logs are checked for compaction.
+/// How often shard histories are weighed for a rebase and document logs for compaction.
 const COMPACT_EVERY: Duration = Duration::from_secs(10);
 /// How long a shutdown waits for requests in progress.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
@@ -235,10 +235,13 @@ async fn compact_forever(catalog: Catalog, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(COMPACT_EVERY) => {}
         }
-        let docs = catalog.docs().clone();
-        match tokio::task::spawn_blocking(move || docs.compact()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(documents = n, "compacted"),
+        let pass = catalog.clone();
+        // Shard documents whose history outgrew their rules are rebased first, so the
+        // compaction after it drops what they replaced.
+        match tokio::task::spawn_blocking(move || (pass.rebase_due(), pass.docs().compact())).await
+        {
+            Ok((0, 0)) => {}
+            Ok((rebased, compacted)) => tracing::debug!(rebased, compacted, "compacted"),
             Err(e) => tracing::warn!(error = %e, "compaction task failed"),
         }
     }

@@ -143,17 +143,17 @@ fn a_data_dir_of_the_previous_format_is_upgraded_and_a_newer_one_refused() {
     let key = node.demo_key().unwrap();
     let before = snapshot(&Api::account(&node.url, "demo", &key), "demo");
     node.terminate();
-    // The previous layout had no version file: the node reads it as format 1 and writes it.
+    // The first layout had no version file: the node reads it as format 1 and writes its own.
     std::fs::remove_file(data.join("format")).unwrap();
     let node = NodeProcess::start(bin(), &data, OPERATOR);
     assert_eq!(
         snapshot(&Api::account(&node.url, "demo", &key), "demo"),
         before
     );
-    assert_eq!(std::fs::read_to_string(data.join("format")).unwrap(), "1\n");
+    assert_eq!(std::fs::read_to_string(data.join("format")).unwrap(), "2\n");
     node.terminate();
     // A data dir a newer edgerate wrote is refused before anything in it is read.
-    std::fs::write(data.join("format"), "2\n").unwrap();
+    std::fs::write(data.join("format"), "3\n").unwrap();
     let refused = std::process::Command::new(bin())
         .args(["serve", "--http", "127.0.0.1:0", "--data"])
         .arg(&data)
@@ -163,7 +163,7 @@ fn a_data_dir_of_the_previous_format_is_upgraded_and_a_newer_one_refused() {
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
-        said.contains("data dir is format 2, newer than this edgerate reads"),
+        said.contains("data dir is format 3, newer than this edgerate reads"),
         "{said}"
     );
 }

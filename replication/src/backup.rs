@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The archive format this build writes and the newest it reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 const MANIFEST: &str = "manifest.json";
 const DOC_SUFFIX: &str = ".automerge";
 /// The largest manifest read (a million documents' entries fit well inside).

@@ -5,12 +5,14 @@
 use crate::catalog::CatalogError;
 use crate::docstore::{DocStore, StoreError};
 use automerge::{
-    hydrate, transaction::Transactable, ReadDoc, ScalarValue, ScalarValueRef, ValueRef, ROOT,
+    hydrate,
+    transaction::{CommitOptions, Transactable},
+    ReadDoc, ScalarValue, ScalarValueRef, ValueRef, ROOT,
 };
 use std::collections::HashMap;
 
 /// One bucket's entries, as Automerge values ready for one batch insert.
-type Bucket = HashMap<String, hydrate::Value>;
+pub type Bucket = HashMap<String, hydrate::Value>;
 
 /// Document schema version of shard documents.
 const SCHEMA_VERSION: u64 = 1;
@@ -76,20 +78,13 @@ pub fn write(
             .map(|jobs| {
                 scope.spawn(move || -> Result<(), CatalogError> {
                     for (shard, bucket_maps) in jobs {
-                        docs.create::<_, CatalogError>(&doc_id(shard), |d| {
-                            d.put(ROOT, "v", SCHEMA_VERSION)?;
-                            d.commit();
-                            for (b, map) in bucket_maps.into_iter().enumerate() {
-                                d.batch_create_object(
-                                    ROOT,
-                                    bucket_key(b as u32),
-                                    &hydrate::Value::Map(map.into()),
-                                    false,
-                                )?;
-                                d.commit();
-                            }
-                            Ok(())
-                        })?;
+                        create_shard(
+                            docs,
+                            &doc_id(shard),
+                            bucket_maps,
+                            &CommitOptions::default,
+                            true,
+                        )?;
                     }
                     Ok(())
                 })
@@ -103,6 +98,33 @@ pub fn write(
         remove(docs, doc_id, shards);
     }
     written
+}
+
+/// Creates one shard document `id` holding `bucket_maps` (bucket `b` at index `b`), durable
+/// before this returns: the schema version, then one change per bucket (one batch insert),
+/// each committed with `options`. With `announce`, peers are told of it at once (see
+/// [`DocStore::create_with`]).
+pub fn create_shard(
+    docs: &DocStore,
+    id: &str,
+    bucket_maps: Vec<Bucket>,
+    options: &dyn Fn() -> CommitOptions,
+    announce: bool,
+) -> Result<(), CatalogError> {
+    docs.create_with::<_, CatalogError>(id, announce, |d| {
+        d.put(ROOT, "v", SCHEMA_VERSION)?;
+        d.commit_with(options());
+        for (b, map) in bucket_maps.into_iter().enumerate() {
+            d.batch_create_object(
+                ROOT,
+                bucket_key(b as u32),
+                &hydrate::Value::Map(map.into()),
+                false,
+            )?;
+            d.commit_with(options());
+        }
+        Ok(())
+    })
 }
 
 /// Removes the shard documents (best effort: a leftover document is only wasted disk).

@@ -327,6 +327,20 @@ impl DocStore {
         Some(self.get(id)?.lock().doc.get_heads())
     }
 
+    /// Runs `read` on document `id` (if it exists) with the mutable access that reading its
+    /// history needs in Automerge (`get_changes_meta`, `fork_at`). `read` must not change the
+    /// document: nothing is committed, persisted or pushed.
+    pub fn inspect<T>(&self, id: &str, read: impl FnOnce(&mut AutoCommit) -> T) -> Option<T> {
+        let handle = self.get(id)?;
+        let mut guard = handle.lock();
+        let out = read(&mut guard.doc);
+        debug_assert!(
+            guard.doc.get_heads() == guard.saved_heads,
+            "inspect changed {id}"
+        );
+        Some(out)
+    }
+
     /// The document `id`, if it exists.
     pub fn get(&self, id: &str) -> Option<Arc<Mutex<DurableDoc>>> {
         self.inner.docs.lock().get(id).cloned()
@@ -337,6 +351,20 @@ impl DocStore {
     pub fn create<T, E>(
         &self,
         id: &str,
+        fill: impl FnOnce(&mut AutoCommit) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        self.create_with(id, true, fill)
+    }
+
+    /// [`Self::create`]; without `announce`, the change hook is not told (replication does not
+    /// push the new document) until [`Self::announce`].
+    pub fn create_with<T, E>(
+        &self,
+        id: &str,
+        announce: bool,
         fill: impl FnOnce(&mut AutoCommit) -> Result<T, E>,
     ) -> Result<T, E>
     where
@@ -356,8 +384,15 @@ impl DocStore {
         }
         docs.insert(id.to_owned(), Arc::new(Mutex::new(durable)));
         drop(docs);
-        self.changed(id);
+        if announce {
+            self.changed(id);
+        }
         Ok(out)
+    }
+
+    /// Tells the change hook of document `id` (one created unannounced).
+    pub fn announce(&self, id: &str) {
+        self.changed(id);
     }
 
     /// Changes document `id` with `edit` and makes the change durable before returning. If

@@ -1,7 +1,8 @@
 //! The data dir: what each file is, and the version of the whole layout.
 //!
 //! `format` holds the layout's version ([`FORMAT`]); a data dir without it was written before
-//! versions were kept and is format 1. A node refuses a data dir of a newer format (it would
+//! versions were kept and is format 1. Format 2 adds rebased shard documents (generations,
+//! which an older node would not find); a format 1 data dir is read as it is. A node refuses a data dir of a newer format (it would
 //! misread it) and says so; an older one is upgraded in place when it starts. The documents'
 //! files are Automerge's own format and the event log carries its schema version inside.
 
@@ -11,7 +12,7 @@ use std::path::Path;
 use thiserror::Error;
 
 /// The data dir layout this build writes and the newest it reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// The layout's version.
 pub const FORMAT_FILE: &str = "format";
 /// The documents (snapshot and log files).
@@ -113,12 +114,19 @@ mod tests {
         check_format(dir.path()).unwrap();
         assert_eq!(
             fs::read_to_string(dir.path().join(FORMAT_FILE)).unwrap(),
-            "1\n"
+            format!("{FORMAT}\n")
         );
         check_format(dir.path()).unwrap();
-        fs::write(dir.path().join(FORMAT_FILE), "2\n").unwrap();
+        fs::write(dir.path().join(FORMAT_FILE), "1\n").unwrap();
+        check_format(dir.path()).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join(FORMAT_FILE)).unwrap(),
+            format!("{FORMAT}\n"),
+            "an older format is upgraded in place"
+        );
+        fs::write(dir.path().join(FORMAT_FILE), "99\n").unwrap();
         let e = check_format(dir.path()).unwrap_err();
-        assert!(matches!(e, LayoutError::Newer(2)), "{e}");
+        assert!(matches!(e, LayoutError::Newer(99)), "{e}");
         assert!(e.to_string().contains("newer than this edgerate reads"));
         fs::write(dir.path().join(FORMAT_FILE), "two").unwrap();
         assert!(matches!(

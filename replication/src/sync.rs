@@ -71,9 +71,9 @@ pub struct MemberInfo {
     pub protocol: Option<u32>,
 }
 
-/// The replication protocol this build speaks: the version in its ALPN name (`edgerate/2`) and
+/// The replication protocol this build speaks: the version in its ALPN name (`edgerate/3`) and
 /// in its hellos.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// What nodes say to each other.
 #[derive(Debug, Clone, PartialEq)]

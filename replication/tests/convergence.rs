@@ -54,6 +54,10 @@ enum Op {
         rules: u8,
         overlap: u8,
     },
+    /// Rebases every shard document of the card on `node`.
+    Rebase {
+        node: usize,
+    },
     Cut {
         node: usize,
     },
@@ -73,6 +77,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (node.clone(), 0u8..20, prop::sample::select(vec![200u16, 404, 486])).prop_map(|(node, number, code)| Op::Cdr { node, number, code }),
         3 => (node.clone(), node.clone()).prop_map(|(a, b)| Op::Sync { a, b }),
         2 => (node.clone(), 1u8..30, 0..PREFIXES).prop_map(|(node, rules, overlap)| Op::Import { node, rules, overlap }),
+        1 => node.clone().prop_map(|node| Op::Rebase { node }),
         1 => node.clone().prop_map(|node| Op::Cut { node }),
         1 => node.prop_map(|node| Op::Heal { node }),
     ]
@@ -302,6 +307,9 @@ fn check(ops: Vec<Op>) {
                     .catalog
                     .add_revision(CARD, deck, Some(now), "import:csv", now)
                     .unwrap();
+            }
+            Op::Rebase { node } => {
+                nodes[node].replica.catalog.rebase_card(CARD).unwrap();
             }
             Op::Cut { node } => nodes[node].cut = true,
             Op::Heal { node } => {
@@ -595,4 +603,169 @@ fn an_edit_racing_an_import_reaches_the_import() {
         assert_eq!(get(1, "447"), None);
         assert_eq!(get(1, "331"), None);
     }
+}
+
+/// Found by the property test: generations of one shard made on two sides of a cut form two
+/// chains; an edit bundled into the losing chain still reaches an import that raced it.
+#[test]
+fn an_edit_in_a_losing_chain_of_rebases_reaches_a_racing_import() {
+    check(vec![
+        Op::Set {
+            node: 1,
+            prefix: 1,
+            rate: 9,
+        },
+        Op::Import {
+            node: 2,
+            rules: 15,
+            overlap: 0,
+        },
+        Op::Rebase { node: 2 },
+        Op::Sync { a: 1, b: 2 },
+        Op::Sync { a: 1, b: 1 },
+        Op::Heal { node: 0 },
+        Op::Delete { node: 0, prefix: 8 },
+        Op::Delete { node: 2, prefix: 7 },
+        Op::Set {
+            node: 0,
+            prefix: 4,
+            rate: 147,
+        },
+        Op::Sync { a: 1, b: 1 },
+        Op::Set {
+            node: 1,
+            prefix: 3,
+            rate: 77,
+        },
+        Op::Rebase { node: 0 },
+        Op::Sync { a: 1, b: 0 },
+        Op::Sync { a: 0, b: 1 },
+        Op::Set {
+            node: 0,
+            prefix: 5,
+            rate: 311,
+        },
+        Op::Sync { a: 0, b: 1 },
+        Op::Rebase { node: 2 },
+        Op::Set {
+            node: 0,
+            prefix: 5,
+            rate: 543,
+        },
+        Op::Heal { node: 0 },
+        Op::Sync { a: 0, b: 0 },
+        Op::Import {
+            node: 1,
+            rules: 1,
+            overlap: 3,
+        },
+        Op::Set {
+            node: 2,
+            prefix: 3,
+            rate: 81,
+        },
+        Op::Set {
+            node: 1,
+            prefix: 4,
+            rate: 546,
+        },
+        Op::Sync { a: 2, b: 1 },
+        Op::Set {
+            node: 2,
+            prefix: 2,
+            rate: 112,
+        },
+        Op::Rebase { node: 0 },
+        Op::Rebase { node: 1 },
+        Op::Cut { node: 1 },
+        Op::Set {
+            node: 1,
+            prefix: 1,
+            rate: 38,
+        },
+        Op::Set {
+            node: 0,
+            prefix: 8,
+            rate: 541,
+        },
+        Op::Set {
+            node: 1,
+            prefix: 2,
+            rate: 904,
+        },
+        Op::Cut { node: 2 },
+        Op::Sync { a: 0, b: 0 },
+        Op::Rebase { node: 1 },
+        Op::Sync { a: 0, b: 2 },
+        Op::Set {
+            node: 0,
+            prefix: 9,
+            rate: 88,
+        },
+        Op::Rebase { node: 0 },
+    ]);
+}
+
+/// Found by the property test: a node's edits into a revision that others rebased, and that
+/// need no write in the new generation (a delete of a rule it lacks), still reach an import
+/// that raced them.
+#[test]
+fn an_edit_that_needs_no_write_in_a_new_generation_still_reaches_a_racing_import() {
+    check(vec![
+        Op::Import {
+            node: 0,
+            rules: 15,
+            overlap: 3,
+        },
+        Op::Sync { a: 0, b: 2 },
+        Op::Cut { node: 2 },
+        Op::Set {
+            node: 0,
+            prefix: 1,
+            rate: 884,
+        },
+        Op::Cut { node: 1 },
+        Op::Delete { node: 1, prefix: 0 },
+        Op::Delete { node: 2, prefix: 5 },
+        Op::Delete {
+            node: 2,
+            prefix: 11,
+        },
+        Op::Import {
+            node: 0,
+            rules: 9,
+            overlap: 5,
+        },
+        Op::Set {
+            node: 0,
+            prefix: 2,
+            rate: 971,
+        },
+        Op::Set {
+            node: 0,
+            prefix: 11,
+            rate: 698,
+        },
+        Op::Set {
+            node: 1,
+            prefix: 9,
+            rate: 456,
+        },
+        Op::Delete { node: 1, prefix: 4 },
+        Op::Set {
+            node: 1,
+            prefix: 4,
+            rate: 387,
+        },
+        Op::Set {
+            node: 2,
+            prefix: 10,
+            rate: 244,
+        },
+        Op::Rebase { node: 0 },
+        Op::Sync { a: 2, b: 0 },
+        Op::Sync { a: 1, b: 0 },
+        Op::Rebase { node: 2 },
+        Op::Delete { node: 1, prefix: 4 },
+    ]);
 }

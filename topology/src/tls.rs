@@ -22,7 +22,7 @@ use thiserror::Error;
 use crate::TlsSection;
 
 /// ALPN protocol name; the suffix is the replication protocol version.
-pub const ALPN: &[u8] = b"edgerate/2";
+pub const ALPN: &[u8] = b"edgerate/3";
 
 /// Why the TLS identity could not be loaded.
 #[derive(Debug, Error)]

@@ -153,20 +153,17 @@ impl Catalog {
                 &DocId::rules(card, rev, shard).to_string(),
                 |d| {
                     for m in d.get_changes_meta(&[]) {
-                        if m.timestamp < since || *m.actor != me {
+                        if *m.actor != me {
                             continue;
                         }
-                        let note = m.message.as_deref().and_then(EditNote::parse);
-                        if let Some(EditNote {
-                            prefix,
-                            live: Some(known),
-                        }) = note
-                        {
-                            edits.push(OwnEdit {
-                                time: m.timestamp,
-                                known,
-                                prefix,
-                            });
+                        for (time, note) in noted_edits(m.timestamp, m.message.as_deref()) {
+                            if let (true, Some(known)) = (time >= since, note.live) {
+                                edits.push(OwnEdit {
+                                    time,
+                                    known,
+                                    prefix: note.prefix,
+                                });
+                            }
                         }
                     }
                     Ok(())
@@ -178,7 +175,7 @@ impl Catalog {
 
     /// Whether revision `rev` holds an edit of `prefix`, by any node, stamped at or after
     /// `time`.
-    fn edited_since(
+    pub(super) fn edited_since(
         &self,
         card: &str,
         rev: &RevisionMeta,
@@ -194,13 +191,23 @@ impl Catalog {
                 // all of them in one pass (one at a time, each would cost a pass over the document).
                 let mut unnoted = Vec::new();
                 for m in d.get_changes_meta(&[]) {
-                    if m.timestamp < time {
-                        continue;
-                    }
-                    match m.message.as_deref().and_then(EditNote::parse) {
-                        Some(note) if note.prefix == prefix => return Ok(true),
-                        Some(_) => {}
-                        None => unnoted.push(m.hash),
+                    match Noted::read(m.message.as_deref()) {
+                        Noted::Edit(note) => {
+                            if m.timestamp >= time && note.prefix == prefix {
+                                return Ok(true);
+                            }
+                        }
+                        Noted::Bundle(bundle) => {
+                            if bundle
+                                .iter()
+                                .any(|e| e.time >= time && e.note.prefix == prefix)
+                            {
+                                return Ok(true);
+                            }
+                        }
+                        Noted::Rebase => {}
+                        Noted::Other if m.timestamp >= time => unnoted.push(m.hash),
+                        Noted::Other => {}
                     }
                 }
                 if unnoted.is_empty() {
@@ -220,11 +227,11 @@ impl Catalog {
 /// edit went into the revision live at its time, then ` known=` and the keys ([`rev_key`]) of
 /// the newer revisions the node already held, if any. A live edit is carried onto a newer
 /// revision that replaces its own and was not among those ([`Catalog::carry_edits`]).
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct EditNote {
-    prefix: String,
+    pub(super) prefix: String,
     /// For a live edit, the newer revisions held.
-    live: Option<Vec<String>>,
+    pub(super) live: Option<Vec<String>>,
 }
 
 impl EditNote {
@@ -236,6 +243,11 @@ impl EditNote {
             Some([]) => format!("{} {prefix} live", Self::TAG),
             Some(known) => format!("{} {prefix} live known={}", Self::TAG, known.join(",")),
         }
+    }
+
+    /// This note as a change's message.
+    pub(super) fn to_message(&self) -> String {
+        Self::write(&self.prefix, self.live.as_deref())
     }
 
     fn parse(message: &str) -> Option<Self> {
@@ -261,17 +273,104 @@ impl EditNote {
     }
 }
 
+/// What a change's message says about rule edits.
+pub(super) enum Noted {
+    /// One rule edit ([`EditNote`]), made at the change's time.
+    Edit(EditNote),
+    /// Edits a rebase or a node leaving a rebased document kept ([`EditBundle`]).
+    Bundle(Vec<BundledEdit>),
+    /// Part of a rebase: rules written afresh, no edit of any ([`REBASE_TAG`]).
+    Rebase,
+    /// Anything else: an import's buckets, or an older node's edit without a note.
+    Other,
+}
+
+/// The message of the changes that write a rebased shard document's rules.
+pub(super) const REBASE_TAG: &str = "rebase";
+
+impl Noted {
+    pub(super) fn read(message: Option<&str>) -> Self {
+        let Some(message) = message else {
+            return Self::Other;
+        };
+        if message == REBASE_TAG {
+            Self::Rebase
+        } else if let Some(note) = EditNote::parse(message) {
+            Self::Edit(note)
+        } else if let Some(bundle) = EditBundle::parse(message) {
+            Self::Bundle(bundle)
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// The rule edits a change stands for, each with its time: one for an edit, the bundled ones
+/// for a bundle.
+pub(super) fn noted_edits(time: i64, message: Option<&str>) -> Vec<(i64, EditNote)> {
+    match Noted::read(message) {
+        Noted::Edit(note) => vec![(time, note)],
+        Noted::Bundle(bundle) => bundle.into_iter().map(|e| (e.time, e.note)).collect(),
+        Noted::Rebase | Noted::Other => Vec::new(),
+    }
+}
+
+/// One node's rule edit as a rebased document keeps it: its note, its time, and where it was
+/// made (the document key and the change's sequence number there), so that whether a rebase
+/// covered it can still be told.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct BundledEdit {
+    pub(super) time: i64,
+    pub(super) docs: String,
+    pub(super) seq: u64,
+    pub(super) note: EditNote,
+}
+
+/// The message of an empty change by which a node keeps its own edits of a document it leaves
+/// for a rebased one: `rule-edits`, then one line per edit, `<time> <docs>:<seq> <note>`.
+pub(super) struct EditBundle;
+
+impl EditBundle {
+    const TAG: &'static str = "rule-edits";
+
+    pub(super) fn write(edits: &[BundledEdit]) -> String {
+        let mut out = Self::TAG.to_owned();
+        for e in edits {
+            let note = e.note.to_message();
+            out.push_str(&format!("\n{} {}:{} {note}", e.time, e.docs, e.seq));
+        }
+        out
+    }
+
+    fn parse(message: &str) -> Option<Vec<BundledEdit>> {
+        let mut lines = message.split('\n');
+        if lines.next()? != Self::TAG {
+            return None;
+        }
+        lines
+            .map(|line| {
+                let (time, rest) = line.split_once(' ')?;
+                let (place, note) = rest.split_once(' ')?;
+                let (docs, seq) = place.split_once(':')?;
+                Some(BundledEdit {
+                    time: time.parse().ok()?,
+                    docs: docs.to_owned(),
+                    seq: seq.parse().ok()?,
+                    note: EditNote::parse(note)?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Runs `read` on document `id` (if it exists) with the mutable access reading its history
-/// needs, which only the store's `change` lends; `read` writes nothing, so nothing is committed.
-fn read_history<T>(
+/// needs; `read` writes nothing.
+pub(super) fn read_history<T>(
     docs: &DocStore,
     id: &str,
     read: impl FnOnce(&mut AutoCommit) -> Result<T, CatalogError>,
 ) -> Result<Option<T>, CatalogError> {
-    if docs.get(id).is_none() {
-        return Ok(None);
-    }
-    docs.change::<_, CatalogError>(id, read).map(Some)
+    docs.inspect(id, read).transpose()
 }
 
 /// The prefixes a rule edit's change set or deleted; `None` for a change that makes maps (a
@@ -319,5 +418,41 @@ mod tests {
         assert_eq!(EditNote::parse("rule-edit"), None);
         assert_eq!(EditNote::parse("rule-edit 44 lve"), None);
         assert_eq!(EditNote::parse("an import"), None);
+    }
+
+    #[test]
+    fn edit_bundles_read_back() {
+        let edits = vec![
+            BundledEdit {
+                time: 100,
+                docs: "0a1b2c3d".into(),
+                seq: 7,
+                note: EditNote {
+                    prefix: "4412".into(),
+                    live: Some(vec!["r4".into(), "9f9f9f9f".into()]),
+                },
+            },
+            BundledEdit {
+                time: 101,
+                docs: "0a1b2c3d_00ff00ff".into(),
+                seq: 1,
+                note: EditNote {
+                    prefix: "33".into(),
+                    live: None,
+                },
+            },
+        ];
+        let message = EditBundle::write(&edits);
+        assert!(matches!(Noted::read(Some(&message)), Noted::Bundle(b) if b == edits));
+        assert_eq!(
+            noted_edits(5, Some(&message))
+                .into_iter()
+                .map(|(t, n)| (t, n.prefix))
+                .collect::<Vec<_>>(),
+            [(100, "4412".to_owned()), (101, "33".to_owned())]
+        );
+        assert!(matches!(Noted::read(Some(REBASE_TAG)), Noted::Rebase));
+        assert!(matches!(Noted::read(Some("rule-edits\nbad")), Noted::Other));
+        assert!(matches!(Noted::read(None), Noted::Other));
     }
 }

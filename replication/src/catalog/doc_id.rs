@@ -50,13 +50,12 @@ impl DocId {
         }
     }
 
-    /// Shard `shard` of revision `rev` of card `card`.
+    /// Shard `shard` of revision `rev` of card `card`: the revision's own document, or the
+    /// generation a rebase replaced it with.
     pub(super) fn rules(card: &str, rev: &RevisionMeta, shard: u32) -> Self {
-        // Not the revision number: a revision renumbered after a conflict keeps its documents.
-        let docs = if rev.docs.is_empty() {
-            rev.rev.to_string()
-        } else {
-            rev.docs.clone()
+        let docs = match rev.gens.get(&shard) {
+            Some(generation) => generation.docs.clone(),
+            None => rules_key(rev),
         };
         Self::Rules {
             card: card.to_owned(),
@@ -115,6 +114,17 @@ impl DocId {
     }
 }
 
+/// The key of a revision's own shard documents (before any rebase): its documents key, or its
+/// number for a revision written before revisions had keys. Not the number otherwise: a
+/// revision renumbered after a conflict keeps its documents.
+pub(super) fn rules_key(rev: &RevisionMeta) -> String {
+    if rev.docs.is_empty() {
+        rev.rev.to_string()
+    } else {
+        rev.docs.clone()
+    }
+}
+
 /// `s` split at every `-` into exactly `N` parts.
 fn split<const N: usize>(s: &str) -> Option<[&str; N]> {
     let mut parts = s.split('-');
@@ -163,6 +173,7 @@ mod tests {
             shards: 4,
             buckets: 16,
             docs: docs.into(),
+            gens: Default::default(),
         }
     }
 

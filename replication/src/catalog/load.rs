@@ -1,7 +1,8 @@
 //! Loading: the view, cards, revisions' rules and datasets read from their documents (at
 //! start, and when a peer's change completes them).
 
-use super::doc_id::{DocId, ACCOUNTS_DOC, CARDS_DOC, DATASETS_DOC};
+use super::doc_id::{rules_key, DocId, ACCOUNTS_DOC, CARDS_DOC, DATASETS_DOC};
+use super::rebase::{read_generations, Generations};
 use super::{map_id, str_of, CardView, CatalogError, Dataset, DatasetMeta, RevisionView, View};
 use crate::bucketed;
 use crate::docstore::{DocStore, StoreError};
@@ -137,7 +138,7 @@ pub(super) fn load_card(
     existing: Option<&CardView>,
 ) -> Result<CardView, CatalogError> {
     let doc_id = DocId::card(id).to_string();
-    let (meta, revs) = with_doc(docs, &doc_id, |d| {
+    let (meta, revs, recorded) = with_doc(docs, &doc_id, |d| {
         let corrupt = |reason: &str| StoreError::Corrupt {
             id: doc_id.clone(),
             reason: reason.into(),
@@ -150,10 +151,17 @@ pub(super) fn load_card(
             None => return Err(corrupt("no meta").into()),
         };
         let revs_map = map_id(d, ROOT, "revisions")?;
-        Ok((meta, json_entries::<RevisionMeta>(d, &doc_id, &revs_map)))
+        Ok((
+            meta,
+            json_entries::<RevisionMeta>(d, &doc_id, &revs_map),
+            read_generations(d, &doc_id),
+        ))
     })?;
     let mut revisions = BTreeMap::new();
     for (_, rev) in revs {
+        let Some(rev) = servable(docs, id, rev, &recorded) else {
+            continue;
+        };
         let kept = existing
             .and_then(|c| c.revisions.get(&rev.rev))
             .filter(|r| {
@@ -161,28 +169,109 @@ pub(super) fn load_card(
                     == (rev.docs.as_str(), rev.shards, rev.buckets)
             });
         let revision = match kept {
-            Some(r) => RevisionView {
-                meta: rev.clone(),
-                ..r.clone()
-            },
-            None if complete(
-                docs,
-                &|s| DocId::rules(id, &rev, s).to_string(),
-                rev.shards,
-                rev.buckets,
-            ) =>
-            {
+            Some(r) => {
+                for shard in 0..rev.shards {
+                    if r.meta.gens.get(&shard) != rev.gens.get(&shard) {
+                        refresh_shard(docs, id, &rev, shard, r)?;
+                    }
+                }
+                RevisionView {
+                    meta: rev.clone(),
+                    ..r.clone()
+                }
+            }
+            None => {
                 let index = load_rules(docs, id, &rev)?;
                 let edited =
                     last_change_time(docs, &|s| DocId::rules(id, &rev, s).to_string(), rev.shards)
                         .max(rev.created);
                 RevisionView::new(rev.clone(), index, edited)
             }
-            None => continue,
         };
         revisions.insert(rev.rev, revision);
     }
     Ok(CardView { meta, revisions })
+}
+
+/// Revision `rev` with, for each shard, the document this node serves it from: the deepest
+/// generation recorded ([`read_generations`]) that is here whole, else the revision's own
+/// document. `None` while some shard has neither (a revision still arriving).
+fn servable(
+    docs: &DocStore,
+    card: &str,
+    mut rev: RevisionMeta,
+    recorded: &Generations,
+) -> Option<RevisionMeta> {
+    let base = rules_key(&rev);
+    rev.gens.clear();
+    for shard in 0..rev.shards {
+        let whole = |meta: &RevisionMeta| {
+            let id = DocId::rules(card, meta, shard).to_string();
+            complete(docs, &|_| id.clone(), 1, meta.buckets)
+        };
+        let chosen = recorded
+            .get(&(base.clone(), shard))
+            .into_iter()
+            .flatten()
+            .find(|gen| {
+                let mut candidate = rev.clone();
+                candidate.gens.insert(shard, (*gen).clone());
+                whole(&candidate)
+            });
+        match chosen {
+            Some(gen) => {
+                rev.gens.insert(shard, gen.clone());
+            }
+            None if whole(&rev) => {}
+            None => return None,
+        }
+    }
+    Some(rev)
+}
+
+/// Brings the index of revision `kept` up to date with shard `shard` as `rev` serves it (a
+/// generation that replaced the one the index was built from): rules the new document lacks
+/// are taken out, and rules it holds otherwise put in.
+fn refresh_shard(
+    docs: &DocStore,
+    card: &str,
+    rev: &RevisionMeta,
+    shard: u32,
+    kept: &RevisionView,
+) -> Result<(), CatalogError> {
+    let id = DocId::rules(card, rev, shard).to_string();
+    let mut fresh: HashMap<String, Rule> = HashMap::new();
+    bucketed::read(docs, &|_| id.clone(), 1, rev.buckets, |prefix, encoded| {
+        if let (true, Ok(rule)) = (
+            edgerate_model::number::is_prefix(prefix),
+            Rule::decode(encoded),
+        ) {
+            fresh.insert(prefix.to_owned(), rule);
+        }
+    })?;
+    let (stale, changed): (Vec<String>, Vec<(String, Rule)>) = {
+        let index = kept.index.read();
+        let stale = index
+            .iter()
+            .filter(|(p, _)| {
+                bucketed::locate(p, rev.shards, rev.buckets).0 == shard && !fresh.contains_key(p)
+            })
+            .map(|(p, _)| p)
+            .collect();
+        let changed = fresh
+            .into_iter()
+            .filter(|(p, rule)| index.get(p) != Some(rule))
+            .collect();
+        (stale, changed)
+    };
+    let mut index = kept.index.write();
+    for prefix in stale {
+        index.remove(&prefix);
+    }
+    for (prefix, rule) in changed {
+        index.insert(&prefix, rule);
+    }
+    Ok(())
 }
 
 /// The newest commit time among the heads of a sharded map's documents (unix seconds).

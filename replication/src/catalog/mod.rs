@@ -4,11 +4,14 @@
 //! Documents (all versioned by a root `v`):
 //! - `accounts`: `accounts` map, account id → account JSON.
 //! - `cards`: `cards` map, card id → owning account id (the registry; a deleted card leaves it).
-//! - `card-<id>`: `meta` (card JSON), `revisions` map (revision number → revision JSON).
+//! - `card-<id>`: `meta` (card JSON), `revisions` map (revision number → revision JSON), and
+//!   one `gen:<revision key>:<shard>:<generation key>` entry per rebased shard document
+//!   ([`rebase`]).
 //! - `rules-<card>-<rev>-<shard>`: bucket maps `b0…bN`, prefix → the rule's compact encoding
 //!   ([`Rule::encode`]). A prefix's shard and bucket come from a stable hash, so a revision of a
 //!   million rules is ten documents of about a thousand buckets of a thousand rules, and an
-//!   import commits one bucket (≤ ~1000 operations) per change.
+//!   import commits one bucket (≤ ~1000 operations) per change. A shard whose history outgrew
+//!   its rules is rebased into `rules-<card>-<rev>_<generation>-<shard>`, written afresh.
 //!
 //! One rule is one scalar, so concurrent edits of the same rule resolve to one whole rule (the
 //! same on every node), never a mix of fields from two edits.
@@ -21,6 +24,7 @@
 mod carry;
 mod doc_id;
 mod load;
+mod rebase;
 mod remote;
 mod view;
 mod writes;
@@ -72,6 +76,8 @@ struct Inner {
     view: ArcSwap<View>,
     /// Serialises writers so each view update starts from the latest view.
     write: Mutex<()>,
+    /// Heads of each shard document when its history was last weighed for a rebase.
+    checked: Mutex<std::collections::HashMap<String, Vec<automerge::ChangeHash>>>,
 }
 
 /// What a rule edit names.
@@ -123,16 +129,24 @@ impl Catalog {
                 docs,
                 view: ArcSwap::from_pointee(view),
                 write: Mutex::new(()),
+                checked: Mutex::default(),
             }),
         };
-        // Edits a crash kept from being carried (the revision replacing theirs was durable, the
-        // carry not yet): carrying is idempotent, so every card is looked at once more.
+        // Edits a crash kept from being carried (the revision or generation replacing theirs
+        // was durable, the carry not yet): carrying is idempotent, so every card is looked at
+        // once more.
         {
             let _w = catalog.inner.write.lock();
             let view = catalog.view();
-            for card in view.cards.values().filter(|c| c.revisions.len() > 1) {
-                catalog.carry_edits(&card.meta.id);
+            for card in view.cards.values() {
+                if card.revisions.values().any(|r| !r.meta.gens.is_empty()) {
+                    catalog.leave_replaced(&card.meta.id);
+                }
+                if card.revisions.len() > 1 {
+                    catalog.carry_edits(&card.meta.id);
+                }
             }
+            catalog.remove_unswitched();
         }
         Ok(catalog)
     }
@@ -196,6 +210,19 @@ impl Catalog {
             );
         }
         ids
+    }
+
+    /// Every rules document held of card `card`, of any revision or generation (whether the
+    /// view shows it or not).
+    fn rule_docs(&self, card: &str) -> Vec<String> {
+        self.inner
+            .docs
+            .ids()
+            .into_iter()
+            .filter(
+                |id| matches!(DocId::parse(id), Some(DocId::Rules { card: c, .. }) if c == card),
+            )
+            .collect()
     }
 
     /// The card `id`, or `NotFound`.
@@ -276,19 +303,19 @@ mod tests {
     use rust_decimal::Decimal;
     use std::collections::HashMap;
 
-    fn actor() -> automerge::ActorId {
+    pub(super) fn actor() -> automerge::ActorId {
         automerge::ActorId::from(&[1u8; 16][..])
     }
 
-    fn card_meta(id: &str) -> CardMeta {
+    pub(super) fn card_meta(id: &str) -> CardMeta {
         CardMeta::new(id.into(), "acc".into(), format!("name-{id}"), 100)
     }
 
-    fn rule(rate: i64) -> Rule {
+    pub(super) fn rule(rate: i64) -> Rule {
         Rule::new(Arc::from("x"), Decimal::new(rate, 4))
     }
 
-    fn rate_of(catalog: &Catalog, card: &str, number: &str, at: i64) -> Option<Decimal> {
+    pub(super) fn rate_of(catalog: &Catalog, card: &str, number: &str, at: i64) -> Option<Decimal> {
         let view = catalog.view();
         let card = view.cards.get(card)?;
         let rev = card.live_at(at)?;
@@ -410,13 +437,13 @@ mod tests {
     }
 
     /// Syncs every live document of either side to the other until neither has more to say.
-    fn sync(a: &Catalog, b: &Catalog) {
+    pub(super) fn sync(a: &Catalog, b: &Catalog) {
         sync_ordered(a, b, false)
     }
 
     /// [`sync`], documents in order of id (a card's before its rules) or, with `rules_first`,
     /// the reverse.
-    fn sync_ordered(a: &Catalog, b: &Catalog, rules_first: bool) {
+    pub(super) fn sync_ordered(a: &Catalog, b: &Catalog, rules_first: bool) {
         let mut states: HashMap<(bool, String), automerge::sync::State> = HashMap::new();
         for _ in 0..20 {
             let mut quiet = true;
@@ -447,13 +474,13 @@ mod tests {
         panic!("sync did not settle");
     }
 
-    fn rev_rule(catalog: &Catalog, card: &str, rev: u32, prefix: &str) -> Option<Rule> {
+    pub(super) fn rev_rule(catalog: &Catalog, card: &str, rev: u32, prefix: &str) -> Option<Rule> {
         let view = catalog.view();
         let index = view.cards.get(card)?.revisions.get(&rev)?.index.read();
         index.get(prefix).cloned()
     }
 
-    fn target(rev: u32, prefix: &str) -> RuleTarget<'_> {
+    pub(super) fn target(rev: u32, prefix: &str) -> RuleTarget<'_> {
         RuleTarget {
             card: "c1",
             rev,
@@ -463,7 +490,7 @@ mod tests {
 
     /// Two nodes sharing card c1 (revision 1 live, holding 446, 447 and 448), and B's import
     /// of revision 2 at 300 (holding 447), not yet sent to A.
-    fn racing_import(a_dir: &Path, b_dir: &Path) -> (Catalog, Catalog) {
+    pub(super) fn racing_import(a_dir: &Path, b_dir: &Path) -> (Catalog, Catalog) {
         let a = Catalog::open(a_dir, actor()).unwrap();
         let b = Catalog::open(b_dir, automerge::ActorId::from(&[2u8; 16][..])).unwrap();
         a.create_card(card_meta("c1")).unwrap();

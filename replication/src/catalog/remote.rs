@@ -186,10 +186,17 @@ impl Catalog {
                 })
             })
         });
+        // Documents a generation it serves replaced (or one that lost to it) are left.
+        let rebased = card.revisions.values().any(|r| !r.meta.gens.is_empty());
         self.update_view(|v| {
             v.remove_card(id);
             v.insert_card(card);
         });
+        // Left first: an edit carried out of a replaced document may in turn need carrying onto
+        // a newer revision.
+        if rebased {
+            self.leave_replaced(id);
+        }
         if changed {
             self.carry_edits(id);
         }
@@ -200,12 +207,10 @@ impl Catalog {
     fn drop_card(&self, card: &CardView) -> Result<(), CatalogError> {
         let id = &card.meta.id;
         self.update_view(|v| v.remove_card(id));
-        for rev in card.revisions.values() {
-            bucketed::remove(
-                &self.inner.docs,
-                &|s| DocId::rules(id, &rev.meta, s).to_string(),
-                rev.meta.shards,
-            );
+        for doc in self.rule_docs(id) {
+            if let Err(e) = self.inner.docs.remove(&doc) {
+                tracing::warn!(doc = %doc, error = %e, "could not remove a shard document");
+            }
         }
         self.inner.docs.remove(&DocId::card(id).to_string())?;
         Ok(())

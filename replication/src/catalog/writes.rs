@@ -101,6 +101,7 @@ impl Catalog {
             shards: 1,
             buckets: bucketed::MIN_BUCKETS,
             docs: docs_key(),
+            gens: BTreeMap::new(),
         };
         self.write_shards(&meta.id, &rev, Vec::new())?;
         self.inner
@@ -161,12 +162,9 @@ impl Catalog {
             Ok(())
         })?;
         self.update_view(|v| v.remove_card(id));
-        for rev in card.revisions.values() {
-            for shard in 0..rev.meta.shards {
-                self.inner
-                    .docs
-                    .remove(&DocId::rules(id, &rev.meta, shard).to_string())?;
-            }
+        drop(card);
+        for doc in self.rule_docs(id) {
+            self.inner.docs.remove(&doc)?;
         }
         self.inner.docs.remove(&DocId::card(id).to_string())?;
         Ok(())
@@ -318,6 +316,7 @@ impl Catalog {
             shards,
             buckets,
             docs: docs_key(),
+            gens: BTreeMap::new(),
         };
         let index = self.write_shards(card_id, &meta, rules)?;
         self.put_revision(&card, RevisionView::new(meta.clone(), index, now), now)?;
