@@ -1023,3 +1023,109 @@ fn a_rerating_in_one_region_shows_on_every_region() {
     });
     assert_eq!(seen, serde_json::json!([0.15, 0.1]));
 }
+
+/// Rule shard documents in a node's data dir: (rebased ones, generations; the others).
+fn generations(data: &Path) -> (usize, usize) {
+    let names: Vec<String> = std::fs::read_dir(data.join("docs")).map_or(Vec::new(), |dir| {
+        dir.filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("rules-") && n.ends_with(".snap"))
+            .collect()
+    });
+    let rebased = names.iter().filter(|n| n.contains('_')).count();
+    (rebased, names.len() - rebased)
+}
+
+/// Enough edits of one small card, from every region at once and through a SIGKILL, that its
+/// shard document is rebased (more than 1000 changes): every node moves to the new generation,
+/// drops the old document, and holds every acknowledged edit, including those taken while the
+/// rebase was under way elsewhere.
+#[test]
+fn a_card_rebased_while_every_region_edits_it_keeps_every_edit_everywhere() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start(3);
+    let acct = account_with_card(&cluster, "r");
+    let before: Vec<usize> = (0..3)
+        .map(|i| generations(&cluster.nodes[i].data).1)
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|n| {
+            let api = cluster.as_account(n, &acct);
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut rules = std::collections::BTreeMap::new();
+                let mut i = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    // Some prefixes edited again: an overwrite as well as new rules.
+                    let prefix = format!("5{n}{:04}", i % 700);
+                    let rate = format!("0.{:04}", i % 9000 + 1);
+                    let set = api.try_call(
+                        "ratecard/rule/set",
+                        &[("card", "r"), ("prefix", &prefix), ("rate", &rate)],
+                    );
+                    match set {
+                        Some(a) if a.status == 200 => {
+                            rules.insert(prefix, rate);
+                        }
+                        Some(a) if a.status != 503 => panic!(
+                            "node {n}: rule/set answered {}: {}",
+                            a.status,
+                            String::from_utf8_lossy(&a.body)
+                        ),
+                        _ => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+                rules
+            })
+        })
+        .collect();
+    // Writes go on until some node has rebased the card, with one node killed and restarted
+    // on the way.
+    wait_for("a rebased shard document", Duration::from_secs(120), || {
+        (0..3)
+            .any(|i| generations(&cluster.nodes[i].data).0 > 0)
+            .then_some(())
+    });
+    cluster.kill(1);
+    std::thread::sleep(Duration::from_millis(700));
+    cluster.restart(1);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ledger: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    cluster.wait_connected();
+    for node in 0..3 {
+        let api = cluster.as_account(node, &acct);
+        wait_for(
+            &format!("node {node} to hold every acknowledged edit"),
+            CONVERGE,
+            || {
+                let export = api.call("ratecard/export", &[("card", "r")]);
+                let deck = String::from_utf8_lossy(&export.body).into_owned();
+                let held: std::collections::HashMap<&str, &str> = deck
+                    .lines()
+                    .filter_map(|l| {
+                        let mut cells = l.split(',');
+                        Some((cells.next()?, cells.nth(1)?))
+                    })
+                    .collect();
+                ledger
+                    .iter()
+                    .flatten()
+                    .all(|(prefix, rate)| {
+                        held.get(prefix.as_str())
+                            .is_some_and(|r| *r == rate.trim_end_matches('0'))
+                    })
+                    .then_some(())
+            },
+        );
+    }
+    cluster.converged_state("identical state everywhere", &acct);
+    // Every node serves the one generation left and has dropped the document it replaced.
+    wait_for("every node on one generation", CONVERGE, || {
+        (0..3)
+            .all(|i| generations(&cluster.nodes[i].data) == (1, before[i] - 1))
+            .then_some(())
+    });
+}

@@ -6,7 +6,7 @@
 //! - `cards`: `cards` map, card id → owning account id (the registry; a deleted card leaves it).
 //! - `card-<id>`: `meta` (card JSON), `revisions` map (revision number → revision JSON), and
 //!   one `gen:<revision key>:<shard>:<generation key>` entry per rebased shard document
-//!   ([`rebase`]).
+//!   (see the `rebase` module).
 //! - `rules-<card>-<rev>-<shard>`: bucket maps `b0…bN`, prefix → the rule's compact encoding
 //!   ([`Rule::encode`]). A prefix's shard and bucket come from a stable hash, so a revision of a
 //!   million rules is ten documents of about a thousand buckets of a thousand rules, and an

@@ -64,7 +64,12 @@ pub(super) fn read_generations(d: &AutoCommit, doc: &str) -> Generations {
             _ => None,
         };
         match (parsed.as_slice(), gen) {
-            ([base, shard, key], Some(gen)) if gen.docs == *key => {
+            // A generation is named after the revision it belongs to, so an entry can never
+            // point a revision at another one's documents.
+            ([base, shard, key], Some(gen))
+                if gen.docs == *key
+                    && key.strip_prefix(base).is_some_and(|g| g.starts_with('_')) =>
+            {
                 if let Ok(shard) = shard.parse() {
                     out.entry(((*base).to_owned(), shard))
                         .or_default()
