@@ -205,28 +205,6 @@ pub struct ShardGen {
     /// Rebases since the revision was written (1 for the first): of two generations of a
     /// shard, the deeper one is served (ties: the greater `docs`).
     pub depth: u32,
-    /// The documents it replaced, newest first (a bounded number), each with what of it the
-    /// rebase took: an edit there that is not covered was made concurrently with the rebase
-    /// and is carried over by the node that made it.
-    pub from: Vec<Covered>,
-}
-
-/// One replaced shard document and how much of it a rebase took.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Covered {
-    /// The replaced document's key (a revision's `docs`, or an earlier generation's).
-    pub docs: String,
-    /// Per Automerge actor (hex), the highest sequence number of that actor's changes the
-    /// rebase took: one actor's changes form a chain, so a change is covered exactly when its
-    /// sequence number is at most this.
-    pub seqs: BTreeMap<String, u64>,
-}
-
-impl Covered {
-    /// Whether the change `seq` of `actor` (hex) is among what the rebase took.
-    pub fn covers(&self, actor: &str, seq: u64) -> bool {
-        self.seqs.get(actor).is_some_and(|&max| seq <= max)
-    }
 }
 
 /// Where a revision stands at a given time.

@@ -375,7 +375,8 @@ impl PeerSync {
                     message = docs.generate_sync(&id, &mut link.state);
                 }
             }
-            if let Some(message) = message {
+            if let Some(mut message) = message {
+                add_unsent_heads(&docs, &id, &mut link.state, &mut message);
                 link.told.clone_from(&message.heads);
                 let seq = link.sent;
                 link.sent += 1;
@@ -428,6 +429,45 @@ impl PeerSync {
 
 /// One document's side of one connection: its Automerge sync state, what we last told the
 /// peer, and the numbering of its messages (see [`Message::Doc`]).
+/// Adds to `message` the changes of our heads that the peer is not known to have and that were
+/// never sent to it. Automerge leaves out of a message every change the peer's Bloom filter says
+/// it has, and about one such claim in a hundred is false: that change then waits until the
+/// peer asks for it, a second round trip (the tail of an edit's visibility across a WAN). A new
+/// change is always a head, so it now travels in the first message that names it. Only once the
+/// peer has spoken on this link (its heads known): a first offer carries heads alone.
+fn add_unsent_heads(
+    docs: &crate::docstore::DocStore,
+    id: &str,
+    state: &mut sync::State,
+    message: &mut sync::Message,
+) {
+    let Some(theirs) = state.their_heads.as_deref() else {
+        return;
+    };
+    let unsent: Vec<automerge::ChangeHash> = message
+        .heads
+        .iter()
+        .filter(|h| !theirs.contains(h) && !state.sent_hashes.contains(h))
+        .copied()
+        .collect();
+    if unsent.is_empty() {
+        return;
+    }
+    let found = docs.inspect(id, |d| {
+        unsent
+            .iter()
+            .filter_map(|h| d.get_change_by_hash(h).map(|c| c.raw_bytes().to_vec()))
+            .collect::<Vec<_>>()
+    });
+    let Some(found) = found.filter(|f| !f.is_empty()) else {
+        return;
+    };
+    let mut chunks: Vec<Vec<u8>> = message.changes.iter().map(<[u8]>::to_vec).collect();
+    chunks.extend(found);
+    message.changes = chunks.into();
+    state.sent_hashes.extend(unsent);
+}
+
 #[derive(Default)]
 struct DocLink {
     state: sync::State,
@@ -456,6 +496,62 @@ mod tests {
     use super::*;
     use automerge::sync::SyncDoc;
     use proptest::prelude::*;
+
+    /// A new change the peer's Bloom filter wrongly claims it has still travels in the first
+    /// message that names it.
+    #[test]
+    fn a_new_change_is_sent_whatever_the_peers_bloom_filter_says() {
+        use automerge::transaction::Transactable;
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let open = |dir: &std::path::Path, actor: u8| {
+            crate::docstore::DocStore::open(
+                dir,
+                &dir.join("q"),
+                automerge::ActorId::from(&[actor; 16][..]),
+            )
+            .unwrap()
+        };
+        let (a, b) = (open(a_dir.path(), 1), open(b_dir.path(), 2));
+        a.create::<_, crate::docstore::StoreError>("d", |d| {
+            d.put(automerge::ROOT, "k", 1)?;
+            Ok(())
+        })
+        .unwrap();
+        let (mut to_b, mut to_a) = (sync::State::new(), sync::State::new());
+        for _ in 0..10 {
+            let mut quiet = true;
+            if let Some(m) = a.generate_sync("d", &mut to_b) {
+                quiet = false;
+                b.receive_sync("d", &mut to_a, m, false).unwrap();
+            }
+            if let Some(m) = b.generate_sync("d", &mut to_a) {
+                quiet = false;
+                a.receive_sync("d", &mut to_b, m, false).unwrap();
+            }
+            if quiet {
+                break;
+            }
+        }
+        let shared = a.heads("d").unwrap();
+        assert_eq!(b.heads("d"), Some(shared.clone()));
+        a.change::<_, crate::docstore::StoreError>("d", |d| {
+            d.put(automerge::ROOT, "k", 2)?;
+            Ok(())
+        })
+        .unwrap();
+        let new = a.heads("d").unwrap();
+        // The peer's last summary, as if its Bloom filter matched the new change by chance.
+        to_b.their_have = Some(vec![sync::Have {
+            last_sync: shared,
+            bloom: sync::BloomFilter::from_hashes(new.iter()),
+        }]);
+        let mut message = a.generate_sync("d", &mut to_b).unwrap();
+        assert!(message.changes.is_empty(), "Automerge leaves it out");
+        add_unsent_heads(&a, "d", &mut to_b, &mut message);
+        let message = sync::Message::decode(&message.encode()).unwrap();
+        b.receive_sync("d", &mut to_a, message, false).unwrap();
+        assert_eq!(b.heads("d"), Some(new), "one message brought it");
+    }
 
     #[test]
     fn every_message_survives_the_wire() {

@@ -2,12 +2,13 @@
 //! replaces it, and the note ([`EditNote`]) every rule edit's change carries for that.
 
 use super::doc_id::DocId;
+use super::rebase::stamps;
 use super::{newer, rev_key, Catalog, CatalogError, RevisionView, RuleTarget};
 use crate::bucketed;
 use crate::docstore::DocStore;
 use automerge::AutoCommit;
 use edgerate_model::card::RevisionMeta;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// One of this node's edits of the revision live at its time, as read back from the history.
 struct OwnEdit {
@@ -101,8 +102,19 @@ impl Catalog {
                     }
                 }
             }
+            let since = carries.values().map(|c| c.0).min().unwrap_or(0);
+            // Per shard of the target: the latest edit of each prefix, read once.
+            let mut edited: HashMap<u32, HashMap<String, i64>> = HashMap::new();
             for (prefix, (time, source, known)) in carries {
-                if self.edited_since(card_id, &target.meta, prefix, time)? {
+                let (shard, _) = bucketed::locate(prefix, target.meta.shards, target.meta.buckets);
+                let times = match edited.entry(shard) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let id = DocId::rules(card_id, &target.meta, shard).to_string();
+                        e.insert(self.edit_times(&id, &target.meta, since)?)
+                    }
+                };
+                if times.get(prefix).is_some_and(|t| *t >= time) {
                     continue;
                 }
                 let rule_target = RuleTarget {
@@ -173,53 +185,23 @@ impl Catalog {
         Ok(edits)
     }
 
-    /// Whether revision `rev` holds an edit of `prefix`, by any node, stamped at or after
-    /// `time`.
-    pub(super) fn edited_since(
+    /// The latest time each prefix of revision `rev`'s shard document `id` was edited, by any
+    /// node, among the edits stamped at or after `since` ([`super::rebase::stamps`]): one pass
+    /// over its history for all the checks of a carry ("does the target hold an edit of this
+    /// prefix at or after this edit's time?").
+    pub(super) fn edit_times(
         &self,
-        card: &str,
+        id: &str,
         rev: &RevisionMeta,
-        prefix: &str,
-        time: i64,
-    ) -> Result<bool, CatalogError> {
-        let (shard, _) = bucketed::locate(prefix, rev.shards, rev.buckets);
-        let edited = read_history(
-            &self.inner.docs,
-            &DocId::rules(card, rev, shard).to_string(),
-            |d| {
-                // A change without a note (an older node's edit) is decoded to see what it touched;
-                // all of them in one pass (one at a time, each would cost a pass over the document).
-                let mut unnoted = Vec::new();
-                for m in d.get_changes_meta(&[]) {
-                    match Noted::read(m.message.as_deref()) {
-                        Noted::Edit(note) => {
-                            if m.timestamp >= time && note.prefix == prefix {
-                                return Ok(true);
-                            }
-                        }
-                        Noted::Bundle(bundle) => {
-                            if bundle
-                                .iter()
-                                .any(|e| e.time >= time && e.note.prefix == prefix)
-                            {
-                                return Ok(true);
-                            }
-                        }
-                        Noted::Rebase => {}
-                        Noted::Other if m.timestamp >= time => unnoted.push(m.hash),
-                        Noted::Other => {}
-                    }
-                }
-                if unnoted.is_empty() {
-                    return Ok(false);
-                }
-                let changes = d.bundle(unnoted)?.to_changes()?;
-                Ok(changes
-                    .iter()
-                    .any(|c| rule_keys(c).is_some_and(|keys| keys.iter().any(|k| k == prefix))))
-            },
-        )?;
-        Ok(edited.unwrap_or(false))
+        since: i64,
+    ) -> Result<HashMap<String, i64>, CatalogError> {
+        let stamps = read_history(&self.inner.docs, id, |d| stamps(d, rev.buckets, since))?;
+        Ok(stamps
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, s)| s.time >= since)
+            .map(|(prefix, s)| (prefix, s.time))
+            .collect())
     }
 }
 
@@ -277,7 +259,7 @@ impl EditNote {
 pub(super) enum Noted {
     /// One rule edit ([`EditNote`]), made at the change's time.
     Edit(EditNote),
-    /// Edits a rebase or a node leaving a rebased document kept ([`EditBundle`]).
+    /// Notes of live edits a rebase or a node leaving a rebased document kept ([`EditBundle`]).
     Bundle(Vec<BundledEdit>),
     /// Part of a rebase: rules written afresh, no edit of any ([`REBASE_TAG`]).
     Rebase,
@@ -315,19 +297,17 @@ pub(super) fn noted_edits(time: i64, message: Option<&str>) -> Vec<(i64, EditNot
     }
 }
 
-/// One node's rule edit as a rebased document keeps it: its note, its time, and where it was
-/// made (the document key and the change's sequence number there), so that whether a rebase
-/// covered it can still be told.
+/// One node's rule edit as a rebased document keeps its note: when it was made, and the note
+/// its own change had.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct BundledEdit {
     pub(super) time: i64,
-    pub(super) docs: String,
-    pub(super) seq: u64,
     pub(super) note: EditNote,
 }
 
-/// The message of an empty change by which a node keeps its own edits of a document it leaves
-/// for a rebased one: `rule-edits`, then one line per edit, `<time> <docs>:<seq> <note>`.
+/// The message of an empty change by which a node keeps the notes of its recent live edits
+/// (for carrying them onto a racing import) in a document that replaced the one they were made
+/// in: `rule-edits`, then one line per edit, `<time> <note>`.
 pub(super) struct EditBundle;
 
 impl EditBundle {
@@ -336,8 +316,7 @@ impl EditBundle {
     pub(super) fn write(edits: &[BundledEdit]) -> String {
         let mut out = Self::TAG.to_owned();
         for e in edits {
-            let note = e.note.to_message();
-            out.push_str(&format!("\n{} {}:{} {note}", e.time, e.docs, e.seq));
+            out.push_str(&format!("\n{} {}", e.time, e.note.to_message()));
         }
         out
     }
@@ -349,13 +328,9 @@ impl EditBundle {
         }
         lines
             .map(|line| {
-                let (time, rest) = line.split_once(' ')?;
-                let (place, note) = rest.split_once(' ')?;
-                let (docs, seq) = place.split_once(':')?;
+                let (time, note) = line.split_once(' ')?;
                 Some(BundledEdit {
                     time: time.parse().ok()?,
-                    docs: docs.to_owned(),
-                    seq: seq.parse().ok()?,
                     note: EditNote::parse(note)?,
                 })
             })
@@ -375,7 +350,7 @@ pub(super) fn read_history<T>(
 
 /// The prefixes a rule edit's change set or deleted; `None` for a change that makes maps (a
 /// shard document's buckets, written by an import), which is no rule edit.
-fn rule_keys(change: &automerge::Change) -> Option<Vec<String>> {
+pub(super) fn rule_keys(change: &automerge::Change) -> Option<Vec<String>> {
     let ops = change.decode().operations;
     if ops
         .iter()
@@ -425,8 +400,6 @@ mod tests {
         let edits = vec![
             BundledEdit {
                 time: 100,
-                docs: "0a1b2c3d".into(),
-                seq: 7,
                 note: EditNote {
                     prefix: "4412".into(),
                     live: Some(vec!["r4".into(), "9f9f9f9f".into()]),
@@ -434,8 +407,6 @@ mod tests {
             },
             BundledEdit {
                 time: 101,
-                docs: "0a1b2c3d_00ff00ff".into(),
-                seq: 1,
                 note: EditNote {
                     prefix: "33".into(),
                     live: None,

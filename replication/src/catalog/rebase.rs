@@ -2,37 +2,35 @@
 //! generation written from its current state, so that restarts and memory stay bounded
 //! whatever the edit history (Automerge keeps every change a document ever had).
 //!
-//! The node that rebases writes the new document (one change per bucket, like an import),
-//! then records the generation in the card's document under its own key
-//! (`gen:<revision key>:<shard>:<generation key>`, a [`ShardGen`] with, per actor, how far into
-//! the old document's history the rebase reached: [`Covered`]), and removes the old document.
+//! The node that rebases writes the new document: the rules (one change per bucket, like an
+//! import) and, beside each bucket, the stamp of every prefix edited since the revision was
+//! written (the time and the author of its latest edit, which the history held until now:
+//! [`stamps`]). It then records the generation in the card's document under its own key
+//! (`gen:<revision key>:<shard>:<generation key>`, a [`ShardGen`]) and removes the old document.
 //! Entries are only ever added, so two nodes that rebase one shard at once never overwrite each
 //! other; every node serves the deepest generation it holds whole (ties: the greater key), the
 //! same one everywhere once the documents have arrived.
 //!
-//! A node that moves to a newer generation leaves its older documents of the shard: its own
-//! edits there that the new generation does not cover (made concurrently with the rebase, or
-//! into a generation that lost) are carried into it as ordinary edits, those it covers are kept
-//! as a bundle of notes ([`EditBundle`]: for carrying onto a racing import, and for telling
-//! what a later rebase covered), and the old document is removed. Only an edit's author carries
-//! it, so it happens once. What a node cannot know: a document more than [`LINEAGE`]
-//! generations back, whose coverage is no longer recorded (its own edits there are carried
-//! unless the new generation holds a later edit of the prefix).
+//! A node that moves to a newer generation leaves its older documents of the shard: every
+//! prefix whose latest edit there is its own and newer than the new generation's stamp of it
+//! (an edit made concurrently with the rebase, or into a generation that lost, however many
+//! rebases ago) is carried into it as an ordinary edit stamped with the edit's time, and the
+//! old document is removed. Only an edit's author carries it, so it happens once, and a
+//! carry is idempotent (the new generation then holds an edit of the prefix at that time).
+//! Notes of recent live edits go along ([`EditBundle`]), for carrying onto a racing import.
 
-use super::carry::{read_history, BundledEdit, EditBundle, Noted, REBASE_TAG};
+use super::carry::{read_history, rule_keys, BundledEdit, EditBundle, EditNote, Noted, REBASE_TAG};
 use super::doc_id::{rules_key, DocId};
 use super::load::with_doc;
-use super::{
-    docs_key, map_id, put_json, CardView, Catalog, CatalogError, RevisionView, RuleTarget,
-};
+use super::{docs_key, map_id, put_json, CardView, Catalog, CatalogError, RevisionView};
 use crate::bucketed::{self, Bucket};
 use automerge::{
     hydrate, transaction::CommitOptions, transaction::Transactable, AutoCommit, ChangeHash,
     ReadDoc, ScalarValue, ValueRef, ROOT,
 };
-use edgerate_model::card::{Covered, RevisionMeta, ShardGen};
+use edgerate_model::card::{RevisionMeta, ShardGen};
 use edgerate_model::rule::Rule;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A shard is rebased once its history holds more changes than this…
@@ -43,12 +41,15 @@ const RULES_PER_CHANGE: usize = 50;
 /// for this many times as many changes, so two nodes seldom rebase one shard at once and a
 /// lost preferred node holds nothing up.
 const OTHERS_WAIT: usize = 2;
-/// Replaced documents a generation remembers the coverage of.
-pub(super) const LINEAGE: usize = 8;
+/// How long before a document's newest change the notes of live edits are kept across
+/// rebases (for carrying an edit onto an import that raced it: a later import no longer gets
+/// it).
+const LIVE_NOTES_SECS: i64 = 3600;
 /// Card document keys of generations: `gen:<revision key>:<shard>:<generation key>`.
 const GEN_PREFIX: &str = "gen:";
 
-/// Every generation recorded in a card's document: (revision key, shard) → generations.
+/// Every generation recorded in a card's document: (revision key, shard) → generations,
+/// the one to serve first.
 pub(super) type Generations = HashMap<(String, u32), Vec<ShardGen>>;
 
 /// Reads the generations recorded in a card's document.
@@ -90,24 +91,111 @@ fn order(gen: &ShardGen) -> (u32, &str) {
     (gen.depth, gen.docs.as_str())
 }
 
-/// The edits of `edits` a bundle written into a generation with replaced documents `lineage`
-/// keeps: those made in one of them, but the oldest. So every edit a bundle holds was made in
-/// a document the next generation still names, and one made in a document its lineage does
-/// not name was made in a generation that lost (bundles and lineages both bounded by
-/// [`LINEAGE`]).
-fn bundled(edits: Vec<BundledEdit>, lineage: &[Covered]) -> Vec<BundledEdit> {
-    let named = &lineage[..lineage.len().min(LINEAGE - 1)];
-    edits
-        .into_iter()
-        .filter(|e| named.iter().any(|c| c.docs == e.docs))
-        .collect()
+/// The map key of the stamps of bucket `bucket` in a rebased shard document.
+fn stamps_key(bucket: u32) -> String {
+    format!("s{bucket}")
 }
 
-/// The document key a shard is served from: its generation's, or the revision's own.
-fn current_key(meta: &RevisionMeta, shard: u32) -> String {
-    meta.gens
-        .get(&shard)
-        .map_or_else(|| rules_key(meta), |g| g.docs.clone())
+/// When a prefix was last edited, and by whom.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Stamp {
+    /// Unix seconds (the edit's change time).
+    pub(super) time: i64,
+    /// The editing node's Automerge actor, hex.
+    pub(super) actor: String,
+}
+
+impl Stamp {
+    fn encode(&self) -> String {
+        format!("{} {}", self.time, self.actor)
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        let (time, actor) = s.split_once(' ')?;
+        Some(Self {
+            time: time.parse().ok()?,
+            actor: actor.to_owned(),
+        })
+    }
+}
+
+/// The stamp of every prefix edited in a shard document of `buckets` buckets: the stamps a
+/// rebase wrote into it, then its own edits (their notes; an older node's edit without a note
+/// is decoded when stamped at or after `since`), the latest winning.
+pub(super) fn stamps(
+    d: &mut AutoCommit,
+    buckets: u32,
+    since: i64,
+) -> Result<HashMap<String, Stamp>, CatalogError> {
+    let mut out: HashMap<String, Stamp> = HashMap::new();
+    let mut stamp = |prefix: String, new: Stamp| match out.get(&prefix) {
+        Some(old) if *old >= new => {}
+        _ => {
+            out.insert(prefix, new);
+        }
+    };
+    for b in 0..buckets {
+        if let Ok(map) = map_id(d, ROOT, &stamps_key(b)) {
+            for item in d.map_range(&map, ..) {
+                if let ValueRef::Scalar(automerge::ScalarValueRef::Str(s)) = &item.value {
+                    if let Some(s) = Stamp::decode(s) {
+                        stamp(item.key.into_owned(), s);
+                    }
+                }
+            }
+        }
+    }
+    let mut unnoted = Vec::new();
+    for m in d.get_changes_meta(&[]) {
+        let by = || m.actor.to_hex_string();
+        match Noted::read(m.message.as_deref()) {
+            Noted::Edit(note) => stamp(
+                note.prefix,
+                Stamp {
+                    time: m.timestamp,
+                    actor: by(),
+                },
+            ),
+            Noted::Bundle(bundle) => {
+                for e in bundle {
+                    stamp(
+                        e.note.prefix,
+                        Stamp {
+                            time: e.time,
+                            actor: by(),
+                        },
+                    );
+                }
+            }
+            Noted::Rebase => {}
+            Noted::Other if m.timestamp >= since => unnoted.push((m.hash, m.timestamp, by())),
+            Noted::Other => {}
+        }
+    }
+    if !unnoted.is_empty() {
+        let who: HashMap<ChangeHash, (i64, String)> = unnoted
+            .iter()
+            .map(|(h, t, a)| (*h, (*t, a.clone())))
+            .collect();
+        let changes = d
+            .bundle(unnoted.into_iter().map(|(h, _, _)| h))?
+            .to_changes()?;
+        for change in &changes {
+            let Some((time, actor)) = who.get(&change.hash()).cloned() else {
+                continue;
+            };
+            for key in rule_keys(change).unwrap_or_default() {
+                stamp(
+                    key,
+                    Stamp {
+                        time,
+                        actor: actor.clone(),
+                    },
+                );
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What a shard document's history holds.
@@ -136,36 +224,29 @@ fn history(d: &mut AutoCommit, buckets: u32) -> History {
     }
 }
 
-/// This node's edits a document (`docs`) holds, each with where it was made: those made in
-/// it, and those it inherited (in bundles) from earlier generations.
-fn own_edits(d: &mut AutoCommit, docs: &str, me: &automerge::ActorId) -> Vec<BundledEdit> {
-    let mut edits = Vec::new();
+/// The notes of this node's live edits a document holds that were made at or after `since`
+/// (its own edits' notes, and those bundled into it).
+fn live_notes(d: &mut AutoCommit, me: &automerge::ActorId, since: i64) -> Vec<BundledEdit> {
+    let mut notes = Vec::new();
     for m in d.get_changes_meta(&[]) {
         if *m.actor != *me {
             continue;
         }
-        match Noted::read(m.message.as_deref()) {
-            Noted::Edit(note) => edits.push(BundledEdit {
+        let edits = match Noted::read(m.message.as_deref()) {
+            Noted::Edit(note) => vec![BundledEdit {
                 time: m.timestamp,
-                docs: docs.to_owned(),
-                seq: m.seq,
                 note,
-            }),
-            Noted::Bundle(bundle) => edits.extend(bundle),
-            Noted::Rebase | Noted::Other => {}
-        }
+            }],
+            Noted::Bundle(bundle) => bundle,
+            Noted::Rebase | Noted::Other => Vec::new(),
+        };
+        notes.extend(
+            edits
+                .into_iter()
+                .filter(|e| e.time >= since && e.note.live.is_some()),
+        );
     }
-    edits
-}
-
-/// Per actor (hex), the highest sequence number among a document's changes.
-fn seqs(d: &mut AutoCommit) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for m in d.get_changes_meta(&[]) {
-        let seq = out.entry(m.actor.to_hex_string()).or_insert(0);
-        *seq = (*seq).max(m.seq);
-    }
-    out
+    notes
 }
 
 /// The newest change time in a document (what its rebased generation is stamped with, so a
@@ -195,6 +276,19 @@ fn buckets_of(d: &AutoCommit, buckets: u32) -> Result<Vec<Bucket>, CatalogError>
                 .collect())
         })
         .collect()
+}
+
+/// Stamps laid out by bucket, ready to be written beside the rules.
+fn stamp_buckets(stamps: &HashMap<String, Stamp>, meta: &RevisionMeta) -> Vec<Bucket> {
+    let mut out: Vec<Bucket> = (0..meta.buckets).map(|_| HashMap::new()).collect();
+    for (prefix, stamp) in stamps {
+        let (_, bucket) = bucketed::locate(prefix, meta.shards, meta.buckets);
+        out[bucket as usize].insert(
+            prefix.clone(),
+            hydrate::Value::Scalar(ScalarValue::Str(stamp.encode().into())),
+        );
+    }
+    out
 }
 
 /// The current value of `prefix` in a shard document (the encoded rule), if any.
@@ -306,12 +400,19 @@ impl Catalog {
             shard,
         }
         .to_string();
-        // The rules as they are now, read and written outside the write lock: edits go on.
+        // The rules and stamps as they are now, read and written outside the write lock:
+        // edits go on.
         let read = self.inner.docs.inspect(&old, |d| {
             let heads = d.get_heads();
-            Ok::<_, CatalogError>((heads, buckets_of(d, meta.buckets)?, newest_time(d)))
+            let stamps = stamps(d, meta.buckets, 0)?;
+            Ok::<_, CatalogError>((
+                heads,
+                buckets_of(d, meta.buckets)?,
+                stamp_buckets(&stamps, meta),
+                newest_time(d),
+            ))
         });
-        let Some((heads, maps, time)) = read.transpose()? else {
+        let Some((heads, rules, stamps, time)) = read.transpose()? else {
             return Ok(false);
         };
         let options = || {
@@ -322,9 +423,23 @@ impl Catalog {
         // Not offered to peers before the switch names it: a generation no entry names is left
         // alone everywhere (it may be one whose entry is on its way), and this one, if the
         // switch never happens, is known to no other node.
-        bucketed::create_shard(&self.inner.docs, &new, maps, &options, false)?;
-        let _w = self.inner.write.lock();
-        let switched = self.switch_to_rebased(card, meta, shard, &old, &key, &heads);
+        bucketed::create_shard(&self.inner.docs, &new, rules, &options, false)?;
+        let written = self.inner.docs.change::<_, CatalogError>(&new, |d| {
+            for (b, map) in stamps.into_iter().enumerate() {
+                d.batch_create_object(
+                    ROOT,
+                    stamps_key(b as u32),
+                    &hydrate::Value::Map(map.into()),
+                    false,
+                )?;
+                d.commit_with(options());
+            }
+            Ok(())
+        });
+        let switched = written.and_then(|()| {
+            let _w = self.inner.write.lock();
+            self.switch_to_rebased(card, meta, shard, &old, &key, &heads)
+        });
         if !matches!(switched, Ok(true)) {
             if let Err(e) = self.inner.docs.remove(&new) {
                 tracing::warn!(doc = %new, error = %e, "could not remove an unused rebased document");
@@ -334,8 +449,9 @@ impl Catalog {
     }
 
     /// The rebase's switch, under the write lock: what changed in the old document since it was
-    /// read (`heads`) is written into the new one, this node's edit notes are kept in it, the
-    /// generation is recorded and shown, and the old document is removed.
+    /// read (`heads`) is written into the new one (rules and stamps), this node's recent live
+    /// notes are kept in it, the generation is recorded and shown, and the old document is
+    /// removed.
     fn switch_to_rebased(
         &self,
         card_id: &str,
@@ -359,8 +475,6 @@ impl Catalog {
             return Ok(false);
         }
         let me = self.inner.docs.actor().clone();
-        let old_key = current_key(&rev.meta, shard);
-        let previous = rev.meta.gens.get(&shard);
         let read = self.inner.docs.inspect(old, |d| {
             let since: Vec<String> = d
                 .get_changes(heads)
@@ -373,25 +487,21 @@ impl Catalog {
                     _ => None,
                 })
                 .collect();
-            let delta: Vec<(String, Option<String>)> = since
+            let stamps = stamps(d, rev.meta.buckets, 0)?;
+            let delta: Vec<(String, Option<String>, Option<Stamp>)> = since
                 .into_iter()
                 .map(|p| {
                     let value = value_of(d, &rev.meta, &p);
-                    (p, value)
+                    let stamp = stamps.get(&p).cloned();
+                    (p, value, stamp)
                 })
                 .collect();
-            (seqs(d), own_edits(d, &old_key, &me), newest_time(d), delta)
+            let newest = newest_time(d);
+            Ok::<_, CatalogError>((live_notes(d, &me, newest - LIVE_NOTES_SECS), newest, delta))
         });
-        let Some((covered, edits, time, delta)) = read else {
+        let Some((notes, time, delta)) = read.transpose()? else {
             return Ok(false);
         };
-        let mut from = vec![Covered {
-            docs: old_key,
-            seqs: covered,
-        }];
-        from.extend(previous.iter().flat_map(|g| g.from.iter().cloned()));
-        from.truncate(LINEAGE);
-        let kept = bundled(edits, &from);
         let new = DocId::Rules {
             card: card_id.to_owned(),
             docs: key.to_owned(),
@@ -399,7 +509,7 @@ impl Catalog {
         }
         .to_string();
         self.inner.docs.change::<_, CatalogError>(&new, |d| {
-            for (prefix, value) in &delta {
+            for (prefix, value, stamp) in &delta {
                 let (_, bucket) = bucketed::locate(prefix, rev.meta.shards, rev.meta.buckets);
                 let map = map_id(d, ROOT, &bucketed::bucket_key(bucket))?;
                 match value {
@@ -409,25 +519,28 @@ impl Catalog {
                     }
                     None => {}
                 }
+                if let Some(stamp) = stamp {
+                    let stamps = map_id(d, ROOT, &stamps_key(bucket))?;
+                    d.put(&stamps, prefix.as_str(), stamp.encode())?;
+                }
             }
             d.commit_with(
                 CommitOptions::default()
                     .with_time(time)
                     .with_message(REBASE_TAG),
             );
-            if !kept.is_empty() {
+            if !notes.is_empty() {
                 d.empty_change(
                     CommitOptions::default()
                         .with_time(time)
-                        .with_message(EditBundle::write(&kept)),
+                        .with_message(EditBundle::write(&notes)),
                 );
             }
             Ok(())
         })?;
         let gen = ShardGen {
             docs: key.to_owned(),
-            depth: previous.map_or(0, |g| g.depth) + 1,
-            from,
+            depth: rev.meta.gens.get(&shard).map_or(0, |g| g.depth) + 1,
         };
         let base = rules_key(&rev.meta);
         self.inner
@@ -502,9 +615,10 @@ impl Catalog {
         Ok(())
     }
 
-    /// Leaves document `docs` of shard `shard` of revision `rev` for generation `gen`: this
-    /// node's edits there that `gen` does not cover are carried into it, the others kept as
-    /// notes, and the document removed.
+    /// Leaves document `docs` of shard `shard` of revision `rev`, which the document it serves
+    /// now replaced: every prefix whose latest edit there is this node's and newer than the
+    /// current document's stamp of it is carried over (its value there, stamped with the
+    /// edit's time), recent live notes go along, and the document is removed.
     fn leave(
         &self,
         card_id: &str,
@@ -519,82 +633,102 @@ impl Catalog {
             shard,
         }
         .to_string();
+        let current = DocId::rules(card_id, &rev.meta, shard).to_string();
+        debug_assert!(current.contains(&gen.docs));
         let me = self.inner.docs.actor().clone();
         let me_hex = me.to_hex_string();
-        let Some(edits) = read_history(&self.inner.docs, &old, |d| Ok(own_edits(d, docs, &me)))?
-        else {
+        let read = read_history(&self.inner.docs, &old, |d| {
+            let mine: Vec<(String, Stamp, Option<String>)> = stamps(d, rev.meta.buckets, 0)?
+                .into_iter()
+                .filter(|(_, s)| s.actor == me_hex)
+                .map(|(prefix, s)| {
+                    let value = value_of(d, &rev.meta, &prefix);
+                    (prefix, s, value)
+                })
+                .collect();
+            let since = newest_time(d) - LIVE_NOTES_SECS;
+            Ok((mine, live_notes(d, &me, since)))
+        })?;
+        let Some((mine, notes)) = read else {
             return Ok(());
         };
-        let covers = |e: &BundledEdit| {
-            gen.from
-                .iter()
-                .find(|c| c.docs == e.docs)
-                .is_some_and(|c| c.covers(&me_hex, e.seq))
-        };
-        let (covered, uncovered): (Vec<BundledEdit>, Vec<BundledEdit>) =
-            edits.into_iter().partition(|e| covers(e));
-        // What the new generation keeps of this node's edits as notes: the covered ones, and
-        // the uncovered ones that need no write (superseded, or already its state).
-        let mut notes = bundled(covered, &gen.from);
-        // Prefix → the latest uncovered edit of it.
-        let mut carries: BTreeMap<String, BundledEdit> = BTreeMap::new();
-        for e in uncovered {
-            match carries.get(&e.note.prefix) {
-                Some(c) if c.time > e.time => notes.push(e),
-                _ => {
-                    if let Some(older) = carries.insert(e.note.prefix.clone(), e) {
-                        notes.push(older);
-                    }
-                }
-            }
-        }
-        for (prefix, e) in carries {
-            if self.edited_since(card_id, &rev.meta, &prefix, e.time)? {
-                notes.push(e);
+        let theirs = read_history(&self.inner.docs, &current, |d| {
+            stamps(d, rev.meta.buckets, 0)
+        })?
+        .unwrap_or_default();
+        let live: HashMap<(&str, i64), &EditNote> = notes
+            .iter()
+            .map(|e| ((e.note.prefix.as_str(), e.time), &e.note))
+            .collect();
+        // Each carried edit: the rule it leaves (none: deleted), its time and note.
+        let mut writes: Vec<(Option<Rule>, i64, EditNote)> = Vec::new();
+        for (prefix, stamp, value) in mine {
+            if theirs.get(&prefix).is_some_and(|t| t.time >= stamp.time) {
                 continue;
             }
-            let value = self
-                .inner
-                .docs
-                .inspect(&old, |d| value_of(d, &rev.meta, &prefix))
-                .flatten();
-            let target = RuleTarget {
-                card: card_id,
-                rev: rev.meta.rev,
-                prefix: &prefix,
+            let rule = match value.as_deref().map(Rule::decode) {
+                Some(Ok(rule)) => Some(rule),
+                Some(Err(_)) => continue,
+                None => None,
             };
-            let live = e.note.live.as_deref();
-            match value.as_deref().map(Rule::decode) {
-                Some(Ok(rule)) => self.put_rule(target, rev, e.time, live, rule)?,
-                None if rev.index.read().get(&prefix).is_some() => {
-                    self.remove_rule(target, rev, e.time, live)?;
+            let note = live.get(&(prefix.as_str(), stamp.time)).map_or_else(
+                || EditNote {
+                    prefix: prefix.clone(),
+                    live: None,
+                },
+                |n| (*n).clone(),
+            );
+            writes.push((rule, stamp.time, note));
+        }
+        // One write for all of them (each still its own change, with its time and note), and
+        // the notes after them.
+        self.inner.docs.change::<_, CatalogError>(&current, |d| {
+            for (rule, time, note) in &writes {
+                let prefix = note.prefix.as_str();
+                let (_, bucket) = bucketed::locate(prefix, rev.meta.shards, rev.meta.buckets);
+                let map = map_id(d, ROOT, &bucketed::bucket_key(bucket))?;
+                match rule {
+                    Some(rule) => d.put(&map, prefix, rule.encode())?,
+                    None if d.get(&map, prefix)?.is_some() => d.delete(&map, prefix)?,
+                    None => {}
                 }
-                Some(Err(_)) | None => {
-                    notes.push(e);
-                    continue;
+                let options = || {
+                    CommitOptions::default()
+                        .with_time(*time)
+                        .with_message(note.to_message())
+                };
+                if d.commit_with(options()).is_none() {
+                    d.empty_change(options());
                 }
             }
-            tracing::info!(
-                card = card_id,
-                prefix = %prefix,
-                rev = rev.meta.rev,
-                shard,
-                edited = e.time,
-                "carried a rule edit made concurrently with a rebase onto the new generation"
-            );
-        }
-        if !notes.is_empty() {
-            let time = notes.iter().map(|e| e.time).max().unwrap_or(0);
-            let current = DocId::rules(card_id, &rev.meta, shard).to_string();
-            self.inner.docs.change::<_, CatalogError>(&current, |d| {
+            if !notes.is_empty() {
+                let time = notes.iter().map(|e| e.time).max().unwrap_or(0);
                 d.empty_change(
                     CommitOptions::default()
                         .with_time(time)
                         .with_message(EditBundle::write(&notes)),
                 );
-                Ok(())
-            })?;
+            }
+            Ok(())
+        })?;
+        let mut index = rev.index.write();
+        for (rule, time, note) in writes {
+            rev.edited
+                .fetch_max(time, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                card = card_id,
+                prefix = %note.prefix,
+                rev = rev.meta.rev,
+                shard,
+                edited = time,
+                "carried a rule edit made concurrently with a rebase onto the new generation"
+            );
+            match rule {
+                Some(rule) => index.insert(&note.prefix, rule),
+                None => index.remove(&note.prefix),
+            };
         }
+        drop(index);
         self.inner.docs.remove(&old)?;
         Ok(())
     }
@@ -821,6 +955,44 @@ mod tests {
         assert_eq!(a.docs().heads(&id), b.docs().heads(&id));
         assert_eq!(rebased_docs(&a), std::slice::from_ref(&id));
         assert_eq!(rebased_docs(&b), [id]);
+    }
+
+    /// A long cut with many rebases on both sides: every edit of either side survives the heal,
+    /// however many generations ago it was made.
+    #[test]
+    fn many_rebases_on_both_sides_of_a_cut_lose_no_edit() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = Catalog::open(a_dir.path(), actor()).unwrap();
+        let b = Catalog::open(b_dir.path(), other()).unwrap();
+        a.create_card(card_meta("c1")).unwrap();
+        set(&a, 1, "440", 1, 100);
+        sync(&a, &b);
+        for i in 0..12 {
+            set(&a, 1, &format!("33{i}"), i, 200 + i);
+            set(&b, 1, &format!("34{i}"), i, 200 + i);
+            // The same prefix on both sides: the later edit wins everywhere.
+            set(&a, 1, "440", 10 + i, 300 + 2 * i);
+            set(&b, 1, "440", 50 + i, 301 + 2 * i);
+            assert!(rebase(&a, 1));
+            assert!(rebase(&b, 1));
+        }
+        b.delete_rule(target(1, "345"), 400).unwrap();
+        assert!(rebase(&b, 1));
+        for _ in 0..3 {
+            sync(&a, &b);
+        }
+        for node in [&a, &b] {
+            for i in 0..12 {
+                assert_eq!(rev_rule(node, "c1", 1, &format!("33{i}")), Some(rule(i)));
+                if i != 5 {
+                    assert_eq!(rev_rule(node, "c1", 1, &format!("34{i}")), Some(rule(i)));
+                }
+            }
+            assert_eq!(rev_rule(node, "c1", 1, "345"), None);
+            assert_eq!(rev_rule(node, "c1", 1, "440"), Some(rule(61)));
+        }
+        assert_eq!(rules(&a, 1), rules(&b, 1));
+        assert_eq!(shard(&a, 1).0, shard(&b, 1).0);
     }
 
     /// A rebase keeps what an edit's note says: an edit made into the live revision while an
