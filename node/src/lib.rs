@@ -180,6 +180,7 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
     ));
     let mut tasks = vec![http];
     let mut peer_addr = None;
+    let cluster = members.clone();
     if let (Some(tls), Some(members), Some(peer)) = (peer_tls, members, &config.peer) {
         let usage = state.limits().board().clone();
         let counted = state.clone();
@@ -207,7 +208,11 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
         peer_addr = Some(transport.local_addr);
         tasks.push(transport.task);
     }
-    tasks.push(tokio::spawn(compact_forever(catalog, shutdown_rx.clone())));
+    tasks.push(tokio::spawn(compact_forever(
+        catalog,
+        cluster,
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(prune_forever(
         log,
         config.cdr.retention_days,
@@ -229,16 +234,29 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
     ))
 }
 
-async fn compact_forever(catalog: Catalog, mut stop: watch::Receiver<bool>) {
+/// Rebases shard documents whose history outgrew their rules, then compacts document logs,
+/// every [`COMPACT_EVERY`]. `cluster`: the members, whose reachability decides how long a
+/// history may grow (see [`Catalog::rebase_due`]).
+async fn compact_forever(
+    catalog: Catalog,
+    cluster: Option<Arc<Members>>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(COMPACT_EVERY) => {}
         }
         let pass = catalog.clone();
+        let whole = cluster.as_ref().is_none_or(|m| {
+            m.peers()
+                .iter()
+                .all(|p| p.state == edgerate_topology::membership::PeerState::Up)
+        });
         // Shard documents whose history outgrew their rules are rebased first, so the
         // compaction after it drops what they replaced.
-        match tokio::task::spawn_blocking(move || (pass.rebase_due(), pass.docs().compact())).await
+        match tokio::task::spawn_blocking(move || (pass.rebase_due(whole), pass.docs().compact()))
+            .await
         {
             Ok((0, 0)) => {}
             Ok((rebased, compacted)) => tracing::debug!(rebased, compacted, "compacted"),

@@ -41,6 +41,11 @@ const RULES_PER_CHANGE: usize = 50;
 /// for this many times as many changes, so two nodes seldom rebase one shard at once and a
 /// lost preferred node holds nothing up.
 const OTHERS_WAIT: usize = 2;
+/// While some member of the cluster is unreachable, a shard waits for this many times as many
+/// changes: a rebase on each side of a cut makes the heal carry every edit of the cut again,
+/// so during a cut the history grows instead (up to this bound: a member that never comes
+/// back must not stop rebasing for good).
+const CUT_OFF_WAIT: usize = 16;
 /// How long before a document's newest change the notes of live edits are kept across
 /// rebases (for carrying an edit onto an import that raced it: a later import no longer gets
 /// it).
@@ -301,17 +306,19 @@ fn value_of(d: &AutoCommit, meta: &RevisionMeta, prefix: &str) -> Option<String>
 
 impl Catalog {
     /// Rebases every shard document of a loaded revision whose history has outgrown its rules
-    /// (see the module's doc). For the background task: each rebase writes its shard afresh
+    /// (see the module's doc); `whole`: every member of the cluster is reachable now. For the background task: each rebase writes its shard afresh
     /// outside the write lock (about a second for 100k rules) and takes the lock only to switch.
     /// Returns how many shards were rebased; a failure is logged and retried next time.
-    pub fn rebase_due(&self) -> usize {
+    pub fn rebase_due(&self, whole: bool) -> usize {
         let view = self.view();
         let me = self.inner.docs.actor().to_hex_string();
         let mut rebased = 0;
+        let mut seen = std::collections::HashSet::new();
         for card in view.cards.values() {
             for rev in card.revisions.values() {
                 for shard in 0..rev.meta.shards {
                     let id = DocId::rules(&card.meta.id, &rev.meta, shard).to_string();
+                    seen.insert(id.clone());
                     if !self.history_changed(&id) {
                         continue;
                     }
@@ -322,7 +329,8 @@ impl Catalog {
                     else {
                         continue;
                     };
-                    let limit = MIN_CHANGES.max(h.rules / RULES_PER_CHANGE);
+                    let cut_off = if whole { 1 } else { CUT_OFF_WAIT };
+                    let limit = MIN_CHANGES.max(h.rules / RULES_PER_CHANGE) * cut_off;
                     let preferred = h.preferred.as_deref() == Some(me.as_str());
                     let due = h.changes > limit && (preferred || h.changes > limit * OTHERS_WAIT);
                     if !due {
@@ -352,6 +360,8 @@ impl Catalog {
                 }
             }
         }
+        // Documents no longer served (rebased, deleted) are forgotten.
+        self.inner.checked.lock().retain(|id, _| seen.contains(id));
         rebased
     }
 
@@ -1016,13 +1026,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Catalog::open(dir.path(), actor()).unwrap();
         c.create_card(card_meta("c1")).unwrap();
-        assert_eq!(c.rebase_due(), 0);
+        assert_eq!(c.rebase_due(true), 0);
         for i in 0..MIN_CHANGES {
             set(&c, 1, &format!("44{}", i % 50), i as i64, 100);
         }
         let (old, _) = shard(&c, 1);
-        assert_eq!(c.rebase_due(), 1);
-        assert_eq!(c.rebase_due(), 0, "nothing changed since");
+        assert_eq!(c.rebase_due(true), 1);
+        assert_eq!(c.rebase_due(true), 0, "nothing changed since");
         assert!(c.docs().get(&old).is_none());
         // A generation written but never switched to (a crash between): cleared at start.
         let meta = c.view().cards["c1"].revisions[&1].meta.clone();
