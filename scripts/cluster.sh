@@ -14,14 +14,15 @@ http_base=${HTTP_BASE:-18080}
 peer_base=${PEER_BASE:-17080}
 operator_key=${EDGERATE_OPERATOR_KEY:-cluster-operator-key}
 regions=(uk us sg de jp br au in)
-bin=target/release/edgerate
+bin=${EDGERATE_BIN:-target/release/edgerate}
 
 need_curl() { command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }; }
 
 up() {
   local n=${1:-3}
   need_curl
-  cargo build --release -q -p edgerate-node
+  # EDGERATE_BIN: another build to run (a benchmark's baseline); else this tree's, built.
+  [ -n "${EDGERATE_BIN:-}" ] || cargo build --release -q -p edgerate-node
   mkdir -p "$dir/certs"
   [ -f "$dir/certs/ca.pem" ] || "$bin" certs init --out "$dir/certs" >/dev/null
   for i in $(seq 1 "$n"); do

@@ -132,6 +132,17 @@ pub(super) fn stamps(
     buckets: u32,
     since: i64,
 ) -> Result<HashMap<String, Stamp>, CatalogError> {
+    stamps_after(d, buckets, None, since)
+}
+
+/// [`stamps`], or with `after`, only those of the changes made since those heads (what a
+/// document gained after a rebase read it).
+fn stamps_after(
+    d: &mut AutoCommit,
+    buckets: u32,
+    after: Option<&[ChangeHash]>,
+    since: i64,
+) -> Result<HashMap<String, Stamp>, CatalogError> {
     let mut out: HashMap<String, Stamp> = HashMap::new();
     let mut stamp = |prefix: String, new: Stamp| match out.get(&prefix) {
         Some(old) if *old >= new => {}
@@ -139,7 +150,7 @@ pub(super) fn stamps(
             out.insert(prefix, new);
         }
     };
-    for b in 0..buckets {
+    for b in (0..buckets).filter(|_| after.is_none()) {
         if let Ok(map) = map_id(d, ROOT, &stamps_key(b)) {
             for item in d.map_range(&map, ..) {
                 if let ValueRef::Scalar(automerge::ScalarValueRef::Str(s)) = &item.value {
@@ -151,7 +162,7 @@ pub(super) fn stamps(
         }
     }
     let mut unnoted = Vec::new();
-    for m in d.get_changes_meta(&[]) {
+    for m in d.get_changes_meta(after.unwrap_or_default()) {
         let by = || m.actor.to_hex_string();
         match Noted::read(m.message.as_deref()) {
             Noted::Edit(note) => stamp(
@@ -203,19 +214,15 @@ pub(super) fn stamps(
     Ok(out)
 }
 
-/// What a shard document's history holds.
+/// What a shard document's history holds (its change graph only: no operation is read, so
+/// the document is held for well under a millisecond).
 struct History {
     changes: usize,
-    rules: usize,
     /// The least actor (hex) among those whose edits it holds.
     preferred: Option<String>,
 }
 
-fn history(d: &mut AutoCommit, buckets: u32) -> History {
-    let rules = (0..buckets)
-        .filter_map(|b| map_id(d, ROOT, &bucketed::bucket_key(b)).ok())
-        .map(|map| d.length(&map))
-        .sum();
+fn history(d: &mut AutoCommit) -> History {
     let metas = d.get_changes_meta(&[]);
     let preferred = metas
         .iter()
@@ -224,7 +231,6 @@ fn history(d: &mut AutoCommit, buckets: u32) -> History {
         .min();
     History {
         changes: metas.len(),
-        rules,
         preferred,
     }
 }
@@ -322,15 +328,13 @@ impl Catalog {
                     if !self.history_changed(&id) {
                         continue;
                     }
-                    let Some(h) = self
-                        .inner
-                        .docs
-                        .inspect(&id, |d| history(d, rev.meta.buckets))
-                    else {
+                    let Some(h) = self.inner.docs.inspect(&id, history) else {
                         continue;
                     };
                     let cut_off = if whole { 1 } else { CUT_OFF_WAIT };
-                    let limit = MIN_CHANGES.max(h.rules / RULES_PER_CHANGE) * cut_off;
+                    // The shard's rules, about: the revision's spread evenly by the hash.
+                    let rules = rev.index.read().len() / rev.meta.shards.max(1) as usize;
+                    let limit = MIN_CHANGES.max(rules / RULES_PER_CHANGE) * cut_off;
                     let preferred = h.preferred.as_deref() == Some(me.as_str());
                     let due = h.changes > limit && (preferred || h.changes > limit * OTHERS_WAIT);
                     if !due {
@@ -344,7 +348,7 @@ impl Catalog {
                                 rev = rev.meta.rev,
                                 shard,
                                 changes = h.changes,
-                                rules = h.rules,
+                                rules,
                                 "rebased a shard document"
                             );
                         }
@@ -497,7 +501,7 @@ impl Catalog {
                     _ => None,
                 })
                 .collect();
-            let stamps = stamps(d, rev.meta.buckets, 0)?;
+            let stamps = stamps_after(d, rev.meta.buckets, Some(heads), 0)?;
             let delta: Vec<(String, Option<String>, Option<Stamp>)> = since
                 .into_iter()
                 .map(|p| {
