@@ -6,7 +6,8 @@
 #   scripts/cluster.sh status   # cluster/status of every node
 #   scripts/cluster.sh down     # stop every node (data kept; `rm -rf` $CLUSTER_DIR to reset)
 #
-# CLUSTER_DIR (default ./edgerate-cluster), HTTP_BASE (18080) and PEER_BASE (17080) set where.
+# CLUSTER_DIR (default ./edgerate-cluster), HTTP_BASE (18080) and PEER_BASE (17080) set where;
+# EDGERATE_BIN runs another build instead of building this tree (a benchmark's baseline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${CLUSTER_DIR:-./edgerate-cluster}

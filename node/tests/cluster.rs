@@ -743,6 +743,27 @@ type Ledger = (Vec<(String, String)>, Vec<String>);
 /// Jepsen-style: a writer on every region while nodes are SIGKILLed and restarted at random; a
 /// ledger of every acknowledged write; once the writes stop and the mesh is back, every
 /// acknowledged rule and CDR is on every node.
+/// Whether the node `api` talks to exports, in card `card`, every (prefix, rate) of `rules`.
+fn exports_every_rule<'a>(
+    api: &Api,
+    card: &str,
+    mut rules: impl Iterator<Item = (&'a String, &'a String)>,
+) -> bool {
+    let export = api.call("ratecard/export", &[("card", card)]);
+    let deck = String::from_utf8_lossy(&export.body).into_owned();
+    let held: std::collections::HashMap<&str, &str> = deck
+        .lines()
+        .filter_map(|l| {
+            let mut cells = l.split(',');
+            Some((cells.next()?, cells.nth(1)?))
+        })
+        .collect();
+    rules.all(|(prefix, rate)| {
+        held.get(prefix.as_str())
+            .is_some_and(|r| *r == rate.trim_end_matches('0'))
+    })
+}
+
 #[test]
 fn every_acknowledged_write_reaches_every_node_through_kills() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -825,19 +846,8 @@ fn every_acknowledged_write_reaches_every_node_through_kills() {
             &format!("node {node} to hold every acknowledged write"),
             CONVERGE,
             || {
-                let export = api.call("ratecard/export", &[("card", "j")]);
-                let deck = String::from_utf8_lossy(&export.body).into_owned();
-                let held: std::collections::HashMap<&str, &str> = deck
-                    .lines()
-                    .filter_map(|l| {
-                        let mut cells = l.split(',');
-                        Some((cells.next()?, cells.nth(1)?))
-                    })
-                    .collect();
-                let rules_ok = ledger.iter().flat_map(|(r, _)| r).all(|(prefix, rate)| {
-                    held.get(prefix.as_str())
-                        .is_some_and(|r| *r == rate.trim_end_matches('0'))
-                });
+                let rules = ledger.iter().flat_map(|(r, _)| r).map(|(p, r)| (p, r));
+                let rules_ok = exports_every_rule(&api, "j", rules);
                 let cdrs = api.ok("cdr/list", &[("from", &from), ("to", &to), ("limit", "1")]);
                 let cdrs_ok = cdrs["total"]
                     .as_u64()
@@ -1100,25 +1110,7 @@ fn a_card_rebased_while_every_region_edits_it_keeps_every_edit_everywhere() {
         wait_for(
             &format!("node {node} to hold every acknowledged edit"),
             CONVERGE,
-            || {
-                let export = api.call("ratecard/export", &[("card", "r")]);
-                let deck = String::from_utf8_lossy(&export.body).into_owned();
-                let held: std::collections::HashMap<&str, &str> = deck
-                    .lines()
-                    .filter_map(|l| {
-                        let mut cells = l.split(',');
-                        Some((cells.next()?, cells.nth(1)?))
-                    })
-                    .collect();
-                ledger
-                    .iter()
-                    .flatten()
-                    .all(|(prefix, rate)| {
-                        held.get(prefix.as_str())
-                            .is_some_and(|r| *r == rate.trim_end_matches('0'))
-                    })
-                    .then_some(())
-            },
+            || exports_every_rule(&api, "r", ledger.iter().flatten()).then_some(()),
         );
     }
     cluster.converged_state("identical state everywhere", &acct);
