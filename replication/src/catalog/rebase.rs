@@ -45,7 +45,7 @@ const OTHERS_WAIT: usize = 2;
 /// changes: a rebase on each side of a cut makes the heal carry every edit of the cut again,
 /// so during a cut the history grows instead (up to this bound: a member that never comes
 /// back must not stop rebasing for good).
-const CUT_OFF_WAIT: usize = 16;
+const CUT_OFF_WAIT: usize = 32;
 /// How long before a document's newest change the notes of live edits are kept across
 /// rebases (for carrying an edit onto an import that raced it: a later import no longer gets
 /// it).
