@@ -913,7 +913,7 @@ mod tests {
     fn an_edit_racing_a_rebase_is_carried_by_its_author() {
         let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a, b) = two_nodes(a_dir.path(), b_dir.path());
-        set(&b, 1, "440", 70, 200); // covered: A has it when it rebases
+        set(&b, 1, "440", 70, 200); // A has it when it rebases
         sync(&a, &b);
         set(&b, 1, "441", 71, 201); // concurrent with the rebase
         b.delete_rule(target(1, "442"), 202).unwrap();
@@ -936,7 +936,7 @@ mod tests {
             std::slice::from_ref(&id),
             "B left the old document"
         );
-        // What B covered is kept as a note: a later rebase by B still knows it.
+        // B left the old document for good: a restart finds the same rules and nothing to leave.
         drop(b);
         let b = Catalog::open(b_dir.path(), other()).unwrap();
         assert_eq!(rev_rule(&b, "c1", 1, "441"), Some(rule(71)));
