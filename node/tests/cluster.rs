@@ -743,6 +743,27 @@ type Ledger = (Vec<(String, String)>, Vec<String>);
 /// Jepsen-style: a writer on every region while nodes are SIGKILLed and restarted at random; a
 /// ledger of every acknowledged write; once the writes stop and the mesh is back, every
 /// acknowledged rule and CDR is on every node.
+/// A writer's `rule/set` on node `n`: whether it was acknowledged. A node down or out of disk
+/// (no answer, 503) is waited out a moment; any other refusal fails the test.
+fn set_rule_acked(api: &Api, n: usize, card: &str, prefix: &str, rate: &str) -> bool {
+    let set = api.try_call(
+        "ratecard/rule/set",
+        &[("card", card), ("prefix", prefix), ("rate", rate)],
+    );
+    match set {
+        Some(a) if a.status == 200 => true,
+        Some(a) if a.status != 503 => panic!(
+            "node {n}: rule/set answered {}: {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        ),
+        _ => {
+            std::thread::sleep(Duration::from_millis(50));
+            false
+        }
+    }
+}
+
 /// Whether the node `api` talks to exports, in card `card`, every (prefix, rate) of `rules`.
 fn exports_every_rule<'a>(
     api: &Api,
@@ -782,18 +803,8 @@ fn every_acknowledged_write_reaches_every_node_through_kills() {
                     i += 1;
                     let prefix = format!("7{n}{i:05}");
                     let rate = format!("0.{:04}", i % 9000 + 1);
-                    let set = api.try_call(
-                        "ratecard/rule/set",
-                        &[("card", "j"), ("prefix", &prefix), ("rate", &rate)],
-                    );
-                    match set {
-                        Some(a) if a.status == 200 => rules.push((prefix, rate)),
-                        Some(a) if a.status != 503 => panic!(
-                            "node {n}: rule/set answered {}: {}",
-                            a.status,
-                            String::from_utf8_lossy(&a.body)
-                        ),
-                        _ => std::thread::sleep(Duration::from_millis(50)),
+                    if set_rule_acked(&api, n, "j", &prefix, &rate) {
+                        rules.push((prefix, rate));
                     }
                     let callid = format!("n{n}-{i}");
                     let body = [
@@ -1071,20 +1082,8 @@ fn a_card_rebased_while_every_region_edits_it_keeps_every_edit_everywhere() {
                     // Some prefixes edited again: an overwrite as well as new rules.
                     let prefix = format!("5{n}{:04}", i % 700);
                     let rate = format!("0.{:04}", i % 9000 + 1);
-                    let set = api.try_call(
-                        "ratecard/rule/set",
-                        &[("card", "r"), ("prefix", &prefix), ("rate", &rate)],
-                    );
-                    match set {
-                        Some(a) if a.status == 200 => {
-                            rules.insert(prefix, rate);
-                        }
-                        Some(a) if a.status != 503 => panic!(
-                            "node {n}: rule/set answered {}: {}",
-                            a.status,
-                            String::from_utf8_lossy(&a.body)
-                        ),
-                        _ => std::thread::sleep(Duration::from_millis(50)),
+                    if set_rule_acked(&api, n, "r", &prefix, &rate) {
+                        rules.insert(prefix, rate);
                     }
                 }
                 rules

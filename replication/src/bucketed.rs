@@ -7,7 +7,7 @@ use crate::docstore::{DocStore, StoreError};
 use automerge::{
     hydrate,
     transaction::{CommitOptions, Transactable},
-    ReadDoc, ScalarValue, ScalarValueRef, ValueRef, ROOT,
+    AutoCommit, ReadDoc, ScalarValue, ScalarValueRef, ValueRef, ROOT,
 };
 use std::collections::HashMap;
 
@@ -57,14 +57,7 @@ pub fn write(
     buckets: u32,
     entries: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), CatalogError> {
-    let mut layout: Vec<Vec<Bucket>> = (0..shards)
-        .map(|_| (0..buckets).map(|_| HashMap::new()).collect())
-        .collect();
-    for (key, value) in entries {
-        let (shard, bucket) = locate(&key, shards, buckets);
-        layout[shard as usize][bucket as usize]
-            .insert(key, hydrate::Value::Scalar(ScalarValue::Str(value.into())));
-    }
+    let layout = layout(entries, shards, buckets);
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(shards as usize);
@@ -98,6 +91,24 @@ pub fn write(
         remove(docs, doc_id, shards);
     }
     written
+}
+
+/// `entries` where they belong: shard → bucket → entries, as Automerge values ready for one
+/// batch insert per bucket.
+pub fn layout(
+    entries: impl IntoIterator<Item = (String, String)>,
+    shards: u32,
+    buckets: u32,
+) -> Vec<Vec<Bucket>> {
+    let mut layout: Vec<Vec<Bucket>> = (0..shards)
+        .map(|_| (0..buckets).map(|_| HashMap::new()).collect())
+        .collect();
+    for (key, value) in entries {
+        let (shard, bucket) = locate(&key, shards, buckets);
+        layout[shard as usize][bucket as usize]
+            .insert(key, hydrate::Value::Scalar(ScalarValue::Str(value.into())));
+    }
+    layout
 }
 
 /// Creates one shard document `id` holding `bucket_maps` (bucket `b` at index `b`), durable
@@ -150,13 +161,24 @@ pub fn read(
             .get(&id)
             .ok_or_else(|| StoreError::Missing(id.clone()))?;
         let guard = handle.lock();
-        let d = guard.doc();
-        for bucket in 0..buckets {
-            let map = crate::catalog::map_id(d, ROOT, &bucket_key(bucket))?;
-            for item in d.map_range(&map, ..) {
-                if let ValueRef::Scalar(ScalarValueRef::Str(value)) = &item.value {
-                    each(&item.key, value);
-                }
+        read_maps(guard.doc(), &bucket_key, buckets, &mut each)?;
+    }
+    Ok(())
+}
+
+/// Calls `each(key, value)` for every string entry of the maps `map_key(0..maps)` of one
+/// document (its buckets, or maps laid out like them).
+pub fn read_maps(
+    d: &AutoCommit,
+    map_key: &dyn Fn(u32) -> String,
+    maps: u32,
+    mut each: impl FnMut(&str, &str),
+) -> Result<(), CatalogError> {
+    for bucket in 0..maps {
+        let map = crate::catalog::map_id(d, ROOT, &map_key(bucket))?;
+        for item in d.map_range(&map, ..) {
+            if let ValueRef::Scalar(ScalarValueRef::Str(value)) = &item.value {
+                each(&item.key, value);
             }
         }
     }

@@ -427,8 +427,6 @@ impl PeerSync {
     }
 }
 
-/// One document's side of one connection: its Automerge sync state, what we last told the
-/// peer, and the numbering of its messages (see [`Message::Doc`]).
 /// Adds to `message` the changes of our heads that the peer is not known to have and that were
 /// never sent to it. Automerge leaves out of a message every change the peer's Bloom filter says
 /// it has, and about one such claim in a hundred is false: that change then waits until the
@@ -468,6 +466,8 @@ fn add_unsent_heads(
     state.sent_hashes.extend(unsent);
 }
 
+/// One document's side of one connection: its Automerge sync state, what we last told the
+/// peer, and the numbering of its messages (see [`Message::Doc`]).
 #[derive(Default)]
 struct DocLink {
     state: sync::State,

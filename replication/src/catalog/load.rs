@@ -8,7 +8,7 @@ use crate::bucketed;
 use crate::docstore::{DocStore, StoreError};
 use automerge::{AutoCommit, ReadDoc, ROOT};
 use edgerate_model::account::Account;
-use edgerate_model::card::{CardMeta, RevisionMeta};
+use edgerate_model::card::{CardMeta, RevisionMeta, ShardGen};
 use edgerate_model::dataset::DatasetKind;
 use edgerate_model::index::PrefixIndex;
 use edgerate_model::rule::Rule;
@@ -159,15 +159,15 @@ pub(super) fn load_card(
     })?;
     let mut revisions = BTreeMap::new();
     for (_, rev) in revs {
-        let Some(rev) = servable(docs, id, rev, &recorded) else {
-            continue;
-        };
         let kept = existing
             .and_then(|c| c.revisions.get(&rev.rev))
             .filter(|r| {
                 (r.meta.docs.as_str(), r.meta.shards, r.meta.buckets)
                     == (rev.docs.as_str(), rev.shards, rev.buckets)
             });
+        let Some(rev) = servable(docs, id, rev, &recorded, kept.map(|r| &r.meta)) else {
+            continue;
+        };
         let revision = match kept {
             Some(r) => {
                 for shard in 0..rev.shards {
@@ -195,34 +195,36 @@ pub(super) fn load_card(
 
 /// Revision `rev` with, for each shard, the document this node serves it from: the deepest
 /// generation recorded ([`read_generations`]) that is here whole, else the revision's own
-/// document. `None` while some shard has neither (a revision still arriving).
+/// document. `None` while some shard has neither (a revision still arriving). What `kept`
+/// (the revision as loaded already) serves is whole without looking again.
 fn servable(
     docs: &DocStore,
     card: &str,
     mut rev: RevisionMeta,
     recorded: &Generations,
+    kept: Option<&RevisionMeta>,
 ) -> Option<RevisionMeta> {
     let base = rules_key(&rev);
     rev.gens.clear();
     for shard in 0..rev.shards {
-        let whole = |meta: &RevisionMeta| {
-            let id = DocId::rules(card, meta, shard).to_string();
-            complete(docs, &|_| id.clone(), 1, meta.buckets)
+        let whole = |gen: Option<&ShardGen>| {
+            if kept.is_some_and(|k| k.gens.get(&shard) == gen) {
+                return true;
+            }
+            let id = DocId::Rules {
+                card: card.to_owned(),
+                docs: gen.map_or_else(|| base.clone(), |g| g.docs.clone()),
+                shard,
+            }
+            .to_string();
+            complete(docs, &|_| id.clone(), 1, rev.buckets)
         };
-        let chosen = recorded
-            .get(&(base.clone(), shard))
-            .into_iter()
-            .flatten()
-            .find(|gen| {
-                let mut candidate = rev.clone();
-                candidate.gens.insert(shard, (*gen).clone());
-                whole(&candidate)
-            });
-        match chosen {
+        let gens = recorded.get(&(base.clone(), shard));
+        match gens.into_iter().flatten().find(|gen| whole(Some(gen))) {
             Some(gen) => {
                 rev.gens.insert(shard, gen.clone());
             }
-            None if whole(&rev) => {}
+            None if whole(None) => {}
             None => return None,
         }
     }

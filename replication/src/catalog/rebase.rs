@@ -19,19 +19,20 @@
 //! carry is idempotent (the new generation then holds an edit of the prefix at that time).
 //! Notes of recent live edits go along ([`EditBundle`]), for carrying onto a racing import.
 
-use super::carry::{read_history, rule_keys, BundledEdit, EditBundle, EditNote, Noted, REBASE_TAG};
+use super::carry::{
+    noted_edits, read_history, rule_keys, BundledEdit, EditBundle, EditNote, Noted, REBASE_TAG,
+};
 use super::doc_id::{rules_key, DocId};
 use super::load::with_doc;
-use super::{docs_key, map_id, put_json, CardView, Catalog, CatalogError, RevisionView};
+use super::{docs_key, map_id, put_json, Catalog, CatalogError, RevisionView};
 use crate::bucketed::{self, Bucket};
 use automerge::{
     hydrate, transaction::CommitOptions, transaction::Transactable, AutoCommit, ChangeHash,
-    ReadDoc, ScalarValue, ValueRef, ROOT,
+    ReadDoc, ValueRef, ROOT,
 };
 use edgerate_model::card::{RevisionMeta, ShardGen};
 use edgerate_model::rule::Rule;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// A shard is rebased once its history holds more changes than this…
 const MIN_CHANGES: usize = 1_000;
@@ -150,16 +151,13 @@ fn stamps_after(
             out.insert(prefix, new);
         }
     };
-    for b in (0..buckets).filter(|_| after.is_none()) {
-        if let Ok(map) = map_id(d, ROOT, &stamps_key(b)) {
-            for item in d.map_range(&map, ..) {
-                if let ValueRef::Scalar(automerge::ScalarValueRef::Str(s)) = &item.value {
-                    if let Some(s) = Stamp::decode(s) {
-                        stamp(item.key.into_owned(), s);
-                    }
-                }
+    // Only a generation has stamp maps (all of them, written with it).
+    if after.is_none() && map_id(d, ROOT, &stamps_key(0)).is_ok() {
+        bucketed::read_maps(d, &stamps_key, buckets, |prefix, s| {
+            if let Some(s) = Stamp::decode(s) {
+                stamp(prefix.to_owned(), s);
             }
-        }
+        })?;
     }
     let mut unnoted = Vec::new();
     for m in d.get_changes_meta(after.unwrap_or_default()) {
@@ -241,26 +239,13 @@ fn history(d: &mut AutoCommit) -> History {
 /// The notes of this node's live edits a document holds that were made at or after `since`
 /// (its own edits' notes, and those bundled into it).
 fn live_notes(d: &mut AutoCommit, me: &automerge::ActorId, since: i64) -> Vec<BundledEdit> {
-    let mut notes = Vec::new();
-    for m in d.get_changes_meta(&[]) {
-        if *m.actor != *me {
-            continue;
-        }
-        let edits = match Noted::read(m.message.as_deref()) {
-            Noted::Edit(note) => vec![BundledEdit {
-                time: m.timestamp,
-                note,
-            }],
-            Noted::Bundle(bundle) => bundle,
-            Noted::Rebase | Noted::Other => Vec::new(),
-        };
-        notes.extend(
-            edits
-                .into_iter()
-                .filter(|e| e.time >= since && e.note.live.is_some()),
-        );
-    }
-    notes
+    d.get_changes_meta(&[])
+        .into_iter()
+        .filter(|m| *m.actor == *me)
+        .flat_map(|m| noted_edits(m.timestamp, m.message.as_deref()))
+        .filter(|(time, note)| *time >= since && note.live.is_some())
+        .map(|(time, note)| BundledEdit { time, note })
+        .collect()
 }
 
 /// The newest change time in a document (what its rebased generation is stamped with, so a
@@ -274,35 +259,32 @@ fn newest_time(d: &mut AutoCommit) -> i64 {
         .unwrap_or(0)
 }
 
-/// A shard document's rules, bucket by bucket, ready to be written into a new document.
-fn buckets_of(d: &AutoCommit, buckets: u32) -> Result<Vec<Bucket>, CatalogError> {
-    (0..buckets)
-        .map(|b| {
-            let map = map_id(d, ROOT, &bucketed::bucket_key(b))?;
-            Ok(d.map_range(&map, ..)
-                .filter_map(|item| match item.value {
-                    ValueRef::Scalar(automerge::ScalarValueRef::Str(value)) => Some((
-                        item.key.into_owned(),
-                        hydrate::Value::Scalar(ScalarValue::Str(value.into())),
-                    )),
-                    _ => None,
-                })
-                .collect())
-        })
-        .collect()
+/// Shard `shard`'s entries laid out by bucket ([`bucketed::layout`]), ready to be written
+/// into a new document of revision `meta`.
+fn by_bucket(
+    entries: impl IntoIterator<Item = (String, String)>,
+    meta: &RevisionMeta,
+    shard: u32,
+) -> Vec<Bucket> {
+    bucketed::layout(entries, meta.shards, meta.buckets).swap_remove(shard as usize)
 }
 
-/// Stamps laid out by bucket, ready to be written beside the rules.
-fn stamp_buckets(stamps: &HashMap<String, Stamp>, meta: &RevisionMeta) -> Vec<Bucket> {
-    let mut out: Vec<Bucket> = (0..meta.buckets).map(|_| HashMap::new()).collect();
-    for (prefix, stamp) in stamps {
-        let (_, bucket) = bucketed::locate(prefix, meta.shards, meta.buckets);
-        out[bucket as usize].insert(
-            prefix.clone(),
-            hydrate::Value::Scalar(ScalarValue::Str(stamp.encode().into())),
-        );
+/// Writes `value` (an encoded rule; none: deleted) for `prefix` into a shard document of
+/// revision `meta`, uncommitted; returns its bucket.
+fn write_value(
+    d: &mut AutoCommit,
+    meta: &RevisionMeta,
+    prefix: &str,
+    value: Option<&str>,
+) -> Result<u32, CatalogError> {
+    let (_, bucket) = bucketed::locate(prefix, meta.shards, meta.buckets);
+    let map = map_id(d, ROOT, &bucketed::bucket_key(bucket))?;
+    match value {
+        Some(v) => d.put(&map, prefix, v)?,
+        None if d.get(&map, prefix)?.is_some() => d.delete(&map, prefix)?,
+        None => {}
     }
-    out
+    Ok(bucket)
 }
 
 /// The current value of `prefix` in a shard document (the encoded rule), if any.
@@ -328,7 +310,9 @@ impl Catalog {
                 for shard in 0..rev.meta.shards {
                     let id = DocId::rules(&card.meta.id, &rev.meta, shard).to_string();
                     seen.insert(id.clone());
-                    if !self.history_changed(&id) {
+                    // Weighed again only when its heads moved, but every pass during a cut:
+                    // the limit falls when the cluster is whole again.
+                    if whole && !self.history_changed(&id) {
                         continue;
                     }
                     let Some(h) = self.inner.docs.inspect(&id, history) else {
@@ -422,10 +406,15 @@ impl Catalog {
         let read = self.inner.docs.inspect(&old, |d| {
             let heads = d.get_heads();
             let stamps = stamps(d, meta.buckets, 0)?;
+            let mut rules = Vec::new();
+            bucketed::read_maps(d, &bucketed::bucket_key, meta.buckets, |k, v| {
+                rules.push((k.to_owned(), v.to_owned()));
+            })?;
+            let stamps = stamps.into_iter().map(|(k, s)| (k, s.encode()));
             Ok::<_, CatalogError>((
                 heads,
-                buckets_of(d, meta.buckets)?,
-                stamp_buckets(&stamps, meta),
+                by_bucket(rules, meta, shard),
+                by_bucket(stamps, meta, shard),
                 newest_time(d),
             ))
         });
@@ -527,15 +516,7 @@ impl Catalog {
         .to_string();
         self.inner.docs.change::<_, CatalogError>(&new, |d| {
             for (prefix, value, stamp) in &delta {
-                let (_, bucket) = bucketed::locate(prefix, rev.meta.shards, rev.meta.buckets);
-                let map = map_id(d, ROOT, &bucketed::bucket_key(bucket))?;
-                match value {
-                    Some(v) => d.put(&map, prefix.as_str(), v.as_str())?,
-                    None if d.get(&map, prefix.as_str())?.is_some() => {
-                        d.delete(&map, prefix.as_str())?
-                    }
-                    None => {}
-                }
+                let bucket = write_value(d, &rev.meta, prefix, value.as_deref())?;
                 if let Some(stamp) = stamp {
                     let stamps = map_id(d, ROOT, &stamps_key(bucket))?;
                     d.put(&stamps, prefix.as_str(), stamp.encode())?;
@@ -568,23 +549,9 @@ impl Catalog {
         self.inner.docs.announce(&new);
         let mut next = rev.clone();
         next.meta.gens.insert(shard, gen);
-        self.put_revision_view(&card, next);
+        self.show_revision(&card, card.meta.clone(), next);
         self.inner.docs.remove(old)?;
         Ok(true)
-    }
-
-    /// Shows `revision` in place of its card's revision of the same number (no write).
-    fn put_revision_view(&self, card: &CardView, revision: RevisionView) {
-        let mut revisions = card.revisions.clone();
-        revisions.insert(revision.meta.rev, revision);
-        let next = CardView {
-            meta: card.meta.clone(),
-            revisions,
-        };
-        let id = next.meta.id.clone();
-        self.update_view(|v| {
-            v.cards.insert(id, Arc::new(next));
-        });
     }
 
     /// Leaves every shard document of card `card_id` that a generation this node serves has
@@ -609,12 +576,10 @@ impl Catalog {
             Ok(read_generations(d, &card_doc))
         })?;
         let held: Vec<(String, u32)> = self
-            .inner
-            .docs
-            .ids()
-            .into_iter()
-            .filter_map(|id| match DocId::parse(&id) {
-                Some(DocId::Rules { card, docs, shard }) if card == card_id => Some((docs, shard)),
+            .rule_docs(card_id)
+            .iter()
+            .filter_map(|id| match DocId::parse(id) {
+                Some(DocId::Rules { docs, shard, .. }) => Some((docs, shard)),
                 _ => None,
             })
             .collect();
@@ -701,14 +666,8 @@ impl Catalog {
         // the notes after them.
         self.inner.docs.change::<_, CatalogError>(&current, |d| {
             for (rule, time, note) in &writes {
-                let prefix = note.prefix.as_str();
-                let (_, bucket) = bucketed::locate(prefix, rev.meta.shards, rev.meta.buckets);
-                let map = map_id(d, ROOT, &bucketed::bucket_key(bucket))?;
-                match rule {
-                    Some(rule) => d.put(&map, prefix, rule.encode())?,
-                    None if d.get(&map, prefix)?.is_some() => d.delete(&map, prefix)?,
-                    None => {}
-                }
+                let encoded = rule.as_ref().map(Rule::encode);
+                write_value(d, &rev.meta, &note.prefix, encoded.as_deref())?;
                 let options = || {
                     CommitOptions::default()
                         .with_time(*time)
@@ -774,6 +733,9 @@ impl Catalog {
             let named = gens
                 .get(&(base.to_owned(), shard))
                 .is_some_and(|g| g.iter().any(|g| g.docs == docs));
+            if named {
+                continue;
+            }
             let mine = self
                 .inner
                 .docs
@@ -781,7 +743,7 @@ impl Catalog {
                     d.get_changes_meta(&[]).iter().all(|m| *m.actor == me)
                 })
                 .unwrap_or(false);
-            if !named && mine {
+            if mine {
                 tracing::info!(doc = %id, "removing a rebased document a crash left unswitched");
                 if let Err(e) = self.inner.docs.remove(&id) {
                     tracing::warn!(doc = %id, error = %e, "could not remove a document");

@@ -89,10 +89,17 @@ impl Catalog {
                 self.renumber_lost_revisions(card)?;
                 self.reload_card(card, &registry)?;
             }
-            DocId::Rules { card, .. } => {
+            DocId::Rules {
+                card, docs: key, ..
+            } => {
                 // Rules of a revision not loaded yet: it may be complete now.
                 let registry = read_registry(docs)?;
                 self.reload_card(card, &registry)?;
+                // A generation that is not served: one a served one replaced (that lost to it,
+                // or arrived late) is left.
+                if key.contains('_') {
+                    self.leave_replaced(card);
+                }
             }
         }
         Ok(())
@@ -186,8 +193,14 @@ impl Catalog {
                 })
             })
         });
-        // Documents a generation it serves replaced (or one that lost to it) are left.
-        let rebased = card.revisions.values().any(|r| !r.meta.gens.is_empty());
+        // A shard now served from another generation: the documents it replaced are left.
+        let rebased = card.revisions.values().any(|r| {
+            !r.meta.gens.is_empty()
+                && existing
+                    .as_ref()
+                    .and_then(|old| old.revisions.get(&r.meta.rev))
+                    .is_none_or(|o| o.meta.gens != r.meta.gens)
+        });
         self.update_view(|v| {
             v.remove_card(id);
             v.insert_card(card);

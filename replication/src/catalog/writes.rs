@@ -371,16 +371,20 @@ impl Catalog {
                 let revs = map_id(d, ROOT, "revisions")?;
                 put_json(d, &revs, &meta.rev.to_string(), &meta)
             })?;
-        let mut revisions = card.revisions.clone();
-        revisions.insert(meta.rev, revision);
-        let next = CardView {
-            meta: card_meta,
-            revisions,
-        };
-        self.update_view(|v| {
-            v.cards.insert(card_id, Arc::new(next));
-        });
+        self.show_revision(card, card_meta, revision);
         Ok(())
+    }
+
+    /// Shows card `card` with settings `meta` and `revision` in place of its revision of the
+    /// same number (the view only: what it shows is already durable).
+    pub(super) fn show_revision(&self, card: &CardView, meta: CardMeta, revision: RevisionView) {
+        let mut revisions = card.revisions.clone();
+        revisions.insert(revision.meta.rev, revision);
+        let id = meta.id.clone();
+        let next = CardView { meta, revisions };
+        self.update_view(|v| {
+            v.cards.insert(id, Arc::new(next));
+        });
     }
 
     /// Replaces dataset `kind` with `rows` (validated: unique digit keys), atomically: the new
