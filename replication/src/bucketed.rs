@@ -14,6 +14,9 @@ use std::collections::HashMap;
 /// One bucket's entries, as Automerge values ready for one batch insert.
 pub type Bucket = HashMap<String, hydrate::Value>;
 
+/// Maps laid out like a shard's buckets: map `b` is stored under `key(b)`.
+pub type Layer = (fn(u32) -> String, Vec<Bucket>);
+
 /// Document schema version of shard documents.
 const SCHEMA_VERSION: u64 = 1;
 
@@ -74,7 +77,7 @@ pub fn write(
                         create_shard(
                             docs,
                             &doc_id(shard),
-                            bucket_maps,
+                            vec![(bucket_key, bucket_maps)],
                             &CommitOptions::default,
                             true,
                         )?;
@@ -111,28 +114,31 @@ pub fn layout(
     layout
 }
 
-/// Creates one shard document `id` holding `bucket_maps` (bucket `b` at index `b`), durable
-/// before this returns: the schema version, then one change per bucket (one batch insert),
-/// each committed with `options`. With `announce`, peers are told of it at once (see
+/// Creates one shard document `id`, durable before this returns: the schema version, then,
+/// for each `(map_key, maps)` of `layers` (the buckets, and a rebased shard's stamps beside
+/// them), map `b` as `map_key(b)`, one change (one batch insert) each, every change committed
+/// with `options`. With `announce`, peers are told of it at once (see
 /// [`DocStore::create_with`]).
 pub fn create_shard(
     docs: &DocStore,
     id: &str,
-    bucket_maps: Vec<Bucket>,
+    layers: Vec<Layer>,
     options: &dyn Fn() -> CommitOptions,
     announce: bool,
 ) -> Result<(), CatalogError> {
     docs.create_with::<_, CatalogError>(id, announce, |d| {
         d.put(ROOT, "v", SCHEMA_VERSION)?;
         d.commit_with(options());
-        for (b, map) in bucket_maps.into_iter().enumerate() {
-            d.batch_create_object(
-                ROOT,
-                bucket_key(b as u32),
-                &hydrate::Value::Map(map.into()),
-                false,
-            )?;
-            d.commit_with(options());
+        for (map_key, maps) in layers {
+            for (b, map) in maps.into_iter().enumerate() {
+                d.batch_create_object(
+                    ROOT,
+                    map_key(b as u32),
+                    &hydrate::Value::Map(map.into()),
+                    false,
+                )?;
+                d.commit_with(options());
+            }
         }
         Ok(())
     })

@@ -27,8 +27,8 @@ use super::load::with_doc;
 use super::{docs_key, map_id, put_json, Catalog, CatalogError, RevisionView};
 use crate::bucketed::{self, Bucket};
 use automerge::{
-    hydrate, transaction::CommitOptions, transaction::Transactable, AutoCommit, ChangeHash,
-    ReadDoc, ValueRef, ROOT,
+    transaction::CommitOptions, transaction::Transactable, AutoCommit, ChangeHash, ReadDoc,
+    ValueRef, ROOT,
 };
 use edgerate_model::card::{RevisionMeta, ShardGen};
 use edgerate_model::rule::Rule;
@@ -269,6 +269,17 @@ fn by_bucket(
     bucketed::layout(entries, meta.shards, meta.buckets).swap_remove(shard as usize)
 }
 
+/// Keeps `notes` (live edits' notes) in a document, as one empty change stamped `time`.
+fn keep_notes(d: &mut AutoCommit, notes: &[BundledEdit], time: i64) {
+    if !notes.is_empty() {
+        d.empty_change(
+            CommitOptions::default()
+                .with_time(time)
+                .with_message(EditBundle::write(notes)),
+        );
+    }
+}
+
 /// Writes `value` (an encoded rule; none: deleted) for `prefix` into a shard document of
 /// revision `meta`, uncommitted; returns its bucket.
 fn write_value(
@@ -429,23 +440,15 @@ impl Catalog {
         // Not offered to peers before the switch names it: a generation no entry names is left
         // alone everywhere (it may be one whose entry is on its way), and this one, if the
         // switch never happens, is known to no other node.
-        bucketed::create_shard(&self.inner.docs, &new, rules, &options, false)?;
-        let written = self.inner.docs.change::<_, CatalogError>(&new, |d| {
-            for (b, map) in stamps.into_iter().enumerate() {
-                d.batch_create_object(
-                    ROOT,
-                    stamps_key(b as u32),
-                    &hydrate::Value::Map(map.into()),
-                    false,
-                )?;
-                d.commit_with(options());
-            }
-            Ok(())
-        });
-        let switched = written.and_then(|()| {
+        let layers = vec![
+            (bucketed::bucket_key as fn(u32) -> String, rules),
+            (stamps_key, stamps),
+        ];
+        bucketed::create_shard(&self.inner.docs, &new, layers, &options, false)?;
+        let switched = {
             let _w = self.inner.write.lock();
             self.switch_to_rebased(card, meta, shard, &old, &key, &heads)
-        });
+        };
         if !matches!(switched, Ok(true)) {
             if let Err(e) = self.inner.docs.remove(&new) {
                 tracing::warn!(doc = %new, error = %e, "could not remove an unused rebased document");
@@ -527,13 +530,7 @@ impl Catalog {
                     .with_time(time)
                     .with_message(REBASE_TAG),
             );
-            if !notes.is_empty() {
-                d.empty_change(
-                    CommitOptions::default()
-                        .with_time(time)
-                        .with_message(EditBundle::write(&notes)),
-                );
-            }
+            keep_notes(d, &notes, time);
             Ok(())
         })?;
         let gen = ShardGen {
@@ -677,14 +674,7 @@ impl Catalog {
                     d.empty_change(options());
                 }
             }
-            if !notes.is_empty() {
-                let time = notes.iter().map(|e| e.time).max().unwrap_or(0);
-                d.empty_change(
-                    CommitOptions::default()
-                        .with_time(time)
-                        .with_message(EditBundle::write(&notes)),
-                );
-            }
+            keep_notes(d, &notes, notes.iter().map(|e| e.time).max().unwrap_or(0));
             Ok(())
         })?;
         let mut index = rev.index.write();
