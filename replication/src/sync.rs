@@ -8,7 +8,7 @@
 //! - Event log: the peer pulls by version vector ([`Message::LogPull`]), in batches; a local
 //!   append sends [`Message::LogNotify`] so it pulls at once.
 //! - Daily request counts ([`Message::Usage`]) and the member list ([`Message::Members`]) are
-//!   sent every tick.
+//!   sent when a link opens, then at a tick when they changed.
 
 use crate::catalog::Catalog;
 use crate::eventlog::{EventLog, Record};

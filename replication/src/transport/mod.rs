@@ -28,6 +28,18 @@
 //! The members are remembered in the data dir (`members`) and dialled again after a restart, so
 //! a node whose seeds are down when it starts still reaches everyone else it knew.
 //!
+//! Membership and failure detection are the links themselves, not a SWIM layer beside them.
+//! Replication needs a live connection to every member anyway, so whether a member is up is
+//! whether its link is (QUIC keep-alives every second, closed after 5 s of silence), and members
+//! learn of each other from the lists their links carry (when a link opens, then when the list
+//! changes). foca (SWIM, as Corrosion uses it) was measured against this on 10 nodes
+//! (`scripts/bench-membership.sh`, BENCHMARKS.md): it declares a killed member down no sooner
+//! (5.6 s with its LAN configuration, the same as the links), sees a restarted one back no
+//! sooner, and its probes (~110 bytes a second per member) would come on top of the links'
+//! keep-alives, which a link needs to notice its own death. It would also be a second opinion
+//! on liveness that can disagree with the link replication actually runs over (a member SWIM
+//! reaches indirectly but this node cannot dial is still one it cannot sync with).
+//!
 //! A file named `isolate` in the data dir cuts this node off: connections are closed and no
 //! new ones made or accepted until it is removed (maintenance, and partition tests).
 //!

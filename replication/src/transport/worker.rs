@@ -1,5 +1,6 @@
 //! The per-peer sync thread's input queue and its loop: applying what the peer sent, pushing
-//! local changes, and anti-entropy every tick.
+//! local changes, and anti-entropy every tick (request counts and the member list only when
+//! they changed).
 
 use super::framing::bad_message;
 use super::{Shared, INPUT_QUEUE, PUSH_HEADROOM};
@@ -49,9 +50,12 @@ pub(super) fn sync_loop(
     frames: mpsc::Sender<Vec<u8>>,
 ) {
     let mut sync = PeerSync::new(shared.replica.clone(), peer.to_owned());
+    let mut wire = WireBytes::default();
+    let mut members = Changed::default();
+    let mut usage = Changed::default();
     let mut out = Vec::new();
     sync.tick(&mut out);
-    out.push(members_message(shared));
+    out.extend(members.news(members_list(shared)).map(Message::Members));
     loop {
         sync.flush(&mut out);
         for message in out.drain(..) {
@@ -84,11 +88,13 @@ pub(super) fn sync_loop(
         if overflowed.swap(false, Ordering::Relaxed) || tick {
             sync.tick(&mut out);
             let day = edgerate_model::time::now().div_euclid(86_400);
-            out.push(Message::Usage {
-                day,
-                counts: shared.replica.usage.local(day),
-            });
-            out.push(members_message(shared));
+            let counts = (day, shared.replica.usage.local(day));
+            out.extend(
+                usage
+                    .news(counts)
+                    .map(|(day, counts)| Message::Usage { day, counts }),
+            );
+            out.extend(members.news(members_list(shared)).map(Message::Members));
             if sync.stalled() {
                 metrics::counter!("edgerate_peer_stalls_total").increment(1);
                 tracing::warn!(
@@ -105,7 +111,28 @@ pub(super) fn sync_loop(
             });
             metrics::gauge!("edgerate_peer_lag", "peer" => peer.to_owned()).set(lag as f64);
             metrics::gauge!("edgerate_peer_rtt_seconds", "peer" => peer.to_owned()).set(rtt / 1e3);
+            wire.count(conn);
         }
+    }
+}
+
+/// UDP bytes of one connection already counted in `edgerate_peer_wire_bytes_total`: what the
+/// link costs on the wire, QUIC framing, keep-alives and retransmissions included.
+#[derive(Default)]
+struct WireBytes {
+    sent: u64,
+    received: u64,
+}
+
+impl WireBytes {
+    fn count(&mut self, conn: &Connection) {
+        let stats = conn.stats();
+        let (sent, received) = (stats.udp_tx.bytes, stats.udp_rx.bytes);
+        metrics::counter!("edgerate_peer_wire_bytes_total", "direction" => "out")
+            .increment(sent.saturating_sub(self.sent));
+        metrics::counter!("edgerate_peer_wire_bytes_total", "direction" => "in")
+            .increment(received.saturating_sub(self.received));
+        (self.sent, self.received) = (sent, received);
     }
 }
 
@@ -126,9 +153,31 @@ fn drain(inputs: &mut mpsc::Receiver<Input>) -> Vec<Input> {
     batch
 }
 
+/// The last value of something sent to the peer every tick only when it changed: the stream
+/// is reliable and ordered, and a new connection starts with nothing sent. An idle link then
+/// carries anti-entropy and keep-alives, not the member list every second.
+struct Changed<T>(Option<T>);
+
+impl<T> Default for Changed<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<T: PartialEq + Clone> Changed<T> {
+    /// `value` when it differs from what was sent last (it is then taken as sent).
+    fn news(&mut self, value: T) -> Option<T> {
+        (self.0.as_ref() != Some(&value)).then(|| {
+            self.0 = Some(value.clone());
+            value
+        })
+    }
+}
+
 /// Everyone this node knows, at the addresses recorded for them (all dialable), and itself
-/// only when it has an address to advertise: peers otherwise use the one they observe.
-fn members_message(shared: &Shared) -> Message {
+/// only when it has an address to advertise: peers otherwise use the one they observe. Sorted,
+/// so an unchanged membership compares equal.
+fn members_list(shared: &Shared) -> Vec<MemberInfo> {
     let mut list: Vec<MemberInfo> = shared
         .members
         .peers()
@@ -150,5 +199,6 @@ fn members_message(shared: &Shared) -> Message {
             ..shared.hello.clone()
         });
     }
-    Message::Members(list)
+    list.sort_by(|a, b| a.id.cmp(&b.id));
+    list
 }
