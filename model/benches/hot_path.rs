@@ -173,7 +173,11 @@ fn benches(c: &mut Criterion) {
         ("longest_match_1m_random", random_card()),
     ] {
         let (median, p99) = p99_per_lookup(&index, &numbers);
-        println!("{name}: batches of 16: median {median:.0} ns, p99 {p99:.0} ns per lookup");
+        println!(
+            "{name}: batches of 16: median {median:.0} ns, p99 {p99:.0} ns per lookup; index {:.0} MiB for {} rules",
+            index.heap_bytes() as f64 / f64::from(1 << 20),
+            index.len()
+        );
         let mut i = 0;
         c.bench_function(name, |b| {
             b.iter(|| {

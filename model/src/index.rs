@@ -2,13 +2,18 @@
 //! nanoseconds, ordered iteration for listing and export, and in-place upsert/removal so a
 //! single rule edit never rebuilds a large card.
 //!
-//! A decimal trie: node `i` has ten child slots (0 = none, the root is never a child) and an
-//! optional rule slot. Nodes and rules live in flat vectors, so the whole index is a handful of
-//! allocations and a lookup touches at most one node per digit.
+//! A decimal trie: node `i` has ten child slots and an optional rule slot. A child slot holds
+//! nothing (0: the root is never a child), a node, or — for a prefix nothing longer extends,
+//! most of a carrier's card — the rule itself ([`LEAF`]), so leaves cost no node and the last
+//! read of a lookup is the rule. Nodes and rules live in flat vectors, so the whole index is a
+//! handful of allocations and a lookup touches at most one node per digit.
 
 use crate::rule::Rule;
 
 const NO_RULE: u32 = u32::MAX;
+/// Marks a child slot holding a rule slot rather than a node: a prefix with no longer prefix
+/// below it.
+const LEAF: u32 = 1 << 31;
 /// Leading digits resolved by one read of the direct table.
 const DIRECT_DIGITS: usize = 5;
 const DIRECT_SIZE: usize = 100_000;
@@ -79,6 +84,18 @@ impl PrefixIndex {
         }
     }
 
+    /// Bytes the index holds on the heap (its nodes, rule slots and direct table; not what the
+    /// rules point to, such as shared names).
+    pub fn heap_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.rules.capacity() * std::mem::size_of::<Option<Rule>>()
+            + self.free_rules.capacity() * std::mem::size_of::<u32>()
+            + self
+                .direct
+                .as_ref()
+                .map_or(0, |d| d.capacity() * std::mem::size_of::<Direct>())
+    }
+
     /// Number of rules.
     pub fn len(&self) -> usize {
         self.len
@@ -123,6 +140,10 @@ impl PrefixIndex {
             if child == 0 {
                 break;
             }
+            if child & LEAF != 0 {
+                best = Some((depth + 1, child & !LEAF));
+                break;
+            }
             node = &self.nodes[child as usize];
             if node.rule != NO_RULE {
                 best = Some((depth + 1, node.rule));
@@ -136,9 +157,13 @@ impl PrefixIndex {
 
     /// The rule stored exactly under `prefix`.
     pub fn get(&self, prefix: &str) -> Option<&Rule> {
-        let node = self.find_node(prefix)?;
-        let slot = self.nodes[node].rule;
-        (slot != NO_RULE).then(|| self.rule_at(slot))
+        match self.find(prefix)? {
+            At::Node(node) => {
+                let slot = self.nodes[node].rule;
+                (slot != NO_RULE).then(|| self.rule_at(slot))
+            }
+            At::Leaf { slot, .. } => Some(self.rule_at(slot)),
+        }
     }
 
     /// Inserts or replaces the rule for `prefix` (ASCII digits, non-empty); returns the old one.
@@ -147,29 +172,50 @@ impl PrefixIndex {
             crate::number::is_prefix(prefix),
             "prefix {prefix:?} must be validated"
         );
+        let (&last, path) = prefix.as_bytes().split_last()?;
         let mut node = 0usize;
-        for b in prefix.bytes() {
+        for b in path {
             let digit = usize::from(b - b'0');
             let child = self.nodes[node].children[digit];
-            node = if child == 0 {
-                let id = u32::try_from(self.nodes.len()).expect("fewer than 2^32 trie nodes");
-                self.nodes.push(Node::EMPTY);
+            node = if child == 0 || child & LEAF != 0 {
+                // A new node; a leaf that a longer prefix now extends becomes one, keeping
+                // its rule.
+                let id = u32::try_from(self.nodes.len())
+                    .ok()
+                    .filter(|id| id & LEAF == 0)
+                    .expect("fewer than 2^31 trie nodes");
+                let rule = if child == 0 { NO_RULE } else { child & !LEAF };
+                self.nodes.push(Node {
+                    children: [0; 10],
+                    rule,
+                });
                 self.nodes[node].children[digit] = id;
                 id as usize
             } else {
                 child as usize
             };
         }
-        let slot = self.nodes[node].rule;
-        if slot != NO_RULE {
-            return self.rules[slot as usize].replace(rule);
+        let digit = usize::from(last - b'0');
+        let child = self.nodes[node].children[digit];
+        let held = match child {
+            0 => NO_RULE,
+            leaf if leaf & LEAF != 0 => leaf & !LEAF,
+            inner => self.nodes[inner as usize].rule,
+        };
+        if held != NO_RULE {
+            return self.rules[held as usize].replace(rule);
         }
-        self.insert_slot(node, rule);
+        let slot = self.new_slot(rule);
+        if child == 0 {
+            self.nodes[node].children[digit] = LEAF | slot;
+        } else {
+            self.nodes[child as usize].rule = slot;
+        }
         self.refresh_direct(prefix);
         None
     }
 
-    fn insert_slot(&mut self, node: usize, rule: Rule) {
+    fn new_slot(&mut self, rule: Rule) -> u32 {
         let slot = match self.free_rules.pop() {
             Some(free) => {
                 self.rules[free as usize] = Some(rule);
@@ -177,18 +223,30 @@ impl PrefixIndex {
             }
             None => {
                 self.rules.push(Some(rule));
-                u32::try_from(self.rules.len() - 1).expect("fewer than 2^32 rules")
+                u32::try_from(self.rules.len() - 1)
+                    .ok()
+                    .filter(|slot| slot & LEAF == 0)
+                    .expect("fewer than 2^31 rules")
             }
         };
-        self.nodes[node].rule = slot;
         self.len += 1;
+        slot
     }
 
     /// Removes the rule for `prefix`; returns it. Trie nodes stay (they are cheap and a removed
     /// prefix is often set again).
     pub fn remove(&mut self, prefix: &str) -> Option<Rule> {
-        let node = self.find_node(prefix)?;
-        let slot = std::mem::replace(&mut self.nodes[node].rule, NO_RULE);
+        let slot = match self.find(prefix)? {
+            At::Node(node) => std::mem::replace(&mut self.nodes[node].rule, NO_RULE),
+            At::Leaf {
+                parent,
+                digit,
+                slot,
+            } => {
+                self.nodes[parent].children[digit] = 0;
+                slot
+            }
+        };
         if slot == NO_RULE {
             return None;
         }
@@ -230,6 +288,11 @@ impl PrefixIndex {
             if child == 0 {
                 return entry;
             }
+            if child & LEAF != 0 {
+                entry.rule = child & !LEAF;
+                entry.len = depth as u32 + 1;
+                return entry;
+            }
             node = child as usize;
             if self.nodes[node].rule != NO_RULE {
                 entry.rule = self.nodes[node].rule;
@@ -248,7 +311,13 @@ impl PrefixIndex {
         while let Some(node) = stack.pop() {
             order.push(node);
             let children = &self.nodes[node as usize].children;
-            stack.extend(children.iter().rev().copied().filter(|&c| c != 0));
+            stack.extend(
+                children
+                    .iter()
+                    .rev()
+                    .copied()
+                    .filter(|&c| c != 0 && c & LEAF == 0),
+            );
         }
         let mut new_id = vec![0u32; self.nodes.len()];
         for (new, &old) in order.iter().enumerate() {
@@ -259,7 +328,7 @@ impl PrefixIndex {
             .map(|&old| {
                 let mut node = self.nodes[old as usize].clone();
                 for child in &mut node.children {
-                    if *child != 0 {
+                    if *child != 0 && *child & LEAF == 0 {
                         *child = new_id[*child as usize];
                     }
                 }
@@ -280,10 +349,15 @@ impl PrefixIndex {
 
     /// Rules whose prefix starts with `filter` (all when empty), in ascending prefix order.
     pub fn iter_prefixed<'a>(&'a self, filter: &str) -> Iter<'a> {
-        let start = self.find_node(filter);
+        let (stack, leaf) = match self.find(filter) {
+            Some(At::Node(n)) => (vec![(n as u32, 0u8)], None),
+            Some(At::Leaf { slot, .. }) => (Vec::new(), Some(slot)),
+            None => (Vec::new(), None),
+        };
         Iter {
             index: self,
-            stack: start.map(|n| vec![(n as u32, 0u8)]).unwrap_or_default(),
+            stack,
+            leaf,
             prefix: filter.to_owned(),
             base_len: filter.len(),
             started: false,
@@ -295,20 +369,29 @@ impl PrefixIndex {
         self.iter_prefixed("")
     }
 
-    fn find_node(&self, prefix: &str) -> Option<usize> {
+    /// Where `prefix` ends in the trie, if it does.
+    fn find(&self, prefix: &str) -> Option<At> {
         let mut node = 0usize;
-        for b in prefix.bytes() {
-            let digit = b.wrapping_sub(b'0');
+        let mut bytes = prefix.bytes();
+        while let Some(b) = bytes.next() {
+            let digit = usize::from(b.wrapping_sub(b'0'));
             if digit > 9 {
                 return None;
             }
-            let child = self.nodes[node].children[usize::from(digit)];
+            let child = self.nodes[node].children[digit];
             if child == 0 {
                 return None;
             }
+            if child & LEAF != 0 {
+                return bytes.next().is_none().then_some(At::Leaf {
+                    parent: node,
+                    digit,
+                    slot: child & !LEAF,
+                });
+            }
             node = child as usize;
         }
-        Some(node)
+        Some(At::Node(node))
     }
 
     fn rule_at(&self, slot: u32) -> &Rule {
@@ -316,6 +399,16 @@ impl PrefixIndex {
             .as_ref()
             .expect("a node's rule slot is always filled")
     }
+}
+
+/// Where a prefix ends: at a node (which may hold a rule), or at a leaf child slot.
+enum At {
+    Node(usize),
+    Leaf {
+        parent: usize,
+        digit: usize,
+        slot: u32,
+    },
 }
 
 impl FromIterator<(String, Rule)> for PrefixIndex {
@@ -336,6 +429,8 @@ pub struct Iter<'a> {
     index: &'a PrefixIndex,
     /// (node, next child digit to visit); the current prefix is `prefix`.
     stack: Vec<(u32, u8)>,
+    /// The filter itself ends at a leaf: its one rule.
+    leaf: Option<u32>,
     prefix: String,
     base_len: usize,
     started: bool,
@@ -347,6 +442,9 @@ impl<'a> Iterator for Iter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         if !self.started {
             self.started = true;
+            if let Some(slot) = self.leaf {
+                return Some((self.prefix.clone(), self.index.rule_at(slot)));
+            }
             if let Some(&(node, _)) = self.stack.first() {
                 let slot = self.index.nodes[node as usize].rule;
                 if slot != NO_RULE && self.base_len > 0 {
@@ -368,6 +466,11 @@ impl<'a> Iterator for Iter<'a> {
             let child = self.index.nodes[*node as usize].children[usize::from(digit)];
             if child == 0 {
                 continue;
+            }
+            if child & LEAF != 0 {
+                let mut prefix = self.prefix.clone();
+                prefix.push(char::from(b'0' + digit));
+                return Some((prefix, self.index.rule_at(child & !LEAF)));
             }
             self.stack.push((child, 0));
             self.prefix.push(char::from(b'0' + digit));
@@ -466,6 +569,10 @@ mod tests {
             for number in &numbers {
                 let got = index.longest_match(number).map(|m| (m.prefix_len, m.rule));
                 prop_assert_eq!(got, naive(&model, number));
+                prop_assert_eq!(index.get(number), model.get(number));
+                let under: Vec<&String> = model.keys().filter(|p| p.starts_with(number.as_str())).collect();
+                let listed: Vec<String> = index.iter_prefixed(number).map(|(p, _)| p).collect();
+                prop_assert_eq!(listed.iter().collect::<Vec<_>>(), under);
             }
             let listed: Vec<(String, Rule)> = index.iter().map(|(p, r)| (p, r.clone())).collect();
             let expected: Vec<(String, Rule)> = model.clone().into_iter().collect();
