@@ -13,6 +13,7 @@
 //! as integers of 10⁻¹⁰ for exact sums.
 
 mod rerate;
+mod rollup;
 
 use edgerate_model::asrplus::AsrPlus;
 use edgerate_model::cdr::{Cdr, CdrInput, Leg, Rating};
@@ -25,9 +26,10 @@ use std::path::Path;
 use std::str::FromStr;
 use thiserror::Error;
 
-/// 2: per-account, per-day record counts (`daily_counts`), kept by triggers.
-const SCHEMA_VERSION: i64 = 3;
-const DAY: i64 = 86_400;
+/// 2: per-account, per-day record counts, kept by triggers; 3: providers and re-ratings;
+/// 4: the hourly rollup ([`rollup`]) in place of the per-day counts; the time index covers
+/// kind, SIP code and card.
+const SCHEMA_VERSION: i64 = 4;
 /// Costs are also stored as two integers for exact sums that cannot overflow: whole units, and
 /// the fraction in units of 10⁻¹⁰ (the finest card precision).
 const COST_SCALE: u32 = 10;
@@ -236,18 +238,15 @@ impl EventLog {
                re_cost_fraction INTEGER,
                PRIMARY KEY (origin, seq)) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS events_callid ON events(account, callid);
-             CREATE INDEX IF NOT EXISTS events_dt ON events(account, dt);
+             CREATE INDEX IF NOT EXISTS events_dt ON events(account, dt, kind, sip_code, card);
              CREATE INDEX IF NOT EXISTS events_number ON events(account, dest_number, dt);
              DROP INDEX IF EXISTS events_cli;
              DROP INDEX IF EXISTS events_code;
              CREATE INDEX IF NOT EXISTS events_time ON events(dt);
              CREATE TABLE IF NOT EXISTS heads (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS daily_counts (
-               account TEXT NOT NULL, day INTEGER NOT NULL, n INTEGER NOT NULL,
-               PRIMARY KEY (account, day)) WITHOUT ROWID;
 ",
         )?;
-        conn.execute_batch(COUNT_TRIGGERS)?;
+        conn.execute_batch(rollup::TABLE)?;
         let version: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                 r.get(0)
@@ -264,13 +263,6 @@ impl EventLog {
             Some(v) => {
                 // One transaction: a crash or a full disk midway leaves the old schema whole.
                 let tx = conn.unchecked_transaction()?;
-                if v < 2 {
-                    tx.execute_batch(
-                        "DELETE FROM daily_counts;
-                         INSERT INTO daily_counts (account, day, n)
-                           SELECT account, dt / 86400, COUNT(*) FROM events GROUP BY account, dt / 86400;",
-                    )?;
-                }
                 if v < 3 {
                     // Where the call went (the provider card and its destination prefix), and
                     // re-ratings (records of their own; the latest one's rating beside the
@@ -293,7 +285,14 @@ impl EventLog {
                          DROP TRIGGER IF EXISTS count_insert;
                          DROP TRIGGER IF EXISTS count_delete;",
                     )?;
-                    tx.execute_batch(COUNT_TRIGGERS)?;
+                }
+                if v < 4 {
+                    tx.execute_batch(
+                        "DROP TABLE IF EXISTS daily_counts;
+                         DROP INDEX events_dt;
+                         CREATE INDEX events_dt ON events(account, dt, kind, sip_code, card);",
+                    )?;
+                    rollup::fill(&tx)?;
                 }
                 tx.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema'",
@@ -302,6 +301,7 @@ impl EventLog {
                 tx.commit()?;
             }
         }
+        conn.execute_batch(&rollup::triggers())?;
         let (asrplus, quality) = read_views(&conn, bad_codes, quality_days, now)?;
         let has_rerates = conn
             .query_row("SELECT 1 FROM meta WHERE key = 'rerates'", [], |_| Ok(()))
@@ -537,8 +537,9 @@ impl EventLog {
     /// most selective filter given, rather than left to the planner's guess.
     fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
         use rusqlite::types::Value;
-        // Every index costs ingest throughput: the called number has one (the lookup the
-        // targets name); other filters scan the time range.
+        // Every index costs ingest throughput: the called number has one. The time index
+        // carries the kind, SIP code and card, so counting the partial hours at a range's edges
+        // (the rest comes from the rollup) reads no record; a CLI filter scans the range.
         let index = if filter.number.is_some() {
             "events_number"
         } else {
@@ -581,7 +582,7 @@ impl EventLog {
     ) -> Result<(u64, Vec<Record>), LogError> {
         let (clause, args) = Self::where_clause(filter);
         let conn = self.conn.lock();
-        let total = Self::total(&conn, filter, &clause, &args)?;
+        let total = Self::total(&conn, filter)?;
         let dir = if order == Order::Asc { "ASC" } else { "DESC" };
         let sql = format!("SELECT {LISTED} FROM events {clause} ORDER BY dt {dir}, origin {dir}, seq {dir} LIMIT {limit} OFFSET {offset}");
         let mut stmt = conn.prepare(&sql)?;
@@ -590,49 +591,17 @@ impl EventLog {
         Ok((u64::try_from(total).unwrap_or(0), page))
     }
 
-    /// How many records match. A time range alone is answered from the per-day counts for the
-    /// whole days inside it plus an index count of the two partial days at its edges, so it
-    /// costs about two days of records whatever the range; other filters count their index.
-    fn total(
-        conn: &Connection,
-        filter: &Filter,
-        clause: &str,
-        args: &[rusqlite::types::Value],
-    ) -> Result<i64, LogError> {
-        let count = |clause: &str, args: &[rusqlite::types::Value]| -> Result<i64, LogError> {
-            Ok(conn.query_row(
-                &format!("SELECT COUNT(*) FROM events {clause}"),
-                params_from_iter(args.iter()),
-                |r| r.get(0),
-            )?)
-        };
-        let time_only = filter.number.is_none()
-            && filter.cli.is_none()
-            && filter.sip_code.is_none()
-            && filter.card.is_none();
-        let first_day = filter.from.saturating_add(DAY - 1).div_euclid(DAY);
-        let last_day = filter.to.saturating_add(1).div_euclid(DAY) - 1;
-        if !time_only || filter.from < 0 || first_day > last_day {
-            return count(clause, args);
+    /// How many records match, counted through their index (see [`Self::total`]).
+    fn count(conn: &Connection, filter: &Filter) -> Result<i64, LogError> {
+        if filter.from > filter.to {
+            return Ok(0);
         }
-        let days: i64 = conn.query_row(
-            "SELECT COALESCE(SUM(n), 0) FROM daily_counts WHERE account = ?1 AND day >= ?2 AND day <= ?3",
-            params![filter.account, first_day, last_day],
+        let (clause, args) = Self::where_clause(filter);
+        Ok(conn.query_row(
+            &format!("SELECT COUNT(*) FROM events {clause}"),
+            params_from_iter(args.iter()),
             |r| r.get(0),
-        )?;
-        let edge = |from: i64, to: i64| -> Result<i64, LogError> {
-            if from > to {
-                return Ok(0);
-            }
-            let part = Filter {
-                from,
-                to,
-                ..filter.clone()
-            };
-            let (clause, args) = Self::where_clause(&part);
-            count(&clause, &args)
-        };
-        Ok(days + edge(filter.from, first_day * DAY - 1)? + edge((last_day + 1) * DAY, filter.to)?)
+        )?)
     }
 
     /// Up to `limit` matching CDRs after the position `after` (oldest first), for reading a
@@ -744,9 +713,19 @@ impl EventLog {
         Ok(())
     }
 
-    /// Attempts, connected calls, connected seconds and cost per group.
+    /// Attempts, connected calls, connected seconds and cost per group, ordered by group (from
+    /// the rollup where it can answer: see [`rollup`]).
     pub fn stats(
         &self,
+        filter: &Filter,
+        group_by: Option<GroupBy>,
+    ) -> Result<Vec<Stats>, LogError> {
+        Self::stats_of(&self.conn.lock(), filter, group_by)
+    }
+
+    /// [`Self::stats`] read from the records themselves.
+    fn stats_scan(
+        conn: &Connection,
         filter: &Filter,
         group_by: Option<GroupBy>,
     ) -> Result<Vec<Stats>, LogError> {
@@ -756,7 +735,6 @@ impl EventLog {
             "SELECT {key} AS k, COUNT(*), SUM(sip_code = 200), SUM(CASE WHEN sip_code = 200 THEN duration_ms ELSE 0 END), \
              COALESCE(SUM({COST_UNITS}), 0), COALESCE(SUM({COST_FRACTION_NOW}), 0) FROM events {clause} GROUP BY k ORDER BY k"
         );
-        let conn = self.conn.lock();
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
             Ok(Stats {
@@ -799,8 +777,8 @@ impl EventLog {
     /// CDRs held (re-ratings are records of the log too, not counted here).
     pub fn record_count(&self) -> Result<u64, LogError> {
         let conn = self.conn.lock();
-        // The per-day counts add up to the table's size without scanning it.
-        let n: i64 = conn.query_row("SELECT COALESCE(SUM(n), 0) FROM daily_counts", [], |r| {
+        // The rollup adds up to the table's size without scanning it.
+        let n: i64 = conn.query_row("SELECT COALESCE(SUM(attempts), 0) FROM rollup", [], |r| {
             r.get(0)
         })?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -823,16 +801,6 @@ const DEST_CODE: &str = "CASE WHEN re_at IS NULL THEN dest_code ELSE re_dest_cod
 const COST_UNITS: &str = "CASE WHEN re_at IS NULL THEN cost_units ELSE re_cost_units END";
 const COST_FRACTION_NOW: &str =
     "CASE WHEN re_at IS NULL THEN cost_fraction ELSE re_cost_fraction END";
-
-/// The per-day counts of CDRs (re-ratings are not counted).
-const COUNT_TRIGGERS: &str =
-    "CREATE TRIGGER IF NOT EXISTS count_insert AFTER INSERT ON events WHEN NEW.kind = 'cdr' BEGIN
-       INSERT INTO daily_counts (account, day, n) VALUES (NEW.account, NEW.dt / 86400, 1)
-         ON CONFLICT (account, day) DO UPDATE SET n = n + 1;
-     END;
-     CREATE TRIGGER IF NOT EXISTS count_delete AFTER DELETE ON events WHEN OLD.kind = 'cdr' BEGIN
-       UPDATE daily_counts SET n = n - 1 WHERE account = OLD.account AND day = OLD.dt / 86400;
-     END;";
 
 const INSERT: &str = "INSERT INTO events (origin, seq, kind, account, callid, dt, source_cli, dest_number, duration, \
     duration_ms, sip_code, sip_reason, card, dest_code, dest_name, rate, billed_duration, cost, cost_units, cost_fraction, \
@@ -1143,6 +1111,109 @@ mod tests {
             sip_code: None,
             card: None,
         }
+    }
+
+    /// What the rollup answers (totals and stats) is what counting and summing the records
+    /// answers, for every filter it serves and every grouping, through appends from two
+    /// origins, re-ratings, a prune and a reopen.
+    #[test]
+    fn the_rollup_answers_as_the_records_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let rated = |i: i64, cost: i64| {
+            let code = [200, 200, 404, 486][(i % 4) as usize];
+            let mut c = cdr(
+                &format!("c{i}"),
+                &format!("44{}", i % 7),
+                i * 997 % 20_000,
+                code,
+            );
+            c.input.card =
+                [None, Some("uk".to_owned()), Some("de".to_owned())][(i % 3) as usize].clone();
+            c.rating = (i % 5 != 0).then(|| Rating {
+                dest_code: format!("44{}", i % 2),
+                dest_name: "UK".into(),
+                rate: Decimal::new(cost, 3),
+                billed_duration: 60,
+                cost: Decimal::new(cost * (i % 11), 4),
+            });
+            c
+        };
+        let check = |log: &EventLog| {
+            let conn = log.conn.lock();
+            for (from, to) in [
+                (0, i64::MAX),
+                (1800, 9000),
+                (3600, 7199),
+                (100, 3500),
+                (7000, 7300),
+                (0, 40_000),
+            ] {
+                for code in [None, Some(404)] {
+                    for card in [None, Some("uk"), Some("fr")] {
+                        let f = Filter {
+                            from,
+                            to,
+                            sip_code: code,
+                            card: card.map(str::to_owned),
+                            ..filter("acc")
+                        };
+                        assert_eq!(
+                            EventLog::total(&conn, &f).unwrap(),
+                            EventLog::count(&conn, &f).unwrap(),
+                            "{f:?}"
+                        );
+                        for group in [
+                            None,
+                            Some(GroupBy::Prefix),
+                            Some(GroupBy::Card),
+                            Some(GroupBy::SipCode),
+                            Some(GroupBy::Day),
+                        ] {
+                            assert_eq!(
+                                EventLog::stats_of(&conn, &f, group).unwrap(),
+                                EventLog::stats_scan(&conn, &f, group).unwrap(),
+                                "{f:?} {group:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        };
+        let log = EventLog::open(&path, "a", &[404], 30_000).unwrap();
+        let batch: Vec<Cdr> = (0..300).map(|i| rated(i, 7)).collect();
+        log.append("acc", &batch).unwrap();
+        let from_b: Vec<Record> = (300..400)
+            .map(|i| Record {
+                origin: "b".into(),
+                seq: (i - 299) as u64,
+                account: "acc".into(),
+                cdr: rated(i, 9),
+                rerated: None,
+            })
+            .collect();
+        log.apply(&from_b).unwrap();
+        check(&log);
+        let again: Vec<Cdr> = (0..400).step_by(3).map(|i| rated(i, 13)).collect();
+        log.rerate("acc", &again, 31_000).unwrap();
+        check(&log);
+        assert!(log.prune(5000, 30_000).unwrap() > 0);
+        check(&log);
+        drop(log);
+        let log = EventLog::open(&path, "a", &[404], 30_000).unwrap();
+        check(&log);
+        // A log of schema 3 gets its rollup built from its records.
+        log.conn
+            .lock()
+            .execute_batch("DROP TRIGGER rollup_insert; DELETE FROM rollup; UPDATE meta SET value = 3 WHERE key = 'schema';")
+            .unwrap();
+        drop(log);
+        let log = EventLog::open(&path, "a", &[404], 30_000).unwrap();
+        check(&log);
+        assert_eq!(
+            log.record_count().unwrap(),
+            EventLog::count(&log.conn.lock(), &filter("acc")).unwrap() as u64
+        );
     }
 
     #[test]
