@@ -3,7 +3,7 @@
 //! whatever else prices a call (builds, routing) can never disagree.
 
 use crate::billing::{self, CardBilling, Charge};
-use crate::index::PrefixIndex;
+use crate::index::{Match, PrefixIndex};
 use crate::rule::{Rule, RuleStatus};
 use rust_decimal::Decimal;
 
@@ -69,7 +69,21 @@ pub fn price<'r>(
     duration: Option<Decimal>,
     card: &CardPricing,
 ) -> Option<Price<'r>> {
-    let m = index.longest_match(number)?;
+    Some(price_match(
+        index.longest_match(number)?,
+        jurisdiction,
+        duration,
+        card,
+    ))
+}
+
+/// [`price`] of a match already found (routing looks up every provider before pricing any).
+pub fn price_match<'r>(
+    m: Match<'r>,
+    jurisdiction: impl FnOnce() -> Jurisdiction,
+    duration: Option<Decimal>,
+    card: &CardPricing,
+) -> Price<'r> {
     let rule = m.rule;
     let rate = match (rule.rate_inter, rule.rate_intra) {
         (None, None) => rule.rate,
@@ -85,13 +99,13 @@ pub fn price<'r>(
     let charge = duration
         .filter(|_| blocked.is_none())
         .map(|d| billing::charge(d, &rule.billing(rate), &card.billing));
-    Some(Price {
+    Price {
         prefix_len: m.prefix_len,
         rule,
         rate,
         blocked,
         charge,
-    })
+    }
 }
 
 #[cfg(test)]
