@@ -49,6 +49,52 @@ impl BlockingPool {
         who: &str,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
+        let held = self.admit(who)?;
+        // The permits go with the work: a client that hangs up does not free them while the
+        // work still runs.
+        tokio::task::spawn_blocking(move || {
+            let _held = held;
+            work()
+        })
+        .await
+        .map_err(|e| ApiError::internal("blocking task", e))
+    }
+
+    /// [`Self::run`] for bulk work (an import, a build, a re-rating): on a thread of its own at
+    /// background priority ([`edgerate_replication::background`]), so that queries answered
+    /// meanwhile get the cores first.
+    pub async fn run_background<T: Send + 'static>(
+        &self,
+        who: &str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let held = self.admit(who)?;
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("background".into())
+            .spawn(move || {
+                edgerate_replication::background::lower_this_thread();
+                let out = work();
+                drop(held);
+                let _ = done.send(out);
+            })
+            .map_err(|e| ApiError::internal("background thread", e))?;
+        result
+            .await
+            .map_err(|e| ApiError::internal("background thread", e))
+    }
+
+    /// The permits of one task for `who`, or the refusal when `who` or the node is at its cap.
+    fn admit(
+        &self,
+        who: &str,
+    ) -> Result<
+        (
+            tokio::sync::OwnedSemaphorePermit,
+            tokio::sync::OwnedSemaphorePermit,
+        ),
+        ApiError,
+    > {
         let busy = |code, reason: String| {
             let mut e = ApiError::new(code, reason);
             e.retry_after = Some(1);
@@ -82,14 +128,7 @@ impl BlockingPool {
                 "the node is busy with as much blocking work as it takes".into(),
             )
         })?;
-        // The permits go with the work: a client that hangs up does not free them while the
-        // work still runs.
-        tokio::task::spawn_blocking(move || {
-            let _held = (account, node);
-            work()
-        })
-        .await
-        .map_err(|e| ApiError::internal("blocking task", e))
+        Ok((account, node))
     }
 }
 
@@ -123,10 +162,23 @@ mod tests {
             pool.run("b", || ()).await.is_ok(),
             "another account still runs"
         );
+        let refused = pool.run_background("a", || ()).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::TooManyRequests, "the same caps");
         release.send(()).unwrap();
         release.send(()).unwrap();
         for task in running {
             task.await.unwrap().unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn bulk_work_runs_at_background_priority() {
+        let pool = BlockingPool::new(3, 2);
+        let nice = pool
+            .run_background("a", || rustix::process::getpriority_process(None).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(nice, edgerate_replication::background::NICE);
+        assert_eq!(pool.inner.total.available_permits(), 3, "permits given back");
     }
 }

@@ -206,9 +206,13 @@ async fn handle(
                 Caller::Account(account) => account.id.clone(),
                 Caller::Operator => String::new(),
             };
-            pool.run(&who, move || run(service, &ctx))
-                .await
-                .unwrap_or_else(Err)
+            let work = move || run(service, &ctx);
+            let done = if service.background() {
+                pool.run_background(&who, work).await
+            } else {
+                pool.run(&who, work).await
+            };
+            done.unwrap_or_else(Err)
         }
         _ => run(service, &ctx),
     };

@@ -275,6 +275,19 @@ pub const MAX_CDR_BODY: usize = 64 * 1024 * 1024;
 pub const MAX_SMALL_BODY: usize = 1024 * 1024;
 
 impl Service {
+    /// Bulk work, run at background priority so queries meanwhile are not slowed (see
+    /// [`crate::pool::BlockingPool::run_background`]).
+    pub fn background(self) -> bool {
+        matches!(
+            self,
+            Service::RatecardImport
+                | Service::RatecardBuild
+                | Service::RatecardSimulate
+                | Service::CdrRerate
+                | Service::AdminDatasetImport
+        )
+    }
+
     /// The largest request body the service reads (once the request is authenticated).
     pub fn max_body(self) -> usize {
         match self {

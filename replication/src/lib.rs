@@ -2,6 +2,7 @@
 //! revisions, rule shards), the in-memory indexes built from them, the event log, and their
 //! sync with peers over QUIC.
 
+pub mod background;
 pub mod backup;
 pub mod bucketed;
 pub mod catalog;

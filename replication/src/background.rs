@@ -1,0 +1,14 @@
+//! Threads doing bulk work that must not slow the serving path (a peer's sync, an import, a
+//! build, a re-rating) run at a lower CPU priority: when the cores are contended, the threads
+//! answering queries get them first, and the bulk work takes what is left.
+
+/// The nice value of background threads (0 is the default; 19 the lowest priority).
+pub const NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority to [`NICE`] (on Linux a nice value is per thread).
+/// Best effort: where it is not allowed, the thread goes on at its priority.
+pub fn lower_this_thread() {
+    if let Err(e) = rustix::process::setpriority_process(None, NICE) {
+        tracing::debug!(error = %e, "could not lower a background thread's priority");
+    }
+}
