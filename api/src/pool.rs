@@ -6,12 +6,15 @@ use crate::error::{ApiError, ErrorCode};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Blocking tasks in progress on the node, all accounts together.
 pub const DEFAULT_TOTAL: usize = 64;
 /// Blocking tasks in progress for one account (or for the operator).
 pub const DEFAULT_PER_ACCOUNT: usize = 16;
+
+/// A task's permits, its account's and the node's, held while the work runs.
+type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 /// Caps on blocking work. Cheap to clone.
 #[derive(Clone)]
@@ -85,16 +88,7 @@ impl BlockingPool {
     }
 
     /// The permits of one task for `who`, or the refusal when `who` or the node is at its cap.
-    fn admit(
-        &self,
-        who: &str,
-    ) -> Result<
-        (
-            tokio::sync::OwnedSemaphorePermit,
-            tokio::sync::OwnedSemaphorePermit,
-        ),
-        ApiError,
-    > {
+    fn admit(&self, who: &str) -> Result<Held, ApiError> {
         let busy = |code, reason: String| {
             let mut e = ApiError::new(code, reason);
             e.retry_after = Some(1);
@@ -179,6 +173,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(nice, edgerate_replication::background::NICE);
-        assert_eq!(pool.inner.total.available_permits(), 3, "permits given back");
+        assert_eq!(
+            pool.inner.total.available_permits(),
+            3,
+            "permits given back"
+        );
     }
 }

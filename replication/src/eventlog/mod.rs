@@ -288,7 +288,9 @@ impl EventLog {
                 }
                 if v < 4 {
                     tx.execute_batch(
-                        "DROP TABLE IF EXISTS daily_counts;
+                        "DROP TRIGGER IF EXISTS count_insert;
+                         DROP TRIGGER IF EXISTS count_delete;
+                         DROP TABLE IF EXISTS daily_counts;
                          DROP INDEX events_dt;
                          CREATE INDEX events_dt ON events(account, dt, kind, sip_code, card);",
                     )?;
@@ -1202,13 +1204,26 @@ mod tests {
         drop(log);
         let log = EventLog::open(&path, "a", &[404], 30_000).unwrap();
         check(&log);
-        // A log of schema 3 gets its rollup built from its records.
+        // A log of schema 3 (per-day counts kept by triggers, no rollup) gets its rollup built
+        // from its records, and takes CDRs again.
         log.conn
             .lock()
-            .execute_batch("DROP TRIGGER rollup_insert; DELETE FROM rollup; UPDATE meta SET value = 3 WHERE key = 'schema';")
+            .execute_batch(
+                "DROP TRIGGER rollup_insert; DROP TRIGGER rollup_delete; DROP TRIGGER rollup_rerate;
+                 DELETE FROM rollup; UPDATE meta SET value = 3 WHERE key = 'schema';
+                 DROP INDEX events_dt; CREATE INDEX events_dt ON events(account, dt);
+                 CREATE TABLE daily_counts (account TEXT NOT NULL, day INTEGER NOT NULL,
+                   n INTEGER NOT NULL, PRIMARY KEY (account, day)) WITHOUT ROWID;
+                 CREATE TRIGGER count_insert AFTER INSERT ON events WHEN NEW.kind = 'cdr' BEGIN
+                   INSERT INTO daily_counts (account, day, n) VALUES (NEW.account, NEW.dt / 86400, 1)
+                     ON CONFLICT (account, day) DO UPDATE SET n = n + 1;
+                 END;",
+            )
             .unwrap();
         drop(log);
         let log = EventLog::open(&path, "a", &[404], 30_000).unwrap();
+        check(&log);
+        log.append("acc", &[rated(1000, 3)]).unwrap();
         check(&log);
         assert_eq!(
             log.record_count().unwrap(),

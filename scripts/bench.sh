@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Every benchmark of BENCHMARKS.md in one run, one after the other (never two at once: the host
+# has two cores), and one table of measured against target, with each one's baseline from the
+# same run (one memory read, nginx, the same query with nothing else going on, ...).
+#
+#   scripts/bench.sh            # full sizes (1M-prefix cards, 1M CDRs and rows): ~25 minutes
+#   scripts/bench.sh --quick    # small sizes, one round each: a few minutes
+#   scripts/bench.sh --write    # also puts the table in BENCHMARKS.md, between its markers
+#   ONLY="prefix lcr" scripts/bench.sh --quick   # some of: prefix lcr http cdr load import
+#                                                #   replication membership
+#
+# Each benchmark's own script keeps its parameters (see its header); the raw output of this run
+# is kept in target/bench/<name>.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0 write=0
+for arg in "$@"; do
+  case $arg in
+    --quick) quick=1 ;;
+    --write) write=1 ;;
+    *) echo "usage: $0 [--quick] [--write]" >&2; exit 2 ;;
+  esac
+done
+only=${ONLY:-prefix lcr http cdr load import replication membership}
+out=target/bench
+mkdir -p "$out"
+rows=()
+row() { rows+=("| $1 | $2 | $3 | $4 |"); }
+wants() { [[ " $only " == *" $1 "* ]]; }
+# `pick FILE REGEX` prints the first capture group of the first line matching.
+pick() { sed -nE "s#.*$2.*#\1#p" "$1" | head -1; }
+# criterion prints a long benchmark name and its times on two lines: one line each.
+one_line() { sed -E -i ':a;N;$!ba;s/\n +time:/ time:/g' "$1"; }
+size() { if [ "$quick" = 1 ]; then echo "$1"; else echo "$2"; fi; }
+
+cargo build --release -q -p edgerate-node
+
+if wants prefix; then
+  f=$out/prefix.txt
+  cargo bench -q -p edgerate-model --bench hot_path -- --warm-up-time 1 --measurement-time "$(size 2 5)" >"$f" 2>&1
+  one_line "$f"
+  row "prefix match, 1M prefixes, carrier-shaped (criterion)" \
+    "$(pick "$f" 'longest_match_1m_carrier +time: +\[[^ ]+ [^ ]+ ([0-9.]+ [nµ]s)') median; p99 of batches $(pick "$f" 'carrier: batches.*p99 ([0-9]+ ns)')" \
+    "≤ 100 ns, p99 ≤ 400 ns" "one memory read $(pick "$f" 'baseline: .*: ([0-9]+ ns)')"
+  row "prefix match, 1M prefixes, random (criterion)" \
+    "$(pick "$f" 'longest_match_1m_random +time: +\[[^ ]+ [^ ]+ ([0-9.]+ [nµ]s)') median; p99 of batches $(pick "$f" 'random: batches.*p99 ([0-9]+ ns)')" \
+    "≤ 100 ns" "index $(pick "$f" 'random: .*index ([0-9]+ MiB)') per 1M rules"
+fi
+
+if wants lcr; then
+  f=$out/lcr.txt
+  cargo bench -q -p edgerate-model --bench routing -- --warm-up-time 1 --measurement-time "$(size 2 5)" >"$f" 2>&1
+  one_line "$f"
+  row "routing/lcr in process, 5 provider cards of 200k prefixes" \
+    "$(pick "$f" 'lcr_5x200k +time: +\[[^ ]+ [^ ]+ ([0-9.]+ [nµ]s)') per number" "≤ 2 µs" "—"
+fi
+
+if wants http; then
+  f=$out/http.txt
+  ROUNDS=$(size 1 3) DURATION=$(size 5 10) scripts/bench-http.sh >"$f" 2>&1
+  row "ratecard/query.json vs nginx, one core each" \
+    "$(pick "$f" 'ratio ([0-9.]+)')×, node $(pick "$f" 'median rps: node ([0-9.]+),') rps" "≥ 1.0×" \
+    "nginx $(pick "$f" 'nginx ([0-9.]+), ratio') rps, same bytes"
+fi
+
+if wants cdr; then
+  f=$out/cdr.txt
+  total=$(size 100000 1000000)
+  TOTAL=$total RATING=$(size 0 1) scripts/bench-cdr.sh >"$f" 2>&1
+  row "CDR ingest, batches of 1000, $total CDRs" "$(pick "$f" '= ([0-9,]+ CDRs/s)')" "≥ 50k/s (10M)" "—"
+  for by in number:number= time:limit=100 sip_code:sip_code=404 card:card=demo cli:cli=; do
+    row "cdr/list by ${by%%:*}, $total CDRs" "$(pick "$f" "cdr/list ${by#*:}[^ ]*: best of 5 ([0-9.]+ ms)")" "≤ 50 ms (10M)" "—"
+  done
+  row "cdr/stats over 30 days, $total CDRs" "$(pick "$f" 'cdr/stats over 30 days: best of 5 ([0-9.]+ ms)')" "≤ 500 ms (10M)" "—"
+  if [ "$quick" = 0 ]; then
+    row "ratecard/simulate over $total CDRs" "$(pick "$f" 'simulate over [0-9]+ CDRs: ([0-9.]+s)')" "≤ 2 s" "—"
+    row "cdr/rerate of $total CDRs" "$(pick "$f" 'rerate \(first pass\) over [0-9]+ CDRs: ([0-9.]+s)')" "≤ 30 s" "—"
+  fi
+fi
+
+if wants load; then
+  f=$out/load.txt
+  ROWS=$(size 100000 1000000) scripts/bench-load.sh >"$f" 2>&1
+  quiet=$(pick "$f" '^quiet: .*p99 ([0-9.]+[mu]s)')
+  row "query p99 while this node imports a deck" "$(pick "$f" '^import on node 1.*p99 ([0-9.]+[mu]s)')" "≤ 1 ms" "quiet p99 $quiet"
+  row "query p99 while a peer's deck is applied" "$(pick "$f" '^peer import.*p99 ([0-9.]+[mu]s)')" "≤ 1 ms" "quiet p99 $quiet"
+fi
+
+if wants import; then
+  f=$out/import.txt
+  n=$(size 100000 1000000)
+  ROWS=$n scripts/bench-import.sh >"$f" 2>&1
+  row "import a $n-row CSV deck" "live after $(pick "$f" 'live after ([0-9.]+s)')" "≤ 10 s (1M)" "—"
+  row "restart to serving with the $n-rule card" "$(pick "$f" 'restart to serving the big card: ([0-9.]+ s)')" "≤ 5 s" "—"
+fi
+
+if wants replication; then
+  f=$out/replication.txt
+  EDITS=$(size 50 300) DECK_ROWS=$(size 10000 1000000) PARTITION_S=$(size 10 60) scripts/bench-replication.sh >"$f" 2>&1
+  row "rule edit visible on both peers" "$(pick "$f" 'visible on all [0-9]+ peers: (p50 [0-9.]+ ms, p99 [0-9.]+ ms)')" \
+    "p50 ≤ 5 ms, p99 ≤ 15 ms" "acknowledged locally $(pick "$f" 'acknowledged on node 1: (p50 [0-9.]+ ms)')"
+  row "deck imported on one node, live on every peer" "$(pick "$f" '^deck: ([0-9]+ rows .* in [0-9.]+ s)$')" "≤ 20 s (1M)" \
+    "live locally $(pick "$f" 'live on node 1 in ([0-9.]+ s)')"
+  row "one node cut off, then healed" "$(pick "$f" 'identical ([0-9.]+ s) after the heal') after the heal" "≤ 5 s" \
+    "$(pick "$f" 'while ([0-9]+ writes)') during the cut"
+fi
+
+if wants membership; then
+  f=$out/membership.txt
+  WINDOW_S=$(size 10 60) scripts/bench-membership.sh >"$f" 2>&1
+  row "10-node mesh: join / killed node seen down" \
+    "$(sed -n '/edgerate mesh/,$p' "$f" | pick /dev/stdin 'join: .*: ([0-9.]+ s)') / $(sed -n '/edgerate mesh/,$p' "$f" | pick /dev/stdin 'down: .* ([0-9.]+ s) after')" \
+    "converges" "foca $(pick "$f" 'join: all [0-9]+ know all [0-9]+: ([0-9.]+ s)') / $(pick "$f" 'down: every survivor declared .* ([0-9.]+ s) after')"
+fi
+
+table=$(
+  echo "| benchmark | measured | target | baseline, same run |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+)
+echo
+echo "$(date -u +%F) $(size quick full) run:"
+echo "$table"
+echo "$table" >"$out/table.md"
+if [ "$write" = 1 ]; then
+  python3 - "$out/table.md" "$(date -u +%F) ($(size quick full) run, scripts/bench.sh)" <<'PY'
+import sys
+table, when = open(sys.argv[1]).read(), sys.argv[2]
+path = "BENCHMARKS.md"
+text = open(path).read()
+start, end = "<!-- bench.sh table -->", "<!-- end of bench.sh table -->"
+block = f"{start}\nLatest `scripts/bench.sh`: {when}\n\n{table}{end}"
+if start in text:
+    head, rest = text.split(start, 1)
+    text = head + block + rest.split(end, 1)[1]
+else:
+    first = text.index("\n## ")
+    text = text[:first] + "\n\n" + block + "\n" + text[first:]
+open(path, "w").write(text)
+PY
+  echo "BENCHMARKS.md: table updated"
+fi
