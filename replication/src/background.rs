@@ -5,10 +5,17 @@
 /// The nice value of background threads (0 is the default; 19 the lowest priority).
 pub const NICE: i32 = 10;
 
-/// Lowers the calling thread's CPU priority to [`NICE`] (on Linux a nice value is per thread).
-/// Best effort: where it is not allowed, the thread goes on at its priority.
+/// Lowers the calling thread's CPU priority to [`NICE`], or leaves it where it is when it is
+/// lower already (a node started under `nice` or systemd's `Nice=`). Linux only, where a nice
+/// value is per thread; best effort: where it is not allowed, the thread goes on as it was.
 pub fn lower_this_thread() {
-    if let Err(e) = rustix::process::setpriority_process(None, NICE) {
-        tracing::debug!(error = %e, "could not lower a background thread's priority");
+    #[cfg(target_os = "linux")]
+    {
+        let now = rustix::process::getpriority_process(None).unwrap_or(0);
+        if now < NICE {
+            if let Err(e) = rustix::process::setpriority_process(None, NICE) {
+                tracing::debug!(error = %e, "could not lower a background thread's priority");
+            }
+        }
     }
 }

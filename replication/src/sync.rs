@@ -7,8 +7,9 @@
 //!   sync and catches up whatever was missed while cut off.
 //! - Event log: the peer pulls by version vector ([`Message::LogPull`]), in batches; a local
 //!   append sends [`Message::LogNotify`] so it pulls at once.
-//! - Daily request counts ([`Message::Usage`]) and the member list ([`Message::Members`]) are
-//!   sent when a link opens, then at a tick when they changed.
+//! - The member list ([`Message::Members`]) is sent when a link opens, daily request counts
+//!   ([`Message::Usage`]) at its first tick; then each at a tick when it changed, and every
+//!   30 s.
 
 use crate::catalog::Catalog;
 use crate::eventlog::{EventLog, Record};

@@ -209,16 +209,22 @@ impl NodeProcess {
         };
         let client = reqwest::blocking::Client::new();
         let ready = format!("{}/readyz", node.url);
+        // Ready, and done printing what it prints on start (keys come before the "serving"
+        // line, which the node prints once it already answers).
         wait_for("the node to be ready", Duration::from_secs(60), || {
             node.drain();
             if let Ok(Some(status)) = node.child.try_wait() {
                 panic!("edgerate exited early with {status}: {:?}", node.printed);
             }
+            let started = node
+                .printed
+                .iter()
+                .any(|l| l.starts_with("edgerate serving on ") || l.starts_with("{\"serving\""));
             client
                 .get(&ready)
                 .send()
                 .ok()
-                .filter(|r| r.status().is_success())
+                .filter(|r| started && r.status().is_success())
         });
         node
     }

@@ -4,9 +4,11 @@
 //! stored, a re-rating put beside it, a CDR pruned), so it is never out of step with them.
 //!
 //! A listing's `total` and `cdr/stats` over a time range, filtered by nothing the rollup lacks
-//! (a called number or a CLI have indexes of their own), read the whole hours inside the range
-//! here and only the two partial hours at its edges from the records: about two hours of
-//! records whatever the range (10M CDRs over 30 days are ~14k an hour).
+//! (a called number, which has an index of its own, or a CLI, which scans), read the whole
+//! hours inside the range here and only the two partial hours at its edges from the records:
+//! about two hours of records whatever the range (10M CDRs over 30 days are ~14k an hour).
+//! Rows emptied by a prune or a re-rating are deleted; the number of CDRs held is kept beside
+//! it (`meta` key `cdrs`), so counting them reads one row.
 
 use super::{cost_of, EventLog, Filter, GroupBy, LogError, Stats};
 use rusqlite::types::Value;
@@ -57,28 +59,45 @@ fn add(r: &str, sign: &str) -> String {
     )
 }
 
-/// The triggers that keep the rollup (re-ratings are records too, but not CDRs to count).
+/// Takes one row's figures away, and deletes the rollup row if that emptied it.
+fn subtract(r: &str) -> String {
+    format!(
+        "{}
+         DELETE FROM rollup WHERE attempts = 0 AND (account, hour, sip_code, card, dest_code) =
+           (SELECT account, hour, sip_code, card, dest_code FROM (SELECT {}));",
+        add(r, "-1"),
+        row(r, "1")
+    )
+}
+
+/// The triggers that keep the rollup and the count of CDRs (re-ratings are records too, but
+/// not CDRs to count).
 pub(super) fn triggers() -> String {
     format!(
         "CREATE TRIGGER IF NOT EXISTS rollup_insert AFTER INSERT ON events WHEN NEW.kind = 'cdr' BEGIN
            {plus_new}
+           UPDATE meta SET value = value + 1 WHERE key = 'cdrs';
          END;
          CREATE TRIGGER IF NOT EXISTS rollup_delete AFTER DELETE ON events WHEN OLD.kind = 'cdr' BEGIN
            {minus_old}
+           UPDATE meta SET value = value - 1 WHERE key = 'cdrs';
          END;
          CREATE TRIGGER IF NOT EXISTS rollup_rerate AFTER UPDATE OF re_at ON events WHEN NEW.kind = 'cdr' BEGIN
            {minus_old}
            {plus_new}
          END;",
         plus_new = add("NEW", "1"),
-        minus_old = add("OLD", "-1"),
+        minus_old = subtract("OLD"),
     )
 }
 
-/// Builds the rollup from the records (a log of an older schema), in the caller's transaction.
+/// Builds the rollup and the count from the records (a log of an older schema), in the
+/// caller's transaction.
 pub(super) fn fill(conn: &Connection) -> Result<(), LogError> {
     conn.execute_batch(&format!(
-        "DELETE FROM rollup;
+        "INSERT OR REPLACE INTO meta (key, value)
+           SELECT 'cdrs', COUNT(*) FROM events WHERE kind = 'cdr';
+         DELETE FROM rollup;
          INSERT INTO rollup
            SELECT account, hour, sip_code, card, dest_code, SUM(attempts), SUM(connected),
                   SUM(connected_ms), SUM(cost_units), SUM(cost_fraction)
@@ -144,6 +163,7 @@ fn group_key(group_by: Option<GroupBy>) -> &'static str {
         Some(GroupBy::Prefix) => "dest_code",
         Some(GroupBy::Card) => "card",
         Some(GroupBy::SipCode) => "CAST(sip_code AS TEXT)",
+        // `hour * HOUR`: the hour's first second.
         Some(GroupBy::Day) => "strftime('%Y-%m-%d', hour * 3600, 'unixepoch')",
     }
 }

@@ -153,10 +153,14 @@ fn drain(inputs: &mut mpsc::Receiver<Input>) -> Vec<Input> {
     batch
 }
 
-/// The last value of something sent to the peer every tick only when it changed: the stream
-/// is reliable and ordered, and a new connection starts with nothing sent. An idle link then
-/// carries anti-entropy and keep-alives, not the member list every second.
-struct Changed<T>(Option<T>);
+/// How often the member list and the request counts go to a peer even when unchanged.
+const RESEND: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The last value of something told to the peer at ticks only when it changed, or every
+/// [`RESEND`]: a new connection starts with nothing sent, and the resend covers a message the
+/// peer refused, or a large one overtaken by a later one (each goes on a stream of its own).
+/// An idle link then carries anti-entropy and keep-alives, not the member list every second.
+struct Changed<T>(Option<(T, std::time::Instant)>);
 
 impl<T> Default for Changed<T> {
     fn default() -> Self {
@@ -165,10 +169,16 @@ impl<T> Default for Changed<T> {
 }
 
 impl<T: PartialEq + Clone> Changed<T> {
-    /// `value` when it differs from what was sent last (it is then taken as sent).
+    /// `value` when it differs from what was sent last or that was sent [`RESEND`] ago (it is
+    /// then taken as sent).
     fn news(&mut self, value: T) -> Option<T> {
-        (self.0.as_ref() != Some(&value)).then(|| {
-            self.0 = Some(value.clone());
+        let now = std::time::Instant::now();
+        let fresh = self
+            .0
+            .as_ref()
+            .is_some_and(|(sent, at)| *sent == value && now.duration_since(*at) < RESEND);
+        (!fresh).then(|| {
+            self.0 = Some((value.clone(), now));
             value
         })
     }
