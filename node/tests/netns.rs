@@ -228,9 +228,10 @@ fn a_node_cut_off_by_the_kernel_takes_writes_and_every_acknowledged_write_reache
         .map(|n| Api::account(&n.url, &id, &key))
         .collect();
     apis[0].ok("ratecard/create", &[("name", "t")]);
+    // Its live revision too: the card's document may arrive before the revision's.
     wait_for("the card on every node", CONVERGE, || {
         apis.iter()
-            .all(|a| a.call("ratecard/get", &[("card", "t")]).status == 200)
+            .all(|a| a.call("ratecard/rules", &[("card", "t")]).status == 200)
             .then_some(())
     });
 

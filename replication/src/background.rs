@@ -1,6 +1,8 @@
-//! Threads doing bulk work that must not slow the serving path (a peer's sync, an import, a
-//! build, a re-rating) run at a lower CPU priority: when the cores are contended, the threads
-//! answering queries get them first, and the bulk work takes what is left.
+//! Threads doing bulk work that must not slow the serving path (an import, a build, a
+//! re-rating) run at a lower CPU priority: when the cores are contended, the threads answering
+//! queries get them first, and the bulk work takes what is left. Peer sync threads keep the
+//! normal priority: at a lower one, a node busy answering queries fell behind its peers' writes
+//! (a cluster test under load timed out waiting for convergence).
 
 /// The nice value of background threads (0 is the default; 19 the lowest priority).
 pub const NICE: i32 = 10;

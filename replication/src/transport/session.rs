@@ -211,10 +211,7 @@ fn session(shared: Arc<Shared>, conn: Connection, peer: MemberInfo, dialer: Stri
         let overflowed = inbox.overflowed.clone();
         std::thread::Builder::new()
             .name(format!("sync-{peer_id}"))
-            .spawn(move || {
-                crate::background::lower_this_thread();
-                sync_thread(&shared, &conn, &peer_id, inputs, &overflowed, frames);
-            })
+            .spawn(move || sync_thread(&shared, &conn, &peer_id, inputs, &overflowed, frames))
     };
     if let Err(e) = worker {
         tracing::error!(peer = %peer.id, error = %e, "could not start a sync thread");
