@@ -568,6 +568,14 @@ impl EventLog {
             sql.push_str(" AND source_cli = ?");
             args.push(Value::from(c.clone()));
         }
+        Self::code_and_card(filter, &mut sql, &mut args);
+        (sql, args)
+    }
+
+    /// The SIP code and card conditions of `filter` (the same columns in the records and the
+    /// rollup).
+    fn code_and_card(filter: &Filter, sql: &mut String, args: &mut Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value;
         if let Some(code) = filter.sip_code {
             sql.push_str(" AND sip_code = ?");
             args.push(Value::from(i64::from(code)));
@@ -576,7 +584,6 @@ impl EventLog {
             sql.push_str(" AND card = ?");
             args.push(Value::from(card.clone()));
         }
-        (sql, args)
     }
 
     /// A page of matching CDRs and how many match in all.

@@ -146,14 +146,7 @@ fn where_clause(filter: &Filter, (first, last): (i64, i64)) -> (String, Vec<Valu
         Value::from(first),
         Value::from(last),
     ];
-    if let Some(code) = filter.sip_code {
-        sql.push_str(" AND sip_code = ?");
-        args.push(Value::from(i64::from(code)));
-    }
-    if let Some(card) = &filter.card {
-        sql.push_str(" AND card = ?");
-        args.push(Value::from(card.clone()));
-    }
+    EventLog::code_and_card(filter, &mut sql, &mut args);
     (sql, args)
 }
 
