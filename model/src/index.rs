@@ -40,6 +40,25 @@ impl Node {
         children: [0; 10],
         rule: NO_RULE,
     };
+
+    /// What child slot `digit` holds.
+    fn child(&self, digit: usize) -> Child {
+        match self.children[digit] {
+            0 => Child::None,
+            leaf if leaf & LEAF != 0 => Child::Leaf(leaf & !LEAF),
+            node => Child::Node(node),
+        }
+    }
+}
+
+/// What a child slot holds (decoded; [`LEAF`] is its encoding).
+#[derive(Debug, Clone, Copy)]
+enum Child {
+    None,
+    /// A node, by index.
+    Node(u32),
+    /// A prefix nothing longer extends: its rule slot.
+    Leaf(u32),
 }
 
 /// Prefix → rule, longest-prefix match. Prefixes are ASCII digit strings.
@@ -136,17 +155,18 @@ impl PrefixIndex {
             if digit > 9 {
                 break;
             }
-            let child = node.children[usize::from(digit)];
-            if child == 0 {
-                break;
-            }
-            if child & LEAF != 0 {
-                best = Some((depth + 1, child & !LEAF));
-                break;
-            }
-            node = &self.nodes[child as usize];
-            if node.rule != NO_RULE {
-                best = Some((depth + 1, node.rule));
+            match node.child(usize::from(digit)) {
+                Child::None => break,
+                Child::Leaf(slot) => {
+                    best = Some((depth + 1, slot));
+                    break;
+                }
+                Child::Node(id) => {
+                    node = &self.nodes[id as usize];
+                    if node.rule != NO_RULE {
+                        best = Some((depth + 1, node.rule));
+                    }
+                }
             }
         }
         best.map(|(prefix_len, slot)| Match {
@@ -176,40 +196,42 @@ impl PrefixIndex {
         let mut node = 0usize;
         for b in path {
             let digit = usize::from(b - b'0');
-            let child = self.nodes[node].children[digit];
-            node = if child == 0 || child & LEAF != 0 {
+            node = match self.nodes[node].child(digit) {
+                Child::Node(id) => id as usize,
                 // A new node; a leaf that a longer prefix now extends becomes one, keeping
                 // its rule.
-                let id = u32::try_from(self.nodes.len())
-                    .ok()
-                    .filter(|id| id & LEAF == 0)
-                    .expect("fewer than 2^31 trie nodes");
-                let rule = if child == 0 { NO_RULE } else { child & !LEAF };
-                self.nodes.push(Node {
-                    children: [0; 10],
-                    rule,
-                });
-                self.nodes[node].children[digit] = id;
-                id as usize
-            } else {
-                child as usize
+                held => {
+                    let id = u32::try_from(self.nodes.len())
+                        .ok()
+                        .filter(|id| id & LEAF == 0)
+                        .expect("fewer than 2^31 trie nodes");
+                    let rule = match held {
+                        Child::Leaf(slot) => slot,
+                        _ => NO_RULE,
+                    };
+                    self.nodes.push(Node {
+                        children: [0; 10],
+                        rule,
+                    });
+                    self.nodes[node].children[digit] = id;
+                    id as usize
+                }
             };
         }
         let digit = usize::from(last - b'0');
-        let child = self.nodes[node].children[digit];
+        let child = self.nodes[node].child(digit);
         let held = match child {
-            0 => NO_RULE,
-            leaf if leaf & LEAF != 0 => leaf & !LEAF,
-            inner => self.nodes[inner as usize].rule,
+            Child::None => NO_RULE,
+            Child::Leaf(slot) => slot,
+            Child::Node(id) => self.nodes[id as usize].rule,
         };
         if held != NO_RULE {
             return self.rules[held as usize].replace(rule);
         }
         let slot = self.new_slot(rule);
-        if child == 0 {
-            self.nodes[node].children[digit] = LEAF | slot;
-        } else {
-            self.nodes[child as usize].rule = slot;
+        match child {
+            Child::Node(id) => self.nodes[id as usize].rule = slot,
+            _ => self.nodes[node].children[digit] = LEAF | slot,
         }
         self.refresh_direct(prefix);
         None
@@ -284,16 +306,15 @@ impl PrefixIndex {
         let mut node = 0usize;
         for depth in 0..DIRECT_DIGITS {
             let digit = key / 10usize.pow((DIRECT_DIGITS - 1 - depth) as u32) % 10;
-            let child = self.nodes[node].children[digit];
-            if child == 0 {
-                return entry;
+            match self.nodes[node].child(digit) {
+                Child::None => return entry,
+                Child::Leaf(slot) => {
+                    entry.rule = slot;
+                    entry.len = depth as u32 + 1;
+                    return entry;
+                }
+                Child::Node(id) => node = id as usize,
             }
-            if child & LEAF != 0 {
-                entry.rule = child & !LEAF;
-                entry.len = depth as u32 + 1;
-                return entry;
-            }
-            node = child as usize;
             if self.nodes[node].rule != NO_RULE {
                 entry.rule = self.nodes[node].rule;
                 entry.len = depth as u32 + 1;
@@ -310,14 +331,11 @@ impl PrefixIndex {
         let mut stack = vec![0u32];
         while let Some(node) = stack.pop() {
             order.push(node);
-            let children = &self.nodes[node as usize].children;
-            stack.extend(
-                children
-                    .iter()
-                    .rev()
-                    .copied()
-                    .filter(|&c| c != 0 && c & LEAF == 0),
-            );
+            let at = &self.nodes[node as usize];
+            stack.extend((0..10).rev().filter_map(|digit| match at.child(digit) {
+                Child::Node(id) => Some(id),
+                _ => None,
+            }));
         }
         let mut new_id = vec![0u32; self.nodes.len()];
         for (new, &old) in order.iter().enumerate() {
@@ -327,9 +345,9 @@ impl PrefixIndex {
             .iter()
             .map(|&old| {
                 let mut node = self.nodes[old as usize].clone();
-                for child in &mut node.children {
-                    if *child != 0 && *child & LEAF == 0 {
-                        *child = new_id[*child as usize];
+                for digit in 0..10 {
+                    if let Child::Node(id) = node.child(digit) {
+                        node.children[digit] = new_id[id as usize];
                     }
                 }
                 node
@@ -378,18 +396,17 @@ impl PrefixIndex {
             if digit > 9 {
                 return None;
             }
-            let child = self.nodes[node].children[digit];
-            if child == 0 {
-                return None;
+            match self.nodes[node].child(digit) {
+                Child::None => return None,
+                Child::Leaf(slot) => {
+                    return bytes.next().is_none().then_some(At::Leaf {
+                        parent: node,
+                        digit,
+                        slot,
+                    });
+                }
+                Child::Node(id) => node = id as usize,
             }
-            if child & LEAF != 0 {
-                return bytes.next().is_none().then_some(At::Leaf {
-                    parent: node,
-                    digit,
-                    slot: child & !LEAF,
-                });
-            }
-            node = child as usize;
         }
         Some(At::Node(node))
     }
@@ -463,15 +480,15 @@ impl<'a> Iterator for Iter<'a> {
             }
             let digit = *next_digit;
             *next_digit += 1;
-            let child = self.index.nodes[*node as usize].children[usize::from(digit)];
-            if child == 0 {
-                continue;
-            }
-            if child & LEAF != 0 {
-                let mut prefix = self.prefix.clone();
-                prefix.push(char::from(b'0' + digit));
-                return Some((prefix, self.index.rule_at(child & !LEAF)));
-            }
+            let child = match self.index.nodes[*node as usize].child(usize::from(digit)) {
+                Child::None => continue,
+                Child::Leaf(slot) => {
+                    let mut prefix = self.prefix.clone();
+                    prefix.push(char::from(b'0' + digit));
+                    return Some((prefix, self.index.rule_at(slot)));
+                }
+                Child::Node(id) => id,
+            };
             self.stack.push((child, 0));
             self.prefix.push(char::from(b'0' + digit));
             let slot = self.index.nodes[child as usize].rule;
