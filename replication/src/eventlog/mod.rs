@@ -281,9 +281,7 @@ impl EventLog {
                          ALTER TABLE events ADD COLUMN re_billed_duration INTEGER;
                          ALTER TABLE events ADD COLUMN re_cost TEXT;
                          ALTER TABLE events ADD COLUMN re_cost_units INTEGER;
-                         ALTER TABLE events ADD COLUMN re_cost_fraction INTEGER;
-                         DROP TRIGGER IF EXISTS count_insert;
-                         DROP TRIGGER IF EXISTS count_delete;",
+                         ALTER TABLE events ADD COLUMN re_cost_fraction INTEGER;",
                     )?;
                 }
                 if v < 4 {
@@ -750,15 +748,7 @@ impl EventLog {
              COALESCE(SUM({COST_UNITS}), 0), COALESCE(SUM({COST_FRACTION_NOW}), 0) FROM events {clause} GROUP BY k ORDER BY k"
         );
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
-            Ok(Stats {
-                key: r.get(0)?,
-                attempts: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
-                connected: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
-                seconds: Decimal::new(r.get::<_, i64>(3)?, 3),
-                cost: cost_of(r.get(4)?, r.get(5)?),
-            })
-        })?;
+        let rows = stmt.query_map(params_from_iter(args.iter()), read_stats)?;
         rows.collect::<Result<_, _>>().map_err(Into::into)
     }
 
@@ -941,6 +931,18 @@ fn hours(from: i64, to: i64) -> impl Iterator<Item = (i64, i64)> {
         let last = first.saturating_add(WINDOW - 1).min(to);
         start = (last < to).then(|| last + 1);
         Some((first, last))
+    })
+}
+
+/// One group of stats as the stats queries select it: key, attempts, connected calls,
+/// connected milliseconds, cost units and cost fraction.
+fn read_stats(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stats> {
+    Ok(Stats {
+        key: r.get(0)?,
+        attempts: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
+        connected: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
+        seconds: Decimal::new(r.get::<_, i64>(3)?, 3),
+        cost: cost_of(r.get(4)?, r.get(5)?),
     })
 }
 

@@ -10,10 +10,10 @@
 //! Rows emptied by a prune or a re-rating are deleted; the number of CDRs held is kept beside
 //! it (`meta` key `cdrs`), so counting them reads one row.
 
-use super::{cost_of, EventLog, Filter, GroupBy, LogError, Stats};
+use super::{read_stats, EventLog, Filter, GroupBy, LogError, Stats};
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
-use std::collections::BTreeMap;
+use std::collections::btree_map::{BTreeMap, Entry};
 
 const HOUR: i64 = 3600;
 
@@ -156,7 +156,7 @@ fn group_key(group_by: Option<GroupBy>) -> &'static str {
         Some(GroupBy::Prefix) => "dest_code",
         Some(GroupBy::Card) => "card",
         Some(GroupBy::SipCode) => "CAST(sip_code AS TEXT)",
-        // `hour * HOUR`: the hour's first second.
+        // `hour * 3600` ([`HOUR`]): the hour's first second.
         Some(GroupBy::Day) => "strftime('%Y-%m-%d', hour * 3600, 'unixepoch')",
     }
 }
@@ -194,36 +194,25 @@ impl EventLog {
              FROM rollup {clause} GROUP BY k HAVING SUM(attempts) > 0",
             group_key(group_by)
         );
-        let mut groups: BTreeMap<String, Stats> = BTreeMap::new();
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
-            Ok(Stats {
-                key: r.get(0)?,
-                attempts: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
-                connected: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
-                seconds: rust_decimal::Decimal::new(r.get::<_, i64>(3)?, 3),
-                cost: cost_of(r.get(4)?, r.get(5)?),
-            })
-        })?;
-        for stats in rows {
-            let stats = stats?;
-            groups.insert(stats.key.clone(), stats);
-        }
+        let mut all: Vec<Stats> = stmt
+            .query_map(params_from_iter(args.iter()), read_stats)?
+            .collect::<Result<_, _>>()?;
         for edge in edges(filter, hours) {
-            if edge.from > edge.to {
-                continue;
-            }
-            for stats in Self::stats_scan(conn, &edge, group_by)? {
-                match groups.get_mut(&stats.key) {
-                    Some(group) => {
-                        group.attempts += stats.attempts;
-                        group.connected += stats.connected;
-                        group.seconds += stats.seconds;
-                        group.cost += stats.cost;
-                    }
-                    None => {
-                        groups.insert(stats.key.clone(), stats);
-                    }
+            all.extend(Self::stats_scan(conn, &edge, group_by)?);
+        }
+        let mut groups: BTreeMap<String, Stats> = BTreeMap::new();
+        for stats in all {
+            match groups.entry(stats.key.clone()) {
+                Entry::Vacant(e) => {
+                    e.insert(stats);
+                }
+                Entry::Occupied(e) => {
+                    let group = e.into_mut();
+                    group.attempts += stats.attempts;
+                    group.connected += stats.connected;
+                    group.seconds += stats.seconds;
+                    group.cost += stats.cost;
                 }
             }
         }
