@@ -740,9 +740,6 @@ fn the_importing_node_killed_mid_import_restarts_and_converges() {
 /// One writer's acknowledged writes: (prefix, rate) rules and CDR callids.
 type Ledger = (Vec<(String, String)>, Vec<String>);
 
-/// Jepsen-style: a writer on every region while nodes are SIGKILLed and restarted at random; a
-/// ledger of every acknowledged write; once the writes stop and the mesh is back, every
-/// acknowledged rule and CDR is on every node.
 /// A writer's `rule/set` on node `n`: whether it was acknowledged. A node down or out of disk
 /// (no answer, 503) is waited out a moment; any other refusal fails the test.
 fn set_rule_acked(api: &Api, n: usize, card: &str, prefix: &str, rate: &str) -> bool {
@@ -785,6 +782,9 @@ fn exports_every_rule<'a>(
     })
 }
 
+/// Jepsen-style: a writer on every region while nodes are SIGKILLed and restarted at random; a
+/// ledger of every acknowledged write; once the writes stop and the mesh is back, every
+/// acknowledged rule and CDR is on every node.
 #[test]
 fn every_acknowledged_write_reaches_every_node_through_kills() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

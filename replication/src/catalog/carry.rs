@@ -8,7 +8,8 @@ use crate::bucketed;
 use crate::docstore::DocStore;
 use automerge::AutoCommit;
 use edgerate_model::card::RevisionMeta;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::{Entry, HashMap};
+use std::collections::BTreeMap;
 
 /// One of this node's edits of the revision live at its time, as read back from the history.
 struct OwnEdit {
@@ -108,8 +109,8 @@ impl Catalog {
             for (prefix, (time, source, known)) in carries {
                 let (shard, _) = bucketed::locate(prefix, target.meta.shards, target.meta.buckets);
                 let times = match edited.entry(shard) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
                         let id = DocId::rules(card_id, &target.meta, shard).to_string();
                         e.insert(self.edit_times(&id, &target.meta, since)?)
                     }

@@ -308,9 +308,10 @@ fn value_of(d: &AutoCommit, meta: &RevisionMeta, prefix: &str) -> Option<String>
 
 impl Catalog {
     /// Rebases every shard document of a loaded revision whose history has outgrown its rules
-    /// (see the module's doc); `whole`: every member of the cluster is reachable now. For the background task: each rebase writes its shard afresh
-    /// outside the write lock (about a second for 100k rules) and takes the lock only to switch.
-    /// Returns how many shards were rebased; a failure is logged and retried next time.
+    /// (see the module's doc); `whole`: every member of the cluster is reachable now. For the
+    /// background task: each rebase writes its shard afresh outside the write lock (about a
+    /// second for 100k rules) and takes the lock only to switch. Returns how many shards were
+    /// rebased; a failure is logged and retried next time.
     pub fn rebase_due(&self, whole: bool) -> usize {
         let view = self.view();
         let me = self.inner.docs.actor().to_hex_string();
@@ -488,13 +489,7 @@ impl Catalog {
             let since: Vec<String> = d
                 .get_changes(heads)
                 .iter()
-                .flat_map(|c| c.decode().operations)
-                .filter_map(|op| match op.key {
-                    automerge::legacy::Key::Map(k) if edgerate_model::number::is_prefix(&k) => {
-                        Some(k.to_string())
-                    }
-                    _ => None,
-                })
+                .flat_map(|c| rule_keys(c).unwrap_or_default())
                 .collect();
             let stamps = stamps_after(d, rev.meta.buckets, Some(heads), 0)?;
             let delta: Vec<(String, Option<String>, Option<Stamp>)> = since

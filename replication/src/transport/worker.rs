@@ -1,6 +1,6 @@
 //! The per-peer sync thread's input queue and its loop: applying what the peer sent, pushing
 //! local changes, and anti-entropy every tick (request counts and the member list only when
-//! they changed).
+//! they changed, or every 30 s).
 
 use super::framing::bad_message;
 use super::{Shared, INPUT_QUEUE, PUSH_HEADROOM};
