@@ -8,6 +8,7 @@
 #   ASR_PRELOAD=1000000 URL_PATH='/api/lookup/asrplus.json?number=441234567890' scripts/bench-http.sh   # ASR Plus
 #   LCR_PROVIDERS=5 URL_PATH='/api/routing/lcr.json?number=441234567890&card=demo' scripts/bench-http.sh   # routing
 #     (LCR_PROVIDERS=N: N provider cards holding the demo deck, each rate scaled by its number)
+#   PERF=/tmp/perf.data scripts/bench-http.sh   # also profile the node during its last round
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -106,6 +107,10 @@ run() { # name, wrk args…
 }
 results=$(for round in $(seq "$ROUNDS"); do
   run nginx "http://127.0.0.1:$nginx_port/reply.json"
+  # PERF=FILE: a profile of the node (perf record -g) during its last round.
+  if [ -n "${PERF:-}" ] && [ "$round" = "$ROUNDS" ]; then
+    perf record -q -F 2000 -g -o "$PERF" -p "$node_pid" -- sleep "$DURATION" >/dev/null 2>&1 &
+  fi
   run node -H "$auth" "http://127.0.0.1:$node_port$URL_PATH"
 done)
 echo "$results"

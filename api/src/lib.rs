@@ -8,6 +8,7 @@ pub mod backup;
 pub mod cdr;
 pub mod cluster;
 pub mod error;
+pub mod exact;
 pub mod format;
 pub mod lookup;
 pub mod metrics;

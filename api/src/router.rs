@@ -21,6 +21,8 @@ use std::time::Instant;
 
 /// The most a request may send before it is authenticated (credentials only in the body).
 pub const PREAUTH_BODY_BYTES: usize = 64 * 1024;
+/// The buffer a JSON answer is written into: a query's or a route list's answer fits.
+const ANSWER_CAPACITY: usize = 2048;
 
 const X_RATELIMIT_LIMIT: header::HeaderName = header::HeaderName::from_static("x-ratelimit-limit");
 const X_RATELIMIT_REMAINING: header::HeaderName =
@@ -57,7 +59,11 @@ impl Ctx {
     /// builds no intermediate tree); XML and HTML render it as a tree.
     pub fn reply<T: serde::Serialize>(&self, answer: &T) -> Result<Output, ApiError> {
         let done = match self.format {
-            Format::Json => serde_json::to_vec(answer).map(Output::Json),
+            Format::Json => {
+                // Most answers fit: one allocation, no regrowth while writing.
+                let mut out = Vec::with_capacity(ANSWER_CAPACITY);
+                serde_json::to_writer(&mut out, answer).map(|()| Output::Json(out))
+            }
             Format::Xml | Format::Html => serde_json::to_value(answer).map(Output::Value),
         };
         done.map_err(|e| ApiError::internal("serialising an answer", e))

@@ -5,7 +5,8 @@
 //! [`model::routing`]: edgerate_model::routing
 
 use crate::error::ApiError;
-use crate::ratecard::{jurisdiction, number_of, provider_cards};
+use crate::exact::Exact;
+use crate::ratecard::{jurisdiction, provider_cards};
 use crate::router::{Ctx, Output};
 use edgerate_model::card::CardKind;
 use edgerate_model::pricing;
@@ -13,7 +14,6 @@ use edgerate_model::routing::{self, Call, Order, Provider};
 use edgerate_replication::catalog::{CardView, View};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use serde_json::Number;
 use std::sync::Arc;
 
 /// Routes per number when `limit` is not given, and its maximum.
@@ -72,7 +72,7 @@ pub fn lcr(ctx: &Ctx) -> Result<Output, ApiError> {
         other => other,
     };
     let cli = ctx.vars.number("cli")?;
-    let live: Vec<(&Named, &edgerate_replication::catalog::RevisionView)> = providers
+    let live: Vec<(&Named<'_>, &edgerate_replication::catalog::RevisionView)> = providers
         .iter()
         .filter_map(|p| p.card.live_at(at).map(|rev| (p, rev)))
         .collect();
@@ -103,8 +103,8 @@ pub fn lcr(ctx: &Ctx) -> Result<Output, ApiError> {
                     Sell {
                         card: &card.meta.name,
                         prefix: &number[..price.prefix_len],
-                        rate: number_of(price.rate),
-                        cost: cost.map(number_of),
+                        rate: Exact(price.rate),
+                        cost: cost.map(Exact),
                     },
                     cost,
                 ))
@@ -130,16 +130,16 @@ pub fn lcr(ctx: &Ctx) -> Result<Output, ApiError> {
                     .map(|r| {
                         let named = live[r.provider].0;
                         Route {
-                            card: &named.reference,
+                            card: named.reference,
                             card_id: &named.card.meta.id,
                             name: &r.rule.name,
                             prefix: &number[..r.prefix_len],
-                            rate: number_of(r.rate),
-                            connect_fee: number_of(r.rule.connect_fee),
-                            cost: number_of(r.cost),
-                            margin: r.margin.map(number_of),
-                            asr: r.quality.asr.map(number_of),
-                            acd: r.quality.acd.map(number_of),
+                            rate: Exact(r.rate),
+                            connect_fee: Exact(r.rule.connect_fee),
+                            cost: Exact(r.cost),
+                            margin: r.margin.map(Exact),
+                            asr: r.quality.asr.map(Exact),
+                            acd: r.quality.acd.map(Exact),
                             status: r.rule.status.as_str(),
                         }
                     })
@@ -147,7 +147,7 @@ pub fn lcr(ctx: &Ctx) -> Result<Output, ApiError> {
                 excluded: excluded
                     .iter()
                     .map(|(i, prefix_len, why)| Left {
-                        card: &live[*i].0.reference,
+                        card: live[*i].0.reference,
                         prefix: &number[..*prefix_len],
                         reason: why.as_str(),
                     })
@@ -174,8 +174,8 @@ struct Answer<'a> {
 struct Sell<'a> {
     card: &'a str,
     prefix: &'a str,
-    rate: Number,
-    cost: Option<Number>,
+    rate: Exact,
+    cost: Option<Exact>,
 }
 
 #[derive(Serialize)]
@@ -184,12 +184,12 @@ struct Route<'a> {
     card_id: &'a str,
     name: &'a str,
     prefix: &'a str,
-    rate: Number,
-    connect_fee: Number,
-    cost: Number,
-    margin: Option<Number>,
-    asr: Option<Number>,
-    acd: Option<Number>,
+    rate: Exact,
+    connect_fee: Exact,
+    cost: Exact,
+    margin: Option<Exact>,
+    asr: Option<Exact>,
+    acd: Option<Exact>,
     status: &'static str,
 }
 
@@ -216,15 +216,19 @@ impl Serialize for ByNumber<'_> {
 }
 
 /// A provider card and how the answer names it: as the request did, else by its name.
-pub(crate) struct Named {
-    pub(crate) card: Arc<CardView>,
-    reference: String,
+pub(crate) struct Named<'v> {
+    pub(crate) card: &'v Arc<CardView>,
+    reference: &'v str,
 }
 
 /// The provider cards a request routes over: `providers` (ids or names, each a provider card
 /// of the account, at most 100, each once), else (with `every`) every provider card of the
 /// account; ordered by name, which breaks ties between equal routes.
-pub(crate) fn providers(view: &View, ctx: &Ctx, every: bool) -> Result<Vec<Named>, ApiError> {
+pub(crate) fn providers<'v>(
+    view: &'v View,
+    ctx: &'v Ctx,
+    every: bool,
+) -> Result<Vec<Named<'v>>, ApiError> {
     let account = &ctx.account().id;
     let refs = ctx.vars.list("providers");
     let mut out: Vec<Named> = if refs.is_empty() && !every {
@@ -233,18 +237,15 @@ pub(crate) fn providers(view: &View, ctx: &Ctx, every: bool) -> Result<Vec<Named
         view.cards_of(account)
             .into_iter()
             .filter(|c| c.meta.kind == CardKind::Provider)
-            .map(|c| Named {
-                card: c.clone(),
-                reference: c.meta.name.clone(),
+            .map(|card| Named {
+                card,
+                reference: &card.meta.name,
             })
             .collect()
     } else {
         provider_cards(view, account, "providers", &refs, MAX_PROVIDERS)?
             .into_iter()
-            .map(|(card, reference)| Named {
-                card: card.clone(),
-                reference: reference.to_owned(),
-            })
+            .map(|(card, reference)| Named { card, reference })
             .collect()
     };
     out.sort_by(|a, b| a.card.meta.name.cmp(&b.card.meta.name));

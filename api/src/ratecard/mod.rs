@@ -16,6 +16,7 @@ pub use rules::{rule_delete, rule_set, rules};
 pub use simulate::simulate;
 
 use crate::error::ApiError;
+use crate::exact::Exact;
 use crate::router::Ctx;
 use crate::vars::Vars;
 use edgerate_model::card::{revision_state, CardKind, RevisionMeta};
@@ -24,8 +25,7 @@ use edgerate_model::notice;
 use edgerate_model::rule::Rule;
 use edgerate_replication::catalog::{CardView, Catalog, RevisionView, View};
 use rust_decimal::Decimal;
-use serde_json::{json, Number, Value};
-use std::str::FromStr;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Page size of `ratecard/rules` when `limit` is not given, and its maximum.
@@ -42,7 +42,7 @@ const MAX_NOTICE_DAYS: u32 = 365;
 
 /// A decimal as an exact JSON value.
 pub fn money(d: Decimal) -> Value {
-    Value::Number(number_of(d))
+    Exact(d).into()
 }
 
 fn find_card(view: &View, ctx: &Ctx) -> Result<Arc<CardView>, ApiError> {
@@ -151,11 +151,6 @@ fn revision_json(card: &CardView, rev: &RevisionView, now: i64) -> Value {
         "rules": rev.index.read().len(),
         "source": rev.meta.source,
     })
-}
-
-/// A decimal as an exact JSON number.
-pub(crate) fn number_of(d: Decimal) -> Number {
-    Number::from_str(&d.normalize().to_string()).expect("a decimal is a JSON number")
 }
 
 fn opt_money(vars: &Vars, name: &str) -> Result<Option<Decimal>, ApiError> {

@@ -1,14 +1,13 @@
 //! `ratecard/query`: the hot path, a price per number on the revision live at `at`.
 
-use super::number_of;
 use crate::error::ApiError;
+use crate::exact::Exact;
 use crate::router::{Ctx, Output};
 use edgerate_model::dataset::DatasetKind;
 use edgerate_model::pricing::{self, Blocked, Jurisdiction};
 use edgerate_replication::catalog::{CardView, View};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use serde_json::Number;
 
 pub fn query(ctx: &Ctx) -> Result<Output, ApiError> {
     let view = ctx.state.catalog().view();
@@ -125,8 +124,8 @@ impl<'a> Pricing<'a> {
             number,
             prefix: &number[..price.prefix_len],
             name: &rule.name,
-            rate: number_of(rate),
-            connect_fee: number_of(rule.connect_fee),
+            rate: Exact(rate),
+            connect_fee: Exact(rule.connect_fee),
             mcd: rule.mcd,
             pulse: rule.pulse,
             currency: &self.card.meta.currency,
@@ -135,9 +134,9 @@ impl<'a> Pricing<'a> {
                 None => rule.status.as_str(),
             },
             reason: (price.blocked == Some(Blocked::Capped)).then_some("capped"),
-            duration: self.duration.map(number_of),
+            duration: self.duration.map(Exact),
             billed_duration: charge.map(|c| c.billed_duration),
-            cost: charge.map(|c| number_of(c.cost)),
+            cost: charge.map(|c| Exact(c.cost)),
         })
     }
 }
@@ -150,8 +149,8 @@ struct Priced<'a> {
     number: &'a str,
     prefix: &'a str,
     name: &'a str,
-    rate: Number,
-    connect_fee: Number,
+    rate: Exact,
+    connect_fee: Exact,
     mcd: u32,
     pulse: u32,
     currency: &'a str,
@@ -160,11 +159,11 @@ struct Priced<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    duration: Option<Number>,
+    duration: Option<Exact>,
     #[serde(skip_serializing_if = "Option::is_none")]
     billed_duration: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    cost: Option<Number>,
+    cost: Option<Exact>,
 }
 
 #[derive(Serialize)]

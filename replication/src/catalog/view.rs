@@ -60,8 +60,8 @@ impl CardView {
 pub struct View {
     pub accounts: HashMap<String, Arc<Account>>,
     pub cards: HashMap<String, Arc<CardView>>,
-    /// (account, card name) → card id.
-    names: HashMap<(String, String), String>,
+    /// Account → card name → card id.
+    names: HashMap<String, BTreeMap<String, String>>,
     /// API key hash → account id.
     pub(super) key_hashes: HashMap<String, String>,
     /// Operator datasets by kind.
@@ -78,21 +78,18 @@ impl View {
         {
             return Some(card);
         }
-        let id = self
-            .names
-            .get(&(account.to_owned(), reference.to_owned()))?;
+        let id = self.names.get(account)?.get(reference)?;
         self.cards.get(id)
     }
 
     /// The account's cards, by name.
     pub fn cards_of(&self, account: &str) -> Vec<&Arc<CardView>> {
-        let mut cards: Vec<_> = self
-            .cards
-            .values()
-            .filter(|c| c.meta.account == account)
-            .collect();
-        cards.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
-        cards
+        self.names
+            .get(account)
+            .into_iter()
+            .flat_map(|names| names.values())
+            .filter_map(|id| self.cards.get(id))
+            .collect()
     }
 
     /// The account whose key hashes to `hash`.
@@ -123,17 +120,24 @@ impl View {
     }
 
     pub(super) fn insert_card(&mut self, card: CardView) {
-        self.names.insert(
-            (card.meta.account.clone(), card.meta.name.clone()),
-            card.meta.id.clone(),
-        );
+        self.names
+            .entry(card.meta.account.clone())
+            .or_default()
+            .insert(card.meta.name.clone(), card.meta.id.clone());
         self.cards.insert(card.meta.id.clone(), Arc::new(card));
     }
 
     pub(super) fn remove_card(&mut self, id: &str) {
-        if let Some(card) = self.cards.remove(id) {
-            self.names
-                .remove(&(card.meta.account.clone(), card.meta.name.clone()));
+        let Some(card) = self.cards.remove(id) else {
+            return;
+        };
+        if let Some(names) = self.names.get_mut(&card.meta.account) {
+            if names.get(&card.meta.name).is_some_and(|named| named == id) {
+                names.remove(&card.meta.name);
+            }
+            if names.is_empty() {
+                self.names.remove(&card.meta.account);
+            }
         }
     }
 }
