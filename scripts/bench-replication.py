@@ -85,7 +85,7 @@ def bench_edit():
         visible.append(time.perf_counter() - t0)
     ms = lambda x: f"{x * 1e3:.2f} ms"
     print(f"edit: {EDITS} edits on a card of {EDIT_CARD_ROWS} rules; acknowledged on node 1: p50 {ms(pct(acked, 50))}, p99 {ms(pct(acked, 99))}; "
-          f"visible on all {len(nodes) - 1} peers: p50 {ms(pct(visible, 50))}, p99 {ms(pct(visible, 99))}, max {ms(max(visible))}")
+          f"visible on all {len(nodes) - 1} peers: p50 {ms(pct(visible, 50))}, p99 {ms(pct(visible, 99))}, max {ms(max(visible))} (edit {visible.index(max(visible)) + 1})")
 
 
 def sent_bytes(node):

@@ -74,10 +74,16 @@ TOML
 }
 
 down() {
+  local pids=()
   for pid in "$dir"/*.pid; do
     [ -e "$pid" ] || continue
-    kill "$(cat "$pid")" 2>/dev/null || true
+    pids+=("$(cat "$pid")")
+    kill "${pids[-1]}" 2>/dev/null || true
     rm -f "$pid"
+  done
+  # Gone before this returns, so the next `up` finds its ports free.
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   done
 }
 

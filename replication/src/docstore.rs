@@ -10,7 +10,8 @@
 //! quarantine directory and the node starts without it (peers send it again), as is any file
 //! that is not a document's. Compaction writes a fresh snapshot to a temporary file, renames it
 //! over the old one and empties the log; a crash between the two steps leaves changes in both,
-//! which Automerge applies idempotently.
+//! which Automerge applies idempotently. Changes as large as the snapshot (a whole shard from
+//! a peer) are written as a new snapshot at once rather than logged and compacted later.
 
 use automerge::transaction::CommitOptions;
 use automerge::{sync, sync::SyncDoc, AutoCommit, ChangeHash};
@@ -68,6 +69,9 @@ pub struct DurableDoc {
     /// Frames in the log since the last snapshot.
     log_frames: u64,
     snapshot_bytes: u64,
+    /// Snapshots written in place while the document is locked (see [`DocStore::persist`]):
+    /// a compaction that began before one has a stale snapshot and drops it.
+    rewrites: u64,
 }
 
 impl DurableDoc {
@@ -302,6 +306,7 @@ impl DocStore {
             log_dirty: false,
             log_frames: 0,
             snapshot_bytes: bytes.len() as u64,
+            rewrites: 0,
         })
     }
 
@@ -428,13 +433,24 @@ impl DocStore {
     /// Appends whatever `doc` holds beyond its last durable state to its log and fsyncs it. If
     /// that fails, the log is cut back to its last good frame and the document in memory goes
     /// back to its last durable state: nothing of the refused change remains.
+    ///
+    /// Changes that would make the log due for compaction on their own (a shard arriving whole
+    /// from a peer) are written as a new snapshot instead: the compaction they would cause
+    /// later, reloading and saving the whole document again, never competes with the edits
+    /// that follow.
     pub fn persist(&self, doc: &mut DurableDoc) -> Result<(), StoreError> {
         let heads = doc.doc.get_heads();
         if heads == doc.saved_heads {
             return Ok(());
         }
         let bytes = doc.doc.save_after(&doc.saved_heads);
-        match self.append(doc, &bytes) {
+        let written = if bytes.len() as u64 >= COMPACT_MIN_LOG_BYTES.max(doc.snapshot_bytes) {
+            drop(bytes);
+            self.rewrite(doc)
+        } else {
+            self.append(doc, &bytes)
+        };
+        match written {
             Ok(()) => {
                 doc.saved_heads = heads;
                 self.inner
@@ -483,6 +499,34 @@ impl DocStore {
         doc.log_dirty = false;
         doc.log_bytes += frame.len() as u64;
         doc.log_frames += 1;
+        Ok(())
+    }
+
+    /// Writes the whole document as its snapshot, then empties the log, whose frames the
+    /// snapshot holds. Until the snapshot's rename is durable the old snapshot and log stand; a
+    /// log that cannot be emptied after it only repeats changes Automerge applies idempotently.
+    fn rewrite(&self, doc: &mut DurableDoc) -> io::Result<()> {
+        let bytes = doc.doc.save();
+        write_snapshot(&self.inner.dir, &doc.id, &bytes)?;
+        doc.snapshot_bytes = bytes.len() as u64;
+        doc.rewrites += 1;
+        if let Some(log) = &doc.log {
+            if log.set_len(0).and_then(|()| log.sync_all()).is_ok() {
+                doc.log_bytes = 0;
+                doc.log_frames = 0;
+                doc.log_dirty = false;
+            }
+        } else if doc.log_bytes > 0 {
+            // Loaded with a log not opened since: it is opened (appending) on the next write.
+            let emptied = OpenOptions::new()
+                .write(true)
+                .open(log_path(&self.inner.dir, &doc.id))
+                .and_then(|log| log.set_len(0).and_then(|()| log.sync_all()));
+            if emptied.is_ok() {
+                doc.log_bytes = 0;
+                doc.log_frames = 0;
+            }
+        }
         Ok(())
     }
 
@@ -554,9 +598,9 @@ impl DocStore {
     /// beside the old log, whose changes Automerge applies idempotently.
     fn compact_one(&self, handle: &Arc<Mutex<DurableDoc>>) -> Result<(), StoreError> {
         let dir = &self.inner.dir;
-        let (id, upto, frames) = {
+        let (id, upto, frames, rewrites) = {
             let doc = handle.lock();
-            (doc.id.clone(), doc.log_bytes, doc.log_frames)
+            (doc.id.clone(), doc.log_bytes, doc.log_frames, doc.rewrites)
         };
         let corrupt = |reason: String| StoreError::Corrupt {
             id: id.clone(),
@@ -575,12 +619,12 @@ impl DocStore {
             .map_err(|e| corrupt(format!("log: {e}")))?;
         let bytes = doc.save();
         drop(doc);
-        let snapshot_tmp = dir.join(format!("{id}.snap.tmp"));
+        let snapshot_tmp = dir.join(format!("{id}.compact.tmp"));
         write_synced(&snapshot_tmp, &bytes)?;
 
         let mut doc = handle.lock();
-        if !self.get(&id).is_some_and(|h| Arc::ptr_eq(&h, handle)) {
-            // Removed meanwhile.
+        if !self.get(&id).is_some_and(|h| Arc::ptr_eq(&h, handle)) || doc.rewrites != rewrites {
+            // Removed meanwhile, or written whole since (a newer snapshot, an emptied log).
             let _ = fs::remove_file(&snapshot_tmp);
             return Ok(());
         }
@@ -803,6 +847,7 @@ fn load(dir: &Path, id: &str, actor: &automerge::ActorId) -> Result<DurableDoc, 
         log_dirty: false,
         log_frames: frames,
         snapshot_bytes: snapshot.len() as u64,
+        rewrites: 0,
     })
 }
 
@@ -900,6 +945,42 @@ mod tests {
         let doc = handle.lock();
         assert_eq!(doc.doc().length(ROOT), 300);
         assert!(doc.log_frames < 300, "compaction never took effect");
+    }
+
+    #[test]
+    fn changes_larger_than_the_snapshot_are_written_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
+        store
+            .create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?))
+            .unwrap();
+        store
+            .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v1")?))
+            .unwrap();
+        let log = || fs::metadata(dir.path().join("a.log")).map_or(0, |m| m.len());
+        assert!(log() > 0, "a small change goes to the log");
+        // 300 KiB of new values: more than the log may hold before compaction.
+        store
+            .change::<_, StoreError>("a", |d| {
+                for i in 0..3000 {
+                    d.put(ROOT, format!("big{i}"), "x".repeat(100))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(log(), 0, "the log's frames are in the new snapshot");
+        {
+            let handle = store.get("a").unwrap();
+            let doc = handle.lock();
+            assert_eq!((doc.log_bytes, doc.log_frames), (0, 0));
+        }
+        store
+            .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v2")?))
+            .unwrap();
+        drop(store);
+        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
+        assert_eq!(read(&store, "a", "k").as_deref(), Some("v2"));
+        assert_eq!(store.get("a").unwrap().lock().doc().length(ROOT), 3001);
     }
 
     #[test]

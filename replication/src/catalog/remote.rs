@@ -271,8 +271,9 @@ fn apply_touched(
     if let Some(time) = docs.head_time(doc_id) {
         rev.edited.fetch_max(time, Ordering::Relaxed);
     }
-    let mut index = rev.index.write();
-    with_doc(docs, doc_id, |d| {
+    // Read first, then written to the index: queries never wait on the document's lock.
+    let rules = with_doc(docs, doc_id, |d| {
+        let mut rules = Vec::with_capacity(prefixes.len());
         for prefix in prefixes
             .iter()
             .filter(|p| edgerate_model::number::is_prefix(p))
@@ -285,15 +286,23 @@ fn apply_touched(
                 .and_then(|(v, _)| v.as_str())
                 .map(Rule::decode)
             {
-                Some(Ok(rule)) => {
-                    index.insert(prefix, rule);
-                }
-                None => {
-                    index.remove(prefix);
-                }
+                Some(Ok(rule)) => rules.push((prefix, Some(rule))),
+                None => rules.push((prefix, None)),
                 Some(Err(_)) => tracing::warn!(%prefix, "skipped an unreadable rule from a peer"),
             }
         }
-        Ok(())
-    })
+        Ok(rules)
+    })?;
+    let mut index = rev.index.write();
+    for (prefix, rule) in rules {
+        match rule {
+            Some(rule) => {
+                index.insert(prefix, rule);
+            }
+            None => {
+                index.remove(prefix);
+            }
+        }
+    }
+    Ok(())
 }
