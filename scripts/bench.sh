@@ -3,11 +3,11 @@
 # has two cores), and one table of measured against target, with each one's baseline from the
 # same run (one memory read, nginx, the same query with nothing else going on, ...).
 #
-#   scripts/bench.sh            # full sizes (1M-prefix cards, 1M CDRs and rows): ~25 minutes
+#   scripts/bench.sh            # full sizes (1M-prefix cards, 1M CDRs and rows): ~35 minutes
 #   scripts/bench.sh --quick    # small sizes, one round each: a few minutes
 #   scripts/bench.sh --write    # also puts the table in BENCHMARKS.md, between its markers
 #   ONLY="prefix lcr" scripts/bench.sh --quick   # some of: prefix lcr http cdr load import
-#                                                #   replication membership
+#                                                #   replication edit restart membership
 #
 # Each benchmark's own script keeps its parameters (see its header); the raw output of this run
 # is kept in target/bench/<name>.txt.
@@ -21,7 +21,7 @@ for arg in "$@"; do
     *) echo "usage: $0 [--quick] [--write]" >&2; exit 2 ;;
   esac
 done
-only=${ONLY:-prefix lcr http cdr load import replication membership}
+only=${ONLY:-prefix lcr http cdr load import replication edit restart membership}
 out=target/bench
 mkdir -p "$out"
 rows=()
@@ -60,6 +60,12 @@ if wants http; then
   ROUNDS=$(size 1 3) DURATION=$(size 5 10) scripts/bench-http.sh >"$f" 2>&1
   row "ratecard/query.json vs nginx, one core each" \
     "$(pick "$f" 'ratio ([0-9.]+)')×, node $(pick "$f" 'median rps: node ([0-9.]+),') rps" "≥ 1.0×" \
+    "nginx $(pick "$f" 'nginx ([0-9.]+), ratio') rps, same bytes"
+  f=$out/http-lcr.txt
+  LCR_PROVIDERS=5 URL_PATH='/api/routing/lcr.json?number=441234567890&card=demo' \
+    ROUNDS=$(size 1 3) DURATION=$(size 5 10) scripts/bench-http.sh >"$f" 2>&1
+  row "routing/lcr.json vs nginx, 5 provider cards and a sell card, one core each" \
+    "$(pick "$f" 'ratio ([0-9.]+)')×, node $(pick "$f" 'median rps: node ([0-9.]+),') rps" "≥ 0.7×" \
     "nginx $(pick "$f" 'nginx ([0-9.]+), ratio') rps, same bytes"
 fi
 
@@ -103,6 +109,23 @@ if wants replication; then
     "live locally $(pick "$f" 'live on node 1 in ([0-9.]+ s)')"
   row "one node cut off, then healed" "$(pick "$f" 'identical ([0-9.]+ s) after the heal') after the heal" "≤ 5 s" \
     "$(pick "$f" 'while ([0-9]+ writes)') during the cut"
+fi
+
+if wants edit; then
+  f=$out/edit.txt
+  n=$(size 100000 1000000)
+  BENCH=edit EDITS=200 EDIT_CARD_ROWS=$n scripts/bench-replication.sh >"$f" 2>&1
+  row "rule edit visible on both peers, $n-rule card right after its import" \
+    "$(pick "$f" 'visible on all [0-9]+ peers: (p50 [0-9.]+ ms, p99 [0-9.]+ ms)')" "p99 ≤ 15 ms" \
+    "acknowledged locally $(pick "$f" 'acknowledged on node 1: (p50 [0-9.]+ ms)')"
+fi
+
+if wants restart; then
+  f=$out/restart.txt
+  ROWS=$(size 100000 1000000) EDITS=$(size 10000 100000) scripts/bench-restart-cluster.sh >"$f" 2>&1
+  row "restart to serving after $(pick "$f" '^([0-9]+ edits from 3 regions)')" \
+    "$(pick "$f" '^after [0-9]+ edits +([0-9.]+)') s; disk $(pick "$f" 'disk ([0-9.]+x)'), RSS $(pick "$f" 'rss ([0-9.]+x)') of fresh" \
+    "≤ 5 s; disk ≤ 3×, RSS ≤ 1.5×" "fresh $(pick "$f" '^fresh \(0 edits\) +([0-9.]+)') s"
 fi
 
 if wants membership; then
