@@ -6,6 +6,7 @@
 #   scripts/bench-cdr.sh                 # TOTAL=1000000 BATCH=1000
 #   TOTAL=10000000 RATING=0 scripts/bench-cdr.sh   # 10M: ingest and queries only
 # EDGERATE_BIN runs another build (a baseline) instead of building this tree's.
+#   PERF=/tmp/perf.data scripts/bench-cdr.sh   # also profile the node during the first re-rating
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL=${TOTAL:-1000000}
@@ -80,6 +81,12 @@ python3 -c 'import json,sys; print("simulate totals:", json.load(open(sys.argv[1
 echo "ratecard/simulate over $TOTAL CDRs: ${sim_s}s (target <= 2 s)"
 # Re-rating all of them on the draft (every cost changes), then again (nothing changes).
 for pass in first second; do
+  # PERF=FILE: a profile of the node (perf record -g) during the first pass.
+  if [ -n "${PERF:-}" ] && [ "$pass" = first ]; then
+    perf record -q -F 999 -g -o "$PERF" -p "$node_pid" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   t=$(curl -sf "${auth[@]}" -o "$work/rerate.json" -w '%{time_total}' -d "card=demo&revision=$draft&from=$from&to=$to" "$url/api/cdr/rerate.json")
   echo "cdr/rerate ($pass pass) over $TOTAL CDRs: ${t}s (target <= 30 s): $(cat "$work/rerate.json")"
+  if [ -n "${perf_pid:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; perf_pid=; fi
 done

@@ -19,6 +19,7 @@ use edgerate_model::asrplus::AsrPlus;
 use edgerate_model::cdr::{Cdr, CdrInput, Leg, Rating};
 use edgerate_model::quality::RouteQuality;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use rollup::{Counted, Tally};
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 use rust_decimal::Decimal;
 use std::collections::{HashMap, HashSet};
@@ -306,7 +307,7 @@ impl EventLog {
              DROP TRIGGER IF EXISTS count_delete;
              INSERT OR IGNORE INTO meta (key, value) VALUES ('cdrs', 0);",
         )?;
-        conn.execute_batch(&rollup::triggers())?;
+        conn.execute_batch(rollup::OLD_TRIGGERS)?;
         let (asrplus, quality) = read_views(&conn, bad_codes, quality_days, now)?;
         let has_rerates = conn
             .query_row("SELECT 1 FROM meta WHERE key = 'rerates'", [], |_| Ok(()))
@@ -380,6 +381,7 @@ impl EventLog {
         let mut seq: u64 = self.vv.lock().get(&self.origin).copied().unwrap_or(0);
         let mut seen = HashSet::new();
         let mut added = Vec::with_capacity(cdrs.len());
+        let mut tally = Tally::default();
         {
             let mut exists = tx.prepare_cached(
                 "SELECT 1 FROM events WHERE account = ?1 AND callid = ?2 AND kind = 'cdr' LIMIT 1",
@@ -399,9 +401,10 @@ impl EventLog {
                     rerated: None,
                 };
                 insert_record(&mut insert, &record)?;
+                tally.count(&counted(account, cdr), 1);
                 if self.has_rerates.load(std::sync::atomic::Ordering::Relaxed) {
                     // The call may have been re-rated elsewhere before it was sent here.
-                    rerate::catch_up(&tx, account, callid)?;
+                    rerate::catch_up(&tx, account, callid, &mut tally)?;
                 }
                 added.push(cdr);
             }
@@ -409,6 +412,7 @@ impl EventLog {
         if !added.is_empty() {
             raise_head(&tx, &self.origin, seq)?;
         }
+        tally.write(&tx)?;
         tx.commit()?;
         if !added.is_empty() {
             self.vv.lock().insert(self.origin.clone(), seq);
@@ -449,6 +453,7 @@ impl EventLog {
         let mut applied = Vec::new();
         let mut refused = 0u64;
         let mut heads: HashMap<&str, u64> = HashMap::new();
+        let mut tally = Tally::default();
         {
             let mut insert =
                 tx.prepare_cached(&INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO"))?;
@@ -472,12 +477,14 @@ impl EventLog {
                     match r.rerated {
                         Some(_) => {
                             rerate::note(&tx, &self.has_rerates)?;
-                            rerate::supersede(&tx, &record)?;
+                            rerate::supersede(&tx, &record, &mut tally)?;
                         }
-                        None if self.has_rerates.load(std::sync::atomic::Ordering::Relaxed) => {
-                            rerate::catch_up(&tx, &r.account, &r.cdr.input.callid)?;
+                        None => {
+                            tally.count(&counted(&r.account, &r.cdr), 1);
+                            if self.has_rerates.load(std::sync::atomic::Ordering::Relaxed) {
+                                rerate::catch_up(&tx, &r.account, &r.cdr.input.callid, &mut tally)?;
+                            }
                         }
-                        None => {}
                     }
                     applied.push(r);
                 }
@@ -486,6 +493,7 @@ impl EventLog {
         for (origin, seq) in &heads {
             raise_head(&tx, origin, *seq)?;
         }
+        tally.write(&tx)?;
         tx.commit()?;
         if refused > 0 {
             metrics::counter!(REFUSED_RECORDS).increment(refused);
@@ -757,8 +765,12 @@ impl EventLog {
     pub fn prune(&self, before: i64, now: i64) -> Result<usize, LogError> {
         self.asrplus.write().prune(now);
         self.quality.write().prune(now);
-        let conn = self.conn.lock();
-        Ok(conn.execute("DELETE FROM events WHERE dt < ?1", [before])?)
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        rollup::forget_before(&tx, before)?;
+        let deleted = tx.execute("DELETE FROM events WHERE dt < ?1", [before])?;
+        tx.commit()?;
+        Ok(deleted)
     }
 
     /// Copies the whole log, as it is at one instant, into a new database at `dest` (SQLite's
@@ -781,7 +793,7 @@ impl EventLog {
     /// CDRs held (re-ratings are records of the log too, not counted here).
     pub fn record_count(&self) -> Result<u64, LogError> {
         let conn = self.conn.lock();
-        // Kept by the rollup's triggers.
+        // Kept with the rollup (see [`rollup::Tally`]).
         let n: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'cdrs'", [], |r| {
             r.get(0)
         })?;
@@ -973,8 +985,7 @@ fn insert_record(
     } = *record;
     let c = &cdr.input;
     let r = RatingColumns::of(cdr.rating.as_ref());
-    let duration_ms =
-        i64::try_from((c.duration * Decimal::from(1000)).round().mantissa()).unwrap_or(i64::MAX);
+    let duration_ms = duration_ms(c);
     Ok(stmt.execute(params![
         origin,
         seq as i64,
@@ -1001,6 +1012,27 @@ fn insert_record(
         if rerated.is_some() { "rerate" } else { "cdr" },
         rerated,
     ])?)
+}
+
+/// A call's duration in whole milliseconds, as the log stores it beside the exact text.
+fn duration_ms(c: &edgerate_model::cdr::CdrInput) -> i64 {
+    i64::try_from((c.duration * Decimal::from(1000)).round().mantissa()).unwrap_or(i64::MAX)
+}
+
+/// A CDR as the rollup counts it when it is stored (its own rating).
+fn counted<'a>(account: &'a str, cdr: &'a Cdr) -> Counted<'a> {
+    let rating = cdr.rating.as_ref();
+    let (cost_units, cost_fraction) = cost_parts(rating);
+    Counted {
+        account,
+        dt: cdr.input.dt,
+        sip_code: i64::from(cdr.input.sip_code),
+        card: cdr.input.card.as_deref(),
+        duration_ms: duration_ms(&cdr.input),
+        dest_code: rating.map(|r| r.dest_code.as_str()),
+        cost_units,
+        cost_fraction,
+    }
 }
 
 /// A rating as the log's columns store it (all `None` for an unrated CDR).
@@ -1229,8 +1261,7 @@ mod tests {
         log.conn
             .lock()
             .execute_batch(
-                "DROP TRIGGER rollup_insert; DROP TRIGGER rollup_delete; DROP TRIGGER rollup_rerate;
-                 DELETE FROM rollup; UPDATE meta SET value = 3 WHERE key = 'schema';
+                "DELETE FROM rollup; UPDATE meta SET value = 3 WHERE key = 'schema';
                  DROP INDEX events_dt; CREATE INDEX events_dt ON events(account, dt);
                  CREATE TABLE daily_counts (account TEXT NOT NULL, day INTEGER NOT NULL,
                    n INTEGER NOT NULL, PRIMARY KEY (account, day)) WITHOUT ROWID;

@@ -6,6 +6,7 @@
 //! Records may arrive in any order: a re-rating whose CDR is not here yet is kept and applied
 //! when the CDR comes ([`catch_up`]).
 
+use super::rollup::{Counted, Tally};
 use super::{insert_record, EventLog, LogError, RatingColumns, RecordRef, INSERT};
 use edgerate_model::cdr::Cdr;
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -22,6 +23,7 @@ impl EventLog {
             let mut conn = self.conn.lock();
             let tx = conn.transaction()?;
             let mut seq: u64 = self.vv.lock().get(&self.origin).copied().unwrap_or(0);
+            let mut tally = Tally::default();
             note(&tx, &self.has_rerates)?;
             {
                 let mut insert = tx.prepare_cached(INSERT)?;
@@ -35,10 +37,11 @@ impl EventLog {
                         rerated: Some(at),
                     };
                     insert_record(&mut insert, &record)?;
-                    supersede(&tx, &record)?;
+                    supersede(&tx, &record, &mut tally)?;
                 }
             }
             super::raise_head(&tx, &self.origin, seq)?;
+            tally.write(&tx)?;
             tx.commit()?;
             self.vv.lock().insert(self.origin.clone(), seq);
             Ok(cdrs.len())
@@ -63,36 +66,113 @@ pub(super) fn note(tx: &Transaction<'_>, flag: &AtomicBool) -> Result<(), LogErr
     Ok(())
 }
 
-/// Puts a re-rating's rating beside its CDR when it is the latest one there.
-pub(super) fn supersede(tx: &Transaction<'_>, r: &RecordRef<'_>) -> Result<(), LogError> {
+/// Puts a re-rating's rating beside its CDR when it is the latest one there, and moves the
+/// CDR's figures in the rollup from its old rating to this one.
+pub(super) fn supersede(
+    tx: &Transaction<'_>,
+    r: &RecordRef<'_>,
+    tally: &mut Tally,
+) -> Result<(), LogError> {
     let at = r.rerated.unwrap_or_default();
+    // The call's CDRs this re-rating is later than, each as the rollup counts it now.
+    let older: Vec<(String, i64, Now)> = tx
+        .prepare_cached(
+            "SELECT origin, seq, dt, sip_code, card, duration_ms,
+                    CASE WHEN re_at IS NULL THEN dest_code ELSE re_dest_code END,
+                    CASE WHEN re_at IS NULL THEN cost_units ELSE re_cost_units END,
+                    CASE WHEN re_at IS NULL THEN cost_fraction ELSE re_cost_fraction END
+             FROM events WHERE account = ?1 AND callid = ?2 AND kind = 'cdr'
+               AND (re_at IS NULL OR (re_at, re_origin, re_seq) < (?3, ?4, ?5))",
+        )?
+        .query_map(
+            params![r.account, r.cdr.input.callid, at, r.origin, r.seq as i64],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    Now {
+                        dt: row.get(2)?,
+                        sip_code: row.get(3)?,
+                        card: row.get(4)?,
+                        duration_ms: row.get(5)?,
+                        dest_code: row.get(6)?,
+                        cost_units: row.get(7)?,
+                        cost_fraction: row.get(8)?,
+                    },
+                ))
+            },
+        )?
+        .collect::<Result<_, _>>()?;
+    if older.is_empty() {
+        return Ok(());
+    }
     let c = RatingColumns::of(r.cdr.rating.as_ref());
-    tx.prepare_cached(
+    let mut update = tx.prepare_cached(
         "UPDATE events SET re_at = ?1, re_origin = ?2, re_seq = ?3, re_dest_code = ?4,
            re_dest_name = ?5, re_rate = ?6, re_billed_duration = ?7, re_cost = ?8,
            re_cost_units = ?9, re_cost_fraction = ?10
-         WHERE account = ?11 AND callid = ?12 AND kind = 'cdr'
-           AND (re_at IS NULL OR (re_at, re_origin, re_seq) < (?1, ?2, ?3))",
-    )?
-    .execute(params![
-        at,
-        r.origin,
-        r.seq as i64,
-        c.dest_code,
-        c.dest_name,
-        c.rate,
-        c.billed_duration,
-        c.cost,
-        c.cost_units,
-        c.cost_fraction,
-        r.account,
-        r.cdr.input.callid,
-    ])?;
+         WHERE origin = ?11 AND seq = ?12",
+    )?;
+    for (origin, seq, now) in &older {
+        update.execute(params![
+            at,
+            r.origin,
+            r.seq as i64,
+            c.dest_code,
+            c.dest_name,
+            c.rate,
+            c.billed_duration,
+            c.cost,
+            c.cost_units,
+            c.cost_fraction,
+            origin,
+            seq,
+        ])?;
+        let old = now.counted(r.account);
+        let new = Counted {
+            dest_code: c.dest_code.as_deref(),
+            cost_units: c.cost_units,
+            cost_fraction: c.cost_fraction,
+            ..now.counted(r.account)
+        };
+        tally.rerate(&old, &new);
+    }
     Ok(())
 }
 
+/// A stored CDR's place and figures under its latest rating, as read back.
+struct Now {
+    dt: i64,
+    sip_code: i64,
+    card: Option<String>,
+    duration_ms: i64,
+    dest_code: Option<String>,
+    cost_units: Option<i64>,
+    cost_fraction: Option<i64>,
+}
+
+impl Now {
+    fn counted<'a>(&'a self, account: &'a str) -> Counted<'a> {
+        Counted {
+            account,
+            dt: self.dt,
+            sip_code: self.sip_code,
+            card: self.card.as_deref(),
+            duration_ms: self.duration_ms,
+            dest_code: self.dest_code.as_deref(),
+            cost_units: self.cost_units,
+            cost_fraction: self.cost_fraction,
+        }
+    }
+}
+
 /// After a CDR came from a peer: the latest re-rating of it already here, applied.
-pub(super) fn catch_up(tx: &Transaction<'_>, account: &str, callid: &str) -> Result<(), LogError> {
+pub(super) fn catch_up(
+    tx: &Transaction<'_>,
+    account: &str,
+    callid: &str,
+    tally: &mut Tally,
+) -> Result<(), LogError> {
     let latest = tx
         .prepare_cached(&format!(
             "SELECT {} FROM events WHERE account = ?1 AND callid = ?2 AND kind = 'rerate'
@@ -102,7 +182,7 @@ pub(super) fn catch_up(tx: &Transaction<'_>, account: &str, callid: &str) -> Res
         .query_row(params![account, callid], super::read_record)
         .optional()?;
     if let Some(r) = latest {
-        supersede(tx, &r.as_ref())?;
+        supersede(tx, &r.as_ref(), tally)?;
     }
     Ok(())
 }

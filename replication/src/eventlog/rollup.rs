@@ -1,7 +1,8 @@
 //! The hourly rollup of CDRs: per account, hour of call time, SIP code, card and the
 //! destination prefix a CDR is rated at now, its attempts, connected calls, connected
-//! milliseconds and cost. Triggers keep it in the transaction that changes the records (a CDR
-//! stored, a re-rating put beside it, a CDR pruned), so it is never out of step with them.
+//! milliseconds and cost. Every transaction that changes the records (a CDR stored, a
+//! re-rating put beside it, a CDR pruned) changes it too ([`Tally`], [`forget_before`]), so it
+//! is never out of step with them.
 //!
 //! A listing's `total` and `cdr/stats` over a time range, filtered by nothing the rollup lacks
 //! (a called number, which has an index of its own, or a CLI, which scans), read the whole
@@ -14,6 +15,7 @@ use super::{read_stats, EventLog, Filter, GroupBy, LogError, Stats};
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
 use std::collections::btree_map::{BTreeMap, Entry};
+use std::collections::HashMap;
 
 const HOUR: i64 = 3600;
 
@@ -25,9 +27,8 @@ pub(super) const TABLE: &str = "CREATE TABLE IF NOT EXISTS rollup (
        cost_units INTEGER NOT NULL, cost_fraction INTEGER NOT NULL,
        PRIMARY KEY (account, hour, sip_code, card, dest_code)) WITHOUT ROWID;";
 
-/// One CDR row's place and figures in the rollup, named as its columns, read from `r` (`NEW`,
-/// `OLD` or a table alias), times `sign` (`1` to add it, `-1` to take it away). The prefix and
-/// cost are the latest rating's.
+/// One CDR row's place and figures in the rollup, named as its columns, read from the table
+/// alias `r`, times `sign`. The prefix and cost are the latest rating's.
 fn row(r: &str, sign: &str) -> String {
     let now = |own: &str, re: &str| {
         format!("CASE WHEN {r}.re_at IS NULL THEN {r}.{own} ELSE {r}.{re} END")
@@ -45,51 +46,171 @@ fn row(r: &str, sign: &str) -> String {
     )
 }
 
-/// Adds one row's figures (an upsert on the rollup's key; `WHERE true` is SQLite's way of
-/// telling an upsert's `ON` from a join's).
-fn add(r: &str, sign: &str) -> String {
-    format!(
-        "INSERT INTO rollup SELECT {} WHERE true
-           ON CONFLICT (account, hour, sip_code, card, dest_code) DO UPDATE SET
-             attempts = attempts + excluded.attempts, connected = connected + excluded.connected,
-             connected_ms = connected_ms + excluded.connected_ms,
-             cost_units = cost_units + excluded.cost_units,
-             cost_fraction = cost_fraction + excluded.cost_fraction;",
-        row(r, sign)
-    )
+/// One CDR row as the rollup counts it: its place and, under its latest rating, its figures.
+pub(super) struct Counted<'a> {
+    pub account: &'a str,
+    pub dt: i64,
+    pub sip_code: i64,
+    pub card: Option<&'a str>,
+    pub duration_ms: i64,
+    pub dest_code: Option<&'a str>,
+    pub cost_units: Option<i64>,
+    pub cost_fraction: Option<i64>,
 }
 
-/// Takes one row's figures away, and deletes the rollup row if that emptied it.
-fn subtract(r: &str) -> String {
-    format!(
-        "{}
-         DELETE FROM rollup WHERE attempts = 0 AND (account, hour, sip_code, card, dest_code) =
-           (SELECT account, hour, sip_code, card, dest_code FROM (SELECT {}));",
-        add(r, "-1"),
-        row(r, "1")
-    )
+#[derive(PartialEq, Eq, Hash)]
+struct Key {
+    account: String,
+    hour: i64,
+    sip_code: i64,
+    card: String,
+    dest_code: String,
 }
 
-/// The triggers that keep the rollup and the count of CDRs (re-ratings are records too, but
-/// not CDRs to count).
-pub(super) fn triggers() -> String {
-    format!(
-        "CREATE TRIGGER IF NOT EXISTS rollup_insert AFTER INSERT ON events WHEN NEW.kind = 'cdr' BEGIN
-           {plus_new}
-           UPDATE meta SET value = value + 1 WHERE key = 'cdrs';
-         END;
-         CREATE TRIGGER IF NOT EXISTS rollup_delete AFTER DELETE ON events WHEN OLD.kind = 'cdr' BEGIN
-           {minus_old}
-           UPDATE meta SET value = value - 1 WHERE key = 'cdrs';
-         END;
-         CREATE TRIGGER IF NOT EXISTS rollup_rerate AFTER UPDATE OF re_at ON events WHEN NEW.kind = 'cdr' BEGIN
-           {minus_old}
-           {plus_new}
-         END;",
-        plus_new = add("NEW", "1"),
-        minus_old = subtract("OLD"),
-    )
+#[derive(Default)]
+struct Figures {
+    attempts: i64,
+    connected: i64,
+    connected_ms: i64,
+    cost_units: i64,
+    cost_fraction: i64,
 }
+
+/// What one transaction changes in the rollup and the count of CDRs, gathered as its records
+/// are stored, re-rated or deleted and written once before it commits ([`Tally::write`]).
+/// Kept here rather than by triggers: a trigger on the records' table makes SQLite journal
+/// every page each insert touches (measured: a trigger that does nothing doubles an insert's
+/// cost), and a batch's CDRs share a few rollup rows.
+#[derive(Default)]
+pub(super) struct Tally {
+    rows: HashMap<Key, Figures>,
+    cdrs: i64,
+}
+
+impl Tally {
+    /// A CDR stored (`sign` 1) or taken away (-1), as it counts now.
+    pub fn count(&mut self, c: &Counted<'_>, sign: i64) {
+        self.cdrs += sign;
+        self.figures(c, sign);
+    }
+
+    /// A CDR's rating replaced: its old figures out, its new ones in.
+    pub fn rerate(&mut self, old: &Counted<'_>, new: &Counted<'_>) {
+        self.figures(old, -1);
+        self.figures(new, 1);
+    }
+
+    fn figures(&mut self, c: &Counted<'_>, sign: i64) {
+        let key = Key {
+            account: c.account.to_owned(),
+            // As SQLite divides (toward zero), so rows match those `fill` wrote.
+            hour: c.dt / HOUR,
+            sip_code: c.sip_code,
+            card: c.card.unwrap_or_default().to_owned(),
+            dest_code: c.dest_code.unwrap_or_default().to_owned(),
+        };
+        let f = self.rows.entry(key).or_default();
+        let connected = c.sip_code == 200;
+        f.attempts += sign;
+        f.connected += sign * i64::from(connected);
+        f.connected_ms += sign * if connected { c.duration_ms } else { 0 };
+        f.cost_units += sign * c.cost_units.unwrap_or(0);
+        f.cost_fraction += sign * c.cost_fraction.unwrap_or(0);
+    }
+
+    /// Adds what was gathered to the rollup and the count, in the caller's transaction;
+    /// deletes the rows it emptied.
+    pub fn write(self, tx: &Connection) -> Result<(), LogError> {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO rollup (account, hour, sip_code, card, dest_code, attempts, connected,
+                                 connected_ms, cost_units, cost_fraction)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (account, hour, sip_code, card, dest_code) DO UPDATE SET
+               attempts = attempts + excluded.attempts, connected = connected + excluded.connected,
+               connected_ms = connected_ms + excluded.connected_ms,
+               cost_units = cost_units + excluded.cost_units,
+               cost_fraction = cost_fraction + excluded.cost_fraction",
+        )?;
+        let mut emptied = tx.prepare_cached(
+            "DELETE FROM rollup WHERE account = ?1 AND hour = ?2 AND sip_code = ?3 AND card = ?4
+               AND dest_code = ?5 AND attempts = 0",
+        )?;
+        for (k, f) in self.rows {
+            if (
+                f.attempts,
+                f.connected,
+                f.connected_ms,
+                f.cost_units,
+                f.cost_fraction,
+            ) == (0, 0, 0, 0, 0)
+            {
+                continue;
+            }
+            upsert.execute(rusqlite::params![
+                k.account,
+                k.hour,
+                k.sip_code,
+                k.card,
+                k.dest_code,
+                f.attempts,
+                f.connected,
+                f.connected_ms,
+                f.cost_units,
+                f.cost_fraction
+            ])?;
+            if f.attempts < 0 {
+                emptied.execute(rusqlite::params![
+                    k.account,
+                    k.hour,
+                    k.sip_code,
+                    k.card,
+                    k.dest_code
+                ])?;
+            }
+        }
+        if self.cdrs != 0 {
+            tx.execute(
+                "UPDATE meta SET value = value + ?1 WHERE key = 'cdrs'",
+                [self.cdrs],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes the CDRs dated before `before` out of the rollup and the count (before they are
+/// deleted, in the caller's transaction): summed per rollup row, not one by one.
+pub(super) fn forget_before(tx: &Connection, before: i64) -> Result<(), LogError> {
+    tx.execute(
+        &format!(
+            "INSERT INTO rollup
+               SELECT account, hour, sip_code, card, dest_code, -SUM(attempts), -SUM(connected),
+                      -SUM(connected_ms), -SUM(cost_units), -SUM(cost_fraction)
+               FROM (SELECT {} FROM events AS e WHERE e.dt < ?1 AND e.kind = 'cdr') WHERE true
+               GROUP BY account, hour, sip_code, card, dest_code
+             ON CONFLICT (account, hour, sip_code, card, dest_code) DO UPDATE SET
+               attempts = attempts + excluded.attempts, connected = connected + excluded.connected,
+               connected_ms = connected_ms + excluded.connected_ms,
+               cost_units = cost_units + excluded.cost_units,
+               cost_fraction = cost_fraction + excluded.cost_fraction",
+            row("e", "1")
+        ),
+        [before],
+    )?;
+    tx.execute("DELETE FROM rollup WHERE attempts = 0", [])?;
+    tx.execute(
+        "UPDATE meta SET value = value -
+           (SELECT COUNT(*) FROM events WHERE dt < ?1 AND kind = 'cdr') WHERE key = 'cdrs'",
+        [before],
+    )?;
+    Ok(())
+}
+
+/// The triggers earlier builds kept the rollup with; dropped at every open (a log they
+/// opened again has them back).
+pub(super) const OLD_TRIGGERS: &str = "DROP TRIGGER IF EXISTS rollup_insert;
+     DROP TRIGGER IF EXISTS rollup_delete;
+     DROP TRIGGER IF EXISTS rollup_rerate;";
 
 /// Builds the rollup and the count from the records (a log of an older schema), in the
 /// caller's transaction.
