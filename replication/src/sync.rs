@@ -367,6 +367,7 @@ impl PeerSync {
         let docs = self.replica.catalog.docs().clone();
         for id in std::mem::take(&mut self.dirty) {
             let link = self.links.entry(id.clone()).or_default();
+            assume_sent_whole(&mut link.state, &link.told);
             let mut message = docs.generate_sync(&id, &mut link.state);
             if message.is_none() {
                 let ours = docs.heads(&id);
@@ -425,6 +426,21 @@ impl PeerSync {
             })
             .unwrap_or(0);
         behind_docs + behind_records
+    }
+}
+
+/// A document sent whole to a peer that said it had nothing (Automerge sends the whole document
+/// then) is taken to be there from then on: the peer applies this document's messages in order,
+/// so whatever we send next arrives after it. Without this, an edit made before the peer's
+/// answer to the whole document arrives would send the whole document again (a shard of 100k
+/// rules, just imported: hundreds of ms for one rule). If the peer could not apply it, it says
+/// again that it has nothing, which clears what was sent, and the document goes whole again.
+fn assume_sent_whole(state: &mut sync::State, told: &[automerge::ChangeHash]) {
+    if state.their_heads.as_deref() == Some(&[])
+        && !state.sent_hashes.is_empty()
+        && !told.is_empty()
+    {
+        state.their_heads = Some(told.to_vec());
     }
 }
 
