@@ -512,30 +512,41 @@ impl DocStore {
     }
 
     /// Writes the whole document as its snapshot, then empties the log, whose frames the
-    /// snapshot holds. Until the snapshot's rename is durable the old snapshot and log stand; a
-    /// log that cannot be emptied after it only repeats changes Automerge applies idempotently.
+    /// snapshot holds. Until the snapshot's rename the old snapshot and log stand; once it is
+    /// renamed the document's state is the one on disk, even if making the rename durable then
+    /// fails (the write is reported failed, but nothing in memory is undone that the disk
+    /// holds). A log that cannot be emptied is cut before the next append; until then it only
+    /// repeats changes Automerge applies idempotently.
     fn rewrite(&self, doc: &mut DurableDoc) -> io::Result<()> {
+        let dir = &self.inner.dir;
         let bytes = doc.doc.save();
-        write_snapshot(&self.inner.dir, &doc.id, &bytes)?;
+        let tmp = dir.join(format!("{}.snap.tmp", doc.id));
+        write_synced(&tmp, &bytes)?;
+        if let Err(e) = fs::rename(&tmp, snapshot_path(dir, &doc.id)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        doc.saved_heads = doc.doc.get_heads();
         doc.snapshot_bytes = bytes.len() as u64;
         doc.rewrites += 1;
-        if let Some(log) = &doc.log {
-            if log.set_len(0).and_then(|()| log.sync_all()).is_ok() {
-                doc.log_bytes = 0;
-                doc.log_frames = 0;
-                doc.log_dirty = false;
+        sync_dir(dir)?;
+        let log = match doc.log.take() {
+            Some(log) => Ok(log),
+            None => OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log_path(dir, &doc.id)),
+        };
+        doc.log_dirty = match log {
+            Ok(log) => {
+                let emptied = log.set_len(0).and_then(|()| log.sync_all()).is_ok();
+                doc.log = Some(log);
+                !emptied
             }
-        } else if doc.log_bytes > 0 {
-            // Loaded with a log not opened since: it is opened (appending) on the next write.
-            let emptied = OpenOptions::new()
-                .write(true)
-                .open(log_path(&self.inner.dir, &doc.id))
-                .and_then(|log| log.set_len(0).and_then(|()| log.sync_all()));
-            if emptied.is_ok() {
-                doc.log_bytes = 0;
-                doc.log_frames = 0;
-            }
-        }
+            Err(_) => true,
+        };
+        doc.log_bytes = 0;
+        doc.log_frames = 0;
         Ok(())
     }
 
@@ -903,6 +914,18 @@ mod tests {
         value.as_str().map(str::to_owned)
     }
 
+    /// A store in `dir` holding document `a` whose `k` was `v0`, then `v1`.
+    fn two_versions(dir: &Path) -> DocStore {
+        let store = DocStore::open(dir, &dir.join("quarantine"), actor()).unwrap();
+        store
+            .create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?))
+            .unwrap();
+        store
+            .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v1")?))
+            .unwrap();
+        store
+    }
+
     #[test]
     fn changes_survive_reopen_and_compaction() {
         let dir = tempfile::tempdir().unwrap();
@@ -959,13 +982,7 @@ mod tests {
     #[test]
     fn changes_larger_than_the_snapshot_are_written_as_one() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
-        store
-            .create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?))
-            .unwrap();
-        store
-            .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v1")?))
-            .unwrap();
+        let store = two_versions(dir.path());
         let log = || fs::metadata(dir.path().join("a.log")).map_or(0, |m| m.len());
         assert!(log() > 0, "a small change goes to the log");
         // 300 KiB of new values: more than the log may hold before compaction.
@@ -995,13 +1012,7 @@ mod tests {
     #[test]
     fn a_torn_log_tail_is_cut_and_earlier_changes_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DocStore::open(dir.path(), &dir.path().join("quarantine"), actor()).unwrap();
-        store
-            .create::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v0")?))
-            .unwrap();
-        store
-            .change::<_, StoreError>("a", |d| Ok(d.put(ROOT, "k", "v1")?))
-            .unwrap();
+        let store = two_versions(dir.path());
         drop(store);
         let mut log = OpenOptions::new()
             .append(true)

@@ -7,7 +7,7 @@ use edgerate_model::dataset::DatasetKind;
 use edgerate_model::index::PrefixIndex;
 use parking_lot::RwLock;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -60,8 +60,9 @@ impl CardView {
 pub struct View {
     pub accounts: HashMap<String, Arc<Account>>,
     pub cards: HashMap<String, Arc<CardView>>,
-    /// Account → card name → card id.
-    names: HashMap<String, BTreeMap<String, String>>,
+    /// Account → card name → the ids of the cards of that name: one, except when two regions
+    /// created (or renamed) a card to the same name at once.
+    names: HashMap<String, BTreeMap<String, BTreeSet<String>>>,
     /// API key hash → account id.
     pub(super) key_hashes: HashMap<String, String>,
     /// Operator datasets by kind.
@@ -78,16 +79,17 @@ impl View {
         {
             return Some(card);
         }
-        let id = self.names.get(account)?.get(reference)?;
+        // Of cards sharing a name, the one with the smallest id: the same on every node.
+        let id = self.names.get(account)?.get(reference)?.first()?;
         self.cards.get(id)
     }
 
-    /// The account's cards, by name.
+    /// The account's cards, by name (then id).
     pub fn cards_of(&self, account: &str) -> Vec<&Arc<CardView>> {
         self.names
             .get(account)
             .into_iter()
-            .flat_map(|names| names.values())
+            .flat_map(|names| names.values().flatten())
             .filter_map(|id| self.cards.get(id))
             .collect()
     }
@@ -123,7 +125,9 @@ impl View {
         self.names
             .entry(card.meta.account.clone())
             .or_default()
-            .insert(card.meta.name.clone(), card.meta.id.clone());
+            .entry(card.meta.name.clone())
+            .or_default()
+            .insert(card.meta.id.clone());
         self.cards.insert(card.meta.id.clone(), Arc::new(card));
     }
 
@@ -131,13 +135,17 @@ impl View {
         let Some(card) = self.cards.remove(id) else {
             return;
         };
-        if let Some(names) = self.names.get_mut(&card.meta.account) {
-            if names.get(&card.meta.name).is_some_and(|named| named == id) {
+        let Some(names) = self.names.get_mut(&card.meta.account) else {
+            return;
+        };
+        if let Some(ids) = names.get_mut(&card.meta.name) {
+            ids.remove(id);
+            if ids.is_empty() {
                 names.remove(&card.meta.name);
             }
-            if names.is_empty() {
-                self.names.remove(&card.meta.account);
-            }
+        }
+        if names.is_empty() {
+            self.names.remove(&card.meta.account);
         }
     }
 }
@@ -213,5 +221,48 @@ impl Dataset {
                 .or_else(|| longest(number))
                 .or_else(|| national.and_then(longest)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(id: &str, name: &str) -> CardView {
+        let meta: CardMeta = serde_json::from_value(serde_json::json!({
+            "id": id, "account": "acc", "name": name, "currency": "USD",
+            "direction": "outbound", "precision": 4, "rounding": "up",
+            "duration_rounding": "up", "tech_prefix": "", "created": 0, "updated": 0,
+        }))
+        .unwrap();
+        CardView {
+            meta,
+            revisions: BTreeMap::new(),
+        }
+    }
+
+    /// Two regions may each create a card of the same name: both are listed, the name finds
+    /// the same one on every node, and removing one leaves the other found.
+    #[test]
+    fn cards_sharing_a_name_are_all_kept() {
+        let mut view = View::default();
+        view.insert_card(card("c2", "uk"));
+        view.insert_card(card("c1", "uk"));
+        view.insert_card(card("c3", "de"));
+        let ids = |v: &View| {
+            v.cards_of("acc")
+                .iter()
+                .map(|c| c.meta.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&view), ["c3", "c1", "c2"]);
+        assert_eq!(view.card("acc", "uk").unwrap().meta.id, "c1");
+        assert!(view.card("other", "uk").is_none());
+        view.remove_card("c1");
+        assert_eq!(view.card("acc", "uk").unwrap().meta.id, "c2");
+        view.remove_card("c2");
+        view.remove_card("c3");
+        assert!(view.card("acc", "uk").is_none());
+        assert!(ids(&view).is_empty() && view.names.is_empty());
     }
 }
