@@ -10,8 +10,9 @@
 //! quarantine directory and the node starts without it (peers send it again), as is any file
 //! that is not a document's. Compaction writes a fresh snapshot to a temporary file, renames it
 //! over the old one and empties the log; a crash between the two steps leaves changes in both,
-//! which Automerge applies idempotently. Changes as large as the snapshot (a whole shard from
-//! a peer) are written as a new snapshot at once rather than logged and compacted later.
+//! which Automerge applies idempotently. A document's first content and changes as large as
+//! the snapshot (a whole shard from a peer) are written as a new snapshot at once rather than
+//! logged and compacted later.
 
 use automerge::transaction::CommitOptions;
 use automerge::{sync, sync::SyncDoc, AutoCommit, ChangeHash};
@@ -75,6 +76,11 @@ pub struct DurableDoc {
 }
 
 impl DurableDoc {
+    /// The bytes of log past which it is compacted: 256 KiB, or the snapshot's size if larger.
+    fn log_limit(&self) -> u64 {
+        COMPACT_MIN_LOG_BYTES.max(self.snapshot_bytes)
+    }
+
     /// The document, for reading.
     pub fn doc(&self) -> &AutoCommit {
         &self.doc
@@ -443,21 +449,25 @@ impl DocStore {
     /// that fails, the log is cut back to its last good frame and the document in memory goes
     /// back to its last durable state: nothing of the refused change remains.
     ///
-    /// Changes that would make the log due for compaction on their own (a shard arriving whole
-    /// from a peer) are written as a new snapshot instead: the compaction they would cause
-    /// later, reloading and saving the whole document again, never competes with the edits
-    /// that follow.
+    /// A document's first content (a shard arriving whole from a peer), and changes that would
+    /// make the log due for compaction on their own, are written as a new snapshot instead: the
+    /// compaction they would cause later, reloading and saving the whole document again, never
+    /// competes with the edits that follow.
     pub fn persist(&self, doc: &mut DurableDoc) -> Result<(), StoreError> {
         let heads = doc.doc.get_heads();
         if heads == doc.saved_heads {
             return Ok(());
         }
-        let bytes = doc.doc.save_after(&doc.saved_heads);
-        let written = if bytes.len() as u64 >= COMPACT_MIN_LOG_BYTES.max(doc.snapshot_bytes) {
-            drop(bytes);
+        let written = if doc.saved_heads.is_empty() {
             self.rewrite(doc)
         } else {
-            self.append(doc, &bytes)
+            let bytes = doc.doc.save_after(&doc.saved_heads);
+            if bytes.len() as u64 >= doc.log_limit() {
+                drop(bytes);
+                self.rewrite(doc)
+            } else {
+                self.append(doc, &bytes)
+            }
         };
         match written {
             Ok(()) => {
@@ -520,12 +530,7 @@ impl DocStore {
     fn rewrite(&self, doc: &mut DurableDoc) -> io::Result<()> {
         let dir = &self.inner.dir;
         let bytes = doc.doc.save();
-        let tmp = dir.join(format!("{}.snap.tmp", doc.id));
-        write_synced(&tmp, &bytes)?;
-        if let Err(e) = fs::rename(&tmp, snapshot_path(dir, &doc.id)) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+        put_snapshot(dir, &doc.id, &bytes)?;
         doc.saved_heads = doc.doc.get_heads();
         doc.snapshot_bytes = bytes.len() as u64;
         doc.rewrites += 1;
@@ -594,8 +599,7 @@ impl DocStore {
         for handle in handles {
             let due = {
                 let doc = handle.lock();
-                doc.log_bytes >= COMPACT_MIN_LOG_BYTES.max(doc.snapshot_bytes)
-                    || doc.log_frames >= COMPACT_MAX_FRAMES
+                doc.log_bytes >= doc.log_limit() || doc.log_frames >= COMPACT_MAX_FRAMES
             };
             if !due {
                 continue;
@@ -790,10 +794,18 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 
 /// Writes `bytes` as the snapshot of `id`: temp file, fsync, rename, fsync the directory.
 fn write_snapshot(dir: &Path, id: &str, bytes: &[u8]) -> io::Result<()> {
+    put_snapshot(dir, id, bytes)?;
+    sync_dir(dir)
+}
+
+/// Puts `bytes` in place as document `id`'s snapshot (written and fsynced aside, then renamed
+/// over the old one); the rename is durable once the directory is synced.
+fn put_snapshot(dir: &Path, id: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!("{id}.snap.tmp"));
     write_synced(&tmp, bytes)?;
-    fs::rename(&tmp, snapshot_path(dir, id))?;
-    sync_dir(dir)
+    fs::rename(&tmp, snapshot_path(dir, id)).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }
 
 /// Writes `bytes` to a new file at `path` and fsyncs it; on failure nothing is left there.

@@ -401,7 +401,7 @@ impl EventLog {
                     rerated: None,
                 };
                 insert_record(&mut insert, &record)?;
-                tally.count(&counted(account, cdr), 1);
+                tally.count(account, &counted(cdr));
                 if self.has_rerates.load(std::sync::atomic::Ordering::Relaxed) {
                     // The call may have been re-rated elsewhere before it was sent here.
                     rerate::catch_up(&tx, account, callid, &mut tally)?;
@@ -480,7 +480,7 @@ impl EventLog {
                             rerate::supersede(&tx, &record, &mut tally)?;
                         }
                         None => {
-                            tally.count(&counted(&r.account, &r.cdr), 1);
+                            tally.count(&r.account, &counted(&r.cdr));
                             if self.has_rerates.load(std::sync::atomic::Ordering::Relaxed) {
                                 rerate::catch_up(&tx, &r.account, &r.cdr.input.callid, &mut tally)?;
                             }
@@ -1015,21 +1015,20 @@ fn insert_record(
 }
 
 /// A call's duration in whole milliseconds, as the log stores it beside the exact text.
-fn duration_ms(c: &edgerate_model::cdr::CdrInput) -> i64 {
+fn duration_ms(c: &CdrInput) -> i64 {
     i64::try_from((c.duration * Decimal::from(1000)).round().mantissa()).unwrap_or(i64::MAX)
 }
 
 /// A CDR as the rollup counts it when it is stored (its own rating).
-fn counted<'a>(account: &'a str, cdr: &'a Cdr) -> Counted<'a> {
+fn counted(cdr: &Cdr) -> Counted {
     let rating = cdr.rating.as_ref();
     let (cost_units, cost_fraction) = cost_parts(rating);
     Counted {
-        account,
         dt: cdr.input.dt,
         sip_code: i64::from(cdr.input.sip_code),
-        card: cdr.input.card.as_deref(),
+        card: cdr.input.card.clone(),
         duration_ms: duration_ms(&cdr.input),
-        dest_code: rating.map(|r| r.dest_code.as_str()),
+        dest_code: rating.map(|r| r.dest_code.clone()),
         cost_units,
         cost_fraction,
     }

@@ -75,7 +75,7 @@ pub(super) fn supersede(
 ) -> Result<(), LogError> {
     let at = r.rerated.unwrap_or_default();
     // The call's CDRs this re-rating is later than, each as the rollup counts it now.
-    let older: Vec<(String, i64, Now)> = tx
+    let older: Vec<(String, i64, Counted)> = tx
         .prepare_cached(
             "SELECT origin, seq, dt, sip_code, card, duration_ms,
                     CASE WHEN re_at IS NULL THEN dest_code ELSE re_dest_code END,
@@ -90,7 +90,7 @@ pub(super) fn supersede(
                 Ok((
                     row.get(0)?,
                     row.get(1)?,
-                    Now {
+                    Counted {
                         dt: row.get(2)?,
                         sip_code: row.get(3)?,
                         card: row.get(4)?,
@@ -113,7 +113,7 @@ pub(super) fn supersede(
            re_cost_units = ?9, re_cost_fraction = ?10
          WHERE origin = ?11 AND seq = ?12",
     )?;
-    for (origin, seq, now) in &older {
+    for (origin, seq, old) in &older {
         update.execute(params![
             at,
             r.origin,
@@ -128,42 +128,15 @@ pub(super) fn supersede(
             origin,
             seq,
         ])?;
-        let old = now.counted(r.account);
         let new = Counted {
-            dest_code: c.dest_code.as_deref(),
+            dest_code: c.dest_code.clone(),
             cost_units: c.cost_units,
             cost_fraction: c.cost_fraction,
-            ..now.counted(r.account)
+            ..old.clone()
         };
-        tally.rerate(&old, &new);
+        tally.rerate(r.account, old, &new);
     }
     Ok(())
-}
-
-/// A stored CDR's place and figures under its latest rating, as read back.
-struct Now {
-    dt: i64,
-    sip_code: i64,
-    card: Option<String>,
-    duration_ms: i64,
-    dest_code: Option<String>,
-    cost_units: Option<i64>,
-    cost_fraction: Option<i64>,
-}
-
-impl Now {
-    fn counted<'a>(&'a self, account: &'a str) -> Counted<'a> {
-        Counted {
-            account,
-            dt: self.dt,
-            sip_code: self.sip_code,
-            card: self.card.as_deref(),
-            duration_ms: self.duration_ms,
-            dest_code: self.dest_code.as_deref(),
-            cost_units: self.cost_units,
-            cost_fraction: self.cost_fraction,
-        }
-    }
 }
 
 /// After a CDR came from a peer: the latest re-rating of it already here, applied.

@@ -46,14 +46,22 @@ fn row(r: &str, sign: &str) -> String {
     )
 }
 
-/// One CDR row as the rollup counts it: its place and, under its latest rating, its figures.
-pub(super) struct Counted<'a> {
-    pub account: &'a str,
+/// Adds the row being inserted to the one of the same key (an upsert's tail).
+const ADD_ON_CONFLICT: &str = "ON CONFLICT (account, hour, sip_code, card, dest_code) DO UPDATE SET
+       attempts = attempts + excluded.attempts, connected = connected + excluded.connected,
+       connected_ms = connected_ms + excluded.connected_ms,
+       cost_units = cost_units + excluded.cost_units,
+       cost_fraction = cost_fraction + excluded.cost_fraction";
+
+/// One of an account's CDRs as the rollup counts it: its place and, under its latest rating,
+/// its figures.
+#[derive(Clone)]
+pub(super) struct Counted {
     pub dt: i64,
     pub sip_code: i64,
-    pub card: Option<&'a str>,
+    pub card: Option<String>,
     pub duration_ms: i64,
-    pub dest_code: Option<&'a str>,
+    pub dest_code: Option<String>,
     pub cost_units: Option<i64>,
     pub cost_fraction: Option<i64>,
 }
@@ -88,26 +96,26 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    /// A CDR stored (`sign` 1) or taken away (-1), as it counts now.
-    pub fn count(&mut self, c: &Counted<'_>, sign: i64) {
-        self.cdrs += sign;
-        self.figures(c, sign);
+    /// A CDR of `account` stored.
+    pub fn count(&mut self, account: &str, c: &Counted) {
+        self.cdrs += 1;
+        self.figures(account, c, 1);
     }
 
     /// A CDR's rating replaced: its old figures out, its new ones in.
-    pub fn rerate(&mut self, old: &Counted<'_>, new: &Counted<'_>) {
-        self.figures(old, -1);
-        self.figures(new, 1);
+    pub fn rerate(&mut self, account: &str, old: &Counted, new: &Counted) {
+        self.figures(account, old, -1);
+        self.figures(account, new, 1);
     }
 
-    fn figures(&mut self, c: &Counted<'_>, sign: i64) {
+    fn figures(&mut self, account: &str, c: &Counted, sign: i64) {
         let key = Key {
-            account: c.account.to_owned(),
+            account: account.to_owned(),
             // As SQLite divides (toward zero), so rows match those `fill` wrote.
             hour: c.dt / HOUR,
             sip_code: c.sip_code,
-            card: c.card.unwrap_or_default().to_owned(),
-            dest_code: c.dest_code.unwrap_or_default().to_owned(),
+            card: c.card.clone().unwrap_or_default(),
+            dest_code: c.dest_code.clone().unwrap_or_default(),
         };
         let f = self.rows.entry(key).or_default();
         let connected = c.sip_code == 200;
@@ -121,16 +129,11 @@ impl Tally {
     /// Adds what was gathered to the rollup and the count, in the caller's transaction;
     /// deletes the rows it emptied.
     pub fn write(self, tx: &Connection) -> Result<(), LogError> {
-        let mut upsert = tx.prepare_cached(
+        let mut upsert = tx.prepare_cached(&format!(
             "INSERT INTO rollup (account, hour, sip_code, card, dest_code, attempts, connected,
                                  connected_ms, cost_units, cost_fraction)
-               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (account, hour, sip_code, card, dest_code) DO UPDATE SET
-               attempts = attempts + excluded.attempts, connected = connected + excluded.connected,
-               connected_ms = connected_ms + excluded.connected_ms,
-               cost_units = cost_units + excluded.cost_units,
-               cost_fraction = cost_fraction + excluded.cost_fraction",
-        )?;
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) {ADD_ON_CONFLICT}"
+        ))?;
         let mut emptied = tx.prepare_cached(
             "DELETE FROM rollup WHERE account = ?1 AND hour = ?2 AND sip_code = ?3 AND card = ?4
                AND dest_code = ?5 AND attempts = 0",
@@ -187,12 +190,7 @@ pub(super) fn forget_before(tx: &Connection, before: i64) -> Result<(), LogError
                SELECT account, hour, sip_code, card, dest_code, -SUM(attempts), -SUM(connected),
                       -SUM(connected_ms), -SUM(cost_units), -SUM(cost_fraction)
                FROM (SELECT {} FROM events AS e WHERE e.dt < ?1 AND e.kind = 'cdr') WHERE true
-               GROUP BY account, hour, sip_code, card, dest_code
-             ON CONFLICT (account, hour, sip_code, card, dest_code) DO UPDATE SET
-               attempts = attempts + excluded.attempts, connected = connected + excluded.connected,
-               connected_ms = connected_ms + excluded.connected_ms,
-               cost_units = cost_units + excluded.cost_units,
-               cost_fraction = cost_fraction + excluded.cost_fraction",
+               GROUP BY account, hour, sip_code, card, dest_code {ADD_ON_CONFLICT}",
             row("e", "1")
         ),
         [before],
