@@ -22,14 +22,7 @@ RUST_LOG=warn scripts/cluster.sh up 2 >/dev/null
 creds=$(cat "$CLUSTER_DIR/demo.key")
 auth="Authorization: Basic $(printf '%s' "$creds" | base64 -w0)"
 node() { echo "http://127.0.0.1:$((HTTP_BASE + $1))"; }
-python3 - "$ROWS" >"$CLUSTER_DIR/deck.csv" <<'PY'
-import sys
-rows = int(sys.argv[1])
-out = sys.stdout
-out.write("prefix,name,rate,connect_fee,mcd,pulse\n")
-for i in range(rows):
-    out.write(f"{10_000_000 + (i * 7919) % 89_999_999},Destination {i % 500},0.{(i * 31) % 10000:04d},0,60,60\n")
-PY
+scripts/deck.py "$ROWS" >"$CLUSTER_DIR/deck.csv"
 for card in local peer; do
   curl -sf -H "$auth" -d "name=$card" "$(node 1)/api/ratecard/create.json" >/dev/null
 done

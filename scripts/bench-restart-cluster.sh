@@ -54,11 +54,9 @@ def prefix(i):
     return 10_000_000 + (i * 7919 * 13) % 89_999_999
 
 
-deck = ["prefix,name,rate,connect_fee,mcd,pulse"] + [
-    f"{10_000_000 + (i * 7919) % 89_999_999},Destination {i % 500},0.{(i * 31) % 10000:04d},0,60,60" for i in range(rows)
-]
+deck = subprocess.run(["scripts/deck.py", str(rows)], capture_output=True, check=True).stdout
 assert call(1, "POST", "/api/ratecard/create.json", "name=big", {"content-type": "application/x-www-form-urlencoded"})[0] == 200
-st, b = call(1, "POST", "/api/ratecard/import.json?card=big", ("\n".join(deck) + "\n").encode(), {"content-type": "text/csv"})
+st, b = call(1, "POST", "/api/ratecard/import.json?card=big", deck, {"content-type": "text/csv"})
 assert st == 200, b
 probe = f"{10_000_000 + ((rows - 1) * 7919) % 89_999_999}1"
 wait(lambda: all(rate(n, probe) is not None for n in (1, 2, 3)), "the deck live on every node")

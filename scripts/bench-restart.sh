@@ -14,15 +14,7 @@ EDITS=${EDITS:-0 10000 100000}
 cargo build --release -q -p edgerate-node
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 - "$ROWS" >"$work/deck.csv" <<'PY'
-import sys
-rows = int(sys.argv[1])
-out = sys.stdout
-out.write("prefix,name,rate,connect_fee,mcd,pulse\n")
-for i in range(rows):
-    prefix = 10_000_000 + (i * 7919) % 89_999_999
-    out.write(f"{prefix},Destination {i % 500},0.{(i * 31) % 10000:04d},0,60,60\n")
-PY
+scripts/deck.py "$ROWS" >"$work/deck.csv"
 printf '%-8s %10s %12s %12s\n' edits restart_s disk_MiB rss_MiB
 for edits in $EDITS; do
   python3 - "$work" "$edits" <<'PY'
