@@ -76,7 +76,7 @@ fn benches(c: &mut Criterion) {
     let mut i = 0;
     c.bench_function("lcr_5x200k", |b| {
         b.iter(|| {
-            i = (i + 1) % numbers.len();
+            i = if i + 1 == numbers.len() { 0 } else { i + 1 };
             let call = Call {
                 number: black_box(&numbers[i]),
                 duration: Decimal::from(60),

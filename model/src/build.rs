@@ -192,7 +192,7 @@ pub struct Provider<'a> {
 impl<'a> Provider<'a> {
     /// What this provider offers for `prefix`: its longest match, unless blocked or capped.
     pub fn offer(&self, prefix: &str) -> Option<&'a Rule> {
-        let rule = self.index.longest_match(prefix)?.rule;
+        let rule = self.index.longest_match(prefix)?.rule();
         let capped = self.cap.is_some_and(|cap| rule.rate > cap);
         (rule.status == RuleStatus::Active && !capped).then_some(rule)
     }

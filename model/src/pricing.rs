@@ -84,7 +84,7 @@ pub fn price_match<'r>(
     duration: Option<Decimal>,
     card: &CardPricing,
 ) -> Price<'r> {
-    let rule = m.rule;
+    let rule = m.rule();
     let rate = match (rule.rate_inter, rule.rate_intra) {
         (None, None) => rule.rate,
         _ => rule.rate_in(jurisdiction()),

@@ -320,7 +320,7 @@ mod tests {
         let card = view.cards.get(card)?;
         let rev = card.live_at(at)?;
         let index = rev.index.read();
-        index.longest_match(number).map(|m| m.rule.rate)
+        index.longest_match(number).map(|m| m.rate)
     }
 
     #[test]

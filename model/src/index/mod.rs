@@ -6,9 +6,15 @@
 //! nothing (0: the root is never a child), a node, or — for a prefix nothing longer extends,
 //! most of a carrier's card — the rule itself ([`LEAF`]), so leaves cost no node and the last
 //! read of a lookup is the rule. Nodes and rules live in flat vectors, so the whole index is a
-//! handful of allocations and a lookup touches at most one node per digit.
+//! handful of allocations and a lookup touches at most one node per digit. Beside each rule
+//! slot a node also holds the rule's rate, packed ([`rates`]): a lookup that needs only the
+//! price ends at the node it already read, and the rules themselves — a 1M-rule card's
+//! largest part, far past the cache — are read only by who needs a rule.
+
+mod rates;
 
 use crate::rule::Rule;
+use rust_decimal::Decimal;
 
 const NO_RULE: u32 = u32::MAX;
 /// Marks a child slot holding a rule slot rather than a node: a prefix with no longer prefix
@@ -26,24 +32,45 @@ const DIRECT_MIN_RULES: usize = 20_000;
 struct Direct {
     node: u32,
     rule: u32,
+    /// The packed rate of `rule`.
+    rate: u32,
     len: u32,
+}
+
+/// A child slot: nothing (0: the root is never a child), a node, or a leaf ([`LEAF`]) — and
+/// for a leaf its rule's packed rate, beside it so both come in one cache line.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(8))]
+struct Slot {
+    child: u32,
+    rate: u32,
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        child: 0,
+        rate: rates::WIDE,
+    };
 }
 
 #[derive(Debug, Clone)]
 struct Node {
-    children: [u32; 10],
+    children: [Slot; 10],
     rule: u32,
+    /// The packed rate of `rule`.
+    rate: u32,
 }
 
 impl Node {
     const EMPTY: Node = Node {
-        children: [0; 10],
+        children: [Slot::EMPTY; 10],
         rule: NO_RULE,
+        rate: rates::WIDE,
     };
 
     /// What child slot `digit` holds.
     fn child(&self, digit: usize) -> Child {
-        match self.children[digit] {
+        match self.children[digit].child {
             0 => Child::None,
             leaf if leaf & LEAF != 0 => Child::Leaf(leaf & !LEAF),
             node => Child::Node(node),
@@ -78,11 +105,22 @@ impl Default for PrefixIndex {
     }
 }
 
-/// A match: the prefix length and the rule.
+/// A match: the prefix length and the rule's rate, read from the index; the rule itself on
+/// demand.
 #[derive(Debug, Clone, Copy)]
 pub struct Match<'a> {
     pub prefix_len: usize,
-    pub rule: &'a Rule,
+    /// The rule's `rate` (per minute).
+    pub rate: Decimal,
+    index: &'a PrefixIndex,
+    slot: u32,
+}
+
+impl<'a> Match<'a> {
+    /// The matching rule (one more read from memory than the match).
+    pub fn rule(&self) -> &'a Rule {
+        self.index.rule_at(self.slot)
+    }
 }
 
 impl PrefixIndex {
@@ -137,13 +175,11 @@ impl PrefixIndex {
                     .fold(0usize, |k, b| k * 10 + usize::from(b - b'0'));
                 let entry = direct[key];
                 if entry.rule != NO_RULE {
-                    best = Some((entry.len as usize, entry.rule));
+                    best = Some((entry.len as usize, entry.rule, entry.rate));
                 }
                 if entry.node == 0 {
-                    return best.map(|(prefix_len, slot)| Match {
-                        prefix_len,
-                        rule: self.rule_at(slot),
-                    });
+                    return best
+                        .map(|(prefix_len, slot, rate)| self.match_at(prefix_len, slot, rate));
                 }
                 node_id = entry.node;
                 start = DIRECT_DIGITS;
@@ -158,21 +194,28 @@ impl PrefixIndex {
             match node.child(usize::from(digit)) {
                 Child::None => break,
                 Child::Leaf(slot) => {
-                    best = Some((depth + 1, slot));
+                    best = Some((depth + 1, slot, node.children[usize::from(digit)].rate));
                     break;
                 }
                 Child::Node(id) => {
                     node = &self.nodes[id as usize];
                     if node.rule != NO_RULE {
-                        best = Some((depth + 1, node.rule));
+                        best = Some((depth + 1, node.rule, node.rate));
                     }
                 }
             }
         }
-        best.map(|(prefix_len, slot)| Match {
+        best.map(|(prefix_len, slot, rate)| self.match_at(prefix_len, slot, rate))
+    }
+
+    /// The match of the rule in `slot`, whose packed rate is `rate`.
+    fn match_at(&self, prefix_len: usize, slot: u32, rate: u32) -> Match<'_> {
+        Match {
             prefix_len,
-            rule: self.rule_at(slot),
-        })
+            rate: rates::unpack(rate).unwrap_or_else(|| self.rule_at(slot).rate),
+            index: self,
+            slot,
+        }
     }
 
     /// The rule stored exactly under `prefix`.
@@ -193,6 +236,7 @@ impl PrefixIndex {
             "prefix {prefix:?} must be validated"
         );
         let (&last, path) = prefix.as_bytes().split_last()?;
+        let rate = rates::pack(rule.rate);
         let mut node = 0usize;
         for b in path {
             let digit = usize::from(b - b'0');
@@ -205,15 +249,13 @@ impl PrefixIndex {
                         .ok()
                         .filter(|id| id & LEAF == 0)
                         .expect("fewer than 2^31 trie nodes");
-                    let rule = match held {
-                        Child::Leaf(slot) => slot,
-                        _ => NO_RULE,
-                    };
-                    self.nodes.push(Node {
-                        children: [0; 10],
-                        rule,
-                    });
-                    self.nodes[node].children[digit] = id;
+                    let mut new = Node::EMPTY;
+                    if let Child::Leaf(slot) = held {
+                        new.rule = slot;
+                        new.rate = self.nodes[node].children[digit].rate;
+                    }
+                    self.nodes.push(new);
+                    self.nodes[node].children[digit].child = id;
                     id as usize
                 }
             };
@@ -225,16 +267,26 @@ impl PrefixIndex {
             Child::Leaf(slot) => slot,
             Child::Node(id) => self.nodes[id as usize].rule,
         };
-        if held != NO_RULE {
-            return self.rules[held as usize].replace(rule);
-        }
-        let slot = self.new_slot(rule);
+        let (slot, old) = if held == NO_RULE {
+            (self.new_slot(rule), None)
+        } else {
+            (held, self.rules[held as usize].replace(rule))
+        };
         match child {
-            Child::Node(id) => self.nodes[id as usize].rule = slot,
-            _ => self.nodes[node].children[digit] = LEAF | slot,
+            Child::Node(id) => {
+                let at = &mut self.nodes[id as usize];
+                at.rule = slot;
+                at.rate = rate;
+            }
+            _ => {
+                self.nodes[node].children[digit] = Slot {
+                    child: LEAF | slot,
+                    rate,
+                };
+            }
         }
         self.refresh_direct(prefix);
-        None
+        old
     }
 
     fn new_slot(&mut self, rule: Rule) -> u32 {
@@ -265,7 +317,7 @@ impl PrefixIndex {
                 digit,
                 slot,
             } => {
-                self.nodes[parent].children[digit] = 0;
+                self.nodes[parent].children[digit].child = 0;
                 slot
             }
         };
@@ -301,6 +353,7 @@ impl PrefixIndex {
         let mut entry = Direct {
             node: 0,
             rule: NO_RULE,
+            rate: rates::WIDE,
             len: 0,
         };
         let mut node = 0usize;
@@ -310,13 +363,16 @@ impl PrefixIndex {
                 Child::None => return entry,
                 Child::Leaf(slot) => {
                     entry.rule = slot;
+                    entry.rate = self.nodes[node].children[digit].rate;
                     entry.len = depth as u32 + 1;
                     return entry;
                 }
                 Child::Node(id) => node = id as usize,
             }
-            if self.nodes[node].rule != NO_RULE {
-                entry.rule = self.nodes[node].rule;
+            let at = &self.nodes[node];
+            if at.rule != NO_RULE {
+                entry.rule = at.rule;
+                entry.rate = at.rate;
                 entry.len = depth as u32 + 1;
             }
         }
@@ -347,7 +403,7 @@ impl PrefixIndex {
                 let mut node = self.nodes[old as usize].clone();
                 for digit in 0..10 {
                     if let Child::Node(id) = node.child(digit) {
-                        node.children[digit] = new_id[id as usize];
+                        node.children[digit].child = new_id[id as usize];
                     }
                 }
                 node
@@ -513,8 +569,9 @@ mod tests {
         index.insert("441", sample("UK Landline", "0.012"));
         index.insert("447", sample("UK Mobile", "0.028"));
         let m = index.longest_match("441234567890").unwrap();
-        assert_eq!((m.prefix_len, &*m.rule.name), (3, "UK Landline"));
-        assert_eq!(&*index.longest_match("449").unwrap().rule.name, "UK");
+        assert_eq!((m.prefix_len, &*m.rule().name), (3, "UK Landline"));
+        assert_eq!(m.rate, m.rule().rate);
+        assert_eq!(&*index.longest_match("449").unwrap().rule().name, "UK");
         assert!(index.longest_match("33").is_none());
         assert!(index.longest_match("4").is_none());
     }
@@ -530,9 +587,9 @@ mod tests {
         );
         assert_eq!(index.remove("12"), None);
         assert_eq!(index.len(), 1);
-        assert_eq!(&*index.longest_match("123").unwrap().rule.name, "a");
+        assert_eq!(&*index.longest_match("123").unwrap().rule().name, "a");
         index.insert("12", sample("c", "3"));
-        assert_eq!(&*index.longest_match("123").unwrap().rule.name, "c");
+        assert_eq!(&*index.longest_match("123").unwrap().rule().name, "c");
         assert_eq!(index.len(), 2);
     }
 
@@ -576,7 +633,9 @@ mod tests {
                     }
                 }
                 if *insert {
-                    let rule = sample(&i.to_string(), "1");
+                    // Every third rate too precise to pack, so it is read from its rule.
+                    let rate = if i % 3 == 0 { format!("{i}.0000000000000001") } else { i.to_string() };
+                    let rule = sample(&i.to_string(), &rate);
                     prop_assert_eq!(index.insert(prefix, rule.clone()), model.insert(prefix.clone(), rule));
                 } else {
                     prop_assert_eq!(index.remove(prefix), model.remove(prefix));
@@ -584,8 +643,10 @@ mod tests {
             }
             prop_assert_eq!(index.len(), model.len());
             for number in &numbers {
-                let got = index.longest_match(number).map(|m| (m.prefix_len, m.rule));
+                let got = index.longest_match(number).map(|m| (m.prefix_len, m.rule()));
                 prop_assert_eq!(got, naive(&model, number));
+                let rate = index.longest_match(number).map(|m| m.rate);
+                prop_assert_eq!(rate, naive(&model, number).map(|(_, r)| r.rate));
                 prop_assert_eq!(index.get(number), model.get(number));
                 let under: Vec<&String> = model.keys().filter(|p| p.starts_with(number.as_str())).collect();
                 let listed: Vec<String> = index.iter_prefixed(number).map(|(p, _)| p).collect();
