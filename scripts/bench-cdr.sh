@@ -52,8 +52,6 @@ dt = time.time() - t0
 print(f"ingest: {added} CDRs in {len(files)} batches in {dt:.1f} s = {added / dt:,.0f} CDRs/s (target >= 50,000/s)")
 PY
 rss1=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
-# The event log's pages mapped from the file (SQLite's mmap) count in RSS but are the page cache.
-anon1=$(awk '/RssAnon/ {print $2}' "/proc/$node_pid/status")
 auth=(-u "demo:$key")
 from=$now; to=$((now + 23 * 3600))
 number=$(sed -n '2p' "$work/batches/000000.csv" | cut -d, -f4)
@@ -73,7 +71,11 @@ for group in "" "&group_by=sip_code" "&group_by=prefix" "&group_by=day"; do
 done
 curl -sf "${auth[@]}" "$url/api/cdr/list.json?from=$from&to=$to&number=$number&limit=1" | head -c 300; echo
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$node_pid/status")
-echo "RSS: $((rss0 / 1024)) MiB before, $((rss1 / 1024)) MiB after ingest ($((anon1 / 1024)) MiB of it anonymous, the rest the log's mapped file), peak $((hwm / 1024)) MiB; data dir $(du -sh "$work/data" | cut -f1)"
+# The event log's pages read through SQLite's file mapping count in RSS (RssFile, with the
+# binary's own) but are the kernel's page cache; RssAnon is the node's memory.
+anon=$(awk '/RssAnon/ {print $2}' "/proc/$node_pid/status")
+file=$(awk '/RssFile/ {print $2}' "/proc/$node_pid/status")
+echo "RSS: $((rss0 / 1024)) MiB before, $((rss1 / 1024)) MiB after ingest, peak $((hwm / 1024)) MiB; after the queries $((anon / 1024)) MiB anonymous + $((file / 1024)) MiB mapped files; data dir $(du -sh "$work/data" | cut -f1)"
 curl -sf "$url/metrics" | grep -E '^edgerate_(asrplus_numbers|eventlog_records)'
 [ "$RATING" = 1 ] || exit 0
 draft=$(curl -sf "${auth[@]}" -H 'content-type: text/csv' --data-binary $'prefix,name,rate,connect_fee,mcd,pulse\n44,UK,0.01,0,60,60\n447,UK Mobile,0.02,0,30,6\n' \

@@ -3,7 +3,7 @@
 //! whatever else prices a call (builds, routing) can never disagree.
 
 use crate::billing::{self, CardBilling, Charge};
-use crate::index::{Match, PrefixIndex};
+use crate::index::PrefixIndex;
 use crate::rule::{Rule, RuleStatus};
 use rust_decimal::Decimal;
 
@@ -69,22 +69,25 @@ pub fn price<'r>(
     duration: Option<Decimal>,
     card: &CardPricing,
 ) -> Option<Price<'r>> {
+    let m = index.longest_match(number)?;
     Some(price_match(
-        index.longest_match(number)?,
+        m.prefix_len,
+        m.rule(),
         jurisdiction,
         duration,
         card,
     ))
 }
 
-/// [`price`] of a match already found (routing looks up every provider before pricing any).
+/// [`price`] of a rule already found under a prefix of `prefix_len` digits (routing looks up
+/// every provider's rule before pricing any).
 pub fn price_match<'r>(
-    m: Match<'r>,
+    prefix_len: usize,
+    rule: &'r Rule,
     jurisdiction: impl FnOnce() -> Jurisdiction,
     duration: Option<Decimal>,
     card: &CardPricing,
 ) -> Price<'r> {
-    let rule = m.rule();
     let rate = match (rule.rate_inter, rule.rate_intra) {
         (None, None) => rule.rate,
         _ => rule.rate_in(jurisdiction()),
@@ -100,7 +103,7 @@ pub fn price_match<'r>(
         .filter(|_| blocked.is_none())
         .map(|d| billing::charge(d, &rule.billing(rate), &card.billing));
     Price {
-        prefix_len: m.prefix_len,
+        prefix_len,
         rule,
         rate,
         blocked,

@@ -111,19 +111,29 @@ pub fn routes<'a>(
     call: &Call<'_>,
     quality: impl Fn(usize, usize) -> Quality,
 ) -> (Vec<Route<'a>>, Vec<(usize, usize, Excluded)>) {
-    // Every provider's match before any is priced: the lookups wait on neither each other nor
-    // billing, so their reads from memory overlap.
+    // Every provider's match and rule before any is priced: the lookups wait on neither each
+    // other nor billing, so their reads from memory overlap.
     let matches: Vec<_> = providers
         .iter()
-        .map(|p| p.index.longest_match(call.number))
+        .map(|p| {
+            p.index
+                .longest_match(call.number)
+                .map(|m| (m.prefix_len, m.rule()))
+        })
         .collect();
     let mut routes = Vec::with_capacity(providers.len());
     let mut excluded = Vec::new();
     for ((i, p), m) in providers.iter().enumerate().zip(matches) {
-        let Some(m) = m else {
+        let Some((prefix_len, rule)) = m else {
             continue;
         };
-        let price = pricing::price_match(m, || call.jurisdiction, Some(call.duration), &p.pricing);
+        let price = pricing::price_match(
+            prefix_len,
+            rule,
+            || call.jurisdiction,
+            Some(call.duration),
+            &p.pricing,
+        );
         let why = match price.blocked {
             Some(Blocked::Rule) => Some(Excluded::Blocked),
             Some(Blocked::Capped) => Some(Excluded::Capped),

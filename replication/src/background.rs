@@ -2,8 +2,9 @@
 //! re-rating) run at a lower CPU priority: when the cores are contended, the threads answering
 //! queries get them first, and the bulk work takes what is left. Peer sync threads keep the
 //! normal priority: at a lower one, a node busy answering queries fell behind its peers' writes
-//! (a cluster test under load timed out waiting for convergence). Only a bulk message from a
-//! peer, a card's import arriving, is applied at this priority (`transport::worker`).
+//! (a cluster test under load timed out waiting for convergence). Bulk work holds the
+//! catalog's write lock while it writes a card's documents, so on cores saturated at normal
+//! priority an edit waits behind it for longer, the lower its priority.
 
 /// The nice value of background threads (0 is the default; 19 the lowest priority). At 10,
 /// an import on one node still took the query p99 of a node sharing its cores to 3.4 ms; at

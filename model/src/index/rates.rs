@@ -15,7 +15,8 @@ const MANTISSA: u32 = (1 << SCALE_SHIFT) - 1;
 
 pub(super) fn pack(rate: Decimal) -> u32 {
     match u32::try_from(rate.mantissa()) {
-        Ok(mantissa) if mantissa <= MANTISSA && rate.scale() < 16 => {
+        // Not -0, whose mantissa is 0: it would unpack as +0.
+        Ok(mantissa) if mantissa <= MANTISSA && rate.scale() < 16 && !rate.is_sign_negative() => {
             rate.scale() << SCALE_SHIFT | mantissa
         }
         _ => WIDE,
@@ -34,14 +35,34 @@ mod tests {
 
     proptest! {
         #[test]
-        fn a_rate_unpacks_to_itself_or_is_wide(mantissa in any::<i64>(), scale in 0u32..=28, small in any::<bool>()) {
-            // Small mantissas as well as huge ones, so both kinds of code are exercised.
-            let mantissa = if small { mantissa % 1_000_000_000 } else { mantissa };
-            let rate = Decimal::new(mantissa, scale);
+        fn a_rate_unpacks_to_itself_or_is_wide(
+            mantissa in prop_oneof![
+                0..=i64::from(MANTISSA),
+                Just(i64::from(MANTISSA) + 1),
+                any::<i64>(),
+            ],
+            scale in 0u32..=28,
+            negative_zero in any::<bool>(),
+        ) {
+            let rate = if negative_zero && mantissa == 0 {
+                -Decimal::new(0, scale)
+            } else {
+                Decimal::new(mantissa, scale)
+            };
             match unpack(pack(rate)) {
-                Some(back) => prop_assert_eq!((back, back.scale()), (rate, rate.scale())),
-                None => prop_assert!(mantissa < 0 || mantissa > i64::from(MANTISSA) || scale >= 16),
+                Some(back) => prop_assert_eq!(
+                    (back, back.scale(), back.is_sign_negative()),
+                    (rate, rate.scale(), rate.is_sign_negative())
+                ),
+                None => prop_assert!(
+                    mantissa < 0 || mantissa > i64::from(MANTISSA) || scale >= 16 || rate.is_sign_negative()
+                ),
             }
+        }
+
+        #[test]
+        fn every_small_rate_packs(mantissa in 0..=i64::from(MANTISSA), scale in 0u32..16) {
+            prop_assert_ne!(pack(Decimal::new(mantissa, scale)), WIDE);
         }
     }
 }

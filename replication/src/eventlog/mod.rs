@@ -227,7 +227,8 @@ impl EventLog {
         // Reads through a mapping of the file (up to SQLite's own 2 GiB cap) rather than a
         // system call a page: a 30-day count over 10M CDRs reads ~100k index pages (stats over
         // 30 days at 10M: 154-274 ms before, 50-163 ms in two runs after). Writes still go
-        // through the WAL, so a failed write is an error, as before.
+        // through the WAL, so a failed write is an error, as before; a failed read inside the
+        // mapping stops the node (SIGBUS) instead (docs/operations.md, Capacity).
         conn.pragma_update(None, "mmap_size", 0x7fff_0000i64)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.execute_batch(

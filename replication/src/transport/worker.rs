@@ -70,7 +70,7 @@ pub(super) fn sync_loop(
         let mut tick = false;
         for input in batch {
             match input {
-                Input::Message(message) => match handle(&mut sync, message, &mut out) {
+                Input::Message(message) => match sync.handle(message, &mut out) {
                     Ok(()) => {}
                     Err(HandleError::Bad(e)) => bad_message(peer, &e),
                     Err(e @ HandleError::TooFarAhead(_)) => {
@@ -114,47 +114,6 @@ pub(super) fn sync_loop(
             wire.count(conn);
         }
     }
-}
-
-/// A document message at least this large is a deck's worth of changes (an edit's is a few
-/// hundred bytes): it is applied at background priority.
-const BULK_BYTES: usize = 64 * 1024;
-
-/// Handles one message from the peer. A bulk one — a card's import arriving — is applied on a
-/// thread of its own at background priority ([`crate::background`]), while this thread waits:
-/// its order among the peer's messages is kept, and when the cores are contended this node's
-/// queries come first (the query p99 on a node applying a peer's 1M-row deck went from 3.4 ms
-/// to 0.5 ms, `scripts/bench-load.sh`). Edits and everything else stay at normal priority, so
-/// a busy node does not fall behind its peers' writes.
-fn handle(
-    sync: &mut PeerSync,
-    message: Message,
-    out: &mut Vec<Message>,
-) -> Result<(), HandleError> {
-    if !matches!(&message, Message::Doc { sync, .. } if sync.len() >= BULK_BYTES) {
-        return sync.handle(message, out);
-    }
-    // Shared by reference, so that this thread can still handle it if no thread is to be had.
-    let work = parking_lot::Mutex::new((sync, out, Some(message)));
-    let run = || {
-        let mut guard = work.lock();
-        let (sync, out, message) = &mut *guard;
-        sync.handle(message.take().expect("handled once"), out)
-    };
-    std::thread::scope(|scope| {
-        let spawned = std::thread::Builder::new()
-            .name("sync-bulk".into())
-            .spawn_scoped(scope, || {
-                crate::background::lower_this_thread();
-                run()
-            });
-        match spawned {
-            Ok(thread) => thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Err(_) => run(),
-        }
-    })
 }
 
 /// UDP bytes of one connection already counted in `edgerate_peer_wire_bytes_total`: what the
