@@ -5,20 +5,23 @@
 #   quiet     nothing else going on (the baseline of the same run);
 #   import    while node 1 imports a ROWS-row deck into another card;
 #   peer      while node 2 imports one and node 1 takes it from the replication stream.
-# wrk runs on core 1; the nodes are not pinned (the import needs both cores).
+# wrk runs on core 1; the nodes are not pinned (the import needs both cores). On this host both
+# nodes share its two cores: during node 1's import, node 2 applies the same deck beside it.
+# NODES=1 runs node 1 alone (quiet and import only), as it would be on a machine of its own.
 #
-#   scripts/bench-load.sh                  # ROWS=1000000 CONNS=8 PACE_MS=1
+#   scripts/bench-load.sh                  # ROWS=1000000 CONNS=8 PACE_MS=1 NODES=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-1000000}
 CONNS=${CONNS:-8}
 PACE_MS=${PACE_MS:-1}
+NODES=${NODES:-2}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -q -p edgerate-node
 export CLUSTER_DIR=${CLUSTER_DIR:-$(mktemp -d)}
 export HTTP_BASE=${HTTP_BASE:-48080} PEER_BASE=${PEER_BASE:-47080}
 trap 'scripts/cluster.sh down; rm -rf "$CLUSTER_DIR"' EXIT
-RUST_LOG=warn scripts/cluster.sh up 2 >/dev/null
+RUST_LOG=warn scripts/cluster.sh up "$NODES" >/dev/null
 creds=$(cat "$CLUSTER_DIR/demo.key")
 auth="Authorization: Basic $(printf '%s' "$creds" | base64 -w0)"
 node() { echo "http://127.0.0.1:$((HTTP_BASE + $1))"; }
@@ -27,7 +30,7 @@ for card in local peer; do
   curl -sf -H "$auth" -d "name=$card" "$(node 1)/api/ratecard/create.json" >/dev/null
 done
 # Both cards known on node 2 before it imports into one.
-for _ in $(seq 100); do curl -sf -H "$auth" "$(node 2)/api/ratecard/list.json" | grep -q '"peer"' && break; sleep 0.1; done
+[ "$NODES" = 1 ] || for _ in $(seq 100); do curl -sf -H "$auth" "$(node 2)/api/ratecard/list.json" | grep -q '"peer"' && break; sleep 0.1; done
 cat >"$CLUSTER_DIR/pace.lua" <<LUA
 function delay() return $PACE_MS end
 LUA
@@ -46,6 +49,7 @@ importing=$!
 load "import on node 1 (during a $ROWS-row import)" 8
 wait $importing
 echo "  the import answered after $(cat "$CLUSTER_DIR/local.s") s"
+[ "$NODES" = 1 ] && { load quiet 10; exit 0; }
 (import_on 2 peer >"$CLUSTER_DIR/peer.s") &
 importing=$!
 load "peer import (node 2 imports $ROWS rows, node 1 applies them)" 15
