@@ -10,7 +10,7 @@
 //! rate, packed ([`rates`]): a lookup that needs only the price ends at the node it already
 //! read, and the rules themselves — a 1M-rule card's largest part, far past the cache — are
 //! read only by who needs a rule. That doubles a node (88 bytes): a 1M-rule card's index is
-//! 124 MiB carrier-shaped (116 without), 245 MiB of uniformly random prefixes (176).
+//! 124 MiB carrier-shaped (112 without), 245 MiB of uniformly random prefixes (173).
 
 mod rates;
 
