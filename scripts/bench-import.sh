@@ -24,10 +24,10 @@ url="http://127.0.0.1:$port"
 
 python3 - "$ROWS" "$FORMAT" "$DATES" >"$work/deck" <<'PY'
 import hashlib, json, sys, time
+sys.path.insert(0, "scripts")
+from deck import row
 rows, fmt, dates = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 now = int(time.time())
-def row(i):
-    return (str(10_000_000 + (i * 7919) % 89_999_999), f"Destination {i % 500}", f"0.{(i * 31) % 10000:04d}")
 out = sys.stdout
 if fmt == "csv" and dates > 1:
     out.write("prefix,name,rate,connect_fee,mcd,pulse,effective_date\n")

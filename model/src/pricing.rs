@@ -70,7 +70,7 @@ pub fn price<'r>(
     card: &CardPricing,
 ) -> Option<Price<'r>> {
     let m = index.longest_match(number)?;
-    Some(price_match(
+    Some(price_rule(
         m.prefix_len,
         m.rule(),
         jurisdiction,
@@ -81,7 +81,7 @@ pub fn price<'r>(
 
 /// [`price`] of a rule already found under a prefix of `prefix_len` digits (routing looks up
 /// every provider's rule before pricing any).
-pub fn price_match<'r>(
+pub fn price_rule<'r>(
     prefix_len: usize,
     rule: &'r Rule,
     jurisdiction: impl FnOnce() -> Jurisdiction,

@@ -127,7 +127,7 @@ pub fn routes<'a>(
         let Some((prefix_len, rule)) = m else {
             continue;
         };
-        let price = pricing::price_match(
+        let price = pricing::price_rule(
             prefix_len,
             rule,
             || call.jurisdiction,

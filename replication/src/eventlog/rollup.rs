@@ -27,19 +27,23 @@ pub(super) const TABLE: &str = "CREATE TABLE IF NOT EXISTS rollup (
        cost_units INTEGER NOT NULL, cost_fraction INTEGER NOT NULL,
        PRIMARY KEY (account, hour, sip_code, card, dest_code)) WITHOUT ROWID;";
 
-/// One CDR row's place and figures in the rollup, named as its columns, read from the table
-/// alias `r`, times `sign`. The prefix and cost are the latest rating's.
-fn row(r: &str, sign: &str) -> String {
-    let now = |own: &str, re: &str| {
-        format!("CASE WHEN {r}.re_at IS NULL THEN {r}.{own} ELSE {r}.{re} END")
-    };
+/// The rollup rows of the CDRs matching `filter` (a condition on the records, alias `e`),
+/// their figures summed and signed by `sign` (`""`, or `"-"` to take them away): the prefix
+/// and cost are the latest rating's. [`Tally`] applies the same rule one CDR at a time.
+fn summed(filter: &str, sign: &str) -> String {
+    let now =
+        |own: &str, re: &str| format!("CASE WHEN e.re_at IS NULL THEN e.{own} ELSE e.{re} END");
     format!(
-        "{r}.account AS account, {r}.dt / {HOUR} AS hour, {r}.sip_code AS sip_code,
-         COALESCE({r}.card, '') AS card, COALESCE({dest}, '') AS dest_code,
-         {sign} AS attempts, {sign} * ({r}.sip_code = 200) AS connected,
-         {sign} * (CASE WHEN {r}.sip_code = 200 THEN {r}.duration_ms ELSE 0 END) AS connected_ms,
-         {sign} * COALESCE({units}, 0) AS cost_units,
-         {sign} * COALESCE({fraction}, 0) AS cost_fraction",
+        "SELECT account, hour, sip_code, card, dest_code, {sign}SUM(attempts),
+                {sign}SUM(connected), {sign}SUM(connected_ms), {sign}SUM(cost_units),
+                {sign}SUM(cost_fraction)
+         FROM (SELECT e.account AS account, e.dt / {HOUR} AS hour, e.sip_code AS sip_code,
+                 COALESCE(e.card, '') AS card, COALESCE({dest}, '') AS dest_code,
+                 1 AS attempts, (e.sip_code = 200) AS connected,
+                 CASE WHEN e.sip_code = 200 THEN e.duration_ms ELSE 0 END AS connected_ms,
+                 COALESCE({units}, 0) AS cost_units, COALESCE({fraction}, 0) AS cost_fraction
+               FROM events AS e WHERE e.kind = 'cdr' AND {filter})
+         WHERE true GROUP BY account, hour, sip_code, card, dest_code",
         dest = now("dest_code", "re_dest_code"),
         units = now("cost_units", "re_cost_units"),
         fraction = now("cost_fraction", "re_cost_fraction"),
@@ -75,7 +79,7 @@ struct Key {
     dest_code: String,
 }
 
-#[derive(Default)]
+#[derive(Default, PartialEq)]
 struct Figures {
     attempts: i64,
     connected: i64,
@@ -85,7 +89,8 @@ struct Figures {
 }
 
 /// What one transaction changes in the rollup and the count of CDRs, gathered as its records
-/// are stored, re-rated or deleted and written once before it commits ([`Tally::write`]).
+/// are stored or re-rated and written once before it commits ([`Tally::write`]); pruning
+/// takes its records away in bulk ([`forget_before`]).
 /// Kept here rather than by triggers: a trigger on the records' table makes SQLite journal
 /// every page each insert touches (measured: a trigger that does nothing doubles an insert's
 /// cost), and a batch's CDRs share a few rollup rows.
@@ -108,6 +113,7 @@ impl Tally {
         self.figures(account, new, 1);
     }
 
+    /// `c`'s place and figures, by the rule [`summed`] applies in SQL, times `sign`.
     fn figures(&mut self, account: &str, c: &Counted, sign: i64) {
         let key = Key {
             account: account.to_owned(),
@@ -139,14 +145,7 @@ impl Tally {
                AND dest_code = ?5 AND attempts = 0",
         )?;
         for (k, f) in self.rows {
-            if (
-                f.attempts,
-                f.connected,
-                f.connected_ms,
-                f.cost_units,
-                f.cost_fraction,
-            ) == (0, 0, 0, 0, 0)
-            {
+            if f == Figures::default() {
                 continue;
             }
             upsert.execute(rusqlite::params![
@@ -186,12 +185,8 @@ impl Tally {
 pub(super) fn forget_before(tx: &Connection, before: i64) -> Result<(), LogError> {
     tx.execute(
         &format!(
-            "INSERT INTO rollup
-               SELECT account, hour, sip_code, card, dest_code, -SUM(attempts), -SUM(connected),
-                      -SUM(connected_ms), -SUM(cost_units), -SUM(cost_fraction)
-               FROM (SELECT {} FROM events AS e WHERE e.dt < ?1 AND e.kind = 'cdr') WHERE true
-               GROUP BY account, hour, sip_code, card, dest_code {ADD_ON_CONFLICT}",
-            row("e", "1")
+            "INSERT INTO rollup {} {ADD_ON_CONFLICT}",
+            summed("e.dt < ?1", "-")
         ),
         [before],
     )?;
@@ -217,12 +212,8 @@ pub(super) fn fill(conn: &Connection) -> Result<(), LogError> {
         "INSERT OR REPLACE INTO meta (key, value)
            SELECT 'cdrs', COUNT(*) FROM events WHERE kind = 'cdr';
          DELETE FROM rollup;
-         INSERT INTO rollup
-           SELECT account, hour, sip_code, card, dest_code, SUM(attempts), SUM(connected),
-                  SUM(connected_ms), SUM(cost_units), SUM(cost_fraction)
-           FROM (SELECT {} FROM events AS e WHERE e.kind = 'cdr')
-           GROUP BY account, hour, sip_code, card, dest_code;",
-        row("e", "1")
+         INSERT INTO rollup {};",
+        summed("true", "")
     ))?;
     Ok(())
 }
