@@ -42,7 +42,7 @@ impl EventLog {
             }
             super::raise_head(&tx, &self.origin, seq)?;
             tally.write(&tx)?;
-            tx.commit()?;
+            self.commit(tx)?;
             self.vv.lock().insert(self.origin.clone(), seq);
             Ok(cdrs.len())
         })();
