@@ -7,6 +7,7 @@
 #   TOTAL=10000000 RATING=0 scripts/bench-cdr.sh   # 10M: ingest and queries only
 # EDGERATE_BIN runs another build (a baseline) instead of building this tree's.
 #   PERF=/tmp/perf.data scripts/bench-cdr.sh   # also profile the node during the first re-rating
+#   CALLIDS=random scripts/bench-cdr.sh   # callids in no order (as SIP Call-IDs), not call-N
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL=${TOTAL:-1000000}
@@ -24,9 +25,10 @@ node_pid=$!
 for _ in $(seq 200); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.05; done
 key=$(sed -n 's/^demo account: demo  key: \([0-9a-f]*\).*/\1/p' "$work/node.out")
 now=$(($(date +%s) + 1))
-python3 - "$TOTAL" "$BATCH" "$now" "$work" <<'PY'
-import sys, os
-total, batch, now, work = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+python3 - "$TOTAL" "$BATCH" "$now" "$work" "${CALLIDS:-ordered}" <<'PY'
+import sys, os, hashlib
+total, batch, now, work, callids = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+callid = (lambda i: hashlib.md5(str(i).encode()).hexdigest()) if callids == "random" else (lambda i: f"call-{i}")
 os.makedirs(f"{work}/batches")
 for b in range(0, total, batch):
     with open(f"{work}/batches/{b // batch:06d}.csv", "w") as f:
@@ -34,7 +36,7 @@ for b in range(0, total, batch):
         for i in range(b, min(b + batch, total)):
             code = (200, 200, 200, 486, 404, 503)[i % 6]
             dt = now + i * 23 * 3600 // total  # the demo card is live from its creation, CDRs are rated at their call time, and none may be more than a day ahead
-            f.write(f"call-{i},{dt},1212555{i % 10000:04d},44{7000000000 + (i * 7919) % 999999999},{(i * 37) % 600},{code},demo\n")
+            f.write(f"{callid(i)},{dt},1212555{i % 10000:04d},44{7000000000 + (i * 7919) % 999999999},{(i * 37) % 600},{code},demo\n")
 PY
 rss0=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
 python3 - "$url" "$key" "$work/batches" <<'PY'

@@ -12,6 +12,7 @@
 //! commits, before it is acknowledged. Money is stored exactly: decimals as text, and costs also
 //! as integers of 10⁻¹⁰ for exact sums.
 
+mod callids;
 mod checkpoint;
 mod rerate;
 mod rollup;
@@ -180,6 +181,9 @@ pub struct Stats {
 /// The log and its ASR Plus view.
 pub struct EventLog {
     conn: Mutex<Connection>,
+    /// The minutes of call time each `(account, callid)` has records in (locked after
+    /// `conn`, never alone for a write).
+    callids: Mutex<callids::CallIds>,
     /// Copies committed pages from the WAL into the database file, off the write path.
     checkpoint: checkpoint::Checkpointer,
     /// The database file (a backup reads it through a connection of its own).
@@ -255,7 +259,10 @@ impl EventLog {
                re_rate TEXT, re_billed_duration INTEGER, re_cost TEXT, re_cost_units INTEGER,
                re_cost_fraction INTEGER,
                PRIMARY KEY (origin, seq)) WITHOUT ROWID;
-             CREATE INDEX IF NOT EXISTS events_callid ON events(account, callid);
+             -- Led by the minute of the call (the number's and the CLI's below, by the hour):
+             -- which minutes a call id is in comes from memory (`callids`).
+             CREATE INDEX IF NOT EXISTS events_callid_minute ON events(account, dt / 60, callid, kind);
+             DROP INDEX IF EXISTS events_callid;
              CREATE INDEX IF NOT EXISTS events_dt ON events(account, dt, kind, sip_code, card);
              -- The called number's and the CLI's indexes lead with the hour of the call: the
              -- CDRs of one hour fill one run of pages, which stays cached and whose pages
@@ -332,12 +339,14 @@ impl EventLog {
         )?;
         conn.execute_batch(rollup::OLD_TRIGGERS)?;
         let (asrplus, quality) = read_views(&conn, bad_codes, quality_days, now)?;
+        let ids = callids::CallIds::load(&conn)?;
         let has_rerates = conn
             .query_row("SELECT 1 FROM meta WHERE key = 'rerates'", [], |_| Ok(()))
             .optional()?
             .is_some();
         Ok(Self {
             conn: Mutex::new(conn),
+            callids: Mutex::new(ids),
             checkpoint: checkpoint::Checkpointer::start(path)?,
             path: path.to_owned(),
             origin: origin.to_owned(),
@@ -414,14 +423,12 @@ impl EventLog {
         let mut seen = HashSet::new();
         let mut added = Vec::with_capacity(cdrs.len());
         let mut tally = Tally::default();
+        let mut ids = self.callids.lock();
         {
-            let mut exists = tx.prepare_cached(
-                "SELECT 1 FROM events WHERE account = ?1 AND callid = ?2 AND kind = 'cdr' LIMIT 1",
-            )?;
             let mut insert = tx.prepare_cached(INSERT)?;
             for cdr in cdrs {
                 let callid = cdr.input.callid.as_str();
-                if !seen.insert(callid) || exists.exists(params![account, callid])? {
+                if !seen.insert(callid) || holds(&tx, &ids, account, callid, "cdr")? {
                     continue;
                 }
                 seq += 1;
@@ -433,10 +440,11 @@ impl EventLog {
                     rerated: None,
                 };
                 insert_record(&mut insert, &record)?;
+                ids.insert(account, callid, cdr.input.dt);
                 tally.count(account, &counted(cdr));
                 if self.has_rerates.load(std::sync::atomic::Ordering::Relaxed) {
                     // The call may have been re-rated elsewhere before it was sent here.
-                    rerate::catch_up(&tx, account, callid, &mut tally)?;
+                    rerate::catch_up(&tx, &ids, account, callid, &mut tally)?;
                 }
                 added.push(cdr);
             }
@@ -446,6 +454,7 @@ impl EventLog {
         }
         tally.write(&tx)?;
         self.commit(tx)?;
+        drop(ids);
         if !added.is_empty() {
             self.vv.lock().insert(self.origin.clone(), seq);
         }
@@ -486,6 +495,7 @@ impl EventLog {
         let mut refused = 0u64;
         let mut heads: HashMap<&str, u64> = HashMap::new();
         let mut tally = Tally::default();
+        let mut ids = self.callids.lock();
         {
             let mut insert =
                 tx.prepare_cached(&INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO"))?;
@@ -506,15 +516,17 @@ impl EventLog {
                 }
                 let record = r.as_ref();
                 if insert_record(&mut insert, &record)? > 0 {
+                    ids.insert(&r.account, &r.cdr.input.callid, r.cdr.input.dt);
                     match r.rerated {
                         Some(_) => {
                             rerate::note(&tx, &self.has_rerates)?;
-                            rerate::supersede(&tx, &record, &mut tally)?;
+                            rerate::supersede(&tx, &ids, &record, &mut tally)?;
                         }
                         None => {
                             tally.count(&r.account, &counted(&r.cdr));
                             if self.has_rerates.load(std::sync::atomic::Ordering::Relaxed) {
-                                rerate::catch_up(&tx, &r.account, &r.cdr.input.callid, &mut tally)?;
+                                let callid = &r.cdr.input.callid;
+                                rerate::catch_up(&tx, &ids, &r.account, callid, &mut tally)?;
                             }
                         }
                     }
@@ -527,6 +539,7 @@ impl EventLog {
         }
         tally.write(&tx)?;
         self.commit(tx)?;
+        drop(ids);
         if refused > 0 {
             metrics::counter!(REFUSED_RECORDS).increment(refused);
         }
@@ -807,6 +820,7 @@ impl EventLog {
         rollup::forget_before(&tx, before)?;
         let deleted = tx.execute("DELETE FROM events WHERE dt < ?1", [before])?;
         self.commit(tx)?;
+        self.callids.lock().forget_before(before);
         Ok(deleted)
     }
 
@@ -952,6 +966,28 @@ fn observe(asrplus: &mut AsrPlus, cdr: &edgerate_model::cdr::CdrInput, now: i64)
     if now - cdr.dt <= edgerate_model::asrplus::WINDOW_SECS {
         asrplus.observe(&cdr.dest_number, cdr.dt, cdr.sip_code);
     }
+}
+
+/// True when the log holds a record of `kind` for `(account, callid)`: a seek into
+/// `events_callid_minute` for each minute `ids` has for it, none for a call id never seen.
+fn holds(
+    tx: &Connection,
+    ids: &callids::CallIds,
+    account: &str,
+    callid: &str,
+    kind: &str,
+) -> Result<bool, LogError> {
+    let minutes = ids.minutes(account, callid);
+    if minutes.is_empty() {
+        return Ok(false);
+    }
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT 1 FROM events INDEXED BY events_callid_minute
+         WHERE account = ? AND {} AND callid = ? AND kind = ? LIMIT 1",
+        callids::in_minutes(minutes.len())
+    ))?;
+    let args = callids::seek_args(account, &minutes, callid, kind);
+    Ok(stmt.exists(params_from_iter(args.iter()))?)
 }
 
 /// Raises `origin`'s high-water mark to `seq` (never lowers it).
@@ -1470,6 +1506,33 @@ mod tests {
             assert!(plan.iter().any(|p| p.contains(plan_step)), "{plan:?}");
             assert_eq!(EventLog::count(&conn, &f).unwrap(), total, "{f:?}");
         }
+        // "Is this call id known?" seeks its minute, and finds the call at it.
+        let ids = log.callids.lock();
+        let minutes = ids.minutes("acc", "c5");
+        assert_eq!(minutes, [5 * 1800 / 60]);
+        let mut stmt = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT 1 FROM events INDEXED BY events_callid_minute
+                 WHERE account = ? AND {} AND callid = ? AND kind = ?",
+                callids::in_minutes(1)
+            ))
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(
+                params_from_iter(callids::seek_args("acc", &minutes, "c5", "cdr").iter()),
+                |r| r.get(3),
+            )
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|p| p
+                .contains("events_callid_minute (account=? AND <expr>=? AND callid=? AND kind=?)")),
+            "{plan:?}"
+        );
+        assert!(holds(&conn, &ids, "acc", "c5", "cdr").unwrap());
+        assert!(!holds(&conn, &ids, "acc", "c5", "rerate").unwrap());
+        assert!(!holds(&conn, &ids, "acc", "c99", "cdr").unwrap());
     }
 
     /// Commits reach the database file itself (not only the WAL) through the checkpointer,
@@ -1569,6 +1632,29 @@ mod tests {
         }
         assert_eq!((total, page[0].cdr.input.callid.as_str()), (2, "b"));
         assert_eq!(log.version_vector().unwrap()["n1"], 3);
+        // Known after the reopen, whatever call time it comes back with (its index leads with
+        // the hour; where a call id is comes from memory, rebuilt at open).
+        for dt in [900, 90_000, 0] {
+            assert_eq!(
+                log.append("acc", &[cdr("b", "47", dt, 200)])
+                    .unwrap()
+                    .duplicates,
+                1,
+                "b at {dt}"
+            );
+        }
+        assert_eq!(
+            log.append("new", &[cdr("c", "47", 90_000, 200)])
+                .unwrap()
+                .added,
+            1
+        );
+        assert_eq!(
+            log.append("new", &[cdr("c", "47", 950, 200)])
+                .unwrap()
+                .duplicates,
+            1
+        );
     }
 
     #[test]

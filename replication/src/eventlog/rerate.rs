@@ -6,10 +6,12 @@
 //! Records may arrive in any order: a re-rating whose CDR is not here yet is kept and applied
 //! when the CDR comes ([`catch_up`]).
 
+use super::callids::{self, CallIds};
 use super::rollup::{Counted, Tally};
 use super::{insert_record, EventLog, LogError, RatingColumns, RecordRef, INSERT};
 use edgerate_model::cdr::Cdr;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 impl EventLog {
@@ -24,6 +26,7 @@ impl EventLog {
             let tx = conn.transaction()?;
             let mut seq: u64 = self.vv.lock().get(&self.origin).copied().unwrap_or(0);
             let mut tally = Tally::default();
+            let mut ids = self.callids.lock();
             note(&tx, &self.has_rerates)?;
             {
                 let mut insert = tx.prepare_cached(INSERT)?;
@@ -37,7 +40,8 @@ impl EventLog {
                         rerated: Some(at),
                     };
                     insert_record(&mut insert, &record)?;
-                    supersede(&tx, &record, &mut tally)?;
+                    ids.insert(account, &cdr.input.callid, cdr.input.dt);
+                    supersede(&tx, &ids, &record, &mut tally)?;
                 }
             }
             super::raise_head(&tx, &self.origin, seq)?;
@@ -70,38 +74,48 @@ pub(super) fn note(tx: &Transaction<'_>, flag: &AtomicBool) -> Result<(), LogErr
 /// CDR's figures in the rollup from its old rating to this one.
 pub(super) fn supersede(
     tx: &Transaction<'_>,
+    ids: &CallIds,
     r: &RecordRef<'_>,
     tally: &mut Tally,
 ) -> Result<(), LogError> {
     let at = r.rerated.unwrap_or_default();
+    let minutes = ids.minutes(r.account, &r.cdr.input.callid);
+    if minutes.is_empty() {
+        return Ok(());
+    }
+    let mut args = callids::seek_args(r.account, &minutes, &r.cdr.input.callid, "cdr");
+    args.extend([
+        Value::from(at),
+        Value::from(r.origin.to_owned()),
+        Value::from(r.seq as i64),
+    ]);
     // The call's CDRs this re-rating is later than, each as the rollup counts it now.
     let older: Vec<(String, i64, Counted)> = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT origin, seq, dt, sip_code, card, duration_ms,
                     CASE WHEN re_at IS NULL THEN dest_code ELSE re_dest_code END,
                     CASE WHEN re_at IS NULL THEN cost_units ELSE re_cost_units END,
                     CASE WHEN re_at IS NULL THEN cost_fraction ELSE re_cost_fraction END
-             FROM events WHERE account = ?1 AND callid = ?2 AND kind = 'cdr'
-               AND (re_at IS NULL OR (re_at, re_origin, re_seq) < (?3, ?4, ?5))",
-        )?
-        .query_map(
-            params![r.account, r.cdr.input.callid, at, r.origin, r.seq as i64],
-            |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    Counted {
-                        dt: row.get(2)?,
-                        sip_code: row.get(3)?,
-                        card: row.get(4)?,
-                        duration_ms: row.get(5)?,
-                        dest_code: row.get(6)?,
-                        cost_units: row.get(7)?,
-                        cost_fraction: row.get(8)?,
-                    },
-                ))
-            },
-        )?
+             FROM events INDEXED BY events_callid_minute
+             WHERE account = ? AND {} AND callid = ? AND kind = ?
+               AND (re_at IS NULL OR (re_at, re_origin, re_seq) < (?, ?, ?))",
+            callids::in_minutes(minutes.len())
+        ))?
+        .query_map(params_from_iter(args.iter()), |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                Counted {
+                    dt: row.get(2)?,
+                    sip_code: row.get(3)?,
+                    card: row.get(4)?,
+                    duration_ms: row.get(5)?,
+                    dest_code: row.get(6)?,
+                    cost_units: row.get(7)?,
+                    cost_fraction: row.get(8)?,
+                },
+            ))
+        })?
         .collect::<Result<_, _>>()?;
     if older.is_empty() {
         return Ok(());
@@ -142,20 +156,30 @@ pub(super) fn supersede(
 /// After a CDR came from a peer: the latest re-rating of it already here, applied.
 pub(super) fn catch_up(
     tx: &Transaction<'_>,
+    ids: &CallIds,
     account: &str,
     callid: &str,
     tally: &mut Tally,
 ) -> Result<(), LogError> {
+    let minutes = ids.minutes(account, callid);
+    if minutes.is_empty() {
+        return Ok(());
+    }
     let latest = tx
         .prepare_cached(&format!(
-            "SELECT {} FROM events WHERE account = ?1 AND callid = ?2 AND kind = 'rerate'
+            "SELECT {} FROM events INDEXED BY events_callid_minute
+             WHERE account = ? AND {} AND callid = ? AND kind = ?
              ORDER BY rated_at DESC, origin DESC, seq DESC LIMIT 1",
-            super::COLUMNS
+            super::COLUMNS,
+            callids::in_minutes(minutes.len())
         ))?
-        .query_row(params![account, callid], super::read_record)
+        .query_row(
+            params_from_iter(callids::seek_args(account, &minutes, callid, "rerate").iter()),
+            super::read_record,
+        )
         .optional()?;
     if let Some(r) = latest {
-        supersede(tx, &r.as_ref(), tally)?;
+        supersede(tx, ids, &r.as_ref(), tally)?;
     }
     Ok(())
 }
