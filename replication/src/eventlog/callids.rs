@@ -15,7 +15,7 @@
 
 use rusqlite::types::Value;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 /// The minute of call time a record is filed under, as the index computes it (`dt / 60`).
 /// Every record's `dt` is in `0..=time::MAX` (year 9999), whose minutes fit 32 bits.
@@ -25,26 +25,29 @@ fn minute(dt: i64) -> u32 {
 
 #[derive(Default)]
 pub(super) struct CallIds {
-    /// The first minute seen per call, by 32 bits of its key's hash: ~14 bytes a call in the
-    /// table (10M calls: 144 MiB). Two calls of one hash share candidates: a seek more.
+    /// Keyed anew at each open (the table is rebuilt then): a client cannot aim call ids at
+    /// one key.
+    hasher: std::collections::hash_map::RandomState,
+    /// The first minute seen per call, by 32 bits of its key's hash: 8 bytes a call, about 16
+    /// in the table (10M calls: ~150 MiB more RSS). Two calls of one hash share candidates:
+    /// a seek more.
     first: HashMap<u32, u32>,
     /// Further minutes of calls seen in more than one (a call id reused later, or a hash two
     /// call ids share).
     more: HashMap<u32, Vec<u32>>,
 }
 
-fn key(account: &str, callid: &str) -> u32 {
-    // SipHash with fixed keys: the same on every run, hard to aim collisions at.
-    let mut h = std::hash::DefaultHasher::new();
-    account.hash(&mut h);
-    callid.hash(&mut h);
-    (h.finish() >> 32) as u32
-}
-
 impl CallIds {
+    fn key(&self, account: &str, callid: &str) -> u32 {
+        let mut h = self.hasher.build_hasher();
+        account.hash(&mut h);
+        callid.hash(&mut h);
+        (h.finish() >> 32) as u32
+    }
+
     /// Notes a record of `(account, callid)` at call time `dt`.
     pub(super) fn insert(&mut self, account: &str, callid: &str, dt: i64) {
-        self.insert_minute(key(account, callid), minute(dt));
+        self.insert_minute(self.key(account, callid), minute(dt));
     }
 
     fn insert_minute(&mut self, k: u32, m: u32) {
@@ -64,7 +67,7 @@ impl CallIds {
 
     /// The minutes the records of `(account, callid)` may be in (none: there is no record).
     pub(super) fn minutes(&self, account: &str, callid: &str) -> Vec<u32> {
-        let k = key(account, callid);
+        let k = self.key(account, callid);
         let mut minutes: Vec<u32> = self.first.get(&k).copied().into_iter().collect();
         if let Some(more) = self.more.get(&k) {
             minutes.extend_from_slice(more);
@@ -111,7 +114,8 @@ impl CallIds {
                 continue;
             };
             let m = u32::try_from(row.get::<_, i64>(2)?).unwrap_or(u32::MAX);
-            ids.insert_minute(key(account, callid), m);
+            let k = ids.key(account, callid);
+            ids.insert_minute(k, m);
         }
         Ok(ids)
     }
@@ -120,7 +124,8 @@ impl CallIds {
 /// `dt / 60 IN (?, …)` for `n` minutes, for a seek into `events_callid_minute`; its arguments
 /// come from [`seek_args`].
 pub(super) fn in_minutes(n: usize) -> String {
-    let marks = vec!["?"; n.max(1)].join(", ");
+    debug_assert!(n > 0, "no minute to seek");
+    let marks = vec!["?"; n].join(", ");
     format!("dt / 60 IN ({marks})")
 }
 

@@ -34,7 +34,7 @@ pub const CHECKPOINT_ERRORS: &str = "edgerate_eventlog_checkpoint_errors_total";
 
 #[derive(Default)]
 struct Signal {
-    /// Commits since the last checkpoint began.
+    /// A commit came since the last checkpoint began, or it left frames uncopied.
     pending: bool,
     stop: bool,
 }

@@ -241,7 +241,6 @@ impl EventLog {
         // through the WAL, so a failed write is an error, as before; a failed read inside the
         // mapping stops the node (SIGBUS) instead (docs/operations.md, Capacity).
         conn.pragma_update(None, "mmap_size", 0x7fff_0000i64)?;
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
         // Checkpoints are the checkpointer's ([`checkpoint`]); a commit makes one only if the
         // WAL outgrows the backstop, and the WAL file is cut back to 64 MiB after it is reused.
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
@@ -338,6 +337,9 @@ impl EventLog {
              INSERT OR IGNORE INTO meta (key, value) VALUES ('cdrs', 0);",
         )?;
         conn.execute_batch(rollup::OLD_TRIGGERS)?;
+        // Only now: an index built above (a new one, on a large log) sorts through temporary
+        // files rather than all in memory.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         let (asrplus, quality) = read_views(&conn, bad_codes, quality_days, now)?;
         let ids = callids::CallIds::load(&conn)?;
         let has_rerates = conn
@@ -596,7 +598,8 @@ impl EventLog {
     fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
         use rusqlite::types::Value;
         // The called number and the CLI each have an index that leads with the hour of the
-        // call (see `open_with`): one seek per hour of the range the log holds. The time index
+        // call (see `open_with`): one seek per hour of the range, within the account's first
+        // and last record; rows in the order of [`Self::order_by`]. The time index
         // carries the kind, SIP code and card, so counting the partial hours at a range's edges
         // (the rest comes from the rollup) reads no record.
         let (index, key) = match (&filter.number, &filter.cli) {
@@ -616,7 +619,9 @@ impl EventLog {
             sql.push_str(&format!(" AND {HOURS_HELD} AND {column} = ?"));
             args.extend([
                 Value::from(filter.from),
+                Value::from(filter.account.clone()),
                 Value::from(filter.to),
+                Value::from(filter.account.clone()),
                 Value::from(value.clone()),
             ]);
         }
@@ -654,11 +659,27 @@ impl EventLog {
         let conn = self.conn.lock();
         let total = Self::total(&conn, filter)?;
         let dir = if order == Order::Asc { "ASC" } else { "DESC" };
-        let sql = format!("SELECT {LISTED} FROM events {clause} ORDER BY dt {dir}, origin {dir}, seq {dir} LIMIT {limit} OFFSET {offset}");
+        let by = Self::order_by(filter, dir);
+        let sql = format!(
+            "SELECT {LISTED} FROM events {clause} ORDER BY {by} LIMIT {limit} OFFSET {offset}"
+        );
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(params_from_iter(args.iter()), read_record)?;
         let page = rows.collect::<Result<Vec<_>, _>>()?;
         Ok((u64::try_from(total).unwrap_or(0), page))
+    }
+
+    /// Call time order (then origin and sequence) for [`Self::where_clause`]'s index. An
+    /// hour-led index gives its rows by hour, then time: the same order (every `dt` is ≥ 0),
+    /// which SQLite takes without sorting only when told so; by `dt` alone it sorted every
+    /// match before the page's LIMIT.
+    fn order_by(filter: &Filter, dir: &str) -> String {
+        let hour = if filter.number.is_some() || filter.cli.is_some() {
+            format!("dt / 3600 {dir}, ")
+        } else {
+            String::new()
+        };
+        format!("{hour}dt {dir}, origin {dir}, seq {dir}")
     }
 
     /// How many records match, counted through their index (see [`Self::total`]).
@@ -695,8 +716,9 @@ impl EventLog {
             ]);
         }
         let conn = self.conn.lock();
+        let by = Self::order_by(filter, "ASC");
         let mut stmt = conn.prepare(&format!(
-            "SELECT {LISTED} FROM events {clause} ORDER BY dt, origin, seq LIMIT {limit}"
+            "SELECT {LISTED} FROM events {clause} ORDER BY {by} LIMIT {limit}"
         ))?;
         let rows = stmt.query_map(params_from_iter(args.iter()), read_record)?;
         rows.collect::<Result<_, _>>().map_err(Into::into)
@@ -864,12 +886,15 @@ const LISTED: &str = "origin, seq, account, callid, dt, source_cli, dest_number,
     CASE WHEN re_at IS NULL THEN billed_duration ELSE re_billed_duration END, \
     CASE WHEN re_at IS NULL THEN cost ELSE re_cost END, \
     provider, leg_card, leg_prefix, kind, rated_at";
-/// `dt / 3600 IN (the hours from ?1 to ?2 that the log holds)`: how the hour-led indexes
-/// (`events_number_hour`, `events_cli_hour`) are read, one seek per hour. The range is cut to the
-/// log's first and last call (two reads of the time index), so `from=0` costs nothing more.
+/// `dt / 3600 IN (every hour from `from` to `to`)`, its arguments `from, account, to, account`:
+/// how the hour-led indexes (`events_number_hour`, `events_cli_hour`) are read, one seek per
+/// hour. The range is cut to the account's first and last record (two seeks of `events_dt`), so
+/// `from=0` costs nothing more.
 const HOURS_HELD: &str = "dt / 3600 IN (WITH RECURSIVE hour(h) AS (\
-    SELECT MAX(?, (SELECT MIN(dt) FROM events)) / 3600 UNION ALL SELECT h + 1 FROM hour \
-    WHERE h < MIN(?, (SELECT MAX(dt) FROM events)) / 3600) SELECT h FROM hour)";
+    SELECT MAX(?, (SELECT MIN(dt) FROM events INDEXED BY events_dt WHERE account = ?)) / 3600 \
+    UNION ALL SELECT h + 1 FROM hour \
+    WHERE h < MIN(?, (SELECT MAX(dt) FROM events INDEXED BY events_dt WHERE account = ?)) / 3600) \
+    SELECT h FROM hour)";
 const DEST_CODE: &str = "CASE WHEN re_at IS NULL THEN dest_code ELSE re_dest_code END";
 const COST_UNITS: &str = "CASE WHEN re_at IS NULL THEN cost_units ELSE re_cost_units END";
 const COST_FRACTION_NOW: &str =
@@ -1464,6 +1489,24 @@ mod tests {
         calls[5].input.source_cli = "12015550199".into();
         calls[34].input.source_cli = "12015550199".into();
         log.append("acc", &calls).unwrap();
+        let by_number = Filter {
+            number: Some("441".into()),
+            ..filter("acc")
+        };
+        for (order, first) in [(Order::Desc, 37 * 1800), (Order::Asc, 1800)] {
+            let (total, page) = log.list(&by_number, order, 3, 1).unwrap();
+            let times: Vec<i64> = page.iter().map(|r| r.cdr.input.dt).collect();
+            let step = if order == Order::Desc {
+                -4 * 1800
+            } else {
+                4 * 1800
+            };
+            let second = first + step;
+            assert_eq!(
+                (total, times),
+                (10, vec![second, second + step, second + 2 * step])
+            );
+        }
         let conn = log.conn.lock();
         for (f, plan_step, total) in [
             (
@@ -1493,17 +1536,22 @@ mod tests {
             ),
         ] {
             let (clause, args) = EventLog::where_clause(&f);
-            let mut stmt = conn
-                .prepare(&format!(
-                    "EXPLAIN QUERY PLAN SELECT seq FROM events {clause}"
-                ))
-                .unwrap();
-            let plan: Vec<String> = stmt
-                .query_map(params_from_iter(args.iter()), |r| r.get(3))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            assert!(plan.iter().any(|p| p.contains(plan_step)), "{plan:?}");
+            // In the index's order: no sort of every match before the page's LIMIT.
+            for dir in ["ASC", "DESC"] {
+                let by = EventLog::order_by(&f, dir);
+                let mut stmt = conn
+                    .prepare(&format!(
+                        "EXPLAIN QUERY PLAN SELECT seq FROM events {clause} ORDER BY {by} LIMIT 5"
+                    ))
+                    .unwrap();
+                let plan: Vec<String> = stmt
+                    .query_map(params_from_iter(args.iter()), |r| r.get(3))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert!(plan.iter().any(|p| p.contains(plan_step)), "{plan:?}");
+                assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+            }
             assert_eq!(EventLog::count(&conn, &f).unwrap(), total, "{f:?}");
         }
         // "Is this call id known?" seeks its minute, and finds the call at it.
@@ -1633,7 +1681,7 @@ mod tests {
         assert_eq!((total, page[0].cdr.input.callid.as_str()), (2, "b"));
         assert_eq!(log.version_vector().unwrap()["n1"], 3);
         // Known after the reopen, whatever call time it comes back with (its index leads with
-        // the hour; where a call id is comes from memory, rebuilt at open).
+        // the minute; where a call id is comes from memory, rebuilt at open).
         for dt in [900, 90_000, 0] {
             assert_eq!(
                 log.append("acc", &[cdr("b", "47", dt, 200)])

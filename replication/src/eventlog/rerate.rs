@@ -47,6 +47,7 @@ impl EventLog {
             super::raise_head(&tx, &self.origin, seq)?;
             tally.write(&tx)?;
             self.commit(tx)?;
+            drop(ids);
             self.vv.lock().insert(self.origin.clone(), seq);
             Ok(cdrs.len())
         })();
