@@ -33,6 +33,13 @@ pick() { sed -nE "s#.*$2.*#\1#p" "$1" | head -1; }
 # criterion prints a long benchmark name and its times on two lines: one line each.
 one_line() { sed -E -i ':a;N;$!ba;s/\n +time:/ time:/g' "$1"; }
 size() { if [ "$quick" = 1 ]; then echo "$1"; else echo "$2"; fi; }
+# `http_run FILE`: scripts/bench-http.sh at this run's size (its other settings from the
+# environment); `http_row TITLE FILE TARGET`: its median ratio, rps and p99 against nginx.
+http_run() { ROUNDS=$(size 1 3) DURATION=$(size 5 10) scripts/bench-http.sh >"$1" 2>&1; }
+http_row() {
+  row "$1" "$(pick "$2" 'ratio ([0-9.]+)')×, node $(pick "$2" 'median rps: node ([0-9.]+),') rps, p99 $(pick "$2" '^node rps=[0-9.]+ p99=([0-9.]+[mu]?s)')" \
+    "$3" "nginx $(pick "$2" 'nginx ([0-9.]+), ratio') rps, same bytes"
+}
 
 cargo build --release -q -p edgerate-node
 
@@ -58,28 +65,18 @@ fi
 
 if wants http; then
   f=$out/http.txt
-  ROUNDS=$(size 1 3) DURATION=$(size 5 10) scripts/bench-http.sh >"$f" 2>&1
-  row "ratecard/query.json vs nginx, demo card, one core each" \
-    "$(pick "$f" 'ratio ([0-9.]+)')×, node $(pick "$f" 'median rps: node ([0-9.]+),') rps, p99 $(pick "$f" '^node rps=[0-9.]+ p99=([0-9.]+[mu]?s)')" "≥ 1.0×, p99 ≤ 1 ms" \
-    "nginx $(pick "$f" 'nginx ([0-9.]+), ratio') rps, same bytes"
+  http_run "$f"
+  http_row "ratecard/query.json vs nginx, demo card, one core each" "$f" "≥ 1.0×, p99 ≤ 1 ms"
   f=$out/http-big.txt
   n=$(size 100000 1000000)
-  CARD_ROWS=$n ROUNDS=$(size 1 3) DURATION=$(size 5 10) scripts/bench-http.sh >"$f" 2>&1
-  row "ratecard/query.json vs nginx, $n-prefix card" \
-    "$(pick "$f" 'ratio ([0-9.]+)')×, node $(pick "$f" 'median rps: node ([0-9.]+),') rps, p99 $(pick "$f" '^node rps=[0-9.]+ p99=([0-9.]+[mu]?s)')" "≥ 1.0×, p99 ≤ 1 ms" \
-    "nginx $(pick "$f" 'nginx ([0-9.]+), ratio') rps, same bytes"
+  CARD_ROWS=$n http_run "$f"
+  http_row "ratecard/query.json vs nginx, $n-prefix card" "$f" "≥ 1.0×, p99 ≤ 1 ms"
   f=$out/http-asrplus.txt
-  ASR_PRELOAD=$(size 100000 1000000) URL_PATH='/api/lookup/asrplus.json?number=441234567890' \
-    ROUNDS=$(size 1 3) DURATION=$(size 5 10) scripts/bench-http.sh >"$f" 2>&1
-  row "lookup/asrplus.json vs nginx, $(pick "$f" 'ASR Plus holds ([0-9]+) numbers') numbers" \
-    "$(pick "$f" 'ratio ([0-9.]+)')×, node $(pick "$f" 'median rps: node ([0-9.]+),') rps, p99 $(pick "$f" '^node rps=[0-9.]+ p99=([0-9.]+[mu]?s)')" "≥ 1.0×, p99 ≤ 1 ms" \
-    "nginx $(pick "$f" 'nginx ([0-9.]+), ratio') rps, same bytes"
+  ASR_PRELOAD=$(size 100000 1000000) URL_PATH='/api/lookup/asrplus.json?number=441234567890' http_run "$f"
+  http_row "lookup/asrplus.json vs nginx, $(pick "$f" 'ASR Plus holds ([0-9]+) numbers') numbers" "$f" "≥ 1.0×, p99 ≤ 1 ms"
   f=$out/http-lcr.txt
-  LCR_PROVIDERS=5 URL_PATH='/api/routing/lcr.json?number=441234567890&card=demo' TARGET=0.7 \
-    ROUNDS=$(size 1 3) DURATION=$(size 5 10) scripts/bench-http.sh >"$f" 2>&1
-  row "routing/lcr.json vs nginx, 5 provider cards and a sell card, one core each" \
-    "$(pick "$f" 'ratio ([0-9.]+)')×, node $(pick "$f" 'median rps: node ([0-9.]+),') rps" "≥ 0.7×" \
-    "nginx $(pick "$f" 'nginx ([0-9.]+), ratio') rps, same bytes"
+  LCR_PROVIDERS=5 URL_PATH='/api/routing/lcr.json?number=441234567890&card=demo' TARGET=0.7 http_run "$f"
+  http_row "routing/lcr.json vs nginx, 5 provider cards and a sell card, one core each" "$f" "≥ 0.7×"
 fi
 
 if wants cdr; then

@@ -6,7 +6,7 @@
 //! ids: 13k CDRs/s). The log's call-id index leads with the minute of the call instead
 //! (`events_callid_minute`): a batch's CDRs, which come in call-time order give or take, fill
 //! a few of its pages. The minutes a call id was seen in come from here, so "is this call id
-//! known?" is one seek per minute (almost always one, and none for a new call id).
+//! known?" is one seek per minute ([`CallIds::seek`]): almost always one, none for a new one.
 //!
 //! Exact: every record's `(account, callid)` is entered with its minute before its transaction
 //! commits, so the minutes of every stored record are here. A minute here without a record (a
@@ -75,6 +75,32 @@ impl CallIds {
         minutes
     }
 
+    /// The seek into `events_callid_minute` for the records of `kind` of `(account, callid)`:
+    /// `INDEXED BY … WHERE …` over the minutes held for it, and its arguments; `None` when
+    /// there is no such record.
+    pub(super) fn seek(
+        &self,
+        account: &str,
+        callid: &str,
+        kind: &str,
+    ) -> Option<(String, Vec<Value>)> {
+        let minutes = self.minutes(account, callid);
+        if minutes.is_empty() {
+            return None;
+        }
+        let marks = vec!["?"; minutes.len()].join(", ");
+        let clause = format!(
+            "INDEXED BY events_callid_minute
+             WHERE account = ? AND dt / 60 IN ({marks}) AND callid = ? AND kind = ?"
+        );
+        let mut args = Vec::with_capacity(minutes.len() + 3);
+        args.push(Value::from(account.to_owned()));
+        args.extend(minutes.iter().map(|&m| Value::from(i64::from(m))));
+        args.push(Value::from(callid.to_owned()));
+        args.push(Value::from(kind.to_owned()));
+        Some((clause, args))
+    }
+
     /// Forgets minutes before `before` (records older than it were deleted).
     pub(super) fn forget_before(&mut self, before: i64) {
         let cutoff = minute(before);
@@ -119,24 +145,6 @@ impl CallIds {
         }
         Ok(ids)
     }
-}
-
-/// `dt / 60 IN (?, …)` for `n` minutes, for a seek into `events_callid_minute`; its arguments
-/// come from [`seek_args`].
-pub(super) fn in_minutes(n: usize) -> String {
-    debug_assert!(n > 0, "no minute to seek");
-    let marks = vec!["?"; n].join(", ");
-    format!("dt / 60 IN ({marks})")
-}
-
-/// The arguments of `account = ? AND <in_minutes> AND callid = ? AND kind = ?`.
-pub(super) fn seek_args(account: &str, minutes: &[u32], callid: &str, kind: &str) -> Vec<Value> {
-    let mut args = Vec::with_capacity(minutes.len() + 3);
-    args.push(Value::from(account.to_owned()));
-    args.extend(minutes.iter().map(|&m| Value::from(i64::from(m))));
-    args.push(Value::from(callid.to_owned()));
-    args.push(Value::from(kind.to_owned()));
-    args
 }
 
 #[cfg(test)]

@@ -602,11 +602,8 @@ impl EventLog {
         // and last record; rows in the order of [`Self::order_by`]. The time index
         // carries the kind, SIP code and card, so counting the partial hours at a range's edges
         // (the rest comes from the rollup) reads no record.
-        let (index, key) = match (&filter.number, &filter.cli) {
-            (Some(n), _) => ("events_number_hour", Some(("dest_number", n))),
-            (None, Some(c)) => ("events_cli_hour", Some(("source_cli", c))),
-            (None, None) => ("events_dt", None),
-        };
+        let key = Self::keyed(filter);
+        let index = key.map_or("events_dt", |(index, _, _)| index);
         let mut sql = format!(
             "INDEXED BY {index} WHERE account = ? AND dt >= ? AND dt <= ? AND kind = 'cdr'"
         );
@@ -615,7 +612,7 @@ impl EventLog {
             Value::from(filter.from),
             Value::from(filter.to),
         ];
-        if let Some((column, value)) = key {
+        if let Some((_, column, value)) = key {
             sql.push_str(&format!(" AND {HOURS_HELD} AND {column} = ?"));
             args.extend([
                 Value::from(filter.from),
@@ -669,15 +666,24 @@ impl EventLog {
         Ok((u64::try_from(total).unwrap_or(0), page))
     }
 
+    /// The hour-led index a filter is read through, its key column and the key: the called
+    /// number's if given, else the CLI's; none without either.
+    fn keyed(filter: &Filter) -> Option<(&'static str, &'static str, &String)> {
+        match (&filter.number, &filter.cli) {
+            (Some(n), _) => Some(("events_number_hour", "dest_number", n)),
+            (None, Some(c)) => Some(("events_cli_hour", "source_cli", c)),
+            (None, None) => None,
+        }
+    }
+
     /// Call time order (then origin and sequence) for [`Self::where_clause`]'s index. An
     /// hour-led index gives its rows by hour, then time: the same order (every `dt` is ≥ 0),
     /// which SQLite takes without sorting only when told so; by `dt` alone it sorted every
     /// match before the page's LIMIT.
     fn order_by(filter: &Filter, dir: &str) -> String {
-        let hour = if filter.number.is_some() || filter.cli.is_some() {
-            format!("dt / 3600 {dir}, ")
-        } else {
-            String::new()
+        let hour = match Self::keyed(filter) {
+            Some(_) => format!("dt / 3600 {dir}, "),
+            None => String::new(),
         };
         format!("{hour}dt {dir}, origin {dir}, seq {dir}")
     }
@@ -993,8 +999,8 @@ fn observe(asrplus: &mut AsrPlus, cdr: &edgerate_model::cdr::CdrInput, now: i64)
     }
 }
 
-/// True when the log holds a record of `kind` for `(account, callid)`: a seek into
-/// `events_callid_minute` for each minute `ids` has for it, none for a call id never seen.
+/// True when the log holds a record of `kind` for `(account, callid)`
+/// ([`callids::CallIds::seek`]: no read for a call id never seen).
 fn holds(
     tx: &Connection,
     ids: &callids::CallIds,
@@ -1002,16 +1008,10 @@ fn holds(
     callid: &str,
     kind: &str,
 ) -> Result<bool, LogError> {
-    let minutes = ids.minutes(account, callid);
-    if minutes.is_empty() {
+    let Some((clause, args)) = ids.seek(account, callid, kind) else {
         return Ok(false);
-    }
-    let mut stmt = tx.prepare_cached(&format!(
-        "SELECT 1 FROM events INDEXED BY events_callid_minute
-         WHERE account = ? AND {} AND callid = ? AND kind = ? LIMIT 1",
-        callids::in_minutes(minutes.len())
-    ))?;
-    let args = callids::seek_args(account, &minutes, callid, kind);
+    };
+    let mut stmt = tx.prepare_cached(&format!("SELECT 1 FROM events {clause} LIMIT 1"))?;
     Ok(stmt.exists(params_from_iter(args.iter()))?)
 }
 
@@ -1558,18 +1558,12 @@ mod tests {
         let ids = log.callids.lock();
         let minutes = ids.minutes("acc", "c5");
         assert_eq!(minutes, [5 * 1800 / 60]);
+        let (clause, args) = ids.seek("acc", "c5", "cdr").unwrap();
         let mut stmt = conn
-            .prepare(&format!(
-                "EXPLAIN QUERY PLAN SELECT 1 FROM events INDEXED BY events_callid_minute
-                 WHERE account = ? AND {} AND callid = ? AND kind = ?",
-                callids::in_minutes(1)
-            ))
+            .prepare(&format!("EXPLAIN QUERY PLAN SELECT 1 FROM events {clause}"))
             .unwrap();
         let plan: Vec<String> = stmt
-            .query_map(
-                params_from_iter(callids::seek_args("acc", &minutes, "c5", "cdr").iter()),
-                |r| r.get(3),
-            )
+            .query_map(params_from_iter(args.iter()), |r| r.get(3))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();

@@ -6,7 +6,7 @@
 //! Records may arrive in any order: a re-rating whose CDR is not here yet is kept and applied
 //! when the CDR comes ([`catch_up`]).
 
-use super::callids::{self, CallIds};
+use super::callids::CallIds;
 use super::rollup::{Counted, Tally};
 use super::{insert_record, EventLog, LogError, RatingColumns, RecordRef, INSERT};
 use edgerate_model::cdr::Cdr;
@@ -80,11 +80,9 @@ pub(super) fn supersede(
     tally: &mut Tally,
 ) -> Result<(), LogError> {
     let at = r.rerated.unwrap_or_default();
-    let minutes = ids.minutes(r.account, &r.cdr.input.callid);
-    if minutes.is_empty() {
+    let Some((clause, mut args)) = ids.seek(r.account, &r.cdr.input.callid, "cdr") else {
         return Ok(());
-    }
-    let mut args = callids::seek_args(r.account, &minutes, &r.cdr.input.callid, "cdr");
+    };
     args.extend([
         Value::from(at),
         Value::from(r.origin.to_owned()),
@@ -97,10 +95,8 @@ pub(super) fn supersede(
                     CASE WHEN re_at IS NULL THEN dest_code ELSE re_dest_code END,
                     CASE WHEN re_at IS NULL THEN cost_units ELSE re_cost_units END,
                     CASE WHEN re_at IS NULL THEN cost_fraction ELSE re_cost_fraction END
-             FROM events INDEXED BY events_callid_minute
-             WHERE account = ? AND {} AND callid = ? AND kind = ?
-               AND (re_at IS NULL OR (re_at, re_origin, re_seq) < (?, ?, ?))",
-            callids::in_minutes(minutes.len())
+             FROM events {clause}
+               AND (re_at IS NULL OR (re_at, re_origin, re_seq) < (?, ?, ?))"
         ))?
         .query_map(params_from_iter(args.iter()), |row| {
             Ok((
@@ -162,22 +158,16 @@ pub(super) fn catch_up(
     callid: &str,
     tally: &mut Tally,
 ) -> Result<(), LogError> {
-    let minutes = ids.minutes(account, callid);
-    if minutes.is_empty() {
+    let Some((clause, args)) = ids.seek(account, callid, "rerate") else {
         return Ok(());
-    }
+    };
     let latest = tx
         .prepare_cached(&format!(
-            "SELECT {} FROM events INDEXED BY events_callid_minute
-             WHERE account = ? AND {} AND callid = ? AND kind = ?
+            "SELECT {} FROM events {clause}
              ORDER BY rated_at DESC, origin DESC, seq DESC LIMIT 1",
-            super::COLUMNS,
-            callids::in_minutes(minutes.len())
+            super::COLUMNS
         ))?
-        .query_row(
-            params_from_iter(callids::seek_args(account, &minutes, callid, "rerate").iter()),
-            super::read_record,
-        )
+        .query_row(params_from_iter(args.iter()), super::read_record)
         .optional()?;
     if let Some(r) = latest {
         supersede(tx, ids, &r.as_ref(), tally)?;
