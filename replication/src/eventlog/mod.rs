@@ -701,6 +701,17 @@ impl EventLog {
         )?)
     }
 
+    /// How many records match, counting no further than `limit`.
+    fn count_upto(conn: &Connection, filter: &Filter, limit: i64) -> Result<i64, LogError> {
+        let (clause, mut args) = Self::where_clause(filter);
+        args.push(limit.into());
+        Ok(conn.query_row(
+            &format!("SELECT COUNT(*) FROM (SELECT 1 FROM events {clause} LIMIT ?)"),
+            params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?)
+    }
+
     /// Up to `limit` matching CDRs after the position `after` (oldest first), for reading a
     /// large result in pages without holding the database between them.
     pub fn page_after(
@@ -1305,6 +1316,9 @@ mod tests {
                 (100, 3500),
                 (7000, 7300),
                 (0, 40_000),
+                (10, 7000),
+                (3700, 7100),
+                (5000, 19_990),
             ] {
                 for code in [None, Some(404)] {
                     for card in [None, Some("uk"), Some("fr")] {

@@ -5,16 +5,19 @@
 //! is never out of step with them.
 //!
 //! A listing's `total` and `cdr/stats` over a time range, filtered by nothing the rollup lacks
-//! (a called number, which has an index of its own, or a CLI, which scans), read the whole
-//! hours inside the range here and only the two partial hours at its edges from the records:
-//! about two hours of records whatever the range (10M CDRs over 30 days are ~14k an hour).
+//! (a called number or a CLI, which have indexes of their own), read the whole hours inside
+//! the range here. Each hour at an edge of the range, covered only in part, is read from the
+//! records, or as its rollup rows less the records of the rest of the hour, whichever holds
+//! fewer CDRs ([`plan`]): at most half an hour of records at each edge, whatever the range,
+//! and none for a range that ends after the last call.
 //! Rows emptied by a prune or a re-rating are deleted; the number of CDRs held is kept beside
 //! it (`meta` key `cdrs`), so counting them reads one row.
 
 use super::{read_stats, EventLog, Filter, GroupBy, LogError, Stats};
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
-use std::collections::btree_map::{BTreeMap, Entry};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 
 const HOUR: i64 = 3600;
@@ -218,37 +221,156 @@ pub(super) fn fill(conn: &Connection) -> Result<(), LogError> {
     Ok(())
 }
 
-/// The whole hours of a filter's range, first and last, when the rollup can answer for them:
-/// some whole hour lies inside the range and nothing filters on what the rollup does not keep.
-fn whole_hours(filter: &Filter) -> Option<(i64, i64)> {
+/// How the rollup answers for a filter: its hours `first..=last` (none if `first > last`),
+/// plus the records of the ranges in `add`, less those in `take`, each with how many CDRs it
+/// holds.
+struct Plan {
+    first: i64,
+    last: i64,
+    add: Vec<(Filter, i64)>,
+    take: Vec<(Filter, i64)>,
+}
+
+/// The first and last second of `hour` (the last one cut at `i64::MAX`).
+fn span(hour: i64) -> (i64, i64) {
+    let start = hour * HOUR;
+    (start, start.saturating_add(HOUR - 1))
+}
+
+/// `filter` over `from..=to` instead of its own range.
+fn within(filter: &Filter, from: i64, to: i64) -> Filter {
+    Filter {
+        from,
+        to,
+        ..filter.clone()
+    }
+}
+
+/// The plan for `filter`, when the rollup can answer for it: nothing filters on what the
+/// rollup does not keep. Each hour the range covers in part is read from the records (the part
+/// inside the range) or from the rollup less the records of the rest of the hour, whichever
+/// holds fewer CDRs: at most half of each edge hour is read, and none of it when the range
+/// ends after the last call (a range ending now).
+fn plan(conn: &Connection, filter: &Filter) -> Result<Option<Plan>, LogError> {
     if filter.number.is_some()
         || filter.cli.is_some()
         || filter.card.as_deref() == Some("")
         || filter.from < 0
+        || filter.from > filter.to
     {
-        return None;
+        return Ok(None);
     }
-    let first = filter.from.saturating_add(HOUR - 1).div_euclid(HOUR);
-    let last = filter.to.saturating_add(1).div_euclid(HOUR) - 1;
-    (first <= last).then_some((first, last))
+    let (h0, h1) = (filter.from / HOUR, filter.to / HOUR);
+    let mut plan = Plan {
+        first: h0,
+        last: h1,
+        add: Vec::new(),
+        take: Vec::new(),
+    };
+    // The hours covered in part, and the part of each inside the range.
+    let mut partial = Vec::with_capacity(2);
+    if h0 == h1 {
+        if (filter.from, filter.to) != span(h0) {
+            partial.push((h0, filter.from, filter.to));
+        }
+    } else {
+        if filter.from != span(h0).0 {
+            partial.push((h0, filter.from, span(h0).1));
+        }
+        if filter.to != span(h1).1 {
+            partial.push((h1, span(h1).0, filter.to));
+        }
+    }
+    for (hour, from, to) in partial {
+        let (start, end) = span(hour);
+        let inside = vec![within(filter, from, to)];
+        let mut rest = Vec::with_capacity(2);
+        if from > start {
+            rest.push(within(filter, start, from - 1));
+        }
+        if to < end {
+            rest.push(within(filter, to + 1, end));
+        }
+        let (direct, counts) = smaller_side(conn, filter, hour, &inside, &rest)?;
+        if direct {
+            plan.add.extend(inside.into_iter().zip(counts));
+            if hour == h0 {
+                plan.first = h0 + 1;
+            }
+            if hour == h1 {
+                plan.last = h1 - 1;
+            }
+        } else {
+            plan.take.extend(rest.into_iter().zip(counts));
+        }
+    }
+    Ok(Some(plan))
 }
 
-/// The filter's range outside its whole hours `(first, last)`: the partial hour at each edge.
-fn edges(filter: &Filter, (first, last): (i64, i64)) -> [Filter; 2] {
-    [
-        Filter {
-            to: first * HOUR - 1,
-            ..filter.clone()
-        },
-        Filter {
-            from: (last + 1) * HOUR,
-            ..filter.clone()
-        },
-    ]
+/// How far each side of an edge hour is counted first: most edges are settled by it (a range
+/// ending after the last call has nothing past its end).
+const PROBE: i64 = 1024;
+
+/// Which side of `hour` holds fewer of the CDRs `filter` matches: the part `inside` the range
+/// (true) or the `rest` of the hour (false), and how many each of its pieces holds. Both are
+/// counted up to [`PROBE`]; past it, the side shorter in time is counted up to half the hour's
+/// CDRs (the rollup's count), and the other side only if it held more: at most about the
+/// hour's CDRs are counted (index entries, not records).
+fn smaller_side(
+    conn: &Connection,
+    filter: &Filter,
+    hour: i64,
+    inside: &[Filter],
+    rest: &[Filter],
+) -> Result<(bool, Vec<i64>), LogError> {
+    let seconds = |side: &[Filter]| side.iter().map(|f| f.to - f.from).sum::<i64>();
+    let short_inside = seconds(inside) <= seconds(rest);
+    let (short, long) = if short_inside {
+        (inside, rest)
+    } else {
+        (rest, inside)
+    };
+    if let Some(counts) = counted(conn, short, PROBE)? {
+        return Ok((short_inside, counts));
+    }
+    if let Some(counts) = counted(conn, long, PROBE)? {
+        return Ok((!short_inside, counts));
+    }
+    let half = hour_attempts(conn, filter, hour)? / 2;
+    if let Some(counts) = counted(conn, short, half + 1)? {
+        return Ok((short_inside, counts));
+    }
+    let counts = counted(conn, long, i64::MAX)?.unwrap_or_default();
+    Ok((!short_inside, counts))
 }
 
-/// `WHERE …` over the rollup for the whole hours `(first, last)` of `filter`, and its
-/// arguments.
+/// How many CDRs each of `pieces` holds, if they hold fewer than `cap` in all (counting stops
+/// there).
+fn counted(conn: &Connection, pieces: &[Filter], cap: i64) -> Result<Option<Vec<i64>>, LogError> {
+    let mut counts = Vec::with_capacity(pieces.len());
+    let mut sum = 0;
+    for piece in pieces {
+        let n = EventLog::count_upto(conn, piece, cap - sum)?;
+        sum += n;
+        if sum >= cap {
+            return Ok(None);
+        }
+        counts.push(n);
+    }
+    Ok(Some(counts))
+}
+
+/// How many CDRs matching `filter`'s SIP code and card the rollup holds for `hour`.
+fn hour_attempts(conn: &Connection, filter: &Filter, hour: i64) -> Result<i64, LogError> {
+    let (clause, args) = where_clause(filter, (hour, hour));
+    Ok(conn.query_row(
+        &format!("SELECT COALESCE(SUM(attempts), 0) FROM rollup {clause}"),
+        params_from_iter(args.iter()),
+        |r| r.get(0),
+    )?)
+}
+
+/// `WHERE …` over the rollup for the hours `(first, last)` of `filter`, and its arguments.
 fn where_clause(filter: &Filter, (first, last): (i64, i64)) -> (String, Vec<Value>) {
     let mut sql = "WHERE account = ? AND hour >= ? AND hour <= ?".to_owned();
     let mut args = vec![
@@ -274,17 +396,21 @@ fn group_key(group_by: Option<GroupBy>) -> &'static str {
 impl EventLog {
     /// How many CDRs match `filter`: from the rollup where it can answer, else counted.
     pub(super) fn total(conn: &Connection, filter: &Filter) -> Result<i64, LogError> {
-        let Some(hours) = whole_hours(filter) else {
+        let Some(plan) = plan(conn, filter)? else {
             return Self::count(conn, filter);
         };
-        let (clause, args) = where_clause(filter, hours);
-        let whole: i64 = conn.query_row(
-            &format!("SELECT COALESCE(SUM(attempts), 0) FROM rollup {clause}"),
-            params_from_iter(args.iter()),
-            |r| r.get(0),
-        )?;
-        let [before, after] = edges(filter, hours);
-        Ok(whole + Self::count(conn, &before)? + Self::count(conn, &after)?)
+        let mut total = 0;
+        if plan.first <= plan.last {
+            let (clause, args) = where_clause(filter, (plan.first, plan.last));
+            total = conn.query_row(
+                &format!("SELECT COALESCE(SUM(attempts), 0) FROM rollup {clause}"),
+                params_from_iter(args.iter()),
+                |r| r.get(0),
+            )?;
+        }
+        let added: i64 = plan.add.iter().map(|(_, n)| n).sum();
+        let taken: i64 = plan.take.iter().map(|(_, n)| n).sum();
+        Ok(total + added - taken)
     }
 
     /// Stats of the CDRs matching `filter`, grouped: from the rollup where it can answer, else
@@ -294,38 +420,114 @@ impl EventLog {
         filter: &Filter,
         group_by: Option<GroupBy>,
     ) -> Result<Vec<Stats>, LogError> {
-        let Some(hours) = whole_hours(filter) else {
+        let Some(plan) = plan(conn, filter)? else {
             return Self::stats_scan(conn, filter, group_by);
         };
-        let (clause, args) = where_clause(filter, hours);
-        let sql = format!(
-            "SELECT {} AS k, SUM(attempts), SUM(connected), SUM(connected_ms), SUM(cost_units),
-                    SUM(cost_fraction)
-             FROM rollup {clause} GROUP BY k HAVING SUM(attempts) > 0",
-            group_key(group_by)
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let mut all: Vec<Stats> = stmt
-            .query_map(params_from_iter(args.iter()), read_stats)?
-            .collect::<Result<_, _>>()?;
-        for edge in edges(filter, hours) {
-            all.extend(Self::stats_scan(conn, &edge, group_by)?);
-        }
-        let mut groups: BTreeMap<String, Stats> = BTreeMap::new();
-        for stats in all {
-            match groups.entry(stats.key.clone()) {
-                Entry::Vacant(e) => {
-                    e.insert(stats);
-                }
-                Entry::Occupied(e) => {
-                    let group = e.into_mut();
-                    group.attempts += stats.attempts;
-                    group.connected += stats.connected;
-                    group.seconds += stats.seconds;
-                    group.cost += stats.cost;
-                }
+        let mut groups: BTreeMap<String, Sum> = BTreeMap::new();
+        let mut merge = |stats: Vec<Stats>, sign: i64| {
+            for s in stats {
+                let group = groups.entry(s.key).or_default();
+                let sign_of = |n: u64| sign * i64::try_from(n).unwrap_or(i64::MAX);
+                group.attempts += sign_of(s.attempts);
+                group.connected += sign_of(s.connected);
+                group.seconds += Decimal::from(sign) * s.seconds;
+                group.cost += Decimal::from(sign) * s.cost;
             }
+        };
+        if plan.first <= plan.last {
+            let (clause, args) = where_clause(filter, (plan.first, plan.last));
+            let sql = format!(
+                "SELECT {} AS k, SUM(attempts), SUM(connected), SUM(connected_ms),
+                        SUM(cost_units), SUM(cost_fraction)
+                 FROM rollup {clause} GROUP BY k",
+                group_key(group_by)
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(params_from_iter(args.iter()), read_stats)?;
+            merge(rows.collect::<Result<_, _>>()?, 1);
         }
-        Ok(groups.into_values().collect())
+        for (range, _) in &plan.add {
+            merge(Self::stats_scan(conn, range, group_by)?, 1);
+        }
+        for (range, _) in &plan.take {
+            merge(Self::stats_scan(conn, range, group_by)?, -1);
+        }
+        Ok(groups
+            .into_iter()
+            .filter(|(_, sum)| sum.attempts > 0)
+            .map(|(key, sum)| Stats {
+                key,
+                attempts: sum.attempts.unsigned_abs(),
+                connected: sum.connected.unsigned_abs(),
+                seconds: sum.seconds,
+                cost: sum.cost,
+            })
+            .collect())
+    }
+}
+
+/// One group's figures while the rollup's rows and the records' are added and taken away.
+#[derive(Default)]
+struct Sum {
+    attempts: i64,
+    connected: i64,
+    seconds: Decimal,
+    cost: Decimal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventlog::Cdr;
+    use edgerate_model::cdr::CdrInput;
+
+    /// A range ending inside an hour, after its last call, reads no record: the rest of the
+    /// hour is taken from the rollup's, and it holds none. A range covering a hour's last calls
+    /// reads them alone; one covering most of them takes the others away.
+    #[test]
+    fn an_edge_hour_is_read_on_its_smaller_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(&dir.path().join("log"), "a", &[], 10_000).unwrap();
+        let cdrs: Vec<Cdr> = (0..3000)
+            .map(|i| Cdr {
+                input: CdrInput {
+                    callid: format!("c{i}"),
+                    dt: 3600 + i,
+                    source_cli: "1".into(),
+                    dest_number: "2".into(),
+                    duration: Decimal::ONE,
+                    sip_code: 200,
+                    sip_reason: String::new(),
+                    card: None,
+                    provider: None,
+                },
+                rating: None,
+                leg: None,
+            })
+            .collect();
+        log.append("acc", &cdrs).unwrap();
+        let conn = log.conn.lock();
+        let range = |from, to| Filter {
+            account: "acc".into(),
+            from,
+            to,
+            number: None,
+            cli: None,
+            sip_code: None,
+            card: None,
+        };
+        let counts = |side: &[(Filter, i64)]| side.iter().map(|(_, n)| *n).collect::<Vec<_>>();
+        for (from, to, hours, add, take, total) in [
+            (0, 6700, (0, 1), vec![], vec![0], 3000),
+            (6000, 7199, (2, 0), vec![600], vec![], 600),
+            (5000, 7199, (1, 1), vec![], vec![1400], 1600),
+            (3000, 5000, (1, 0), vec![0, 1401], vec![], 1401),
+        ] {
+            let plan = plan(&conn, &range(from, to)).unwrap().unwrap();
+            assert_eq!((plan.first, plan.last), hours, "{from}..{to}");
+            assert_eq!(counts(&plan.add), add, "{from}..{to}");
+            assert_eq!(counts(&plan.take), take, "{from}..{to}");
+            assert_eq!(EventLog::total(&conn, &range(from, to)).unwrap(), total);
+        }
     }
 }
