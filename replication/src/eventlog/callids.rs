@@ -4,7 +4,7 @@
 //! Call ids (SIP Call-IDs) come in no order, so an index keyed by them put each CDR of a batch
 //! on a page anywhere in it, and each commit wrote ~1000 such pages (10M CDRs with random call
 //! ids: 13k CDRs/s). The log's call-id index leads with the minute of the call instead
-//! (`events_callid_minute`): a batch's CDRs, which come in call-time order give or take, fill
+//! (`events_callid_by_minute`): a batch's CDRs, which come in call-time order give or take, fill
 //! a few of its pages. The minutes a call id was seen in come from here, so "is this call id
 //! known?" is one seek per minute ([`CallIds::seek`]): almost always one, none for a new one.
 //!
@@ -15,7 +15,31 @@
 
 use rusqlite::types::Value;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+
+/// The tables' own hasher: their keys are already 32 bits of a keyed hash, so they are only
+/// spread over 64 bits (a multiply), not hashed again (SipHash on every lookup was most of the
+/// load at open).
+#[derive(Default)]
+struct Spread(u64);
+
+impl Hasher for Spread {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u32(u32::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, k: u32) {
+        self.0 = (self.0 ^ u64::from(k)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Table<V> = HashMap<u32, V, BuildHasherDefault<Spread>>;
 
 /// The minute of call time a record is filed under, as the index computes it (`dt / 60`).
 /// Every record's `dt` is in `0..=time::MAX` (year 9999), whose minutes fit 32 bits.
@@ -31,10 +55,10 @@ pub(super) struct CallIds {
     /// The first minute seen per call, by 32 bits of its key's hash: 8 bytes a call, about 16
     /// in the table (10M calls: ~150 MiB more RSS). Two calls of one hash share candidates:
     /// a seek more.
-    first: HashMap<u32, u32>,
+    first: Table<u32>,
     /// Further minutes of calls seen in more than one (a call id reused later, or a hash two
     /// call ids share).
-    more: HashMap<u32, Vec<u32>>,
+    more: Table<Vec<u32>>,
 }
 
 impl CallIds {
@@ -75,7 +99,7 @@ impl CallIds {
         minutes
     }
 
-    /// The seek into `events_callid_minute` for the records of `kind` of `(account, callid)`:
+    /// The seek into `events_callid_by_minute` for the records of `kind` of `(account, callid)`:
     /// `INDEXED BY … WHERE …` over the minutes held for it, and its arguments; `None` when
     /// there is no such record.
     pub(super) fn seek(
@@ -90,7 +114,7 @@ impl CallIds {
         }
         let marks = vec!["?"; minutes.len()].join(", ");
         let clause = format!(
-            "INDEXED BY events_callid_minute
+            "INDEXED BY events_callid_by_minute
              WHERE account = ? AND dt / 60 IN ({marks}) AND callid = ? AND kind = ?"
         );
         let mut args = Vec::with_capacity(minutes.len() + 3);
@@ -127,11 +151,18 @@ impl CallIds {
         });
     }
 
-    /// Reads every record's call id and minute from the log (at open).
-    pub(super) fn load(conn: &rusqlite::Connection) -> Result<Self, rusqlite::Error> {
-        let mut ids = Self::default();
+    /// Reads every record's call id and minute from the log (at open); `records` is about how
+    /// many there are (the table is sized for them at once).
+    pub(super) fn load(
+        conn: &rusqlite::Connection,
+        records: usize,
+    ) -> Result<Self, rusqlite::Error> {
+        let mut ids = Self {
+            first: Table::with_capacity_and_hasher(records, BuildHasherDefault::default()),
+            ..Self::default()
+        };
         let mut stmt = conn.prepare(
-            "SELECT account, callid, dt / 60 FROM events INDEXED BY events_callid_minute",
+            "SELECT account, callid, dt / 60 FROM events INDEXED BY events_callid_by_minute",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
