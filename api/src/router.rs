@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use axum::routing::{any, get};
+use axum::routing::get;
 use axum::Router;
 use edgerate_model::account::Account;
 use serde_json::Value;
@@ -93,33 +93,49 @@ pub enum Output {
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/{*service}", any(api))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi))
         .route("/", get(system::index))
-        .fallback(system::not_found)
+        // `/api/…` is told apart here rather than by a wildcard route, which stored the path
+        // as a parameter in every request (an allocation and a copy no handler reads).
+        .fallback(|state: State<AppState>, request: Request| async move {
+            if request.uri().path().starts_with("/api/") {
+                api(state, request).await
+            } else {
+                system::not_found().await
+            }
+        })
         .with_state(state)
 }
 
 async fn api(State(state): State<AppState>, request: Request) -> Response {
     let started = Instant::now();
-    let path = request.uri().path().trim_start_matches("/api/").to_owned();
-    let (name, format) = match path.rsplit_once('.') {
-        Some((name, ext)) => match Format::parse(ext) {
-            Some(format) => (name.to_owned(), format),
-            None => {
-                let e =
-                    ApiError::not_found(format!("unknown format '{ext}': use html, json or xml"));
-                return error_response(Format::Html, &e, None);
-            }
-        },
-        None => (path.clone(), Format::Html),
+    let target = {
+        let path = request.uri().path().trim_start_matches("/api/");
+        let (name, format) = match path.rsplit_once('.') {
+            Some((name, ext)) => match Format::parse(ext) {
+                Some(format) => (name, format),
+                None => {
+                    let e = ApiError::not_found(format!(
+                        "unknown format '{ext}': use html, json or xml"
+                    ));
+                    return error_response(Format::Html, &e, None);
+                }
+            },
+            None => (path, Format::Html),
+        };
+        Service::parse(name)
+            .map(|service| (service, format))
+            .ok_or_else(|| {
+                let e = ApiError::not_found(format!("unknown service '{name}'"));
+                error_response(format, &e, None)
+            })
     };
-    let Some(service) = Service::parse(&name) else {
-        let e = ApiError::not_found(format!("unknown service '{name}'"));
-        return error_response(format, &e, None);
+    let (service, format) = match target {
+        Ok(target) => target,
+        Err(response) => return response,
     };
     let (response, status) = match handle(state, service, format, request).await {
         Ok(response) => {
