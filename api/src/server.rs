@@ -3,8 +3,8 @@
 //! then the connection is closed), a deadline for a request's headers, a deadline for its body
 //! (in the router), and an idle timeout that sheds a connection that neither sends nor receives.
 
+use crate::router::App;
 use crate::router::PREAUTH_BODY_BYTES;
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
@@ -118,7 +118,7 @@ const MAX_REFUSING: usize = 256;
 /// `drain` long).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     settings: HttpSection,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
@@ -183,7 +183,7 @@ async fn refuse(mut stream: TcpStream) {
 /// One connection: HTTP/1.1 with keep-alive, closed when idle past the timeout or at shutdown.
 async fn connection(
     stream: TcpStream,
-    app: Router,
+    app: App,
     settings: &HttpSection,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -204,7 +204,7 @@ async fn connection(
                 counted.in_flight.fetch_add(1, Ordering::Relaxed);
                 let done = InFlight(counted);
                 let request = request.map(axum::body::Body::new);
-                let response = tower::ServiceExt::oneshot(app, request).await?;
+                let response = app.call(request).await;
                 // In progress until the last byte of the body is sent (a streamed export that
                 // pauses while it reads is not idle).
                 Ok::<_, std::convert::Infallible>(response.map(|body| {

@@ -170,7 +170,7 @@ pub async fn start(options: Options) -> anyhow::Result<(NodeHandle, FirstStart)>
     };
     let http_addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let app = edgerate_api::router(state.clone());
+    let app = edgerate_api::App::new(state.clone());
     let http = tokio::spawn(edgerate_api::server::serve(
         listener,
         app,
