@@ -101,7 +101,7 @@ pub fn router(state: AppState) -> Router {
         // `/api/…` is told apart here rather than by a wildcard route, which stored the path
         // as a parameter in every request (an allocation and a copy no handler reads).
         .fallback(|state: State<AppState>, request: Request| async move {
-            if request.uri().path().starts_with("/api/") {
+            if is_api(request.uri().path()) {
                 api(state, request).await
             } else {
                 system::not_found().await
@@ -130,7 +130,7 @@ impl App {
 
     /// Answers one request.
     pub async fn call(self, request: Request) -> Response {
-        if request.uri().path().starts_with("/api/") {
+        if is_api(request.uri().path()) {
             return api(State(self.state), request).await;
         }
         match tower::ServiceExt::oneshot(self.router, request).await {
@@ -138,6 +138,11 @@ impl App {
             Err(never) => match never {},
         }
     }
+}
+
+/// A service's path: `/api/` and a name (`/api/` alone is no path at all, as before).
+fn is_api(path: &str) -> bool {
+    path.len() > "/api/".len() && path.starts_with("/api/")
 }
 
 async fn api(State(state): State<AppState>, request: Request) -> Response {

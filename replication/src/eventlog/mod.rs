@@ -739,6 +739,9 @@ impl EventLog {
 
     /// How many records match, counting no further than `limit`.
     fn count_upto(conn: &Connection, filter: &Filter, limit: i64) -> Result<i64, LogError> {
+        if filter.from > filter.to {
+            return Ok(0);
+        }
         let (clause, mut args) = Self::where_clause(filter);
         args.push(limit.into());
         Ok(conn.query_row(

@@ -9,7 +9,7 @@
 //! the range here. Each hour at an edge of the range, covered only in part, is read from the
 //! records, or as its rollup rows less the records of the rest of the hour, whichever holds
 //! fewer CDRs ([`plan`]): at most half an hour of records at each edge, whatever the range,
-//! and none for a range that ends after the last call.
+//! and fewer than [`PROBE`] for a range that ends after the last call.
 //! Rows emptied by a prune or a re-rating are deleted; the number of CDRs held is kept beside
 //! it (`meta` key `cdrs`), so counting them reads one row.
 
@@ -249,8 +249,8 @@ fn within(filter: &Filter, from: i64, to: i64) -> Filter {
 /// The plan for `filter`, when the rollup can answer for it: nothing filters on what the
 /// rollup does not keep. Each hour the range covers in part is read from the records (the part
 /// inside the range) or from the rollup less the records of the rest of the hour, whichever
-/// holds fewer CDRs: at most half of each edge hour is read, and none of it when the range
-/// ends after the last call (a range ending now).
+/// holds fewer CDRs: at most half of each edge hour is read, and fewer than [`PROBE`] records
+/// when the range ends after the last call (a range ending now).
 fn plan(conn: &Connection, filter: &Filter) -> Result<Option<Plan>, LogError> {
     if filter.number.is_some()
         || filter.cli.is_some()
@@ -340,7 +340,10 @@ fn smaller_side(
     if let Some(counts) = counted(conn, short, half + 1)? {
         return Ok((short_inside, counts));
     }
-    let counts = counted(conn, long, i64::MAX)?.unwrap_or_default();
+    let counts = long
+        .iter()
+        .map(|piece| EventLog::count(conn, piece))
+        .collect::<Result<_, _>>()?;
     Ok((!short_inside, counts))
 }
 
@@ -446,19 +449,18 @@ impl EventLog {
             let rows = stmt.query_map(params_from_iter(args.iter()), read_stats)?;
             merge(rows.collect::<Result<_, _>>()?, 1);
         }
-        for (range, _) in &plan.add {
-            merge(Self::stats_scan(conn, range, group_by)?, 1);
-        }
-        for (range, _) in &plan.take {
-            merge(Self::stats_scan(conn, range, group_by)?, -1);
+        for (sign, pieces) in [(1, &plan.add), (-1, &plan.take)] {
+            for (range, _) in pieces.iter().filter(|(_, n)| *n > 0) {
+                merge(Self::stats_scan(conn, range, group_by)?, sign);
+            }
         }
         Ok(groups
             .into_iter()
             .filter(|(_, sum)| sum.attempts > 0)
             .map(|(key, sum)| Stats {
                 key,
-                attempts: sum.attempts.unsigned_abs(),
-                connected: sum.connected.unsigned_abs(),
+                attempts: u64::try_from(sum.attempts).unwrap_or(0),
+                connected: u64::try_from(sum.connected).unwrap_or(0),
                 seconds: sum.seconds,
                 cost: sum.cost,
             })
@@ -495,8 +497,8 @@ mod tests {
                     dt: 3600 + i,
                     source_cli: "1".into(),
                     dest_number: "2".into(),
-                    duration: Decimal::ONE,
-                    sip_code: 200,
+                    duration: Decimal::new(i % 97, 1),
+                    sip_code: [200, 486][(i % 2) as usize],
                     sip_reason: String::new(),
                     card: None,
                     provider: None,
@@ -528,6 +530,13 @@ mod tests {
             assert_eq!(counts(&plan.add), add, "{from}..{to}");
             assert_eq!(counts(&plan.take), take, "{from}..{to}");
             assert_eq!(EventLog::total(&conn, &range(from, to)).unwrap(), total);
+            for group in [None, Some(GroupBy::Prefix), Some(GroupBy::Day)] {
+                assert_eq!(
+                    EventLog::stats_of(&conn, &range(from, to), group).unwrap(),
+                    EventLog::stats_scan(&conn, &range(from, to), group).unwrap(),
+                    "{from}..{to} {group:?}"
+                );
+            }
         }
     }
 }
