@@ -21,6 +21,16 @@ struct Counts {
     seconds: Decimal,
 }
 
+impl Counts {
+    fn add(&mut self, sip_code: u16, seconds: Decimal) {
+        self.attempts += 1;
+        if sip_code == 200 {
+            self.connected += 1;
+            self.seconds += seconds;
+        }
+    }
+}
+
 /// Calls per provider card and destination, per UTC day.
 #[derive(Debug, Clone, Default)]
 pub struct RouteQuality {
@@ -57,19 +67,24 @@ impl RouteQuality {
         if day < self.first_day(now) || prefix.is_empty() {
             return;
         }
-        let counts = self
+        // Looked up by `&str` first: the keys are copied only the first time they are seen
+        // (this runs for every routed CDR, and for each of the window's at start).
+        if let Some(days) = self
             .routes
+            .get_mut(provider)
+            .and_then(|p| p.get_mut(prefix))
+        {
+            days.entry(day).or_default().add(sip_code, seconds);
+            return;
+        }
+        self.routes
             .entry(provider.to_owned())
             .or_default()
             .entry(prefix.to_owned())
             .or_default()
             .entry(day)
-            .or_default();
-        counts.attempts += 1;
-        if sip_code == 200 {
-            counts.connected += 1;
-            counts.seconds += seconds;
-        }
+            .or_default()
+            .add(sip_code, seconds);
     }
 
     /// The quality of `provider`'s destination `prefix` over the window at `now`; `None`s

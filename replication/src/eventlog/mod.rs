@@ -1029,13 +1029,15 @@ fn read_views(
     )?;
     let mut rows = stmt.query([asr_since.min(quality_since)])?;
     while let Some(r) = rows.next()? {
-        let (number, dt, code): (String, i64, u16) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        if dt >= asr_since {
-            asrplus.observe(&number, dt, code);
+        // Borrowed from the row, not copied: this runs once per CDR of the last 30 days.
+        let text = |i: usize| r.get_ref(i).ok().and_then(|v| v.as_str().ok());
+        let (dt, code): (i64, u16) = (r.get(1)?, r.get(2)?);
+        if let Some(number) = text(0).filter(|_| dt >= asr_since) {
+            asrplus.observe(number, dt, code);
         }
-        if let Some(card) = r.get::<_, Option<String>>(3)? {
-            let prefix = r.get::<_, Option<String>>(4)?.unwrap_or_default();
-            quality.observe(&card, &prefix, dt, code, decimal(r.get(5)?), now);
+        if let Some(card) = text(3) {
+            let seconds = Decimal::from_str(text(5).unwrap_or("")).unwrap_or_default();
+            quality.observe(card, text(4).unwrap_or(""), dt, code, seconds, now);
         }
     }
     Ok((asrplus, quality))
