@@ -336,7 +336,7 @@ fn smaller_side(
     if let Some(counts) = counted(conn, long, PROBE)? {
         return Ok((!short_inside, counts));
     }
-    let half = hour_attempts(conn, filter, hour)? / 2;
+    let half = attempts(conn, filter, (hour, hour))? / 2;
     if let Some(counts) = counted(conn, short, half + 1)? {
         return Ok((short_inside, counts));
     }
@@ -363,9 +363,10 @@ fn counted(conn: &Connection, pieces: &[Filter], cap: i64) -> Result<Option<Vec<
     Ok(Some(counts))
 }
 
-/// How many CDRs matching `filter`'s SIP code and card the rollup holds for `hour`.
-fn hour_attempts(conn: &Connection, filter: &Filter, hour: i64) -> Result<i64, LogError> {
-    let (clause, args) = where_clause(filter, (hour, hour));
+/// How many CDRs matching `filter`'s SIP code and card the rollup holds for the hours
+/// `first..=last`.
+fn attempts(conn: &Connection, filter: &Filter, hours: (i64, i64)) -> Result<i64, LogError> {
+    let (clause, args) = where_clause(filter, hours);
     Ok(conn.query_row(
         &format!("SELECT COALESCE(SUM(attempts), 0) FROM rollup {clause}"),
         params_from_iter(args.iter()),
@@ -402,15 +403,7 @@ impl EventLog {
         let Some(plan) = plan(conn, filter)? else {
             return Self::count(conn, filter);
         };
-        let mut total = 0;
-        if plan.first <= plan.last {
-            let (clause, args) = where_clause(filter, (plan.first, plan.last));
-            total = conn.query_row(
-                &format!("SELECT COALESCE(SUM(attempts), 0) FROM rollup {clause}"),
-                params_from_iter(args.iter()),
-                |r| r.get(0),
-            )?;
-        }
+        let total = attempts(conn, filter, (plan.first, plan.last))?;
         let added: i64 = plan.add.iter().map(|(_, n)| n).sum();
         let taken: i64 = plan.take.iter().map(|(_, n)| n).sum();
         Ok(total + added - taken)
