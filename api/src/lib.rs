@@ -25,7 +25,7 @@ pub mod system;
 pub mod telephony;
 pub mod vars;
 
-pub use router::{router, App};
+pub use router::App;
 pub use state::{AppState, NodeInfo};
 
 /// A new random id: `prefix` then 11 characters of `[a-z0-9]`.

@@ -1,12 +1,11 @@
-//! What the router tests share: a router over a fresh catalog and log, with four accounts.
+//! What the router tests share: the HTTP surface over a fresh catalog and log, with four accounts.
 #![allow(dead_code)]
 
 use axum::body::Body;
 use axum::http::{header, Request};
-use axum::Router;
 use base64::Engine;
 use edgerate_api::auth::hash_key;
-use edgerate_api::{router, AppState, NodeInfo};
+use edgerate_api::{App, AppState, NodeInfo};
 use edgerate_model::account::Account;
 use edgerate_model::asrplus::DEFAULT_BAD_CODES;
 use edgerate_replication::catalog::Catalog;
@@ -15,13 +14,12 @@ use edgerate_replication::ActorId;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use std::sync::Arc;
-use tower::ServiceExt;
 
 pub const OPERATOR_KEY: &str = "operator-secret";
 pub const KEY: &str = "customer-secret";
 
 pub struct Api {
-    pub app: Router,
+    pub app: App,
     pub state: AppState,
     _dir: tempfile::TempDir,
 }
@@ -92,7 +90,7 @@ impl Api {
             Some(edgerate_api::metrics::install()),
         );
         Self {
-            app: router(state.clone()),
+            app: App::new(state.clone()),
             state,
             _dir: dir,
         }
@@ -116,9 +114,8 @@ impl Api {
         let response = self
             .app
             .clone()
-            .oneshot(builder.body(body.into()).unwrap())
-            .await
-            .unwrap();
+            .call(builder.body(body.into()).unwrap())
+            .await;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response

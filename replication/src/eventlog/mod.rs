@@ -353,9 +353,7 @@ impl EventLog {
         // Only now: an index built above (a new one, on a large log) sorts through temporary
         // files rather than all in memory.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
-        let cdrs: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'cdrs'", [], |r| {
-            r.get(0)
-        })?;
+        let cdrs = stored_cdrs(&conn)?;
         // The views and the call ids are read side by side, the call ids through a connection
         // of their own (each read is about a second per million records).
         let (views, ids) = std::thread::scope(|scope| {
@@ -726,29 +724,23 @@ impl EventLog {
 
     /// How many records match, counted through their index (see [`Self::total`]).
     fn count(conn: &Connection, filter: &Filter) -> Result<i64, LogError> {
-        if filter.from > filter.to {
-            return Ok(0);
-        }
-        let (clause, args) = Self::where_clause(filter);
-        Ok(conn.query_row(
-            &format!("SELECT COUNT(*) FROM events {clause}"),
-            params_from_iter(args.iter()),
-            |r| r.get(0),
-        )?)
+        Self::count_upto(conn, filter, None)
     }
 
-    /// How many records match, counting no further than `limit`.
-    fn count_upto(conn: &Connection, filter: &Filter, limit: i64) -> Result<i64, LogError> {
+    /// How many records match, counting no further than `limit` when given.
+    fn count_upto(conn: &Connection, filter: &Filter, limit: Option<i64>) -> Result<i64, LogError> {
         if filter.from > filter.to {
             return Ok(0);
         }
         let (clause, mut args) = Self::where_clause(filter);
-        args.push(limit.into());
-        Ok(conn.query_row(
-            &format!("SELECT COUNT(*) FROM (SELECT 1 FROM events {clause} LIMIT ?)"),
-            params_from_iter(args.iter()),
-            |r| r.get(0),
-        )?)
+        let sql = match limit {
+            None => format!("SELECT COUNT(*) FROM events {clause}"),
+            Some(limit) => {
+                args.push(limit.into());
+                format!("SELECT COUNT(*) FROM (SELECT 1 FROM events {clause} LIMIT ?)")
+            }
+        };
+        Ok(conn.query_row(&sql, params_from_iter(args.iter()), |r| r.get(0))?)
     }
 
     /// Up to `limit` matching CDRs after the position `after` (oldest first), for reading a
@@ -921,13 +913,16 @@ impl EventLog {
 
     /// CDRs held (re-ratings are records of the log too, not counted here).
     pub fn record_count(&self) -> Result<u64, LogError> {
-        let conn = self.conn.lock();
-        // Kept with the rollup (see [`rollup::Tally`]).
-        let n: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'cdrs'", [], |r| {
-            r.get(0)
-        })?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        stored_cdrs(&self.conn.lock())
     }
+}
+
+/// How many CDRs the log holds: kept with the rollup (see [`rollup::Tally`]), one row to read.
+fn stored_cdrs(conn: &Connection) -> Result<u64, LogError> {
+    let n: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'cdrs'", [], |r| {
+        r.get(0)
+    })?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// A record as it came (what replication sends).
@@ -1304,6 +1299,15 @@ mod tests {
         }
     }
 
+    /// The steps of SQLite's plan for `sql` with `args`.
+    fn query_plan(conn: &Connection, sql: &str, args: &[rusqlite::types::Value]) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        stmt.query_map(params_from_iter(args.iter()), |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     fn filter(account: &str) -> Filter {
         Filter {
             account: account.into(),
@@ -1594,16 +1598,8 @@ mod tests {
             // In the index's order: no sort of every match before the page's LIMIT.
             for dir in ["ASC", "DESC"] {
                 let by = EventLog::order_by(&f, dir);
-                let mut stmt = conn
-                    .prepare(&format!(
-                        "EXPLAIN QUERY PLAN SELECT seq FROM events {clause} ORDER BY {by} LIMIT 5"
-                    ))
-                    .unwrap();
-                let plan: Vec<String> = stmt
-                    .query_map(params_from_iter(args.iter()), |r| r.get(3))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap();
+                let sql = format!("SELECT seq FROM events {clause} ORDER BY {by} LIMIT 5");
+                let plan = query_plan(&conn, &sql, &args);
                 assert!(plan.iter().any(|p| p.contains(plan_step)), "{plan:?}");
                 assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
             }
@@ -1614,14 +1610,7 @@ mod tests {
         let minutes = ids.minutes("acc", "c5");
         assert_eq!(minutes, [5 * 1800 / 60]);
         let (clause, args) = ids.seek("acc", "c5", "cdr").unwrap();
-        let mut stmt = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN SELECT 1 FROM events {clause}"))
-            .unwrap();
-        let plan: Vec<String> = stmt
-            .query_map(params_from_iter(args.iter()), |r| r.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = query_plan(&conn, &format!("SELECT 1 FROM events {clause}"), &args);
         assert!(
             plan.iter().any(|p| p.contains(
                 "events_callid_by_minute (account=? AND <expr>=? AND callid=? AND kind=?)"

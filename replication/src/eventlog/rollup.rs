@@ -353,7 +353,7 @@ fn counted(conn: &Connection, pieces: &[Filter], cap: i64) -> Result<Option<Vec<
     let mut counts = Vec::with_capacity(pieces.len());
     let mut sum = 0;
     for piece in pieces {
-        let n = EventLog::count_upto(conn, piece, cap - sum)?;
+        let n = EventLog::count_upto(conn, piece, Some(cap - sum))?;
         sum += n;
         if sum >= cap {
             return Ok(None);
