@@ -23,8 +23,8 @@ pub const MAX_OFFSET: usize = 10_000_000;
 /// The variables of one request, and its body when the body is not variables (a deck).
 #[derive(Debug, Default)]
 pub struct Vars {
-    /// By name (foldhash, seeded at random per request: SipHash was a third of parsing a rate
-    /// query's three variables).
+    /// By name (foldhash, seeded at random per request: SipHash showed in every rate query's
+    /// profile).
     values: HashMap<String, Vec<String>, foldhash::fast::RandomState>,
     /// How many values `values` holds in all (kept as they are added: the bound is checked at
     /// every one).
