@@ -7,7 +7,7 @@
 //! thread with a connection of its own checkpoints (PASSIVE: it never blocks the writer, nor
 //! waits for it) after commits, at most once every [`PACE`]: while the writer commits the next
 //! batch, the previous ones are copied. The writer keeps SQLite's checkpoint only as the bound
-//! ([`BACKSTOP_PAGES`]) for a checkpointer that falls behind.
+//! ([`BACKSTOP_BYTES`]) for a checkpointer that falls behind.
 //!
 //! Nothing becomes durable or visible later for this: readers read committed pages from the
 //! WAL until they are copied, and a crash replays the WAL at the next open.
@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 /// meantime is copied once.
 const PACE: Duration = Duration::from_millis(1000);
 
-/// WAL pages past which a commit checkpoints itself (SQLite's `wal_autocheckpoint`): 256 MiB
-/// of 4 KiB pages, seconds of ingest, which the checkpointer normally never lets the WAL reach.
-/// It also bounds what a crash leaves to replay at the next open.
-pub(super) const BACKSTOP_PAGES: i64 = 65_536;
+/// WAL bytes past which a commit checkpoints itself (SQLite's `wal_autocheckpoint`, set in pages
+/// of the log's size): seconds of ingest, which the checkpointer normally never lets the WAL
+/// reach. It also bounds what a crash leaves to replay at the next open.
+pub(super) const BACKSTOP_BYTES: i64 = 256 << 20;
 
 /// Failed checkpoints (the disk full, say): the WAL keeps the pages, and the next one retries.
 pub const CHECKPOINT_ERRORS: &str = "edgerate_eventlog_checkpoint_errors_total";
