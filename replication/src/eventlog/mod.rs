@@ -707,7 +707,6 @@ impl EventLog {
     ) -> Result<(u64, Vec<Record>), LogError> {
         let (clause, args) = Self::where_clause(filter);
         let conn = self.conn.lock();
-        let total = Self::total(&conn, filter)?;
         let dir = if order == Order::Asc { "ASC" } else { "DESC" };
         let by = Self::order_by(filter, dir);
         let sql = format!(
@@ -716,7 +715,15 @@ impl EventLog {
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(params_from_iter(args.iter()), read_record)?;
         let page = rows.collect::<Result<Vec<_>, _>>()?;
-        Ok((u64::try_from(total).unwrap_or(0), page))
+        // A page the matches did not fill ends at the last of them: the total follows, with no
+        // second pass (by number or CLI, one more seek of every bucket of the range). Under
+        // the same lock, so no write comes between the page and its total.
+        let total = if page.len() < limit && (offset == 0 || !page.is_empty()) {
+            offset + page.len()
+        } else {
+            usize::try_from(Self::total(&conn, filter)?).unwrap_or(0)
+        };
+        Ok((total as u64, page))
     }
 
     /// The bucket-led index a filter is read through, its key column and the key: the called
@@ -1646,6 +1653,16 @@ mod tests {
             assert_eq!(
                 (total, times),
                 (10, vec![second, second + step, second + 2 * step])
+            );
+        }
+        // A page the matches do not fill gives the total without counting; one they fill,
+        // or one past the end, counts.
+        for (limit, offset, len) in [(20, 0, 10), (5, 8, 2), (5, 5, 5), (5, 10, 0), (5, 30, 0)] {
+            let (total, page) = log.list(&by_number, Order::Asc, limit, offset).unwrap();
+            assert_eq!(
+                (total, page.len()),
+                (10, len),
+                "limit {limit} offset {offset}"
             );
         }
         let conn = log.conn.lock();
