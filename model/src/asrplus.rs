@@ -7,8 +7,6 @@
 //! the higher code, so every node that saw the same outcomes agrees), which makes it a view over
 //! the grow-only event log that any node can rebuild in any order.
 
-use std::collections::HashMap;
-
 /// How long an outcome is remembered, seconds.
 pub const WINDOW_SECS: i64 = 30 * 86_400;
 
@@ -47,8 +45,9 @@ pub struct AsrPlus {
     /// Sorted.
     bad: Vec<u16>,
     /// Keyed by foldhash, seeded at random per table: SipHash (the standard one) was a third of
-    /// reading the log's 10M outcomes at start.
-    latest: HashMap<Box<str>, Outcome, foldhash::fast::RandomState>,
+    /// reading the log's 10M outcomes at start. hashbrown's for its entry by reference: one
+    /// probe a number, its key copied only the first time it is seen.
+    latest: hashbrown::HashMap<Box<str>, Outcome, foldhash::fast::RandomState>,
 }
 
 impl AsrPlus {
@@ -58,7 +57,7 @@ impl AsrPlus {
         bad.dedup();
         Self {
             bad,
-            latest: HashMap::default(),
+            latest: hashbrown::HashMap::default(),
         }
     }
 
@@ -77,16 +76,14 @@ impl AsrPlus {
             return;
         }
         let outcome = Outcome { dt, code };
-        match self.latest.get_mut(number) {
-            Some(current) => {
+        self.latest
+            .entry_ref(number)
+            .and_modify(|current| {
                 if (dt, code) > (current.dt, current.code) {
                     *current = outcome;
                 }
-            }
-            None => {
-                self.latest.insert(number.into(), outcome);
-            }
-        }
+            })
+            .or_insert(outcome);
     }
 
     /// The verdict on `number` at `now`: unknown when never seen or last seen over 30 days ago.

@@ -14,6 +14,7 @@
 //! finds nothing.
 
 use rusqlite::types::Value;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
@@ -75,12 +76,14 @@ impl CallIds {
     }
 
     fn insert_minute(&mut self, k: u32, m: u32) {
-        match self.first.get(&k) {
-            None => {
-                self.first.insert(k, m);
+        // One probe of the table (10M calls at open: a lookup, then an insert, took twice as
+        // long).
+        match self.first.entry(k) {
+            Entry::Vacant(slot) => {
+                slot.insert(m);
             }
-            Some(&first) if first == m => {}
-            Some(_) => {
+            Entry::Occupied(first) if *first.get() == m => {}
+            Entry::Occupied(_) => {
                 let more = self.more.entry(k).or_default();
                 if !more.contains(&m) {
                     more.push(m);

@@ -625,10 +625,19 @@ impl EventLog {
 
     fn read_version_vector(&self) -> Result<HashMap<String, u64>, LogError> {
         let conn = self.conn.lock();
-        // The high-water marks, and the records themselves for a log written before them.
+        // The high-water marks, and the records themselves for a log written before them: each
+        // origin's last record, found by one seek per origin of the key (a GROUP BY over the
+        // records read all of them: 2 s at 10M, at every start).
         let mut stmt = conn.prepare(
-            "SELECT origin, MAX(seq) FROM (SELECT origin, seq FROM heads
-               UNION ALL SELECT origin, MAX(seq) FROM events GROUP BY origin) GROUP BY origin",
+            "WITH RECURSIVE origins(o) AS (
+               SELECT MIN(origin) FROM events
+               UNION ALL SELECT (SELECT MIN(origin) FROM events WHERE origin > o)
+                 FROM origins WHERE o IS NOT NULL)
+             SELECT origin, MAX(seq) FROM (
+               SELECT origin, seq FROM heads
+               UNION ALL SELECT o, (SELECT MAX(seq) FROM events WHERE origin = o)
+                 FROM origins WHERE o IS NOT NULL)
+             GROUP BY origin",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         rows.map(|r| r.map(|(o, s)| (o, u64::try_from(s).unwrap_or(0))))
@@ -1458,6 +1467,20 @@ mod tests {
         drop(log);
         let log = EventLog::open(&path, "a", &[404], 30_000).unwrap();
         check(&log);
+        // Without the high-water marks (a log written before them), each origin's last record.
+        let vv = log.version_vector().unwrap();
+        assert_eq!(vv.len(), 2);
+        log.conn.lock().execute_batch("DELETE FROM heads").unwrap();
+        let last: HashMap<String, u64> = log
+            .conn
+            .lock()
+            .prepare("SELECT origin, MAX(seq) FROM events GROUP BY origin")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(log.read_version_vector().unwrap(), last);
         // A log of schema 3 (per-day counts kept by triggers, no rollup; the number's and the
         // CLI's indexes by the hour) gets its rollup built from its records and its indexes
         // replaced, and takes CDRs again.
