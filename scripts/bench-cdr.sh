@@ -8,6 +8,8 @@
 # EDGERATE_BIN runs another build (a baseline) instead of building this tree's.
 #   PERF=/tmp/perf.data scripts/bench-cdr.sh   # also profile the node during the first re-rating
 #   CALLIDS=random scripts/bench-cdr.sh   # callids in no order (as SIP Call-IDs), not call-N
+# The ingest prints a line per million CDRs: its rate, the node's CPU per CDR, and the share of
+# the time the node was busy (the rest it waited, mostly on the WAL's fsync at each commit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL=${TOTAL:-1000000}
@@ -39,17 +41,26 @@ for b in range(0, total, batch):
             f.write(f"{callid(i)},{dt},1212555{i % 10000:04d},44{7000000000 + (i * 7919) % 999999999},{(i * 37) % 600},{code},demo\n")
 PY
 rss0=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
-python3 - "$url" "$key" "$work/batches" <<'PY'
+python3 - "$url" "$key" "$work/batches" "$node_pid" <<'PY'
 import sys, os, time, urllib.request, base64, json
-url, key, folder = sys.argv[1:]
+url, key, folder, pid = sys.argv[1:]
 auth = "Basic " + base64.b64encode(f"demo:{key}".encode()).decode()
 files = sorted(os.listdir(folder))
 added = 0
+def cpu():  # the node's user + system CPU seconds
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 t0 = time.time()
+mark = (t0, cpu(), 0)
 for name in files:
     body = open(os.path.join(folder, name), "rb").read()
     req = urllib.request.Request(f"{url}/api/cdr/add.json", data=body, headers={"Authorization": auth, "Content-Type": "text/csv"})
     added += json.load(urllib.request.urlopen(req))["added"]
+    if added - mark[2] >= 1_000_000:  # each million: its rate, the node's CPU per CDR and busy share
+        now, used = time.time(), cpu()
+        n, secs = added - mark[2], now - mark[0]
+        print(f"  ingest to {added:,}: {n / secs:,.0f} CDRs/s, node CPU {(used - mark[1]) * 1e6 / n:.1f} us a CDR, busy {(used - mark[1]) / secs:.0%}", flush=True)
+        mark = (now, used, added)
 dt = time.time() - t0
 print(f"ingest: {added} CDRs in {len(files)} batches in {dt:.1f} s = {added / dt:,.0f} CDRs/s (target >= 50,000/s)")
 PY
