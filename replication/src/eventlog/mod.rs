@@ -257,7 +257,7 @@ impl EventLog {
         conn.pragma_update(
             None,
             "wal_autocheckpoint",
-            checkpoint::BACKSTOP_BYTES / page_bytes.max(512),
+            checkpoint::BACKSTOP_BYTES / page_bytes,
         )?;
         conn.pragma_update(None, "journal_size_limit", 64i64 << 20)?;
         conn.execute_batch(
@@ -845,7 +845,7 @@ impl EventLog {
                 f(RatedCall {
                     dest_number: text(0),
                     source_cli: text(1),
-                    duration: Decimal::from_str(text(2)).unwrap_or_default(),
+                    duration: decimal_at(row, 2),
                     dest_code: text(3),
                     cost,
                 });
@@ -1080,8 +1080,7 @@ fn read_views(
             asrplus.observe(number, dt, code);
         }
         if let Some(card) = text(3) {
-            let seconds = Decimal::from_str(text(5).unwrap_or("")).unwrap_or_default();
-            quality.observe(card, text(4).unwrap_or(""), dt, code, seconds, now);
+            quality.observe(card, text(4).unwrap_or(""), dt, code, decimal_at(r, 5), now);
         }
     }
     Ok((asrplus, quality))
@@ -1271,8 +1270,13 @@ fn cost_parts(r: Option<&Rating>) -> (Option<i64>, Option<i64>) {
     (units, fraction)
 }
 
-fn decimal(s: String) -> Decimal {
-    Decimal::from_str(&s).unwrap_or_default()
+/// The decimal stored as text in column `i` of `row`, read in place (0 when none).
+fn decimal_at(row: &rusqlite::Row<'_>, i: usize) -> Decimal {
+    row.get_ref(i)
+        .ok()
+        .and_then(|v| v.as_str().ok())
+        .and_then(|s| Decimal::from_str(s).ok())
+        .unwrap_or_default()
 }
 
 fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
@@ -1281,13 +1285,13 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         Some(dest_code) => Some(Rating {
             dest_code,
             dest_name: row.get::<_, Option<String>>(12)?.unwrap_or_default(),
-            rate: decimal(row.get::<_, Option<String>>(13)?.unwrap_or_default()),
+            rate: decimal_at(row, 13),
             billed_duration: row
                 .get::<_, Option<i64>>(14)?
                 .unwrap_or(0)
                 .try_into()
                 .unwrap_or(0),
-            cost: decimal(row.get::<_, Option<String>>(15)?.unwrap_or_default()),
+            cost: decimal_at(row, 15),
         }),
         None => None,
     };
@@ -1301,7 +1305,7 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
                 dt: row.get(4)?,
                 source_cli: row.get(5)?,
                 dest_number: row.get(6)?,
-                duration: decimal(row.get(7)?),
+                duration: decimal_at(row, 7),
                 sip_code: row.get(8)?,
                 sip_reason: row.get(9)?,
                 card: row.get(10)?,
