@@ -9,7 +9,12 @@
 
 use crate::routing::Quality;
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+/// Keyed by text and looked up by `&str`; hashbrown's for its entry by reference: a key is
+/// copied only the first time it is seen (this runs for every routed CDR, and for each of the
+/// window's at start).
+type ByName<V> = hashbrown::HashMap<String, V, std::hash::RandomState>;
 
 /// The default window, days (`[routing] quality_days`).
 pub const DEFAULT_DAYS: u32 = 7;
@@ -35,15 +40,15 @@ impl Counts {
 #[derive(Debug, Clone, Default)]
 pub struct RouteQuality {
     days: u32,
-    /// Provider card id → prefix → day → counts (looked up by `&str`, without allocating).
-    routes: HashMap<String, HashMap<String, BTreeMap<i64, Counts>>>,
+    /// Provider card id → prefix → day → counts.
+    routes: ByName<ByName<BTreeMap<i64, Counts>>>,
 }
 
 impl RouteQuality {
     pub fn new(days: u32) -> Self {
         Self {
             days: days.max(1),
-            routes: HashMap::new(),
+            routes: ByName::default(),
         }
     }
 
@@ -67,20 +72,10 @@ impl RouteQuality {
         if day < self.first_day(now) || prefix.is_empty() {
             return;
         }
-        // Looked up by `&str` first: the keys are copied only the first time they are seen
-        // (this runs for every routed CDR, and for each of the window's at start).
-        if let Some(days) = self
-            .routes
-            .get_mut(provider)
-            .and_then(|p| p.get_mut(prefix))
-        {
-            days.entry(day).or_default().add(sip_code, seconds);
-            return;
-        }
         self.routes
-            .entry(provider.to_owned())
+            .entry_ref(provider)
             .or_default()
-            .entry(prefix.to_owned())
+            .entry_ref(prefix)
             .or_default()
             .entry(day)
             .or_default()
