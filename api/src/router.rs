@@ -139,30 +139,9 @@ fn is_api(path: &str) -> bool {
 
 async fn api(state: AppState, request: Request) -> Response {
     let started = Instant::now();
-    let target = {
-        let path = request.uri().path().trim_start_matches("/api/");
-        let (name, format) = match path.rsplit_once('.') {
-            Some((name, ext)) => match Format::parse(ext) {
-                Some(format) => (name, format),
-                None => {
-                    let e = ApiError::not_found(format!(
-                        "unknown format '{ext}': use html, json or xml"
-                    ));
-                    return error_response(Format::Html, &e, None);
-                }
-            },
-            None => (path, Format::Html),
-        };
-        Service::parse(name)
-            .map(|service| (service, format))
-            .ok_or_else(|| {
-                let e = ApiError::not_found(format!("unknown service '{name}'"));
-                error_response(format, &e, None)
-            })
-    };
-    let (service, format) = match target {
+    let (service, format) = match target(request.uri().path()) {
         Ok(target) => target,
-        Err(response) => return response,
+        Err((format, e)) => return error_response(format, &e, None),
     };
     let (response, status) = match handle(state, service, format, request).await {
         Ok(response) => {
@@ -173,6 +152,30 @@ async fn api(state: AppState, request: Request) -> Response {
     };
     crate::metrics::record_request(service, status, started.elapsed());
     response
+}
+
+/// The service and answer format a path under `/api/` names, or why not and the format to say it
+/// in (the one asked for, when it is one).
+fn target(path: &str) -> Result<(Service, Format), (Format, ApiError)> {
+    let path = path.trim_start_matches("/api/");
+    let (name, format) = match path.rsplit_once('.') {
+        Some((name, ext)) => match Format::parse(ext) {
+            Some(format) => (name, format),
+            None => {
+                let e =
+                    ApiError::not_found(format!("unknown format '{ext}': use html, json or xml"));
+                return Err((Format::Html, e));
+            }
+        },
+        None => (path, Format::Html),
+    };
+    let service = Service::parse(name).ok_or_else(|| {
+        (
+            format,
+            ApiError::not_found(format!("unknown service '{name}'")),
+        )
+    })?;
+    Ok((service, format))
 }
 
 async fn handle(
