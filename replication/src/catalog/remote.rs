@@ -89,17 +89,11 @@ impl Catalog {
                 self.renumber_lost_revisions(card)?;
                 self.reload_card(card, &registry)?;
             }
-            DocId::Rules {
-                card, docs: key, ..
-            } => {
-                // Rules of a revision not loaded yet: it may be complete now.
+            DocId::Rules { card, .. } => {
+                // Rules of a revision not loaded yet: it may be complete now; or of a
+                // generation not served, which the reload leaves if a served one replaced it.
                 let registry = read_registry(docs)?;
                 self.reload_card(card, &registry)?;
-                // A generation that is not served: one a served one replaced (that lost to it,
-                // or arrived late) is left.
-                if key.contains('_') {
-                    self.leave_replaced(card);
-                }
             }
         }
         Ok(())
@@ -193,14 +187,11 @@ impl Catalog {
                 })
             })
         });
-        // A shard now served from another generation: the documents it replaced are left.
-        let rebased = card.revisions.values().any(|r| {
-            !r.meta.gens.is_empty()
-                && existing
-                    .as_ref()
-                    .and_then(|old| old.revisions.get(&r.meta.rev))
-                    .is_none_or(|o| o.meta.gens != r.meta.gens)
-        });
+        // A card with a rebased shard: the documents a served generation replaced are left
+        // (idempotent). At every reload, not only when the served generation changes: a losing
+        // generation's document can arrive before the card records it, and its record then
+        // changes nothing served (the document was kept until the next start).
+        let rebased = card.revisions.values().any(|r| !r.meta.gens.is_empty());
         self.update_view(|v| {
             v.remove_card(id);
             v.insert_card(card);
