@@ -238,15 +238,14 @@ impl DocStore {
     }
 
     /// Applies a peer's sync message to document `id` (created, empty, if this node lacks it)
-    /// and makes what it added durable. With `touched`, returns every map key the added changes
-    /// wrote or deleted (their current values are for the caller to read).
+    /// and makes what it added durable. Returns the document's heads before it: the keys the
+    /// message wrote are [`Self::keys_since`] them.
     pub fn receive_sync(
         &self,
         id: &str,
         state: &mut sync::State,
         mut message: sync::Message,
-        touched: bool,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<ChangeHash>, StoreError> {
         check_id(id)?;
         if self.inner.removed.lock().contains(id) {
             return Ok(Vec::new());
@@ -267,33 +266,38 @@ impl DocStore {
         }
         let before = guard.doc.get_heads();
         guard.doc.sync().receive_sync_message(state, message)?;
-        // The keys come from the new changes' operations, not from a patch log or a diff: the
-        // patch log misses a put that wins a conflict when a delete of the loser arrives with
-        // it, and a diff scans the whole document (tens of ms for 100k rules).
-        let keys = if touched {
-            let mut keys: Vec<String> = guard
-                .doc
-                .get_changes(&before)
-                .iter()
-                .flat_map(|change| change.decode().operations)
-                .filter_map(|op| match op.key {
-                    automerge::legacy::Key::Map(key) => Some(key.to_string()),
-                    automerge::legacy::Key::Seq(_) => None,
-                })
-                .collect();
-            keys.sort_unstable();
-            keys.dedup();
-            keys
-        } else {
-            Vec::new()
-        };
         if let Err(e) = self.persist(&mut guard) {
             // What the message brought was undone: start this peer's sync of the document
             // afresh, so it is offered again.
             *state = sync::State::new();
             return Err(e);
         }
-        Ok(keys)
+        Ok(before)
+    }
+
+    /// Every map key the changes of document `id` made since heads `before` wrote or deleted
+    /// (their current values are for the caller to read), sorted. From the changes'
+    /// operations, not from a patch log or a diff: the patch log misses a put that wins a
+    /// conflict when a delete of the loser arrives with it, and a diff scans the whole
+    /// document (tens of ms for 100k rules).
+    pub fn keys_since(&self, id: &str, before: &[ChangeHash]) -> Vec<String> {
+        let Some(handle) = self.get(id) else {
+            return Vec::new();
+        };
+        let mut guard = handle.lock();
+        let mut keys: Vec<String> = guard
+            .doc
+            .get_changes(before)
+            .iter()
+            .flat_map(|change| change.decode().operations)
+            .filter_map(|op| match op.key {
+                automerge::legacy::Key::Map(key) => Some(key.to_string()),
+                automerge::legacy::Key::Seq(_) => None,
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 
     /// An empty document `id` (no changes), on disk, to receive a peer's changes into.

@@ -27,7 +27,7 @@ pub(super) fn load_view(docs: &DocStore) -> Result<View, CatalogError> {
         }
     }
     for id in read_registry(docs)?.into_keys() {
-        match load_card(docs, &id, None) {
+        match load_card(docs, &id, None, &mut Indexes::Build) {
             Ok(card) => view.insert_card(card),
             Err(e) => tracing::error!(card = %id, error = %e, "card is unreadable; not serving it"),
         }
@@ -130,41 +130,34 @@ pub(super) fn load_dataset(
     Ok(Some(Dataset::new(kind, meta, rows)))
 }
 
+/// Where a load of a card takes the index of a revision its view lacks: the costly part of a
+/// load, every rule of the revision read and indexed.
+pub(super) enum Indexes {
+    /// Built by the load (at start).
+    Build,
+    /// Left out of the view for now, under the catalog's write lock; `true` once one was. The
+    /// caller builds them ([`index_new_revisions`]) at a low priority, outside the lock, and
+    /// loads the card again with them. A revision whose number the view holds already (the
+    /// same number, other documents) is built by the load, so the number never goes missing.
+    Later(bool),
+    /// Taken from these, built ahead; built by the load when a revision is not among them as
+    /// it is now (its documents changed meanwhile).
+    Ahead(Vec<RevisionView>),
+}
+
 /// Reads card `id`. Revisions `existing` already holds (same documents) keep their index;
-/// revisions whose documents have not all arrived are left out until they have.
+/// revisions whose documents have not all arrived are left out until they have; the index of
+/// a new one comes as `indexes` says.
 pub(super) fn load_card(
     docs: &DocStore,
     id: &str,
     existing: Option<&CardView>,
+    indexes: &mut Indexes,
 ) -> Result<CardView, CatalogError> {
-    let doc_id = DocId::card(id).to_string();
-    let (meta, revs, recorded) = with_doc(docs, &doc_id, |d| {
-        let corrupt = |reason: &str| StoreError::Corrupt {
-            id: doc_id.clone(),
-            reason: reason.into(),
-        };
-        let meta: CardMeta = match d.get(ROOT, "meta")? {
-            Some((value, _)) => value
-                .as_str()
-                .and_then(|s| serde_json::from_str(s).ok())
-                .ok_or_else(|| corrupt("meta is unreadable"))?,
-            None => return Err(corrupt("no meta").into()),
-        };
-        let revs_map = map_id(d, ROOT, "revisions")?;
-        Ok((
-            meta,
-            json_entries::<RevisionMeta>(d, &doc_id, &revs_map),
-            read_generations(d, &doc_id),
-        ))
-    })?;
+    let (meta, revs, recorded) = read_card(docs, id)?;
     let mut revisions = BTreeMap::new();
-    for (_, rev) in revs {
-        let kept = existing
-            .and_then(|c| c.revisions.get(&rev.rev))
-            .filter(|r| {
-                (r.meta.docs.as_str(), r.meta.shards, r.meta.buckets)
-                    == (rev.docs.as_str(), rev.shards, rev.buckets)
-            });
+    for rev in revs {
+        let kept = kept(existing, &rev);
         let Some(rev) = servable(docs, id, rev, &recorded, kept.map(|r| &r.meta)) else {
             continue;
         };
@@ -180,17 +173,94 @@ pub(super) fn load_card(
                     ..r.clone()
                 }
             }
-            None => {
-                let index = load_rules(docs, id, &rev)?;
-                let edited =
-                    last_change_time(docs, &|s| DocId::rules(id, &rev, s).to_string(), rev.shards)
-                        .max(rev.created);
-                RevisionView::new(rev.clone(), index, edited)
-            }
+            None => match indexes {
+                Indexes::Later(deferred)
+                    if !existing.is_some_and(|c| c.revisions.contains_key(&rev.rev)) =>
+                {
+                    *deferred = true;
+                    continue;
+                }
+                Indexes::Ahead(built) => match built.iter().position(|b| b.meta == rev) {
+                    Some(at) => built.swap_remove(at),
+                    None => new_revision(docs, id, rev.clone())?,
+                },
+                _ => new_revision(docs, id, rev.clone())?,
+            },
         };
         revisions.insert(rev.rev, revision);
     }
     Ok(CardView { meta, revisions })
+}
+
+/// The revisions of card `id` that `existing` lacks and whose documents are all here, each
+/// indexed: built ahead of a load ([`Indexes::Ahead`]). Reads only, so it needs no lock.
+pub(super) fn index_new_revisions(
+    docs: &DocStore,
+    id: &str,
+    existing: Option<&CardView>,
+) -> Result<Vec<RevisionView>, CatalogError> {
+    let (_, revs, recorded) = read_card(docs, id)?;
+    revs.into_iter()
+        .filter(|rev| kept(existing, rev).is_none())
+        .filter_map(|rev| servable(docs, id, rev, &recorded, None))
+        .map(|rev| new_revision(docs, id, rev))
+        .collect()
+}
+
+/// Card `id`'s settings, revisions and recorded shard generations, from its document.
+fn read_card(
+    docs: &DocStore,
+    id: &str,
+) -> Result<(CardMeta, Vec<RevisionMeta>, Generations), CatalogError> {
+    let doc_id = DocId::card(id).to_string();
+    with_doc(docs, &doc_id, |d| {
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            id: doc_id.clone(),
+            reason: reason.into(),
+        };
+        let meta: CardMeta = match d.get(ROOT, "meta")? {
+            Some((value, _)) => value
+                .as_str()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .ok_or_else(|| corrupt("meta is unreadable"))?,
+            None => return Err(corrupt("no meta").into()),
+        };
+        let revs_map = map_id(d, ROOT, "revisions")?;
+        Ok((
+            meta,
+            json_entries::<RevisionMeta>(d, &doc_id, &revs_map)
+                .into_iter()
+                .map(|(_, rev)| rev)
+                .collect(),
+            read_generations(d, &doc_id),
+        ))
+    })
+}
+
+/// The revision `existing` holds loaded from the same documents as `rev`, if any.
+fn kept<'a>(existing: Option<&'a CardView>, rev: &RevisionMeta) -> Option<&'a RevisionView> {
+    existing
+        .and_then(|c| c.revisions.get(&rev.rev))
+        .filter(|r| {
+            (r.meta.docs.as_str(), r.meta.shards, r.meta.buckets)
+                == (rev.docs.as_str(), rev.shards, rev.buckets)
+        })
+}
+
+/// Revision `rev` (servable) read from its documents and indexed.
+fn new_revision(
+    docs: &DocStore,
+    card: &str,
+    rev: RevisionMeta,
+) -> Result<RevisionView, CatalogError> {
+    let index = load_rules(docs, card, &rev)?;
+    let edited = last_change_time(
+        docs,
+        &|s| DocId::rules(card, &rev, s).to_string(),
+        rev.shards,
+    )
+    .max(rev.created);
+    Ok(RevisionView::new(rev, index, edited))
 }
 
 /// Revision `rev` with, for each shard, the document this node serves it from: the deepest

@@ -4,9 +4,11 @@
 
 use super::doc_id::DocId;
 use super::load::{
-    load_card, load_dataset, read_accounts, read_dataset_metas, read_registry, with_doc,
+    index_new_revisions, load_card, load_dataset, read_accounts, read_dataset_metas, read_registry,
+    with_doc, Indexes,
 };
 use super::{map_id, put_json, rev_key, str_of, CardView, Catalog, CatalogError, RevisionView};
+use crate::background;
 use crate::bucketed;
 use crate::docstore::DocStore;
 use automerge::{ReadDoc, ROOT};
@@ -32,34 +34,107 @@ impl Catalog {
 
     /// Applies a peer's sync message for document `doc_id`, durably, and brings the view up to
     /// date. Rules of a loaded revision are applied to its index one by one (the rules the new
-    /// changes touched), never by reloading it. Holds the write lock throughout, so a local
+    /// changes touched), never by reloading it, under the write lock throughout, so a local
     /// edit of the same rule cannot slip between the document and the index.
+    ///
+    /// The bulk of a replicated deck is kept off the serving path: the rules documents of a
+    /// revision still arriving are written, and a new revision's index is built, at the
+    /// background priority and outside the write lock ([`background::lowered`]), so the
+    /// queries and edits of a node sharing its cores go first (`scripts/bench-load.sh`). The
+    /// lock is taken only to put the result in the view.
     pub fn receive(
         &self,
         doc_id: &str,
         state: &mut automerge::sync::State,
         message: automerge::sync::Message,
     ) -> Result<(), CatalogError> {
-        let _w = self.inner.write.lock();
         let id = DocId::parse(doc_id);
-        // Revisions are loaded only under this lock, so this holds until the view is updated.
-        let loaded = id.as_ref().and_then(|id| self.revision_of(id));
-        let touched = self
-            .inner
-            .docs
-            .receive_sync(doc_id, state, message, loaded.is_some())?;
-        match (loaded, id) {
-            (Some(rev), _) => apply_touched(&self.inner.docs, doc_id, &rev, &touched),
-            (None, Some(id)) => self.apply_remote(&id),
-            // Not a document of the catalog: stored, and read by nothing.
-            (None, None) => Ok(()),
+        let deferred = match &id {
+            Some(rules @ DocId::Rules { .. }) if self.revision_of(rules).is_none() => {
+                self.receive_arriving(doc_id, rules, state, message)?
+            }
+            _ => {
+                let _w = self.inner.write.lock();
+                // Revisions are loaded only under this lock, so this holds until the view is
+                // updated.
+                let loaded = id.as_ref().and_then(|id| self.revision_of(id));
+                let before = self.inner.docs.receive_sync(doc_id, state, message)?;
+                match (loaded, &id) {
+                    (Some(rev), _) => self.apply_touched(doc_id, &rev, &before)?,
+                    (None, Some(id)) => self.apply_remote(id)?,
+                    // Not a document of the catalog: stored, and read by nothing.
+                    (None, None) => Vec::new(),
+                }
+            }
+        };
+        for card in deferred {
+            self.load_new_revisions(&card)?;
+        }
+        Ok(())
+    }
+
+    /// A rules document of a revision not loaded (one still arriving, or a generation not
+    /// served): written at the background priority without the write lock (no local edit
+    /// goes into a revision the view lacks). Returns the cards whose new revisions are to be
+    /// indexed.
+    fn receive_arriving(
+        &self,
+        doc_id: &str,
+        id: &DocId,
+        state: &mut automerge::sync::State,
+        message: automerge::sync::Message,
+    ) -> Result<Vec<String>, CatalogError> {
+        let docs = &self.inner.docs;
+        let before = background::lowered(|| docs.receive_sync(doc_id, state, message))?;
+        let _w = self.inner.write.lock();
+        match self.revision_of(id) {
+            // Loaded meanwhile, maybe from the document as it was before this message (the
+            // revision completed through another peer): its rules go in as a peer's edits do.
+            Some(rev) => self.apply_touched(doc_id, &rev, &before),
+            None => self.apply_remote(id),
         }
     }
 
-    /// Brings the view up to date after a peer's change to document `id` (any but the rules
-    /// of a loaded revision). The caller holds the write lock.
-    fn apply_remote(&self, id: &DocId) -> Result<(), CatalogError> {
+    /// Applies to revision `rev`'s index the rules document `doc_id` changed since heads
+    /// `before`. The caller holds the write lock.
+    fn apply_touched(
+        &self,
+        doc_id: &str,
+        rev: &RevisionView,
+        before: &[automerge::ChangeHash],
+    ) -> Result<Vec<String>, CatalogError> {
         let docs = &self.inner.docs;
+        apply_touched(docs, doc_id, rev, &docs.keys_since(doc_id, before))?;
+        Ok(Vec::new())
+    }
+
+    /// Indexes the new revisions of card `card` a reload left out ([`Indexes::Later`]), at
+    /// the background priority and outside the write lock, then loads the card again with
+    /// them under it.
+    fn load_new_revisions(&self, card: &str) -> Result<(), CatalogError> {
+        let docs = &self.inner.docs;
+        let existing = self.view().cards.get(card).cloned();
+        let built = background::lowered(|| index_new_revisions(docs, card, existing.as_deref()))
+            // The load under the lock builds them then, and reports what fails.
+            .unwrap_or_default();
+        let _w = self.inner.write.lock();
+        let registry = read_registry(docs)?;
+        self.reload_card(card, &registry, Indexes::Ahead(built))?;
+        Ok(())
+    }
+
+    /// Brings the view up to date after a peer's change to document `id` (any but the rules
+    /// of a loaded revision). The caller holds the write lock. Returns the cards whose new
+    /// revisions were left out, to be indexed outside it ([`Self::load_new_revisions`]).
+    fn apply_remote(&self, id: &DocId) -> Result<Vec<String>, CatalogError> {
+        let docs = &self.inner.docs;
+        let mut deferred = Vec::new();
+        let mut reload = |card: &str, registry: &HashMap<String, String>| {
+            if self.reload_card(card, registry, Indexes::Later(false))? {
+                deferred.push(card.to_owned());
+            }
+            Ok::<_, CatalogError>(())
+        };
         match id {
             DocId::Accounts => {
                 let accounts = read_accounts(docs)?;
@@ -75,7 +150,7 @@ impl Catalog {
                 let registry = read_registry(docs)?;
                 let view = self.view();
                 for id in registry.keys().filter(|id| !view.cards.contains_key(*id)) {
-                    self.reload_card(id, &registry)?;
+                    reload(id, &registry)?;
                 }
                 for card in view.cards.values() {
                     if !registry.contains_key(&card.meta.id) {
@@ -87,16 +162,16 @@ impl Catalog {
             DocId::Card { card } => {
                 let registry = read_registry(docs)?;
                 self.renumber_lost_revisions(card)?;
-                self.reload_card(card, &registry)?;
+                reload(card, &registry)?;
             }
             DocId::Rules { card, .. } => {
                 // Rules of a revision not loaded yet: it may be complete now; or of a
                 // generation not served, which the reload leaves if a served one replaced it.
                 let registry = read_registry(docs)?;
-                self.reload_card(card, &registry)?;
+                reload(card, &registry)?;
             }
         }
-        Ok(())
+        Ok(deferred)
     }
 
     /// Revisions written here that lost their number to a revision written at the same time
@@ -158,12 +233,15 @@ impl Catalog {
         })
     }
 
-    /// Re-reads card `id` if the registry lists it and its document is here.
+    /// Re-reads card `id` if the registry lists it and its document is here, new revisions'
+    /// indexes coming as `indexes` says. Returns whether some were left out
+    /// ([`Indexes::Later`]).
     fn reload_card(
         &self,
         id: &str,
         registry: &HashMap<String, String>,
-    ) -> Result<(), CatalogError> {
+        mut indexes: Indexes,
+    ) -> Result<bool, CatalogError> {
         let arrived = self
             .inner
             .docs
@@ -174,10 +252,10 @@ impl Catalog {
                     && map_id(guard.doc(), ROOT, "revisions").is_ok()
             });
         if !registry.contains_key(id) || !arrived {
-            return Ok(());
+            return Ok(false);
         }
         let existing = self.view().cards.get(id).cloned();
-        let card = load_card(&self.inner.docs, id, existing.as_deref())?;
+        let card = load_card(&self.inner.docs, id, existing.as_deref(), &mut indexes)?;
         // A revision that came into the view, or changed its go-live time, may replace the
         // revision some of this node's edits went into.
         let changed = existing.as_ref().is_some_and(|old| {
@@ -204,7 +282,7 @@ impl Catalog {
         if changed {
             self.carry_edits(id);
         }
-        Ok(())
+        Ok(matches!(indexes, Indexes::Later(true)))
     }
 
     /// Forgets a card a peer deleted, and its documents.
@@ -296,4 +374,48 @@ fn apply_touched(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{actor, card_meta, rev_rule, rule, sync, target};
+    use super::*;
+    use automerge::sync::State;
+
+    /// A peer's rules written outside the write lock, as for a revision still arriving, while
+    /// the revision was loaded from the document as it was before them (it completed through
+    /// another peer meanwhile): they reach its index all the same.
+    #[test]
+    fn rules_arriving_while_their_revision_is_loaded_reach_its_index() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = Catalog::open(a_dir.path(), actor()).unwrap();
+        let b = Catalog::open(b_dir.path(), automerge::ActorId::from(&[2u8; 16][..])).unwrap();
+        a.create_card(card_meta("c1")).unwrap();
+        a.set_rule::<CatalogError>(target(1, "447"), 200, |_| Ok(rule(1)))
+            .unwrap();
+        sync(&a, &b);
+        a.set_rule::<CatalogError>(target(1, "447"), 300, |_| Ok(rule(5)))
+            .unwrap();
+        let meta = b.view().cards["c1"].revisions[&1].meta.clone();
+        let shard = bucketed::locate("447", meta.shards, meta.buckets).0;
+        let doc = DocId::rules("c1", &meta, shard);
+        let doc_id = doc.to_string();
+        let (mut a_to_b, mut b_to_a) = (State::new(), State::new());
+        for _ in 0..10 {
+            let to_b = a.docs().generate_sync(&doc_id, &mut a_to_b);
+            if let Some(message) = &to_b {
+                b.receive_arriving(&doc_id, &doc, &mut b_to_a, message.clone())
+                    .unwrap();
+            }
+            let to_a = b.docs().generate_sync(&doc_id, &mut b_to_a);
+            if let Some(message) = &to_a {
+                a.receive(&doc_id, &mut a_to_b, message.clone()).unwrap();
+            }
+            if to_b.is_none() && to_a.is_none() {
+                break;
+            }
+        }
+        assert_eq!(a.docs().heads(&doc_id), b.docs().heads(&doc_id));
+        assert_eq!(rev_rule(&b, "c1", 1, "447"), Some(rule(5)));
+    }
 }
