@@ -190,6 +190,7 @@ async fn connection(
     let activity = Arc::new(Activity {
         moved: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
+        started: AtomicUsize::new(0),
     });
     let io = TokioIo::new(Tracked {
         inner: stream,
@@ -202,6 +203,7 @@ async fn connection(
             let counted = counted.clone();
             async move {
                 counted.in_flight.fetch_add(1, Ordering::Relaxed);
+                counted.started.fetch_add(1, Ordering::Relaxed);
                 let done = InFlight(counted);
                 let request = request.map(axum::body::Body::new);
                 let response = app.call(request).await;
@@ -218,14 +220,21 @@ async fn connection(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(settings.header_read_timeout_s))
+        // The header deadline is kept by the loop below, at its tick: hyper's arms a timer for
+        // every request (a sleep allocated, registered and dropped each time), which cost a
+        // rate query 8 % of its throughput on one core (BENCHMARKS.md).
+        .header_read_timeout(None::<Duration>)
         .max_buf_size(PREAUTH_BODY_BYTES.max(64 * 1024))
         .keep_alive(true);
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let idle = Duration::from_secs(settings.idle_timeout_s);
-    let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle));
+    let head = Duration::from_secs(settings.header_read_timeout_s);
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle).min(head));
     let mut last_moved = Instant::now();
+    // Since when the connection has waited for a request's head, no request in progress and
+    // none started: the header deadline runs from there, between requests too.
+    let (mut waiting_since, mut started) = (Instant::now(), 0);
     let mut closing = false;
     loop {
         tokio::select! {
@@ -241,10 +250,19 @@ async fn connection(
                 }
                 let quiet = now.saturating_duration_since(last_moved);
                 let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
+                let started_now = activity.started.load(Ordering::Relaxed);
+                if busy || started_now != started {
+                    (waiting_since, started) = (now, started_now);
+                }
                 // A service at work (a ping waiting for its trunk) is never shed; an idle
                 // keep-alive, a half-sent request or a download whose client stopped reading is.
                 if quiet >= idle && !busy {
                     metrics::counter!(crate::metrics::HTTP_IDLE_CLOSED).increment(1);
+                    return;
+                }
+                // A head sent too slowly (a byte now and then keeps a connection from being
+                // quiet), or none coming.
+                if now.saturating_duration_since(waiting_since) >= head {
                     return;
                 }
             }
@@ -258,6 +276,8 @@ async fn connection(
 struct Activity {
     moved: AtomicBool,
     in_flight: AtomicUsize,
+    /// Requests started on the connection.
+    started: AtomicUsize,
 }
 
 impl Activity {

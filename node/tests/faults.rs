@@ -374,6 +374,78 @@ fn half_open_connections_are_shed() {
     assert_eq!(ready.status(), 200);
 }
 
+/// The header deadline: a head trickled a byte at a time (never quiet, so never idle) is cut
+/// off at `header_read_timeout_s`, and so is a keep-alive connection waiting for its next
+/// request, long before `idle_timeout_s`.
+#[test]
+fn a_head_sent_too_slowly_and_an_idle_keep_alive_are_closed_at_the_header_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let http = free_port();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\nheader_read_timeout_s = 2\nidle_timeout_s = 60\n[operator]\nkey = \"{OPERATOR}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let node = NodeProcess::start_config(bin(), &config, http, &data);
+    let addr = format!("127.0.0.1:{http}");
+    let closed = |s: &mut TcpStream| {
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    };
+    // A byte every 200 ms: the head never ends.
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    slow.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        .unwrap();
+    let started = Instant::now();
+    let cut = wait_for(
+        "the slow head to be cut off",
+        Duration::from_secs(20),
+        || {
+            if slow.write_all(b"a").is_err() || closed(&mut slow) {
+                return Some(started.elapsed());
+            }
+            None
+        },
+    );
+    assert!(cut >= Duration::from_secs(2), "cut after {cut:?}");
+    assert!(cut < Duration::from_secs(10), "cut after {cut:?}");
+    // One request answered, then nothing: closed at the header deadline, not at the idle one.
+    let mut kept = TcpStream::connect(&addr).unwrap();
+    kept.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 512];
+    let n = kept.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    kept.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let answered = Instant::now();
+    let cut = wait_for(
+        "the idle keep-alive to be closed",
+        Duration::from_secs(20),
+        || closed(&mut kept).then(|| answered.elapsed()),
+    );
+    assert!(cut >= Duration::from_secs(2), "closed after {cut:?}");
+    assert!(cut < Duration::from_secs(10), "closed after {cut:?}");
+    // A client that keeps asking is served throughout.
+    let ready = reqwest::blocking::get(format!("{}/readyz", node.url)).unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
 #[test]
 fn pings_to_a_silent_trunk_never_hold_up_another_account() {
     let dir = tempfile::tempdir().unwrap();
