@@ -11,7 +11,7 @@
 
 /// The nice value of background threads (0 is the default; 19 the lowest priority). At 10,
 /// an import on one node still took the query p99 of a node sharing its cores to 3.4 ms; at
-/// 19, 2.1 ms, and 0.9 ms once the deck's replication was lowered too
+/// 19, 2.1 ms, and 0.44–0.87 ms once the deck's replication was lowered too
 /// (`scripts/bench-load.sh`), the import taking as long.
 pub const NICE: i32 = 19;
 
