@@ -311,22 +311,31 @@ fn a_huge_unauthenticated_body_costs_no_memory() {
     );
 }
 
-#[test]
-fn half_open_connections_are_shed() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// A node in `dir` whose `[http]` section also holds `settings` (TOML lines), and the address
+/// it serves HTTP on.
+fn node_with_http(dir: &Path, settings: &str) -> (NodeProcess, String) {
+    let data = dir.join("data");
     let http = free_port();
-    let config = dir.path().join("node.toml");
+    let config = dir.join("node.toml");
     std::fs::write(
         &config,
         format!(
-            "[node]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\nheader_read_timeout_s = 6\nidle_timeout_s = 6\nmax_connections = 400\n[operator]\nkey = \"{OPERATOR}\"\n",
+            "[node]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n{settings}[operator]\nkey = \"{OPERATOR}\"\n",
             data.display()
         ),
     )
     .unwrap();
     let node = NodeProcess::start_config(bin(), &config, http, &data);
-    let addr = format!("127.0.0.1:{http}");
+    (node, format!("127.0.0.1:{http}"))
+}
+
+#[test]
+fn half_open_connections_are_shed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_http(
+        dir.path(),
+        "header_read_timeout_s = 6\nidle_timeout_s = 6\nmax_connections = 400\n",
+    );
     // The timeouts leave the 400 connections below time to be held while the test opens them
     // on a busy machine (tests of this file run side by side).
     let mut sockets: Vec<TcpStream> = (0..300)
@@ -380,19 +389,10 @@ fn half_open_connections_are_shed() {
 #[test]
 fn a_head_sent_too_slowly_and_an_idle_keep_alive_are_closed_at_the_header_deadline() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let http = free_port();
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\nheader_read_timeout_s = 2\nidle_timeout_s = 60\n[operator]\nkey = \"{OPERATOR}\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    let node = NodeProcess::start_config(bin(), &config, http, &data);
-    let addr = format!("127.0.0.1:{http}");
+    let (node, addr) = node_with_http(
+        dir.path(),
+        "header_read_timeout_s = 2\nidle_timeout_s = 60\n",
+    );
     let closed = |s: &mut TcpStream| {
         let mut buf = [0u8; 512];
         loop {

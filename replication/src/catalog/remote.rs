@@ -60,7 +60,7 @@ impl Catalog {
                 let loaded = id.as_ref().and_then(|id| self.revision_of(id));
                 let before = self.inner.docs.receive_sync(doc_id, state, message)?;
                 match (loaded, &id) {
-                    (Some(rev), _) => self.apply_touched(doc_id, &rev, &before)?,
+                    (Some(rev), _) => self.apply_since(doc_id, &rev, &before)?,
                     (None, Some(id)) => self.apply_remote(id)?,
                     // Not a document of the catalog: stored, and read by nothing.
                     (None, None) => Vec::new(),
@@ -90,14 +90,14 @@ impl Catalog {
         match self.revision_of(id) {
             // Loaded meanwhile, maybe from the document as it was before this message (the
             // revision completed through another peer): its rules go in as a peer's edits do.
-            Some(rev) => self.apply_touched(doc_id, &rev, &before),
+            Some(rev) => self.apply_since(doc_id, &rev, &before),
             None => self.apply_remote(id),
         }
     }
 
     /// Applies to revision `rev`'s index the rules document `doc_id` changed since heads
     /// `before`. The caller holds the write lock.
-    fn apply_touched(
+    fn apply_since(
         &self,
         doc_id: &str,
         rev: &RevisionView,
