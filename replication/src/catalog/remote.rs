@@ -21,14 +21,20 @@ use std::sync::Arc;
 impl Catalog {
     /// The loaded revision whose rules document `id` is, if any.
     fn revision_of(&self, id: &DocId) -> Option<RevisionView> {
-        let DocId::Rules { card: card_id, .. } = id else {
+        let DocId::Rules {
+            card: card_id,
+            shard,
+            ..
+        } = id
+        else {
             return None;
         };
         let view = self.view();
         let card = view.cards.get(card_id)?;
+        // The id's own shard only: one id built a revision, not one a shard.
         card.revisions
             .values()
-            .find(|r| (0..r.meta.shards).any(|s| DocId::rules(card_id, &r.meta, s) == *id))
+            .find(|r| *shard < r.meta.shards && DocId::rules(card_id, &r.meta, *shard) == *id)
             .cloned()
     }
 
@@ -60,7 +66,10 @@ impl Catalog {
                 let loaded = id.as_ref().and_then(|id| self.revision_of(id));
                 let before = self.inner.docs.receive_sync(doc_id, state, message)?;
                 match (loaded, &id) {
-                    (Some(rev), _) => self.apply_since(doc_id, &rev, &before)?,
+                    (Some(rev), _) => {
+                        apply_since(&self.inner.docs, doc_id, &rev, &before)?;
+                        Vec::new()
+                    }
                     (None, Some(id)) => self.apply_remote(id)?,
                     // Not a document of the catalog: stored, and read by nothing.
                     (None, None) => Vec::new(),
@@ -90,22 +99,12 @@ impl Catalog {
         match self.revision_of(id) {
             // Loaded meanwhile, maybe from the document as it was before this message (the
             // revision completed through another peer): its rules go in as a peer's edits do.
-            Some(rev) => self.apply_since(doc_id, &rev, &before),
+            Some(rev) => {
+                apply_since(docs, doc_id, &rev, &before)?;
+                Ok(Vec::new())
+            }
             None => self.apply_remote(id),
         }
-    }
-
-    /// Applies to revision `rev`'s index the rules document `doc_id` changed since heads
-    /// `before`. The caller holds the write lock.
-    fn apply_since(
-        &self,
-        doc_id: &str,
-        rev: &RevisionView,
-        before: &[automerge::ChangeHash],
-    ) -> Result<Vec<String>, CatalogError> {
-        let docs = &self.inner.docs;
-        apply_touched(docs, doc_id, rev, &docs.keys_since(doc_id, before))?;
-        Ok(Vec::new())
     }
 
     /// Indexes the new revisions of card `card` a reload left out ([`Indexes::Later`]), at
@@ -327,14 +326,15 @@ impl Catalog {
 }
 
 /// Brings a revision's index up to date with the rules a peer's changes touched in one of its
-/// shard documents: each is read back from the document (the winner of any conflict) and put
-/// in, or taken out of, the index.
-fn apply_touched(
+/// shard documents since heads `before`: each is read back from the document (the winner of
+/// any conflict) and put in, or taken out of, the index. The caller holds the write lock.
+fn apply_since(
     docs: &DocStore,
     doc_id: &str,
     rev: &RevisionView,
-    prefixes: &[String],
+    before: &[automerge::ChangeHash],
 ) -> Result<(), CatalogError> {
+    let prefixes = docs.keys_since(doc_id, before);
     // The edits' own commit time (the same on every node once the document is), not the time
     // they arrived here: `updated` must read alike everywhere.
     if let Some(time) = docs.head_time(doc_id) {
