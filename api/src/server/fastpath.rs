@@ -1,0 +1,364 @@
+//! The fast path: an HTTP/1.1 `GET` without a body (every query, lookup and listing) is read
+//! with httparse, answered by the API's dispatcher ([`App::call`], the same as through hyper)
+//! and written in one `write`. Through hyper's connection machinery a rate query spent about a
+//! sixth of its time in that machinery (the head parsed into a header map twice over, the
+//! response encoded through its buffers); on one core that was the gap to nginx (BENCHMARKS.md).
+//!
+//! Anything else — a body, `HEAD`, HTTP/1.0, `Expect`, an upgrade, a head httparse refuses or one
+//! over [`MAX_HEAD`] — is not served here: the connection goes to hyper for the rest of its life,
+//! with the bytes read so far, and hyper answers it as it answers every request it serves.
+
+use super::connection::{Activity, InFlight, Tracked};
+use crate::router::App;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The longest request head read (hyper's buffer is the same size: over it, hyper answers 431).
+pub(super) const MAX_HEAD: usize = 64 * 1024;
+/// Header fields in a head the fast path reads; a head with more goes to hyper (which takes 100).
+const MAX_HEADERS: usize = 64;
+/// Bytes asked of the socket at a time.
+const READ_CHUNK: usize = 4096;
+/// A body up to this size is copied behind the head and the two sent in one write; a larger
+/// one is sent as it comes.
+const INLINE_BODY: usize = 16 * 1024;
+
+/// How the fast path left a connection.
+pub(super) enum Ended {
+    /// Closed: by the client, after `connection: close`, at shutdown or on an I/O error.
+    Closed,
+    /// A request it does not serve: hyper takes the connection, reading these bytes first.
+    HandedOff(Bytes),
+}
+
+/// Serves requests on `io` until the connection closes or one is for hyper.
+pub(super) async fn serve(io: &mut Tracked, app: &App, activity: &Arc<Activity>) -> Ended {
+    let mut read = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        let head = loop {
+            match parse(&read) {
+                Parsed::Head(head) => break head,
+                Parsed::NotOurs => return Ended::HandedOff(read.freeze()),
+                Parsed::Partial if read.len() >= MAX_HEAD => {
+                    return Ended::HandedOff(read.freeze())
+                }
+                Parsed::Partial => {
+                    read.reserve(READ_CHUNK);
+                    match io.read_buf(&mut read).await {
+                        Ok(0) | Err(_) => return Ended::Closed,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        };
+        read.advance(head.len);
+        let done = activity.start();
+        let response = app.clone().call(head.request).await;
+        let close = head.close || activity.closing() || says_close(response.headers());
+        activity.set_writing(true);
+        let written = respond(io, &mut out, response, close, done).await;
+        activity.set_writing(false);
+        if !written {
+            return Ended::Closed;
+        }
+        if close {
+            let _ = io.shutdown().await;
+            return Ended::Closed;
+        }
+    }
+}
+
+/// What the bytes read so far hold.
+// Returned once per request and taken apart at once: boxing the head would allocate each time.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// A request for hyper (see the module's documentation).
+    NotOurs,
+    Head(Head),
+}
+
+/// A request the fast path serves.
+struct Head {
+    request: Request<Body>,
+    /// Its length in bytes, head only (it has no body).
+    len: usize,
+    /// The client asked to close the connection after it.
+    close: bool,
+}
+
+fn parse(read: &[u8]) -> Parsed {
+    if read.is_empty() {
+        return Parsed::Partial;
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let len = match parsed.parse(read) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::NotOurs,
+    };
+    let (Some("GET"), Some(1), Some(target)) = (parsed.method, parsed.version, parsed.path) else {
+        return Parsed::NotOurs;
+    };
+    // Origin form only (`/path?query`); an absolute URI or `*` is hyper's to read.
+    if !target.starts_with('/') {
+        return Parsed::NotOurs;
+    }
+    let Ok(uri) = Uri::try_from(target) else {
+        return Parsed::NotOurs;
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut close = false;
+    for field in parsed.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+            return Parsed::NotOurs;
+        };
+        let bodyless = match name {
+            header::CONTENT_LENGTH => field.value.trim_ascii() == b"0",
+            header::TRANSFER_ENCODING | header::EXPECT | header::UPGRADE => false,
+            header::CONNECTION => {
+                let value = field.value.trim_ascii();
+                close |= value.eq_ignore_ascii_case(b"close");
+                close || value.eq_ignore_ascii_case(b"keep-alive")
+            }
+            _ => true,
+        };
+        let Ok(value) = HeaderValue::from_bytes(field.value) else {
+            return Parsed::NotOurs;
+        };
+        if !bodyless {
+            return Parsed::NotOurs;
+        }
+        headers.append(name, value);
+    }
+    let mut request = Request::new(Body::empty());
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Parsed::Head(Head {
+        request,
+        len,
+        close,
+    })
+}
+
+/// Whether a response asks for the connection to be closed after it.
+fn says_close(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
+/// Writes `response`: its head, then its body with `content-length` when its size is known and
+/// chunked when not. The request stops being in progress (`done`) once its body is produced.
+/// False when the connection is to be dropped (an I/O error, a body that failed or did not
+/// match its length).
+async fn respond(
+    io: &mut Tracked,
+    out: &mut Vec<u8>,
+    response: Response<Body>,
+    close: bool,
+    done: InFlight,
+) -> bool {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let bodyless = status.is_informational()
+        || status == axum::http::StatusCode::NO_CONTENT
+        || status == axum::http::StatusCode::NOT_MODIFIED;
+    let length = axum::body::HttpBody::size_hint(&body).exact();
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        // Framing is this writer's to say.
+        if matches!(
+            *name,
+            header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION
+        ) {
+            continue;
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        http_date(out);
+    }
+    if !bodyless {
+        match length {
+            Some(n) => {
+                let _ = write!(out, "content-length: {n}\r\n");
+            }
+            None => field(out, b"transfer-encoding", b"chunked"),
+        }
+    }
+    if close {
+        field(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    if bodyless {
+        drop(done);
+        return io.write_all(out).await.is_ok();
+    }
+    match length {
+        Some(n) if n <= INLINE_BODY as u64 => {
+            let start = out.len();
+            while let Some(data) = next_data(&mut body).await {
+                let Ok(data) = data else { return false };
+                out.extend_from_slice(&data);
+            }
+            drop(done);
+            out.len() - start == n as usize && io.write_all(out).await.is_ok()
+        }
+        Some(n) => {
+            if io.write_all(out).await.is_err() {
+                return false;
+            }
+            let mut sent = 0u64;
+            let mut done = Some(done);
+            while let Some(data) = next_data(&mut body).await {
+                let Ok(data) = data else { return false };
+                sent += data.len() as u64;
+                if sent > n || io.write_all(&data).await.is_err() {
+                    return false;
+                }
+                if sent == n {
+                    done.take();
+                }
+            }
+            sent == n
+        }
+        None => {
+            if io.write_all(out).await.is_err() {
+                return false;
+            }
+            let mut done = Some(done);
+            loop {
+                match next_data(&mut body).await {
+                    Some(Ok(data)) => {
+                        out.clear();
+                        let _ = write!(out, "{:x}\r\n", data.len());
+                        out.extend_from_slice(&data);
+                        out.extend_from_slice(b"\r\n");
+                        if io.write_all(out).await.is_err() {
+                            return false;
+                        }
+                    }
+                    Some(Err(())) => return false,
+                    None => {
+                        done.take();
+                        return io.write_all(b"0\r\n\r\n").await.is_ok();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The body's next data, skipping empty frames and trailers (no service sends trailers).
+async fn next_data(body: &mut Body) -> Option<Result<Bytes, ()>> {
+    loop {
+        match body.frame().await? {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => return Some(Ok(data)),
+                _ => {}
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "a response body failed; the connection is closed");
+                return Some(Err(()));
+            }
+        }
+    }
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `date:` (RFC 9110 §6.6.1), formatted once a second per thread.
+fn http_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            *at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        field(out, b"date", text.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(bytes: &[u8]) -> Option<Head> {
+        match parse(bytes) {
+            Parsed::Head(head) => Some(head),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_get_without_a_body_is_served_here_with_its_headers() {
+        let bytes = b"GET /api/ratecard/query.json?card=demo HTTP/1.1\r\nHost: x\r\nAuthorization: Basic abc\r\n\r\nGET /";
+        let head = head(bytes).unwrap();
+        assert_eq!(head.len, bytes.len() - 5);
+        assert!(!head.close);
+        assert_eq!(head.request.uri().query(), Some("card=demo"));
+        assert_eq!(head.request.headers()["authorization"], "Basic abc");
+    }
+
+    #[test]
+    fn connection_close_is_kept() {
+        let head = head(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap();
+        assert!(head.close);
+    }
+
+    #[test]
+    fn a_partial_head_waits_for_more() {
+        assert!(matches!(parse(b""), Parsed::Partial));
+        assert!(matches!(parse(b"GET / HTTP/1.1\r\nHost:"), Parsed::Partial));
+    }
+
+    #[test]
+    fn what_hyper_serves_is_handed_to_it() {
+        for bytes in [
+            &b"POST /api/x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\n\r\n",
+            b"GET http://example.com/ HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"\x16\x03\x01 not http",
+        ] {
+            assert!(
+                matches!(parse(bytes), Parsed::NotOurs),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
+        let bytes = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(matches!(parse(bytes.as_bytes()), Parsed::NotOurs));
+    }
+}
