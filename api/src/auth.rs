@@ -80,7 +80,15 @@ pub fn credentials(authorization: Option<&str>, vars: &Vars) -> Option<Credentia
 /// account still has that hash (a rotated or deleted key stops working at once).
 #[derive(Default)]
 pub struct KeyCache {
-    verified: Mutex<HashMap<String, (String, String)>>,
+    /// By key (foldhash: SipHash showed in every request's profile); the account's id and
+    /// key hash shared, not copied, at each use.
+    verified: Mutex<HashMap<String, Arc<Verified>, foldhash::fast::RandomState>>,
+}
+
+/// The account a key was verified for, and the key hash it was verified against.
+struct Verified {
+    account: String,
+    key_hash: String,
 }
 
 /// Entries kept at most; the cache is emptied when full.
@@ -93,12 +101,16 @@ pub fn authenticate(
     cache: &KeyCache,
 ) -> Result<Arc<Account>, ApiError> {
     let cached = cache.verified.lock().get(&creds.key).cloned();
-    if let Some((id, hash)) = cached {
-        let same_account = creds.account.as_ref().is_none_or(|a| *a == id);
+    if let Some(Verified {
+        account: id,
+        key_hash: hash,
+    }) = cached.as_deref()
+    {
+        let same_account = creds.account.as_ref().is_none_or(|a| a == id);
         if let Some(account) = view
             .accounts
-            .get(&id)
-            .filter(|a| same_account && a.key_hash == hash)
+            .get(id)
+            .filter(|a| same_account && a.key_hash == *hash)
         {
             return Ok(account.clone());
         }
@@ -118,7 +130,10 @@ pub fn authenticate(
     }
     verified.insert(
         creds.key.clone(),
-        (account.id.clone(), account.key_hash.clone()),
+        Arc::new(Verified {
+            account: account.id.clone(),
+            key_hash: account.key_hash.clone(),
+        }),
     );
     Ok(account)
 }
@@ -140,7 +155,7 @@ struct Usage {
 /// Per-account throughput and volume counters.
 #[derive(Default)]
 pub struct Limits {
-    usage: Mutex<HashMap<String, Usage>>,
+    usage: Mutex<HashMap<String, Usage, foldhash::fast::RandomState>>,
     board: Arc<UsageBoard>,
 }
 
@@ -160,9 +175,15 @@ impl Limits {
             .collect()
     }
 
-    /// Counts one request by `account` at unix time `now`: Ok with the day's quota, or a 429
-    /// (with `Retry-After`) and the quota as it stands.
-    pub fn admit(&self, account: &Account, now: i64) -> Result<Quota, (ApiError, Quota)> {
+    /// Counts one request by `account` at unix time `now` (`at` on the monotonic clock: the
+    /// request's own reading, not one more): Ok with the day's quota, or a 429 (with
+    /// `Retry-After`) and the quota as it stands.
+    pub fn admit(
+        &self,
+        account: &Account,
+        now: i64,
+        at: Instant,
+    ) -> Result<Quota, (ApiError, Quota)> {
         let day = now.div_euclid(86_400);
         let rps = f64::from(account.rps.max(1));
         let mut usage = self.usage.lock();
@@ -171,7 +192,7 @@ impl Limits {
                 account.id.clone(),
                 Usage {
                     tokens: rps,
-                    refilled: Instant::now(),
+                    refilled: at,
                     day,
                     today: 0,
                 },
@@ -182,8 +203,8 @@ impl Limits {
             u.day = day;
             u.today = 0;
         }
-        let elapsed = u.refilled.elapsed().as_secs_f64();
-        u.refilled = Instant::now();
+        let elapsed = at.saturating_duration_since(u.refilled).as_secs_f64();
+        u.refilled = at.max(u.refilled);
         u.tokens = (u.tokens + elapsed * rps).min(rps);
         let elsewhere = self.board.elsewhere(&account.id, day);
         if u.today + elsewhere >= account.daily {
@@ -284,9 +305,9 @@ mod tests {
     fn throughput_and_volume_limits() {
         let limits = Limits::default();
         let a = account(2, 1000);
-        assert!(limits.admit(&a, 0).is_ok());
-        assert!(limits.admit(&a, 0).is_ok());
-        let (err, _) = limits.admit(&a, 0).unwrap_err();
+        assert!(limits.admit(&a, 0, Instant::now()).is_ok());
+        assert!(limits.admit(&a, 0, Instant::now()).is_ok());
+        let (err, _) = limits.admit(&a, 0, Instant::now()).unwrap_err();
         assert_eq!(
             (err.code, err.retry_after),
             (ErrorCode::TooManyRequests, Some(1))
@@ -296,12 +317,26 @@ mod tests {
             id: "b".into(),
             ..account(1000, 2)
         };
-        assert_eq!(limits.admit(&b, 86_400 * 3 + 10).unwrap().remaining, 1);
-        assert_eq!(limits.admit(&b, 86_400 * 3 + 10).unwrap().remaining, 0);
-        let (err, quota) = limits.admit(&b, 86_400 * 3 + 10).unwrap_err();
+        assert_eq!(
+            limits
+                .admit(&b, 86_400 * 3 + 10, Instant::now())
+                .unwrap()
+                .remaining,
+            1
+        );
+        assert_eq!(
+            limits
+                .admit(&b, 86_400 * 3 + 10, Instant::now())
+                .unwrap()
+                .remaining,
+            0
+        );
+        let (err, quota) = limits
+            .admit(&b, 86_400 * 3 + 10, Instant::now())
+            .unwrap_err();
         assert_eq!((err.retry_after, quota.remaining), (Some(86_400 - 10), 0));
         assert!(
-            limits.admit(&b, 86_400 * 4).is_ok(),
+            limits.admit(&b, 86_400 * 4, Instant::now()).is_ok(),
             "a new UTC day resets the volume"
         );
     }

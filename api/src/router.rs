@@ -123,27 +123,65 @@ impl App {
     /// Answers one request.
     pub async fn call(self, request: Request) -> Response {
         if is_api(request.uri().path()) {
-            return api(self.state, request).await;
+            let (parts, body) = request.into_parts();
+            let incoming = Incoming {
+                method: &parts.method,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                authorization: header_str(&parts.headers, header::AUTHORIZATION),
+                body: Some((body, &parts.headers)),
+            };
+            return api(self.state, incoming).await;
         }
         match tower::ServiceExt::oneshot(self.router, request).await {
             Ok(response) => response,
             Err(never) => match never {},
         }
     }
+
+    /// Answers a service's `GET` without a body (its `path` under `/api/`), read by the server's
+    /// fast path: no `http::Request` is built for it.
+    pub(crate) async fn call_api_get(
+        self,
+        path: &str,
+        query: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Response {
+        let incoming = Incoming {
+            method: &Method::GET,
+            path,
+            query,
+            authorization,
+            body: None,
+        };
+        api(self.state, incoming).await
+    }
+}
+
+/// A request to a service, as the dispatcher reads it.
+struct Incoming<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: Option<&'a str>,
+    /// The `Authorization` header, when it is text.
+    authorization: Option<&'a str>,
+    /// The body and the headers that describe it (type, declared length); none for a request
+    /// the fast path read.
+    body: Option<(Body, &'a HeaderMap)>,
 }
 
 /// A service's path: `/api/` and a name (`/api/` alone is no path at all).
-fn is_api(path: &str) -> bool {
+pub(crate) fn is_api(path: &str) -> bool {
     path.len() > "/api/".len() && path.starts_with("/api/")
 }
 
-async fn api(state: AppState, request: Request) -> Response {
+async fn api(state: AppState, request: Incoming<'_>) -> Response {
     let started = Instant::now();
-    let (service, format) = match target(request.uri().path()) {
+    let (service, format) = match target(request.path) {
         Ok(target) => target,
         Err((format, e)) => return error_response(format, &e, None),
     };
-    let (response, status) = match handle(state, service, format, request).await {
+    let (response, status) = match handle(state, service, format, request, started).await {
         Ok(response) => {
             let status = response.status().as_u16();
             (response, status)
@@ -182,23 +220,23 @@ async fn handle(
     state: AppState,
     service: Service,
     format: Format,
-    request: Request,
+    request: Incoming<'_>,
+    started: Instant,
 ) -> Result<Response, (ApiError, Option<Quota>)> {
-    if request.method() != Method::GET && request.method() != Method::POST {
+    if request.method != Method::GET && request.method != Method::POST {
         return Err((
             ApiError::new(ErrorCode::MethodNotAllowed, "use GET or POST"),
             None,
         ));
     }
-    let (parts, body) = request.into_parts();
     let no_quota = |e| (e, None);
-    let mut vars = Vars::from_query(parts.uri.query()).map_err(no_quota)?;
-    let authorization = header_str(&parts.headers, header::AUTHORIZATION);
+    let mut vars = Vars::from_query(request.query).map_err(no_quota)?;
+    let authorization = request.authorization;
     let now = edgerate_model::time::now();
     // Credentials in the headers or the query string are checked before the body is read, so
     // an unauthenticated client never makes the node read (or parse) a large body.
     let early = match auth::credentials(authorization, &vars) {
-        Some(creds) => Some(admit(&state, service, &creds, now)?),
+        Some(creds) => Some(admit(&state, service, &creds, now, started)?),
         // A header that is there but unreadable is a 401 before the body, like a wrong key.
         None if authorization.is_some() => return Err((unauthorized(), None)),
         None => None,
@@ -207,29 +245,33 @@ async fn handle(
         Some(_) => service.max_body(),
         None => PREAUTH_BODY_BYTES.min(service.max_body()),
     };
-    let body = read_body(body, &parts.headers, limit, state.http().body_timeout())
-        .await
-        .map_err(|e| match early {
-            None if e.code == ErrorCode::PayloadTooLarge => (
-                ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!(
-                        "a request without credentials in the Authorization header or the query \
+    let (body, content_type) = match request.body {
+        Some((body, headers)) => (
+            read_body(body, headers, limit, state.http().body_timeout()).await,
+            header_str(headers, header::CONTENT_TYPE),
+        ),
+        None => (Ok(bytes::Bytes::new()), None),
+    };
+    let body = body.map_err(|e| match early {
+        None if e.code == ErrorCode::PayloadTooLarge => (
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "a request without credentials in the Authorization header or the query \
                          string may send at most {PREAUTH_BODY_BYTES} bytes"
-                    ),
                 ),
-                None,
             ),
-            _ => (e, None),
-        })?;
-    let content_type = header_str(&parts.headers, header::CONTENT_TYPE);
+            None,
+        ),
+        _ => (e, None),
+    })?;
     vars.add_body(content_type, body).await.map_err(no_quota)?;
     let (caller, quota) = match early {
         Some(admitted) => admitted,
         None => {
             let creds =
                 auth::credentials(authorization, &vars).ok_or_else(|| (unauthorized(), None))?;
-            admit(&state, service, &creds, now)?
+            admit(&state, service, &creds, now, started)?
         }
     };
     let refused = vars.first_unknown(|name| service.takes(name)).map(|name| {
@@ -309,6 +351,7 @@ fn admit(
     service: Service,
     creds: &auth::Credentials,
     now: i64,
+    at: Instant,
 ) -> Result<(Caller, Option<Quota>), (ApiError, Option<Quota>)> {
     match service.access() {
         Access::Operator => {
@@ -322,7 +365,7 @@ fn admit(
                 .map_err(|e| (e, None))?;
             let quota = state
                 .limits()
-                .admit(&account, now)
+                .admit(&account, now, at)
                 .map_err(|(e, q)| (e, Some(q)))?;
             Ok((Caller::Account(account), Some(quota)))
         }

@@ -50,7 +50,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(Ok(records)) = tokio::task::spawn_blocking(move || log.record_count()).await {
         metrics::gauge!(crate::metrics::LOG_RECORDS).set(records as f64);
     }
-    let body = state.metrics().map(|h| h.render()).unwrap_or_default();
+    let body = state
+        .metrics()
+        .map(crate::metrics::render)
+        .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

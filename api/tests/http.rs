@@ -1068,7 +1068,20 @@ async fn operability_endpoints() {
         "{metrics}"
     );
     assert!(metrics.contains("edgerate_ratecard_rules_loaded"));
-    assert!(metrics.contains("edgerate_http_request_duration_seconds"));
+    // The latency histogram: cumulative buckets, then the sum and count, per service.
+    let import: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains(r#"service="ratecard/import""#))
+        .filter(|l| l.starts_with("edgerate_http_request_duration_seconds"))
+        .collect();
+    assert_eq!(import.len(), 15, "{metrics}");
+    let count = |l: &str| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    assert!(import
+        .windows(2)
+        .take(12)
+        .all(|w| count(w[0]) <= count(w[1])));
+    assert!(import[12].contains(r#"le="+Inf""#) && count(import[12]) >= 1.0);
+    assert_eq!(count(import[14]), count(import[12]));
     let spec = api.get("/openapi.json").await.json();
     for service in edgerate_api::service::Service::ALL {
         let path = format!("/api/{}.{{ext}}", service.as_str());

@@ -11,11 +11,13 @@
 use super::connection::{Activity, InFlight, Tracked};
 use crate::router::App;
 use axum::body::Body;
+use axum::http::uri::PathAndQuery;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use std::cell::RefCell;
 use std::io::Write;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -59,9 +61,28 @@ pub(super) async fn serve(io: &mut Tracked, app: &App, activity: &Arc<Activity>)
                 }
             }
         };
-        read.advance(head.len);
+        let bytes = read.split_to(head.len).freeze();
+        // The target as hyper reads it (the same checks, no copy).
+        let Ok(target) = PathAndQuery::from_maybe_shared(bytes.slice(head.target.clone())) else {
+            let mut all = BytesMut::from(&bytes[..]);
+            all.extend_from_slice(&read);
+            return Ended::HandedOff(all.freeze());
+        };
         let done = activity.start();
-        let response = app.clone().call(head.request).await;
+        let response = match head.fields {
+            Fields::Service { authorization } => {
+                let authorization = authorization.and_then(|at| text(&bytes[at]));
+                let call = app.clone();
+                call.call_api_get(target.path(), target.query(), authorization)
+                    .await
+            }
+            Fields::Other(headers) => {
+                let mut request = Request::new(Body::empty());
+                *request.uri_mut() = Uri::from(target);
+                *request.headers_mut() = headers;
+                app.clone().call(request).await
+            }
+        };
         let close = head.close || activity.closing() || says_close(response.headers());
         activity.set_writing(true);
         let written = respond(io, &mut out, response, close, done).await;
@@ -89,11 +110,21 @@ enum Parsed {
 
 /// A request the fast path serves.
 struct Head {
-    request: Request<Body>,
     /// Its length in bytes, head only (it has no body).
     len: usize,
     /// The client asked to close the connection after it.
     close: bool,
+    /// Where its target (path and query) is in the head.
+    target: Range<usize>,
+    fields: Fields,
+}
+
+/// What the dispatcher needs of a request's header fields.
+enum Fields {
+    /// A service's request (under `/api/`): only its `Authorization`, where it is in the head.
+    Service { authorization: Option<Range<usize>> },
+    /// Any other: every field.
+    Other(HeaderMap),
 }
 
 fn parse(read: &[u8]) -> Parsed {
@@ -114,10 +145,12 @@ fn parse(read: &[u8]) -> Parsed {
     if !target.starts_with('/') {
         return Parsed::NotOurs;
     }
-    let Ok(uri) = Uri::try_from(target) else {
-        return Parsed::NotOurs;
-    };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // Where a slice of the head starts in it.
+    let at = |part: &[u8]| part.as_ptr() as usize - read.as_ptr() as usize;
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let service = !target.contains('#') && crate::router::is_api(path);
+    let mut authorization = None;
+    let mut headers = HeaderMap::new();
     let mut close = false;
     for field in parsed.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
@@ -133,22 +166,42 @@ fn parse(read: &[u8]) -> Parsed {
             }
             _ => true,
         };
-        let Ok(value) = HeaderValue::from_bytes(field.value) else {
-            return Parsed::NotOurs;
-        };
         if !bodyless {
             return Parsed::NotOurs;
         }
+        if service {
+            // The first, as the header map's `get` finds it.
+            if name == header::AUTHORIZATION && authorization.is_none() {
+                let start = at(field.value);
+                authorization = Some(start..start + field.value.len());
+            }
+            continue;
+        }
+        let Ok(value) = HeaderValue::from_bytes(field.value) else {
+            return Parsed::NotOurs;
+        };
         headers.append(name, value);
     }
-    let mut request = Request::new(Body::empty());
-    *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
+    let start = at(target.as_bytes());
     Parsed::Head(Head {
-        request,
         len,
         close,
+        target: start..start + target.len(),
+        fields: if service {
+            Fields::Service { authorization }
+        } else {
+            Fields::Other(headers)
+        },
     })
+}
+
+/// A header value as text, as `HeaderValue::to_str` reads it (visible ASCII, spaces and tabs).
+fn text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 /// Whether a response asks for the connection to be closed after it.
@@ -308,7 +361,7 @@ fn http_date(out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn head(bytes: &[u8]) -> Option<Head> {
+    fn parsed(bytes: &[u8]) -> Option<Head> {
         match parse(bytes) {
             Parsed::Head(head) => Some(head),
             _ => None,
@@ -317,17 +370,29 @@ mod tests {
 
     #[test]
     fn a_get_without_a_body_is_served_here_with_its_headers() {
-        let bytes = b"GET /api/ratecard/query.json?card=demo HTTP/1.1\r\nHost: x\r\nAuthorization: Basic abc\r\n\r\nGET /";
-        let head = head(bytes).unwrap();
+        let bytes = b"GET /api/ratecard/query.json?card=demo HTTP/1.1\r\nHost: x\r\nAuthorization: Basic abc\r\nauthorization: Basic def\r\n\r\nGET /";
+        let head = parsed(bytes).unwrap();
         assert_eq!(head.len, bytes.len() - 5);
         assert!(!head.close);
-        assert_eq!(head.request.uri().query(), Some("card=demo"));
-        assert_eq!(head.request.headers()["authorization"], "Basic abc");
+        assert_eq!(&bytes[head.target], b"/api/ratecard/query.json?card=demo");
+        let Fields::Service {
+            authorization: Some(at),
+        } = head.fields
+        else {
+            panic!("a service's request")
+        };
+        assert_eq!(&bytes[at], b"Basic abc");
+        // Anything else keeps every field.
+        let head = parsed(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let Fields::Other(headers) = head.fields else {
+            panic!("not a service's request")
+        };
+        assert_eq!(headers["host"], "x");
     }
 
     #[test]
     fn connection_close_is_kept() {
-        let head = head(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap();
+        let head = parsed(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap();
         assert!(head.close);
     }
 
