@@ -131,7 +131,7 @@ impl App {
                 authorization: header_str(&parts.headers, header::AUTHORIZATION),
                 body: Some((body, &parts.headers)),
             };
-            return api(self.state, incoming).await;
+            return api(self.state, incoming).await.into_response();
         }
         match tower::ServiceExt::oneshot(self.router, request).await {
             Ok(response) => response,
@@ -140,13 +140,13 @@ impl App {
     }
 
     /// Answers a service's `GET` without a body (its `path` under `/api/`), read by the server's
-    /// fast path: no `http::Request` is built for it.
+    /// fast path: no `http::Request` is built for it, and no response for a JSON answer.
     pub(crate) async fn call_api_get(
         self,
         path: &str,
         query: Option<&str>,
         authorization: Option<&str>,
-    ) -> Response {
+    ) -> Answer {
         let incoming = Incoming {
             method: &Method::GET,
             path,
@@ -175,21 +175,50 @@ pub(crate) fn is_api(path: &str) -> bool {
     path.len() > "/api/".len() && path.starts_with("/api/")
 }
 
-async fn api(state: AppState, request: Incoming<'_>) -> Response {
+/// A service's answer.
+pub(crate) enum Answer {
+    /// A JSON answer, written (the hot path: the server's fast path sends it with no response
+    /// built), and the caller's quota.
+    Json { body: Vec<u8>, quota: Option<Quota> },
+    /// Any other, or an error.
+    Response(Response),
+}
+
+impl Answer {
+    pub(crate) fn into_response(self) -> Response {
+        match self {
+            Answer::Json { body, quota } => {
+                let mut response = Response::new(Body::from(body));
+                answer_fields(Format::Json.content_type(), quota, |name, value| {
+                    insert(response.headers_mut(), name, value)
+                });
+                response
+            }
+            Answer::Response(response) => response,
+        }
+    }
+}
+
+async fn api(state: AppState, request: Incoming<'_>) -> Answer {
     let started = Instant::now();
     let (service, format) = match target(request.path) {
         Ok(target) => target,
-        Err((format, e)) => return error_response(format, &e, None),
+        Err((format, e)) => return Answer::Response(error_response(format, &e, None)),
     };
-    let (response, status) = match handle(state, service, format, request, started).await {
-        Ok(response) => {
+    let (answer, status) = match handle(state, service, format, request, started).await {
+        Ok((Output::Json(body), quota)) => (Answer::Json { body, quota }, 200),
+        Ok((output, quota)) => {
+            let response = output_response(service, format, output, quota);
             let status = response.status().as_u16();
-            (response, status)
+            (Answer::Response(response), status)
         }
-        Err((e, quota)) => (error_response(format, &e, quota), e.code.status()),
+        Err((e, quota)) => (
+            Answer::Response(error_response(format, &e, quota)),
+            e.code.status(),
+        ),
     };
     crate::metrics::record_request(service, status, started.elapsed());
-    response
+    answer
 }
 
 /// The service and answer format a path under `/api/` names, or why not and the format to say it
@@ -222,7 +251,7 @@ async fn handle(
     format: Format,
     request: Incoming<'_>,
     started: Instant,
-) -> Result<Response, (ApiError, Option<Quota>)> {
+) -> Result<(Output, Option<Quota>), (ApiError, Option<Quota>)> {
     if request.method != Method::GET && request.method != Method::POST {
         return Err((
             ApiError::new(ErrorCode::MethodNotAllowed, "use GET or POST"),
@@ -310,7 +339,16 @@ async fn handle(
         }
         _ => run(service, &ctx),
     };
-    let output = output.map_err(|e| (e, quota))?;
+    output.map(|output| (output, quota)).map_err(|e| (e, quota))
+}
+
+/// The response of a service's output other than written JSON.
+fn output_response(
+    service: Service,
+    format: Format,
+    output: Output,
+    quota: Option<Quota>,
+) -> Response {
     let mut response = match output {
         Output::Value(value) => {
             let root = service.as_str().rsplit('/').next().unwrap_or("reply");
@@ -338,7 +376,7 @@ async fn handle(
         }
     };
     add_quota(response.headers_mut(), quota);
-    Ok(response)
+    response
 }
 
 fn unauthorized() -> ApiError {
@@ -477,16 +515,42 @@ fn attachment(mut response: Response, filename: &str) -> Response {
 fn body_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    answer_fields(content_type, None, |name, value| {
+        insert(response.headers_mut(), name, value)
+    });
     response
 }
 
 fn add_quota(headers: &mut HeaderMap, quota: Option<Quota>) {
+    quota_fields(quota, |name, value| insert(headers, name, value));
+}
+
+/// The header fields of an answer with a body, besides its framing and date: its type,
+/// `cache-control: no-store` (answers are live: a price changes with the card) and the caller's
+/// quota. One list for the server's fast path, which writes them, and for a built response.
+pub(crate) fn answer_fields(
+    content_type: &'static str,
+    quota: Option<Quota>,
+    mut field: impl FnMut(header::HeaderName, &[u8]),
+) {
+    field(header::CONTENT_TYPE, content_type.as_bytes());
+    field(header::CACHE_CONTROL, b"no-store");
+    quota_fields(quota, field);
+}
+
+/// `X-RateLimit-Limit` and `X-RateLimit-Remaining`: the day's requests, and what is left.
+fn quota_fields(quota: Option<Quota>, mut field: impl FnMut(header::HeaderName, &[u8])) {
     if let Some(q) = quota {
-        headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(q.limit));
-        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(q.remaining));
+        let mut number = itoa::Buffer::new();
+        field(X_RATELIMIT_LIMIT, number.format(q.limit).as_bytes());
+        field(X_RATELIMIT_REMAINING, number.format(q.remaining).as_bytes());
+    }
+}
+
+/// Sets a field whose value is known to be valid (a media type, digits).
+fn insert(headers: &mut HeaderMap, name: header::HeaderName, value: &[u8]) {
+    if let Ok(value) = HeaderValue::from_bytes(value) {
+        headers.insert(name, value);
     }
 }
 

@@ -9,10 +9,11 @@
 //! with the bytes read so far, and hyper answers it as it answers every request it serves.
 
 use super::connection::{Activity, InFlight, Tracked};
-use crate::router::App;
+use crate::format::Format;
+use crate::router::{answer_fields, Answer, App};
 use axum::body::Body;
 use axum::http::uri::PathAndQuery;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use std::cell::RefCell;
@@ -69,7 +70,7 @@ pub(super) async fn serve(io: &mut Tracked, app: &App, activity: &Arc<Activity>)
             return Ended::HandedOff(all.freeze());
         };
         let done = activity.start();
-        let response = match head.fields {
+        let answer = match head.fields {
             Fields::Service { authorization } => {
                 let authorization = authorization.and_then(|at| text(&bytes[at]));
                 let call = app.clone();
@@ -80,12 +81,27 @@ pub(super) async fn serve(io: &mut Tracked, app: &App, activity: &Arc<Activity>)
                 let mut request = Request::new(Body::empty());
                 *request.uri_mut() = Uri::from(target);
                 *request.headers_mut() = headers;
-                app.clone().call(request).await
+                Answer::Response(app.clone().call(request).await)
             }
         };
-        let close = head.close || activity.closing() || says_close(response.headers());
+        let close = head.close
+            || activity.closing()
+            || matches!(&answer, Answer::Response(r) if says_close(r.headers()));
         activity.set_writing(true);
-        let written = respond(io, &mut out, response, close, done).await;
+        let written = match answer {
+            Answer::Json { body, quota } => {
+                drop(done);
+                out.clear();
+                status_line(&mut out, StatusCode::OK);
+                answer_fields(Format::Json.content_type(), quota, |name, value| {
+                    field(&mut out, name.as_str().as_bytes(), value)
+                });
+                end_head(&mut out, Framing::Length(body.len() as u64), close);
+                out.extend_from_slice(&body);
+                io.write_all(&out).await.is_ok()
+            }
+            Answer::Response(response) => respond(io, &mut out, response, close, done).await,
+        };
         activity.set_writing(false);
         if !written {
             return Ended::Closed;
@@ -225,40 +241,27 @@ async fn respond(
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
     let bodyless = status.is_informational()
-        || status == axum::http::StatusCode::NO_CONTENT
-        || status == axum::http::StatusCode::NOT_MODIFIED;
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
     let length = axum::body::HttpBody::size_hint(&body).exact();
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status);
     for (name, value) in &parts.headers {
-        // Framing is this writer's to say.
+        // Framing is this writer's to say, and the date.
         if matches!(
             *name,
-            header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION
+            header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION | header::DATE
         ) {
             continue;
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !parts.headers.contains_key(header::DATE) {
-        http_date(out);
-    }
-    if !bodyless {
-        match length {
-            Some(n) => {
-                let _ = write!(out, "content-length: {n}\r\n");
-            }
-            None => field(out, b"transfer-encoding", b"chunked"),
-        }
-    }
-    if close {
-        field(out, b"connection", b"close");
-    }
-    out.extend_from_slice(b"\r\n");
+    let framing = match length {
+        _ if bodyless => Framing::None,
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
+    };
+    end_head(out, framing, close);
     if bodyless {
         drop(done);
         return io.write_all(out).await.is_ok();
@@ -332,6 +335,40 @@ async fn next_data(body: &mut Body) -> Option<Result<Bytes, ()>> {
             }
         }
     }
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response's body is delimited.
+enum Framing {
+    /// No body (204, 304).
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// The head's last fields (date, framing, `connection: close` when it is the last response) and
+/// its end.
+fn end_head(out: &mut Vec<u8>, framing: Framing, close: bool) {
+    http_date(out);
+    match framing {
+        Framing::None => {}
+        Framing::Length(n) => {
+            let mut number = itoa::Buffer::new();
+            field(out, b"content-length", number.format(n).as_bytes());
+        }
+        Framing::Chunked => field(out, b"transfer-encoding", b"chunked"),
+    }
+    if close {
+        field(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
