@@ -29,6 +29,7 @@ pub(super) async fn connection(
     let mut io = Tracked {
         inner: stream,
         activity: activity.clone(),
+        unread: Bytes::new(),
     };
     let mut deadlines = Deadlines::new(settings);
     let mut tick = tokio::time::interval(deadlines.tick());
@@ -60,7 +61,8 @@ pub(super) async fn connection(
     };
 
     // Hyper serves the rest, starting with the bytes the fast path read and did not serve.
-    let io = TokioIo::new(Rewind { read, inner: io });
+    io.unread = read;
+    let io = TokioIo::new(io);
     let counted = activity.clone();
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -226,10 +228,12 @@ impl axum::body::HttpBody for Guarded {
     }
 }
 
-/// A socket that notes when it last moved a byte.
+/// A socket that notes when it last moved a byte; what the fast path read and left for hyper is
+/// read from it first.
 pub(super) struct Tracked {
     inner: TcpStream,
     activity: Arc<Activity>,
+    unread: Bytes,
 }
 
 impl AsyncRead for Tracked {
@@ -238,6 +242,12 @@ impl AsyncRead for Tracked {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            buf.put_slice(&self.unread[..n]);
+            self.unread.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -278,58 +288,6 @@ impl AsyncWrite for Tracked {
             self.activity.touch();
         }
         polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-/// The socket with the bytes already read from it put back in front, for hyper.
-struct Rewind {
-    read: Bytes,
-    inner: Tracked,
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.read.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let n = self.read.len().min(buf.remaining());
-        buf.put_slice(&self.read[..n]);
-        self.read.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
