@@ -11,6 +11,7 @@
 #   CARD_ROWS=1000000 scripts/bench-http.sh   # query a card of that many prefixes (scripts/deck.py)
 #   PERF=/tmp/perf.data scripts/bench-http.sh   # also profile the node during its last round
 # TARGET is the ratio printed as the target (default 1.0, the hot path's).
+# EDGERATE_BIN runs another build (a baseline) instead of building this tree's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -30,7 +31,8 @@ need wrk wrk
 need nginx nginx-light
 need curl curl
 
-cargo build --release -q -p edgerate-node
+bin=${EDGERATE_BIN:-target/release/edgerate}
+[ -n "${EDGERATE_BIN:-}" ] || cargo build --release -q -p edgerate-node
 work=$(mktemp -d)
 chmod 755 "$work"
 cleanup() { kill "${node_pid:-}" "${nginx_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -41,7 +43,7 @@ node_port=$(free_port)
 nginx_port=$(free_port)
 
 EDGERATE_OPERATOR_KEY=bench-operator-key RUST_LOG=warn taskset -c 0 \
-  target/release/edgerate serve --data "$work/data" --http "127.0.0.1:$node_port" >"$work/node.out" 2>&1 &
+  "$bin" serve --data "$work/data" --http "127.0.0.1:$node_port" >"$work/node.out" 2>&1 &
 node_pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$node_port/readyz" >/dev/null && break; sleep 0.1; done
 key=$(sed -n 's/^demo account: demo  key: \([0-9a-f]*\).*/\1/p' "$work/node.out")

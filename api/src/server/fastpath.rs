@@ -9,6 +9,7 @@
 //! with the bytes read so far, and hyper answers it as it answers every request it serves.
 
 use super::connection::{Activity, InFlight, Tracked};
+use crate::auth::Quota;
 use crate::format::Format;
 use crate::router::{answer_fields, Answer, App};
 use axum::body::Body;
@@ -91,14 +92,7 @@ pub(super) async fn serve(io: &mut Tracked, app: &App, activity: &Arc<Activity>)
         let written = match answer {
             Answer::Json { body, quota } => {
                 drop(done);
-                out.clear();
-                status_line(&mut out, StatusCode::OK);
-                answer_fields(Format::Json.content_type(), quota, |name, value| {
-                    field(&mut out, name.as_str().as_bytes(), value)
-                });
-                end_head(&mut out, Framing::Length(body.len() as u64), close);
-                out.extend_from_slice(&body);
-                io.write_all(&out).await.is_ok()
+                json(io, &mut out, &body, quota, close).await
             }
             Answer::Response(response) => respond(io, &mut out, response, close, done).await,
         };
@@ -225,6 +219,24 @@ fn says_close(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONNECTION)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
+/// Writes a JSON answer, head and body in one write.
+async fn json(
+    io: &mut Tracked,
+    out: &mut Vec<u8>,
+    body: &[u8],
+    quota: Option<Quota>,
+    close: bool,
+) -> bool {
+    out.clear();
+    status_line(out, StatusCode::OK);
+    answer_fields(Format::Json.content_type(), quota, |name, value| {
+        field(out, name.as_str().as_bytes(), value)
+    });
+    end_head(out, Framing::Length(body.len() as u64), close);
+    out.extend_from_slice(body);
+    io.write_all(out).await.is_ok()
 }
 
 /// Writes `response`: its head, then its body with `content-length` when its size is known and
