@@ -5,7 +5,7 @@
 use crate::error::ApiError;
 use bytes::Bytes;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::str::FromStr;
 
@@ -444,18 +444,20 @@ impl Vars {
 
     /// Every variable whose name starts with `prefix`, as (name, first value), by name.
     pub fn with_prefix(&self, prefix: &str) -> Vec<(&str, &str)> {
-        let mut names: Vec<&str> = self
-            .entries
-            .iter()
-            .map(|e| self.name(e))
-            .filter(|name| name.starts_with(prefix))
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names
-            .into_iter()
-            .map(|name| (name, self.get(name).unwrap_or("")))
-            .collect()
+        // One pass (a lookup per name would scan every variable for each).
+        let mut found: BTreeMap<&str, &str> = BTreeMap::new();
+        for entry in &self.entries {
+            let name = self.name(entry);
+            if !name.starts_with(prefix) {
+                continue;
+            }
+            let value = entry.value.clone().map_or("", |v| self.text[v].trim());
+            let first = found.entry(name).or_insert("");
+            if first.is_empty() {
+                *first = value;
+            }
+        }
+        found.into_iter().collect()
     }
 }
 

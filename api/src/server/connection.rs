@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -56,9 +56,13 @@ pub(super) async fn connection(
             }
         }
     };
+    // Not handed to hyper at shutdown: its request is not started.
     let Ended::HandedOff(read) = read else {
         return;
     };
+    if closing {
+        return;
+    }
 
     // Hyper serves the rest, starting with the bytes the fast path read and did not serve.
     io.unread = read;
@@ -112,8 +116,9 @@ pub(super) struct Activity {
     in_flight: AtomicUsize,
     /// Requests started on the connection.
     started: AtomicUsize,
-    /// The fast path is writing a response (its request no longer in progress: a client that
-    /// stops reading is shed when idle, as through hyper).
+    /// The fast path is writing a response: the connection waits on its client, so a client
+    /// that stops reading is shed when idle even while its request counts as in progress (a
+    /// large or streamed body being sent).
     writing: AtomicBool,
     /// The node is shutting down: the request in progress is the connection's last.
     closing: AtomicBool,
@@ -129,10 +134,6 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.started.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
-    }
-
-    pub(super) fn set_writing(&self, writing: bool) {
-        self.writing.store(writing, Ordering::Relaxed);
     }
 
     pub(super) fn closing(&self) -> bool {
@@ -185,9 +186,12 @@ impl Deadlines {
             self.last_moved = now;
         }
         let quiet = now.saturating_duration_since(self.last_moved);
-        let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
+        let in_progress = activity.in_flight.load(Ordering::Relaxed) > 0;
+        let writing = activity.writing.load(Ordering::Relaxed);
+        let busy = in_progress && !writing;
         let started = activity.started.load(Ordering::Relaxed);
-        if busy || started != self.started {
+        // Not waiting for a head while a request is in progress or its answer is being sent.
+        if in_progress || writing || started != self.started {
             (self.waiting_since, self.started) = (now, started);
         }
         // A service at work (a ping waiting for its trunk) is never shed; an idle keep-alive, a
@@ -225,6 +229,17 @@ impl axum::body::HttpBody for Guarded {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Tracked {
+    /// Writes all of `bytes` (the fast path's responses), noting meanwhile that the connection
+    /// waits on its client, not on a service; false on an I/O error.
+    pub(super) async fn send(&mut self, bytes: &[u8]) -> bool {
+        self.activity.writing.store(true, Ordering::Relaxed);
+        let sent = self.write_all(bytes).await.is_ok();
+        self.activity.writing.store(false, Ordering::Relaxed);
+        sent
     }
 }
 

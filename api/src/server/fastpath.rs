@@ -33,6 +33,9 @@ const READ_CHUNK: usize = 4096;
 /// A body up to this size is copied behind the head and the two sent in one write; a larger
 /// one is sent as it comes.
 const INLINE_BODY: usize = 16 * 1024;
+/// The write buffer a keep-alive connection keeps between responses; one grown past it (a large
+/// chunk of an export) is let go.
+const MAX_KEPT_BUFFER: usize = 64 * 1024;
 
 /// How the fast path left a connection.
 pub(super) enum Ended {
@@ -47,14 +50,24 @@ pub(super) async fn serve(io: &mut Tracked, app: &App, activity: &Arc<Activity>)
     let mut read = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::with_capacity(1024);
     loop {
+        // Bytes read that hold no end of a head: a head arriving in many pieces is parsed again
+        // only once its end may have come, not at every piece.
+        let mut scanned = 0;
         let head = loop {
-            match parse(&read) {
+            let parsed = if scanned > 0 && !may_end_head(&read[scanned - 3..]) {
+                Parsed::Partial
+            } else {
+                parse(&read)
+            };
+            match parsed {
                 Parsed::Head(head) => break head,
                 Parsed::NotOurs => return Ended::HandedOff(read.freeze()),
                 Parsed::Partial if read.len() >= MAX_HEAD => {
                     return Ended::HandedOff(read.freeze())
                 }
                 Parsed::Partial => {
+                    // At least 3 bytes back: the end of a head may straddle two reads.
+                    scanned = read.len().max(3);
                     read.reserve(READ_CHUNK);
                     match io.read_buf(&mut read).await {
                         Ok(0) | Err(_) => return Ended::Closed,
@@ -88,7 +101,6 @@ pub(super) async fn serve(io: &mut Tracked, app: &App, activity: &Arc<Activity>)
         let close = head.close
             || activity.closing()
             || matches!(&answer, Answer::Response(r) if says_close(r.headers()));
-        activity.set_writing(true);
         let written = match answer {
             Answer::Json { body, quota } => {
                 drop(done);
@@ -96,11 +108,14 @@ pub(super) async fn serve(io: &mut Tracked, app: &App, activity: &Arc<Activity>)
             }
             Answer::Response(response) => respond(io, &mut out, response, close, done).await,
         };
-        activity.set_writing(false);
         if !written {
             return Ended::Closed;
         }
-        if close {
+        if out.capacity() > MAX_KEPT_BUFFER {
+            out = Vec::with_capacity(1024);
+        }
+        // The node may have begun to stop while this answer was made or sent.
+        if close || activity.closing() {
             let _ = io.shutdown().await;
             return Ended::Closed;
         }
@@ -148,6 +163,9 @@ fn parse(read: &[u8]) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::NotOurs,
     };
+    if len > MAX_HEAD {
+        return Parsed::NotOurs;
+    }
     let (Some("GET"), Some(1), Some(target)) = (parsed.method, parsed.version, parsed.path) else {
         return Parsed::NotOurs;
     };
@@ -205,6 +223,15 @@ fn parse(read: &[u8]) -> Parsed {
     })
 }
 
+/// Whether `bytes` may hold the end of a head: an empty line (httparse takes a bare `\n` as a
+/// line's end too).
+fn may_end_head(bytes: &[u8]) -> bool {
+    bytes
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && bytes.get(i + 2) == Some(&b'\n')))
+}
+
 /// A header value as text, as `HeaderValue::to_str` reads it (visible ASCII, spaces and tabs).
 fn text(value: &[u8]) -> Option<&str> {
     value
@@ -236,7 +263,7 @@ async fn json(
     });
     end_head(out, Framing::Length(body.len() as u64), close);
     out.extend_from_slice(body);
-    io.write_all(out).await.is_ok()
+    io.send(out).await
 }
 
 /// Writes `response`: its head, then its body with `content-length` when its size is known and
@@ -276,7 +303,7 @@ async fn respond(
     end_head(out, framing, close);
     if bodyless {
         drop(done);
-        return io.write_all(out).await.is_ok();
+        return io.send(out).await;
     }
     match length {
         Some(n) if n <= INLINE_BODY as u64 => {
@@ -286,10 +313,10 @@ async fn respond(
                 out.extend_from_slice(&data);
             }
             drop(done);
-            out.len() - start == n as usize && io.write_all(out).await.is_ok()
+            out.len() - start == n as usize && io.send(out).await
         }
         Some(n) => {
-            if io.write_all(out).await.is_err() {
+            if !io.send(out).await {
                 return false;
             }
             let mut sent = 0u64;
@@ -297,17 +324,18 @@ async fn respond(
             while let Some(data) = next_data(&mut body).await {
                 let Ok(data) = data else { return false };
                 sent += data.len() as u64;
-                if sent > n || io.write_all(&data).await.is_err() {
-                    return false;
-                }
                 if sent == n {
+                    // The body is made: what is left is the client's to read.
                     done.take();
+                }
+                if sent > n || !io.send(&data).await {
+                    return false;
                 }
             }
             sent == n
         }
         None => {
-            if io.write_all(out).await.is_err() {
+            if !io.send(out).await {
                 return false;
             }
             let mut done = Some(done);
@@ -318,14 +346,14 @@ async fn respond(
                         let _ = write!(out, "{:x}\r\n", data.len());
                         out.extend_from_slice(&data);
                         out.extend_from_slice(b"\r\n");
-                        if io.write_all(out).await.is_err() {
+                        if !io.send(out).await {
                             return false;
                         }
                     }
                     Some(Err(())) => return false,
                     None => {
                         done.take();
-                        return io.write_all(b"0\r\n\r\n").await.is_ok();
+                        return io.send(b"0\r\n\r\n").await;
                     }
                 }
             }
@@ -443,6 +471,15 @@ mod tests {
     fn connection_close_is_kept() {
         let head = parsed(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap();
         assert!(head.close);
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_seen_in_any_line_ending() {
+        assert!(may_end_head(b"x: 1\r\n\r\n"));
+        assert!(may_end_head(b"x: 1\n\n"));
+        assert!(may_end_head(b"\n\r\n"));
+        assert!(!may_end_head(b"x: 1\r\ny: 2\r\n"));
+        assert!(!may_end_head(b"\n\r"));
     }
 
     #[test]
