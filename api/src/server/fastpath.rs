@@ -1,8 +1,10 @@
 //! The fast path: an HTTP/1.1 `GET` without a body (every query, lookup and listing) is read
-//! with httparse, answered by the API's dispatcher ([`App::call`], the same as through hyper)
-//! and written in one `write`. Through hyper's connection machinery a rate query spent about a
-//! sixth of its time in that machinery (the head parsed into a header map twice over, the
-//! response encoded through its buffers); on one core that was the gap to nginx (BENCHMARKS.md).
+//! with httparse, answered by the API's dispatcher (the one hyper's requests reach: a service's
+//! through [`App::call_api_get`] with no `http::Request` built, anything else through
+//! [`App::call`]) and written in one `write`; a JSON answer with no response built. Through
+//! hyper's connection machinery a rate query spent about a sixth of its time in that machinery
+//! (the head parsed into a header map, the response encoded through its buffers); on one core
+//! that was the gap to nginx (BENCHMARKS.md).
 //!
 //! Anything else — a body, `HEAD`, HTTP/1.0, `Expect`, an upgrade, a head httparse refuses or one
 //! over [`MAX_HEAD`] — is not served here: the connection goes to hyper for the rest of its life,
