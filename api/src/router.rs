@@ -188,10 +188,8 @@ impl Answer {
     pub(crate) fn into_response(self) -> Response {
         match self {
             Answer::Json { body, quota } => {
-                let mut response = Response::new(Body::from(body));
-                answer_fields(Format::Json.content_type(), quota, |name, value| {
-                    insert(response.headers_mut(), name, value)
-                });
+                let mut response = body_response(StatusCode::OK, Format::Json.content_type(), body);
+                add_quota(response.headers_mut(), quota);
                 response
             }
             Answer::Response(response) => response,
