@@ -742,30 +742,34 @@ type Ledger = (Vec<(String, String)>, Vec<String>);
 
 /// A writer's `rule/set` on node `n`: whether it was acknowledged. A node down or out of disk
 /// (no answer, 503) is waited out a moment; any other refusal fails the test.
-fn set_rule_acked(api: &Api, n: usize, card: &str, prefix: &str, rate: &str) -> bool {
+/// Sets a rule: `Some(true)` acknowledged, `Some(false)` refused (503: never applied), `None`
+/// when the outcome is unknown (the connection failed, e.g. its node was killed mid-request:
+/// the edit may or may not have been applied).
+fn set_rule_acked(api: &Api, n: usize, card: &str, prefix: &str, rate: &str) -> Option<bool> {
     let set = api.try_call(
         "ratecard/rule/set",
         &[("card", card), ("prefix", prefix), ("rate", rate)],
     );
     match set {
-        Some(a) if a.status == 200 => true,
+        Some(a) if a.status == 200 => Some(true),
         Some(a) if a.status != 503 => panic!(
             "node {n}: rule/set answered {}: {}",
             a.status,
             String::from_utf8_lossy(&a.body)
         ),
-        _ => {
+        refused_or_unknown => {
             std::thread::sleep(Duration::from_millis(50));
-            false
+            refused_or_unknown.map(|_| false)
         }
     }
 }
 
-/// Whether the node `api` talks to exports, in card `card`, every (prefix, rate) of `rules`.
+/// Whether the node `api` talks to exports, in card `card`, every prefix of `rules` with one of
+/// the rates it may hold (the last acknowledged, or one set later with an unknown outcome).
 fn exports_every_rule<'a>(
     api: &Api,
     card: &str,
-    mut rules: impl Iterator<Item = (&'a String, &'a String)>,
+    mut rules: impl Iterator<Item = (&'a String, &'a [String])>,
 ) -> bool {
     let export = api.call("ratecard/export", &[("card", card)]);
     let deck = String::from_utf8_lossy(&export.body).into_owned();
@@ -776,9 +780,9 @@ fn exports_every_rule<'a>(
             Some((cells.next()?, cells.nth(1)?))
         })
         .collect();
-    rules.all(|(prefix, rate)| {
+    rules.all(|(prefix, rates)| {
         held.get(prefix.as_str())
-            .is_some_and(|r| *r == rate.trim_end_matches('0'))
+            .is_some_and(|r| rates.iter().any(|rate| *r == rate.trim_end_matches('0')))
     })
 }
 
@@ -803,7 +807,8 @@ fn every_acknowledged_write_reaches_every_node_through_kills() {
                     i += 1;
                     let prefix = format!("7{n}{i:05}");
                     let rate = format!("0.{:04}", i % 9000 + 1);
-                    if set_rule_acked(&api, n, "j", &prefix, &rate) {
+                    // Every prefix is new: an edit of unknown outcome is simply not counted.
+                    if set_rule_acked(&api, n, "j", &prefix, &rate) == Some(true) {
                         rules.push((prefix, rate));
                     }
                     let callid = format!("n{n}-{i}");
@@ -857,7 +862,10 @@ fn every_acknowledged_write_reaches_every_node_through_kills() {
             &format!("node {node} to hold every acknowledged write"),
             CONVERGE,
             || {
-                let rules = ledger.iter().flat_map(|(r, _)| r).map(|(p, r)| (p, r));
+                let rules = ledger
+                    .iter()
+                    .flat_map(|(r, _)| r)
+                    .map(|(p, r)| (p, std::slice::from_ref(r)));
                 let rules_ok = exports_every_rule(&api, "j", rules);
                 let cdrs = api.ok("cdr/list", &[("from", &from), ("to", &to), ("limit", "1")]);
                 let cdrs_ok = cdrs["total"]
@@ -1075,15 +1083,27 @@ fn a_card_rebased_while_every_region_edits_it_keeps_every_edit_everywhere() {
             let api = cluster.as_account(n, &acct);
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let mut rules = std::collections::BTreeMap::new();
+                // Per prefix, the rates it may end with: the last acknowledged, and any set
+                // after it whose outcome is unknown (its node killed mid-request).
+                let mut rules: std::collections::BTreeMap<String, Vec<String>> =
+                    std::collections::BTreeMap::new();
                 let mut i = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     i += 1;
                     // Some prefixes edited again: an overwrite as well as new rules.
                     let prefix = format!("5{n}{:04}", i % 700);
                     let rate = format!("0.{:04}", i % 9000 + 1);
-                    if set_rule_acked(&api, n, "r", &prefix, &rate) {
-                        rules.insert(prefix, rate);
+                    match set_rule_acked(&api, n, "r", &prefix, &rate) {
+                        Some(true) => {
+                            rules.insert(prefix, vec![rate]);
+                        }
+                        // Counted only where an acknowledged rate came before it.
+                        None => {
+                            if let Some(rates) = rules.get_mut(&prefix) {
+                                rates.push(rate);
+                            }
+                        }
+                        Some(false) => {}
                     }
                 }
                 rules
@@ -1109,7 +1129,10 @@ fn a_card_rebased_while_every_region_edits_it_keeps_every_edit_everywhere() {
         wait_for(
             &format!("node {node} to hold every acknowledged edit"),
             CONVERGE,
-            || exports_every_rule(&api, "r", ledger.iter().flatten()).then_some(()),
+            || {
+                let rules = ledger.iter().flatten().map(|(p, r)| (p, r.as_slice()));
+                exports_every_rule(&api, "r", rules).then_some(())
+            },
         );
     }
     cluster.converged_state("identical state everywhere", &acct);
