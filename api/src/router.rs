@@ -356,7 +356,7 @@ fn output_response(
                 format::render(format, root, &value),
             )
         }
-        Output::Json(body) => body_response(StatusCode::OK, Format::Json.content_type(), body),
+        Output::Json(body) => return Answer::Json { body, quota }.into_response(),
         Output::File {
             content_type,
             filename,

@@ -39,7 +39,7 @@ pub struct Vars {
 
 /// One variable given: its name and its value (none for a JSON `null` or empty list, still a
 /// name the request gave).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Entry {
     name: Range<usize>,
     value: Option<Range<usize>>,
