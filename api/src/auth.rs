@@ -45,21 +45,54 @@ pub struct Credentials {
     pub key: String,
 }
 
-/// Reads `Authorization: Basic`/`Bearer`, else the `api_key` variable. A key may also be
-/// written `account:key` in a Bearer token or in `api_key`.
-pub fn credentials(authorization: Option<&str>, vars: &Vars) -> Option<Credentials> {
-    let split = |s: &str| match s.split_once(':') {
-        Some((account, key)) => Credentials {
-            account: Some(account.to_owned()),
-            key: key.to_owned(),
-        },
-        None => Credentials {
-            account: None,
-            key: s.to_owned(),
-        },
-    };
-    if let Some(header) = authorization {
-        let (scheme, rest) = header.trim().split_once(' ')?;
+/// Credentials as a request presents them, not yet read: the `Authorization` header's value, or
+/// else the `api_key` variable. The key cache knows the texts it verified, so a client's every
+/// request is neither decoded nor hashed again.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    text: &'a str,
+    source: Source,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Header,
+    ApiKey,
+}
+
+impl<'a> Presented<'a> {
+    /// The `Authorization` header when there is one (readable or not: an unreadable header is
+    /// refused, never passed over for `api_key`), else the `api_key` variable.
+    pub fn of(authorization: Option<&'a str>, vars: &'a Vars) -> Option<Self> {
+        match authorization {
+            Some(text) => Some(Self {
+                text,
+                source: Source::Header,
+            }),
+            None => vars.get("api_key").map(|text| Self {
+                text,
+                source: Source::ApiKey,
+            }),
+        }
+    }
+
+    /// Reads `Authorization: Basic`/`Bearer` or `api_key`. A key may also be written
+    /// `account:key` in a Bearer token or in `api_key`.
+    pub fn credentials(&self) -> Option<Credentials> {
+        let split = |s: &str| match s.split_once(':') {
+            Some((account, key)) => Credentials {
+                account: Some(account.to_owned()),
+                key: key.to_owned(),
+            },
+            None => Credentials {
+                account: None,
+                key: s.to_owned(),
+            },
+        };
+        if self.source == Source::ApiKey {
+            return Some(split(self.text));
+        }
+        let (scheme, rest) = self.text.trim().split_once(' ')?;
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("basic") {
             let decoded = base64::engine::general_purpose::STANDARD
@@ -70,52 +103,76 @@ pub fn credentials(authorization: Option<&str>, vars: &Vars) -> Option<Credentia
         if scheme.eq_ignore_ascii_case("bearer") {
             return Some(split(rest));
         }
-        return None;
+        None
     }
-    vars.get("api_key").map(split)
 }
 
-/// Keys verified recently, so a client's every request does not hash its key again. An entry
-/// holds the account and the key hash it was verified against; it is used only while the
-/// account still has that hash (a rotated or deleted key stops working at once).
+/// The credentials a request presents, read (see [`Presented`]).
+pub fn credentials(authorization: Option<&str>, vars: &Vars) -> Option<Credentials> {
+    Presented::of(authorization, vars)?.credentials()
+}
+
+/// Credentials verified recently, so a client's every request does not decode and hash its key
+/// again. An entry holds the account and the key hash it was verified against; it is used only
+/// while the account still has that hash (a rotated or deleted key stops working at once).
 #[derive(Default)]
 pub struct KeyCache {
-    /// By key (foldhash: SipHash showed in every request's profile); the account's id and
-    /// key hash shared, not copied, at each use.
-    verified: Mutex<HashMap<String, Arc<Verified>, foldhash::fast::RandomState>>,
+    verified: Mutex<Texts>,
 }
 
-/// The account a key was verified for, and the key hash it was verified against.
+/// Verified credentials by the text presented, one map per place they are presented in (a text
+/// reads differently in each). Foldhash: SipHash showed in every request's profile.
+#[derive(Default)]
+struct Texts {
+    header: HashMap<String, Arc<Verified>, foldhash::fast::RandomState>,
+    api_key: HashMap<String, Arc<Verified>, foldhash::fast::RandomState>,
+}
+
+impl Texts {
+    fn of(
+        &mut self,
+        source: Source,
+    ) -> &mut HashMap<String, Arc<Verified>, foldhash::fast::RandomState> {
+        match source {
+            Source::Header => &mut self.header,
+            Source::ApiKey => &mut self.api_key,
+        }
+    }
+}
+
+/// The account credentials were verified for (the account and the key hash shared, not
+/// copied, at each use).
 struct Verified {
     account: String,
     key_hash: String,
 }
 
-/// Entries kept at most; the cache is emptied when full.
+/// Entries kept at most (per place); the cache is emptied when full.
 const KEY_CACHE_MAX: usize = 10_000;
 
-/// The account the credentials belong to.
+/// The account the presented credentials belong to.
 pub fn authenticate(
     view: &View,
-    creds: &Credentials,
+    presented: Presented<'_>,
     cache: &KeyCache,
 ) -> Result<Arc<Account>, ApiError> {
-    let cached = cache.verified.lock().get(&creds.key).cloned();
+    let cached = cache
+        .verified
+        .lock()
+        .of(presented.source)
+        .get(presented.text)
+        .cloned();
     if let Some(Verified {
         account: id,
         key_hash: hash,
     }) = cached.as_deref()
     {
-        let same_account = creds.account.as_ref().is_none_or(|a| a == id);
-        if let Some(account) = view
-            .accounts
-            .get(id)
-            .filter(|a| same_account && a.key_hash == *hash)
-        {
+        if let Some(account) = view.accounts.get(id).filter(|a| a.key_hash == *hash) {
             return Ok(account.clone());
         }
     }
     let unauthorized = || ApiError::new(ErrorCode::Unauthorized, "invalid or missing credentials");
+    let creds = presented.credentials().ok_or_else(unauthorized)?;
     let account = match &creds.account {
         Some(id) => view.accounts.get(id).cloned(),
         None => view.account_by_key_hash(&hash_key(&creds.key)),
@@ -125,11 +182,12 @@ pub fn authenticate(
         return Err(unauthorized());
     }
     let mut verified = cache.verified.lock();
-    if verified.len() >= KEY_CACHE_MAX {
-        verified.clear();
+    let texts = verified.of(presented.source);
+    if texts.len() >= KEY_CACHE_MAX {
+        texts.clear();
     }
-    verified.insert(
-        creds.key.clone(),
+    texts.insert(
+        presented.text.to_owned(),
         Arc::new(Verified {
             account: account.id.clone(),
             key_hash: account.key_hash.clone(),

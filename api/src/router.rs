@@ -262,10 +262,9 @@ async fn handle(
     let now = edgerate_model::time::now();
     // Credentials in the headers or the query string are checked before the body is read, so
     // an unauthenticated client never makes the node read (or parse) a large body.
-    let early = match auth::credentials(authorization, &vars) {
-        Some(creds) => Some(admit(&state, service, &creds, now, started)?),
-        // A header that is there but unreadable is a 401 before the body, like a wrong key.
-        None if authorization.is_some() => return Err((unauthorized(), None)),
+    // A header that is there but unreadable is a 401 before the body, like a wrong key.
+    let early = match auth::Presented::of(authorization, &vars) {
+        Some(presented) => Some(admit(&state, service, presented, now, started)?),
         None => None,
     };
     let limit = match early {
@@ -296,9 +295,9 @@ async fn handle(
     let (caller, quota) = match early {
         Some(admitted) => admitted,
         None => {
-            let creds =
-                auth::credentials(authorization, &vars).ok_or_else(|| (unauthorized(), None))?;
-            admit(&state, service, &creds, now, started)?
+            let presented =
+                auth::Presented::of(authorization, &vars).ok_or_else(|| (unauthorized(), None))?;
+            admit(&state, service, presented, now, started)?
         }
     };
     let refused = vars.first_unknown(|name| service.takes(name)).map(|name| {
@@ -381,23 +380,26 @@ fn unauthorized() -> ApiError {
     ApiError::new(ErrorCode::Unauthorized, "invalid or missing credentials")
 }
 
-/// Authenticates `creds` for `service` and counts the request against the account's limits.
+/// Authenticates the `presented` credentials for `service` and counts the request against the account's limits.
 fn admit(
     state: &AppState,
     service: Service,
-    creds: &auth::Credentials,
+    presented: auth::Presented<'_>,
     now: i64,
     at: Instant,
 ) -> Result<(Caller, Option<Quota>), (ApiError, Option<Quota>)> {
     match service.access() {
         Access::Operator => {
-            if !auth::key_matches(&creds.key, state.operator_key_hash()) {
+            let operator = presented
+                .credentials()
+                .is_some_and(|creds| auth::key_matches(&creds.key, state.operator_key_hash()));
+            if !operator {
                 return Err((unauthorized(), None));
             }
             Ok((Caller::Operator, None))
         }
         Access::Account => {
-            let account = auth::authenticate(&state.catalog().view(), creds, state.key_cache())
+            let account = auth::authenticate(&state.catalog().view(), presented, state.key_cache())
                 .map_err(|e| (e, None))?;
             let quota = state
                 .limits()

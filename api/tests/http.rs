@@ -295,6 +295,17 @@ async fn authentication_forms_and_failures() {
             Body::empty()
         )
         .await));
+    // The text a header verified is not a key when given as `api_key` (where it reads whole).
+    let r = api
+        .request(
+            "GET",
+            &format!("{uri}?api_key=Bearer%20{KEY}-acme"),
+            None,
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, 401);
     for auth in [
         None,
         Some(basic("acme", "wrong")),

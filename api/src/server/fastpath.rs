@@ -54,9 +54,9 @@ pub(super) async fn serve(io: &mut Tracked, app: &App, activity: &Arc<Activity>)
     loop {
         // Bytes read that hold no end of a head: a head arriving in many pieces is parsed again
         // only once its end may have come, not at every piece.
-        let mut scanned = 0;
+        let mut scanned: usize = 0;
         let head = loop {
-            let parsed = if scanned > 0 && !may_end_head(&read[scanned - 3..]) {
+            let parsed = if scanned > 0 && !may_end_head(&read[scanned.saturating_sub(3)..]) {
                 Parsed::Partial
             } else {
                 parse(&read)
@@ -68,8 +68,10 @@ pub(super) async fn serve(io: &mut Tracked, app: &App, activity: &Arc<Activity>)
                     return Ended::HandedOff(read.freeze())
                 }
                 Parsed::Partial => {
-                    // At least 3 bytes back: the end of a head may straddle two reads.
-                    scanned = read.len().max(3);
+                    // Looked at from 3 bytes back: the end of a head may straddle two reads.
+                    // (Nothing read yet, nothing to skip: a head that comes whole is parsed
+                    // at once, not scanned first.)
+                    scanned = read.len();
                     read.reserve(READ_CHUNK);
                     match io.read_buf(&mut read).await {
                         Ok(0) | Err(_) => return Ended::Closed,
