@@ -55,16 +55,20 @@ impl CardView {
     }
 }
 
+/// A map a request looks into (foldhash, randomly seeded: SipHash showed in every rate query's
+/// profile, three lookups each).
+pub type Lookup<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Everything a request reads, as of one instant.
 #[derive(Debug, Clone, Default)]
 pub struct View {
-    pub accounts: HashMap<String, Arc<Account>>,
-    pub cards: HashMap<String, Arc<CardView>>,
+    pub accounts: Lookup<String, Arc<Account>>,
+    pub cards: Lookup<String, Arc<CardView>>,
     /// Account → card name → the ids of the cards of that name: one, except when two regions
     /// created (or renamed) a card to the same name at once.
-    names: HashMap<String, BTreeMap<String, BTreeSet<String>>>,
+    names: Lookup<String, BTreeMap<String, BTreeSet<String>>>,
     /// API key hash → account id.
-    pub(super) key_hashes: HashMap<String, String>,
+    pub(super) key_hashes: Lookup<String, String>,
     /// Operator datasets by kind.
     pub datasets: HashMap<DatasetKind, Arc<Dataset>>,
 }
