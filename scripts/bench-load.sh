@@ -8,6 +8,8 @@
 # wrk runs on core 1; the nodes are not pinned (the import needs both cores). On this host both
 # nodes share its two cores: during node 1's import, node 2 applies the same deck beside it.
 # NODES=1 runs node 1 alone (quiet and import only), as it would be on a machine of its own.
+# Beside the quiet run and each import, rule edits on the demo card (one every 50 ms): each one's
+# answer time on node 1 and, with two nodes, the time until node 2 serves it.
 #
 #   scripts/bench-load.sh                  # ROWS=1000000 CONNS=8 PACE_MS=1 NODES=2
 set -euo pipefail
@@ -39,20 +41,36 @@ load() { # name, seconds
   local out; out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$2s" --latency -s "$CLUSTER_DIR/pace.lua" -H "$auth" "$query")
   echo "$1: $(awk '/^Requests\/sec/ {printf "%s rps", $2}' <<<"$out"), p50 $(awk '$1=="50%" {print $2}' <<<"$out"), p99 $(awk '$1=="99%" {print $2}' <<<"$out"), max $(awk '/Latency/ {print $4; exit}' <<<"$out"), non-2xx $(awk '/Non-2xx/ {print $NF}' <<<"$out")"
 }
+# Rule edits on the demo card beside the load (scripts/bench-edits.py): answered on node 1 and,
+# with two nodes, seen on node 2.
+edits_start() {
+  rm -f "$CLUSTER_DIR/edits.stop"
+  local peer=; [ "$NODES" = 1 ] || peer=$(node 2)
+  python3 scripts/bench-edits.py "$(node 1)" $peer "$creds" demo "$CLUSTER_DIR/edits.stop" >"$CLUSTER_DIR/edits.out" &
+  edits_pid=$!
+}
+edits_stop() { touch "$CLUSTER_DIR/edits.stop"; wait "$edits_pid"; echo "  rule edits on the demo card $1: $(cat "$CLUSTER_DIR/edits.out")"; }
 load quiet 10
+edits_start
+sleep 5
+edits_stop "(quiet)"
 import_on() { # node, card: the import's answer time
   curl -sf -o /dev/null -w '%{time_total}' -H "$auth" -H 'content-type: text/csv' \
     --data-binary @"$CLUSTER_DIR/deck.csv" "$(node "$1")/api/ratecard/import.json?card=$2"
 }
 (import_on 1 local >"$CLUSTER_DIR/local.s") &
 importing=$!
+edits_start
 load "import on node 1 (during a $ROWS-row import)" 8
 wait $importing
+edits_stop "during the import into another card"
 echo "  the import answered after $(cat "$CLUSTER_DIR/local.s") s"
 [ "$NODES" = 1 ] && { load quiet 10; exit 0; }
 (import_on 2 peer >"$CLUSTER_DIR/peer.s") &
 importing=$!
+edits_start
 load "peer import (node 2 imports $ROWS rows, node 1 applies them)" 15
 wait $importing
+edits_stop "during node 2's import into another card"
 echo "  node 2's import answered after $(cat "$CLUSTER_DIR/peer.s") s"
 load quiet 10

@@ -323,6 +323,69 @@ mod tests {
         index.longest_match(number).map(|m| m.rate)
     }
 
+    /// While an import's documents are written (no lock held), another card takes an edit,
+    /// in at once, and so does the importing card's live revision: that edit is carried onto
+    /// the new revision when it is entered, over the deck's rule for the prefix.
+    #[test]
+    fn edits_go_on_while_an_import_is_staged_and_are_carried_onto_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), actor()).unwrap();
+        catalog.create_card(card_meta("c1")).unwrap();
+        catalog.create_card(card_meta("c2")).unwrap();
+        let deck: Vec<(String, Rule)> = (0..1000).map(|i| (format!("44{i}"), rule(i))).collect();
+        let staged = catalog
+            .stage_revision("c1", deck, Some(150), "import:csv", 150)
+            .unwrap();
+        let edit = |card, prefix, rate| {
+            let target = RuleTarget {
+                card,
+                rev: 1,
+                prefix,
+            };
+            catalog
+                .set_rule::<CatalogError>(target, 160, |_| Ok(rule(rate)))
+                .unwrap();
+        };
+        edit("c2", "33", 3);
+        edit("c1", "4499", 9);
+        assert_eq!(rate_of(&catalog, "c2", "331", 160), Some(rule(3).rate));
+        assert_eq!(
+            rate_of(&catalog, "c1", "4412", 160),
+            None,
+            "not entered yet"
+        );
+        let meta = catalog.enter_revision(staged).unwrap();
+        assert_eq!(meta.rev, 2);
+        drop(catalog);
+        let catalog = Catalog::open(dir.path(), actor()).unwrap();
+        assert_eq!(rev_rule(&catalog, "c1", 2, "4499"), Some(rule(9)));
+        assert_eq!(rev_rule(&catalog, "c1", 2, "4412"), Some(rule(12)));
+        assert_eq!(rate_of(&catalog, "c1", "4499", 160), Some(rule(9).rate));
+    }
+
+    #[test]
+    fn a_revision_staged_for_a_card_deleted_meanwhile_leaves_no_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), actor()).unwrap();
+        catalog.create_card(card_meta("c1")).unwrap();
+        let deck: Vec<(String, Rule)> = (0..1000).map(|i| (format!("44{i}"), rule(i))).collect();
+        let staged = catalog
+            .stage_revision("c1", deck, Some(150), "import:csv", 150)
+            .unwrap();
+        catalog.delete_card("c1").unwrap();
+        assert!(matches!(
+            catalog.enter_revision(staged),
+            Err(CatalogError::NotFound(_))
+        ));
+        let left: Vec<String> = catalog
+            .docs()
+            .ids()
+            .into_iter()
+            .filter(|id| id.contains("c1"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
     #[test]
     fn everything_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();

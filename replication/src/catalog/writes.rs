@@ -21,6 +21,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// A revision whose shard documents are written and whose index is built, not yet entered in
+/// its card ([`Catalog::stage_revision`]).
+pub(super) struct Staged {
+    card: String,
+    meta: RevisionMeta,
+    index: PrefixIndex,
+}
+
 impl Catalog {
     /// Stores a new account (or replaces one whole).
     pub fn put_account(&self, account: Account) -> Result<(), CatalogError> {
@@ -296,6 +304,10 @@ impl Catalog {
     /// Adds a revision holding `rules` (already validated: unique digit prefixes), live at
     /// `live_at` (`None`: a draft). The shard documents are written first and the revision
     /// entry last, so a crash mid-import leaves the card as it was.
+    ///
+    /// The shard documents (seconds for a 1M-row deck) are written without the write lock
+    /// ([`Self::stage_revision`]), and only the entry under it ([`Self::enter_revision`]):
+    /// other writes, an edit of any card among them, go on meanwhile.
     pub fn add_revision(
         &self,
         card_id: &str,
@@ -304,12 +316,26 @@ impl Catalog {
         source: &str,
         now: i64,
     ) -> Result<RevisionMeta, CatalogError> {
-        let _w = self.inner.write.lock();
-        let card = self.card(card_id)?;
-        let number = card.revisions.keys().next_back().map_or(1, |n| n + 1);
+        let staged = self.stage_revision(card_id, rules, live_at, source, now)?;
+        self.enter_revision(staged)
+    }
+
+    /// Writes a new revision's shard documents and builds its index, without the write lock:
+    /// their ids name the revision by a fresh documents key, not by its number, so nothing
+    /// else writes them.
+    pub(super) fn stage_revision(
+        &self,
+        card_id: &str,
+        rules: Vec<(String, Rule)>,
+        live_at: Option<i64>,
+        source: &str,
+        now: i64,
+    ) -> Result<Staged, CatalogError> {
+        self.card(card_id)?;
         let (shards, buckets) = bucketed::layout_for(rules.len());
         let meta = RevisionMeta {
-            rev: number,
+            // Numbered when entered.
+            rev: 0,
             created: now,
             live_at,
             source: source.to_owned(),
@@ -319,9 +345,41 @@ impl Catalog {
             gens: BTreeMap::new(),
         };
         let index = self.write_shards(card_id, &meta, rules)?;
-        self.put_revision(&card, RevisionView::new(meta.clone(), index, now), now)?;
-        // An edit taken here after `now` by a request that began earlier.
-        self.carry_edits(card_id);
+        Ok(Staged {
+            card: card_id.to_owned(),
+            meta,
+            index,
+        })
+    }
+
+    /// Enters a staged revision in its card, numbered after the card's last. An edit the
+    /// card's live revision took meanwhile is carried onto it, like any edit racing an import.
+    /// When the card was deleted meanwhile, or the entry cannot be written, the staged
+    /// documents are removed: no revision names them.
+    pub(super) fn enter_revision(&self, staged: Staged) -> Result<RevisionMeta, CatalogError> {
+        let Staged {
+            card: card_id,
+            mut meta,
+            index,
+        } = staged;
+        let _w = self.inner.write.lock();
+        let entered = self.card(&card_id).and_then(|card| {
+            meta.rev = card.revisions.keys().next_back().map_or(1, |n| n + 1);
+            let created = meta.created;
+            self.put_revision(
+                &card,
+                RevisionView::new(meta.clone(), index, created),
+                created,
+            )
+        });
+        if let Err(e) = entered {
+            let doc_id = |shard| DocId::rules(&card_id, &meta, shard).to_string();
+            bucketed::remove(&self.inner.docs, &doc_id, meta.shards);
+            return Err(e);
+        }
+        // An edit taken while the documents were written, or after the revision's time by a
+        // request that began earlier.
+        self.carry_edits(&card_id);
         Ok(meta)
     }
 
