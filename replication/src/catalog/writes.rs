@@ -453,12 +453,14 @@ impl Catalog {
         rows: DatasetRows,
         now: i64,
     ) -> Result<DatasetMeta, CatalogError> {
-        let _w = self.inner.write.lock();
-        let previous = self.view().datasets.get(&kind).map(|d| d.meta.clone());
+        // The generation's documents are written without the write lock (their ids hold a
+        // fresh documents key, so nothing else writes them), as a revision's are; the registry
+        // entry under it.
+        let base = self.view().datasets.get(&kind).map(|d| d.meta.generation);
         let (shards, buckets) = bucketed::layout_for(rows.rows.len());
         let meta = DatasetMeta {
             name: kind.as_str().to_owned(),
-            generation: previous.as_ref().map_or(1, |p| p.generation + 1),
+            generation: base.map_or(1, |g| g + 1),
             shards,
             buckets,
             fields: rows.fields,
@@ -474,12 +476,20 @@ impl Catalog {
             )
         });
         bucketed::write(&self.inner.docs, &doc_id, shards, buckets, encoded)?;
-        self.inner
+        let _w = self.inner.write.lock();
+        // The generation served now: the one imported meanwhile, if one was.
+        let previous = self.view().datasets.get(&kind).map(|d| d.meta.clone());
+        let entered = self
+            .inner
             .docs
             .change::<_, CatalogError>(DATASETS_DOC, |d| {
                 let map = map_id(d, ROOT, "datasets")?;
                 put_json(d, &map, kind.as_str(), &meta)
-            })?;
+            });
+        if let Err(e) = entered {
+            bucketed::remove(&self.inner.docs, &doc_id, shards);
+            return Err(e);
+        }
         let dataset = Arc::new(Dataset::new(kind, meta.clone(), rows.rows));
         self.update_view(|v| {
             v.datasets.insert(kind, dataset);
