@@ -38,6 +38,13 @@ impl Catalog {
             .cloned()
     }
 
+    /// Whether `doc_id` is a rules document of a revision not loaded (one still arriving): a
+    /// peer's message for it is the bulk of a deck, written and indexed at the background
+    /// priority ([`Self::receive`]).
+    pub fn is_arriving(&self, doc_id: &str) -> bool {
+        matches!(DocId::parse(doc_id), Some(id @ DocId::Rules { .. }) if self.revision_of(&id).is_none())
+    }
+
     /// Applies a peer's sync message for document `doc_id`, durably, and brings the view up to
     /// date. Rules of a loaded revision are applied to its index one by one (the rules the new
     /// changes touched), never by reloading it, under the write lock throughout, so a local

@@ -209,9 +209,20 @@ fn session(shared: Arc<Shared>, conn: Connection, peer: MemberInfo, dialer: Stri
     let worker = {
         let (shared, conn, peer_id) = (shared.clone(), conn.clone(), peer.id.clone());
         let overflowed = inbox.overflowed.clone();
+        let results = inbox.queue.downgrade();
         std::thread::Builder::new()
             .name(format!("sync-{peer_id}"))
-            .spawn(move || sync_thread(&shared, &conn, &peer_id, inputs, &overflowed, frames))
+            .spawn(move || {
+                sync_thread(
+                    &shared,
+                    &conn,
+                    &peer_id,
+                    inputs,
+                    results,
+                    &overflowed,
+                    frames,
+                )
+            })
     };
     if let Err(e) = worker {
         tracing::error!(peer = %peer.id, error = %e, "could not start a sync thread");
@@ -243,6 +254,7 @@ fn sync_thread(
     conn: &Connection,
     peer: &str,
     inputs: mpsc::Receiver<Input>,
+    results: mpsc::WeakSender<Input>,
     overflowed: &AtomicBool,
     frames: mpsc::Sender<Vec<u8>>,
 ) {
@@ -250,7 +262,7 @@ fn sync_thread(
     // the member table) is written under locks that do not poison; the connection that saw
     // the panic is dropped and the link restarts from a fresh sync state.
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        sync_loop(shared, conn, peer, inputs, overflowed, frames);
+        sync_loop(shared, conn, peer, inputs, results, overflowed, frames);
     }));
     match outcome {
         Ok(()) => Close::SyncEnded.on(conn),

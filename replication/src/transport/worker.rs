@@ -4,7 +4,7 @@
 
 use super::framing::bad_message;
 use super::{Shared, INPUT_QUEUE, PUSH_HEADROOM};
-use crate::sync::{HandleError, MemberInfo, Message, PeerSync};
+use crate::sync::{Done, HandleError, Job, MemberInfo, Message, PeerSync, Replica};
 use edgerate_topology::membership::is_dialable;
 use quinn::Connection;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,8 @@ pub(super) enum Input {
     Dirty(String),
     LocalAppend,
     Tick,
+    /// A job of the link's bulk lane, done.
+    Bulk(Box<Done>),
 }
 
 /// The sending side of one sync thread's [`INPUT_QUEUE`].
@@ -39,17 +41,70 @@ impl Inbox {
 }
 
 /// Applies what the peer sent, answers, pushes local changes, and every tick (or after local
-/// pushes were dropped from a full queue) runs anti-entropy and reports lag. Returns when the
-/// connection, its writer or its inputs are gone.
+/// pushes were dropped from a full queue) runs anti-entropy and reports lag; its heavy work
+/// goes to the link's bulk lane, a thread beside it ([`crate::sync::Job`]), whose results come
+/// back as inputs (`results`: this loop's own inbox). Returns when the connection, its writer
+/// or its inputs are gone, once the lane's job in progress is done.
 pub(super) fn sync_loop(
     shared: &Shared,
     conn: &Connection,
     peer: &str,
+    inputs: mpsc::Receiver<Input>,
+    results: mpsc::WeakSender<Input>,
+    overflowed: &AtomicBool,
+    frames: mpsc::Sender<Vec<u8>>,
+) {
+    let (lane, jobs) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let replica = &shared.replica;
+        let started = std::thread::Builder::new()
+            .name(format!("bulk-{peer}"))
+            .spawn_scoped(scope, move || bulk_lane(replica, &jobs, &results));
+        let sync = PeerSync::new(shared.replica.clone(), peer.to_owned());
+        // Without its thread, the link does its heavy work itself.
+        let sync = match started {
+            Ok(_) => sync.with_lane(lane),
+            Err(e) => {
+                tracing::warn!(peer, error = %e, "could not start a bulk lane");
+                sync
+            }
+        };
+        run(shared, conn, peer, sync, inputs, overflowed, frames);
+    });
+}
+
+/// The lane's thread: each job done and given back, until the link is gone. A job that panics
+/// gives its document back with a fresh sync state (the conversation about it starts over).
+fn bulk_lane(
+    replica: &Replica,
+    jobs: &std::sync::mpsc::Receiver<Job>,
+    results: &mpsc::WeakSender<Input>,
+) {
+    for job in jobs {
+        let id = job.id().to_owned();
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(replica)))
+            .unwrap_or_else(|_| {
+                tracing::error!(doc = %id, "bulk work on a document panicked");
+                Job::failed(id)
+            });
+        let Some(results) = results.upgrade() else {
+            return;
+        };
+        if results.blocking_send(Input::Bulk(Box::new(done))).is_err() {
+            return;
+        }
+    }
+}
+
+fn run(
+    shared: &Shared,
+    conn: &Connection,
+    peer: &str,
+    mut sync: PeerSync,
     mut inputs: mpsc::Receiver<Input>,
     overflowed: &AtomicBool,
     frames: mpsc::Sender<Vec<u8>>,
 ) {
-    let mut sync = PeerSync::new(shared.replica.clone(), peer.to_owned());
     let mut wire = WireBytes::default();
     let mut members = Changed::default();
     let mut usage = Changed::default();
@@ -71,6 +126,14 @@ pub(super) fn sync_loop(
         for input in batch {
             match input {
                 Input::Message(message) => match sync.handle(message, &mut out) {
+                    Ok(()) => {}
+                    Err(HandleError::Bad(e)) => bad_message(peer, &e),
+                    Err(e @ HandleError::TooFarAhead(_)) => {
+                        bad_message(peer, &e.to_string());
+                        return;
+                    }
+                },
+                Input::Bulk(done) => match sync.complete(*done, &mut out) {
                     Ok(()) => {}
                     Err(HandleError::Bad(e)) => bad_message(peer, &e),
                     Err(e @ HandleError::TooFarAhead(_)) => {

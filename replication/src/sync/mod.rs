@@ -11,6 +11,10 @@
 //!   ([`Message::Usage`]) at its first tick; then each at a tick when it changed, and every
 //!   30 s.
 
+mod lane;
+
+pub use lane::{Done, Job};
+
 use crate::background;
 use crate::catalog::Catalog;
 use crate::eventlog::{EventLog, Record};
@@ -218,6 +222,8 @@ pub struct PeerSync {
     dirty: BTreeSet<String>,
     /// The peer's version vector, as of its last pull.
     their_log: HashMap<String, u64>,
+    /// Where heavy work goes ([`lane`]); without one (tests), it is done inline.
+    lane: Option<std::sync::mpsc::Sender<Job>>,
 }
 
 impl PeerSync {
@@ -229,7 +235,14 @@ impl PeerSync {
             early_bytes: 0,
             dirty: BTreeSet::new(),
             their_log: HashMap::new(),
+            lane: None,
         }
+    }
+
+    /// Sends heavy work to `lane`, whose jobs come back through [`Self::complete`].
+    pub fn with_lane(mut self, lane: std::sync::mpsc::Sender<Job>) -> Self {
+        self.lane = Some(lane);
+        self
     }
 
     /// Marks a document changed here: it is offered to the peer at the next [`Self::flush`].
@@ -264,37 +277,12 @@ impl PeerSync {
                 if seq < order.next || order.early.contains_key(&seq) {
                     return Err(bad(format!("{id}: message {seq} again")));
                 }
-                if seq > order.next {
-                    self.early_bytes += EARLY_OVERHEAD + sync.len();
-                    order.early.insert(seq, sync);
-                    order.waiting.get_or_insert_with(std::time::Instant::now);
-                    if self.early_bytes > EARLY_BYTES {
-                        return Err(HandleError::TooFarAhead(self.early_bytes));
-                    }
-                    return Ok(());
+                self.early_bytes += EARLY_OVERHEAD + sync.len();
+                order.early.insert(seq, sync);
+                if seq > order.next && self.early_bytes > EARLY_BYTES {
+                    return Err(HandleError::TooFarAhead(self.early_bytes));
                 }
-                let mut next = Some(sync);
-                while let Some(sync) = next {
-                    let order = self.links.get_mut(&id).expect("entered above");
-                    order.next += 1;
-                    next = order.early.remove(&order.next);
-                    if let Some(early) = &next {
-                        self.early_bytes -= EARLY_OVERHEAD + early.len();
-                    }
-                    if order.early.is_empty() {
-                        order.waiting = None;
-                    }
-                    // A message that cannot be used is skipped, and the ones after it go on: a
-                    // sync state copes with a lost message, not with a stalled document.
-                    if let Err(e) = self.apply_doc(&id, &sync) {
-                        self.dirty.insert(id.clone());
-                        if next.is_none() {
-                            return Err(bad(e));
-                        }
-                        tracing::warn!(peer = %self.peer, error = %e, "dropped a bad document message");
-                    }
-                }
-                self.dirty.insert(id);
+                self.deliver(&id)?;
             }
             Message::LogPull(have) => {
                 let (records, more) = self.records_for(&have).map_err(|e| bad(e.to_string()))?;
@@ -323,14 +311,107 @@ impl PeerSync {
         Ok(())
     }
 
+    /// Applies document `id`'s messages that are next in order, unless a job holds it: each
+    /// here, or one of a revision still arriving on the lane (then the rest wait for it). A
+    /// message that cannot be used is skipped, and the ones after it go on (a sync state copes
+    /// with a lost message, not with a stalled document); the last one's failure is returned.
+    fn deliver(&mut self, id: &str) -> Result<(), HandleError> {
+        let mut failed: Option<String> = None;
+        while let Some(link) = self.links.get_mut(id).filter(|l| !l.busy) {
+            let Some(bytes) = link.early.remove(&link.next) else {
+                break;
+            };
+            link.next += 1;
+            self.early_bytes -= EARLY_OVERHEAD + bytes.len();
+            // Not the last: the one before is dropped, and said so here.
+            if let Some(e) = failed.take() {
+                tracing::warn!(peer = %self.peer, error = %e, "dropped a bad document message");
+            }
+            let message = match sync::Message::decode(&bytes) {
+                Ok(message) => message,
+                Err(e) => {
+                    failed = Some(format!("{id}: {e}"));
+                    continue;
+                }
+            };
+            let lane = self
+                .lane
+                .as_ref()
+                .filter(|_| self.replica.catalog.is_arriving(id));
+            let Some(lane) = lane else {
+                failed = self.apply_doc(id, message).err();
+                continue;
+            };
+            let job = Job {
+                id: id.to_owned(),
+                doc: std::mem::take(&mut link.doc),
+                work: lane::Work::Receive(message),
+            };
+            match lane.send(job) {
+                Ok(()) => {
+                    link.busy = true;
+                    break;
+                }
+                // The lane is gone (its thread ended): the work is done here.
+                Err(std::sync::mpsc::SendError(job)) => {
+                    link.doc = job.doc;
+                    self.lane = None;
+                    let lane::Work::Receive(message) = job.work else {
+                        unreachable!("sent as a receive")
+                    };
+                    failed = self.apply_doc(id, message).err();
+                }
+            }
+        }
+        if let Some(link) = self.links.get_mut(id) {
+            let held = !link.busy && !link.early.is_empty();
+            if !held {
+                link.waiting = None;
+            } else if link.waiting.is_none() {
+                link.waiting = Some(std::time::Instant::now());
+            }
+        }
+        self.dirty.insert(id.to_owned());
+        match failed {
+            Some(e) => Err(HandleError::Bad(e)),
+            None => Ok(()),
+        }
+    }
+
     /// Applies one of the peer's sync messages for document `id`.
-    fn apply_doc(&mut self, id: &str, sync: &[u8]) -> Result<(), String> {
-        let message = sync::Message::decode(sync).map_err(|e| format!("{id}: {e}"))?;
+    fn apply_doc(&mut self, id: &str, message: sync::Message) -> Result<(), String> {
         let link = self.links.entry(id.to_owned()).or_default();
         self.replica
             .catalog
-            .receive(id, &mut link.state, message)
+            .receive(id, &mut link.doc.state, message)
             .map_err(|e| format!("{id}: {e}"))
+    }
+
+    /// Takes back a document from the lane: its state, our message composed for the peer
+    /// (sent now, numbered in order), or the outcome of applying the peer's; then its messages
+    /// that waited.
+    pub fn complete(&mut self, done: Done, out: &mut Vec<Message>) -> Result<(), HandleError> {
+        let Done { id, doc, outcome } = done;
+        let link = self.links.entry(id.clone()).or_default();
+        link.busy = false;
+        link.doc = doc;
+        let failed = match outcome {
+            lane::Outcome::Offered(message) => {
+                if let Some(message) = message {
+                    link.send(id.clone(), message, out);
+                }
+                None
+            }
+            lane::Outcome::Received(result) => result.err(),
+        };
+        let delivered = self.deliver(&id);
+        match failed {
+            Some(e) => {
+                self.dirty.insert(id);
+                Err(HandleError::Bad(e))
+            }
+            None => delivered,
+        }
     }
 
     /// Records the peer lacks by its version vector, at most one batch.
@@ -372,18 +453,45 @@ impl PeerSync {
     pub fn flush(&mut self, out: &mut Vec<Message>) {
         let docs = self.replica.catalog.docs().clone();
         let links = &mut self.links;
-        let (whole, edits): (Vec<String>, Vec<String>) =
-            std::mem::take(&mut self.dirty).into_iter().partition(|id| {
-                links
-                    .get(id)
-                    .is_some_and(|l| l.state.their_heads.as_deref() == Some(&[]))
-            });
+        // A document a job holds stays marked until it comes back.
+        let (held, ready): (BTreeSet<String>, BTreeSet<String>) = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .partition(|id| links.get(id).is_some_and(|l| l.busy));
+        self.dirty = held;
+        let (whole, edits): (Vec<String>, Vec<String>) = ready.into_iter().partition(|id| {
+            links
+                .get(id)
+                .is_some_and(|l| l.doc.state.their_heads.as_deref() == Some(&[]))
+        });
         for id in edits {
             offer(&docs, links, id, out);
         }
-        if !whole.is_empty() {
+        // Whole documents go to the lane; composed here without one.
+        let mut inline = Vec::new();
+        for id in whole {
+            let Some(lane) = &self.lane else {
+                inline.push(id);
+                continue;
+            };
+            let link = links.entry(id.clone()).or_default();
+            let doc = std::mem::take(&mut link.doc);
+            match lane.send(Job {
+                id,
+                doc,
+                work: lane::Work::Offer,
+            }) {
+                Ok(()) => link.busy = true,
+                // The lane is gone (its thread ended).
+                Err(std::sync::mpsc::SendError(job)) => {
+                    link.doc = job.doc;
+                    inline.push(job.id);
+                    self.lane = None;
+                }
+            }
+        }
+        if !inline.is_empty() {
             background::lowered(|| {
-                for id in whole {
+                for id in inline {
                     offer(&docs, links, id, out);
                 }
             });
@@ -410,7 +518,7 @@ impl PeerSync {
                 let theirs = self
                     .links
                     .get(*id)
-                    .and_then(|l| l.state.their_heads.clone());
+                    .and_then(|l| l.doc.state.their_heads.clone());
                 docs.heads(id) != theirs
             })
             .count() as u64;
@@ -436,27 +544,34 @@ fn offer(
     out: &mut Vec<Message>,
 ) {
     let link = links.entry(id.clone()).or_default();
-    assume_sent_whole(&mut link.state, &link.told);
-    let mut message = docs.generate_sync(&id, &mut link.state);
+    let doc = &mut link.doc;
+    if let Some(message) = compose(docs, &id, &mut doc.state, &mut doc.told) {
+        link.send(id, message, out);
+    }
+}
+
+/// Our next sync message for document `id`, if there is anything to say (`told`: the heads our
+/// last message named, updated).
+fn compose(
+    docs: &crate::docstore::DocStore,
+    id: &str,
+    state: &mut sync::State,
+    told: &mut Vec<automerge::ChangeHash>,
+) -> Option<sync::Message> {
+    assume_sent_whole(state, told);
+    let mut message = docs.generate_sync(id, state);
     if message.is_none() {
-        let ours = docs.heads(&id);
-        let agreed = ours.is_some() && link.state.their_heads == ours;
-        if agreed && ours.as_ref() != Some(&link.told) {
-            link.state.last_sent_heads.clear();
-            message = docs.generate_sync(&id, &mut link.state);
+        let ours = docs.heads(id);
+        let agreed = ours.is_some() && state.their_heads == ours;
+        if agreed && ours.as_ref() != Some(told) {
+            state.last_sent_heads.clear();
+            message = docs.generate_sync(id, state);
         }
     }
-    if let Some(mut message) = message {
-        add_unsent_heads(docs, &id, &mut link.state, &mut message);
-        link.told.clone_from(&message.heads);
-        let seq = link.sent;
-        link.sent += 1;
-        out.push(Message::Doc {
-            id,
-            seq,
-            sync: message.encode(),
-        });
-    }
+    let mut message = message?;
+    add_unsent_heads(docs, id, state, &mut message);
+    told.clone_from(&message.heads);
+    Some(message)
 }
 
 /// A document sent whole to a peer that said it had nothing (Automerge sends the whole document
@@ -513,21 +628,36 @@ fn add_unsent_heads(
     state.sent_hashes.extend(unsent);
 }
 
-/// One document's side of one connection: its Automerge sync state, what we last told the
+/// One document's side of one connection: its Automerge sync state and what we last told the
 /// peer, and the numbering of its messages (see [`Message::Doc`]).
 #[derive(Default)]
 struct DocLink {
-    state: sync::State,
-    /// The heads our last message to the peer named.
-    told: Vec<automerge::ChangeHash>,
+    /// Away on the lane while `busy`.
+    doc: lane::DocState,
+    /// A job of the lane holds `doc`: the document is neither offered nor applied meanwhile.
+    busy: bool,
     /// Our next message's number.
     sent: u64,
     /// The peer's next message's number.
     next: u64,
-    /// The peer's messages numbered after `next`, by number.
+    /// The peer's messages not yet applied, by number: numbered after `next`, or held while
+    /// `busy`.
     early: std::collections::BTreeMap<u64, Vec<u8>>,
-    /// Since when `early` has held anything.
+    /// Since when `early` has held a message that waits for an earlier one.
     waiting: Option<std::time::Instant>,
+}
+
+impl DocLink {
+    /// Sends our next message, numbered in order.
+    fn send(&mut self, id: String, message: sync::Message, out: &mut Vec<Message>) {
+        let seq = self.sent;
+        self.sent += 1;
+        out.push(Message::Doc {
+            id,
+            seq,
+            sync: message.encode(),
+        });
+    }
 }
 
 #[cfg(test)]
