@@ -306,7 +306,7 @@ impl Catalog {
     /// entry last, so a crash mid-import leaves the card as it was.
     ///
     /// The shard documents (seconds for a 1M-row deck) are written without the write lock
-    /// ([`Self::stage_revision`]), and only the entry under it ([`Self::enter_revision`]):
+    /// (`stage_revision`), and only the entry under it (`enter_revision`):
     /// other writes, an edit of any card among them, go on meanwhile.
     pub fn add_revision(
         &self,

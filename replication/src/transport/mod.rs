@@ -20,7 +20,9 @@
 //! stale); each larger one, up to [`MAX_MESSAGE`] bytes, on a stream of its own, at most
 //! [`SENDS_IN_FLIGHT`] at once per peer, so a large transfer (a whole rule shard) moves beside
 //! small live edits instead of in front of them. The work of one connection ([`PeerSync`]) runs
-//! on its own thread, since applying documents and fsyncing blocks. Every queue between these
+//! on its own thread, since applying documents and fsyncing blocks, and its heavy part (a whole
+//! document composed, or applied to a revision still arriving) on a second one, its bulk lane
+//! ([`crate::sync::Job`]), so the same holds on both ends. Every queue between these
 //! parts is bounded ([`INPUT_QUEUE`], [`FRAME_QUEUE`]). If that thread panics or stops, its
 //! connection is closed, so the link is redialled from scratch instead of lingering with a
 //! frozen lag.
