@@ -9,15 +9,16 @@
 # nodes share its two cores: during node 1's import, node 2 applies the same deck beside it.
 # NODES=1 runs node 1 alone (quiet and import only), as it would be on a machine of its own.
 # Beside the quiet run and each import, rule edits on the demo card (one every 50 ms): each one's
-# answer time on node 1 and, with two nodes, the time until node 2 serves it.
+# answer time on node 1 and, with two nodes, the time until node 2 serves it (EDITS=0: none).
 #
-#   scripts/bench-load.sh                  # ROWS=1000000 CONNS=8 PACE_MS=1 NODES=2
+#   scripts/bench-load.sh                  # ROWS=1000000 CONNS=8 PACE_MS=1 NODES=2 EDITS=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-1000000}
 CONNS=${CONNS:-8}
 PACE_MS=${PACE_MS:-1}
 NODES=${NODES:-2}
+EDITS=${EDITS:-1}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -q -p edgerate-node
 export CLUSTER_DIR=${CLUSTER_DIR:-$(mktemp -d)}
@@ -44,12 +45,13 @@ load() { # name, seconds
 # Rule edits on the demo card beside the load (scripts/bench-edits.py): answered on node 1 and,
 # with two nodes, seen on node 2.
 edits_start() {
+  [ "$EDITS" = 1 ] || return 0
   rm -f "$CLUSTER_DIR/edits.stop"
   local peer=; [ "$NODES" = 1 ] || peer=$(node 2)
   python3 scripts/bench-edits.py "$(node 1)" $peer "$creds" demo "$CLUSTER_DIR/edits.stop" >"$CLUSTER_DIR/edits.out" &
   edits_pid=$!
 }
-edits_stop() { touch "$CLUSTER_DIR/edits.stop"; wait "$edits_pid"; echo "  rule edits on the demo card $1: $(cat "$CLUSTER_DIR/edits.out")"; }
+edits_stop() { [ "$EDITS" = 1 ] || return 0; touch "$CLUSTER_DIR/edits.stop"; wait "$edits_pid"; echo "  rule edits on the demo card $1: $(cat "$CLUSTER_DIR/edits.out")"; }
 load quiet 10
 edits_start
 sleep 5

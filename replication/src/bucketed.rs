@@ -52,7 +52,9 @@ pub fn bucket_key(bucket: u32) -> String {
 }
 
 /// Creates the `shards` documents named by `doc_id` holding `entries`, in parallel, each
-/// durable before this returns. On failure the documents written so far are removed.
+/// durable before this returns. On failure the documents written so far are removed. They are
+/// not offered to peers: the caller [`announce`]s them once an entry names them (a document no
+/// entry names would be taken up by every peer and named by none, if the entry never comes).
 pub fn write(
     docs: &DocStore,
     doc_id: &(dyn Fn(u32) -> String + Sync),
@@ -79,7 +81,7 @@ pub fn write(
                             &doc_id(shard),
                             vec![(bucket_key, bucket_maps)],
                             &CommitOptions::default,
-                            true,
+                            false,
                         )?;
                     }
                     Ok(())
@@ -145,6 +147,13 @@ pub fn create_shard(
 }
 
 /// Removes the shard documents (best effort: a leftover document is only wasted disk).
+/// Offers the `shards` documents named by `doc_id` to peers (see [`write`]).
+pub fn announce(docs: &DocStore, doc_id: &dyn Fn(u32) -> String, shards: u32) {
+    for shard in 0..shards {
+        docs.announce(&doc_id(shard));
+    }
+}
+
 pub fn remove(docs: &DocStore, doc_id: &dyn Fn(u32) -> String, shards: u32) {
     for shard in 0..shards {
         if let Err(e) = docs.remove(&doc_id(shard)) {

@@ -78,6 +78,8 @@ struct Inner {
     write: Mutex<()>,
     /// Heads of each shard document when its history was last weighed for a rebase.
     checked: Mutex<std::collections::HashMap<String, Vec<automerge::ChangeHash>>>,
+    /// Documents being written that no entry names yet ([`writes::Staging`]).
+    staging: Mutex<std::collections::HashSet<String>>,
 }
 
 /// What a rule edit names.
@@ -130,6 +132,7 @@ impl Catalog {
                 view: ArcSwap::from_pointee(view),
                 write: Mutex::new(()),
                 checked: Mutex::default(),
+                staging: Mutex::default(),
             }),
         };
         // Edits a crash kept from being carried (the revision or generation replacing theirs
@@ -158,10 +161,14 @@ impl Catalog {
 
     /// The document store (for compaction and, later, sync).
     /// Every document as saved bytes, taken while no local write is in progress, so no write
-    /// of several documents is caught half done (a backup).
+    /// of several documents is caught half done (a backup); documents an import is still
+    /// writing, which no entry names yet, are left out.
     pub fn save_all(&self) -> Vec<(String, Vec<u8>)> {
         let _writing = self.inner.write.lock();
-        self.inner.docs.save_all()
+        let staging = self.inner.staging.lock();
+        let mut saved = self.inner.docs.save_all();
+        saved.retain(|(id, _)| !staging.contains(id));
+        saved
     }
 
     pub fn docs(&self) -> &DocStore {
@@ -354,8 +361,18 @@ mod tests {
             None,
             "not entered yet"
         );
+        let saved = |catalog: &Catalog| -> usize {
+            let ids: Vec<String> = catalog.save_all().into_iter().map(|(id, _)| id).collect();
+            ids.iter().filter(|id| id.starts_with("rules-c1-")).count()
+        };
+        assert_eq!(
+            saved(&catalog),
+            1,
+            "a backup leaves the staged documents out"
+        );
         let meta = catalog.enter_revision(staged).unwrap();
         assert_eq!(meta.rev, 2);
+        assert_eq!(saved(&catalog), 1 + meta.shards as usize);
         drop(catalog);
         let catalog = Catalog::open(dir.path(), actor()).unwrap();
         assert_eq!(rev_rule(&catalog, "c1", 2, "4499"), Some(rule(9)));

@@ -17,16 +17,44 @@ use edgerate_model::card::{CardMeta, RevisionMeta};
 use edgerate_model::dataset::{DatasetKind, DatasetRows};
 use edgerate_model::index::PrefixIndex;
 use edgerate_model::rule::Rule;
-use std::collections::BTreeMap;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// A revision whose shard documents are written and whose index is built, not yet entered in
 /// its card ([`Catalog::stage_revision`]).
-pub(super) struct Staged {
+pub(super) struct Staged<'a> {
     card: String,
     meta: RevisionMeta,
     index: PrefixIndex,
+    _staging: Staging<'a>,
+}
+
+/// Documents being written that no entry names yet, for as long as this lives: left out of
+/// backups ([`Catalog::save_all`]), which would otherwise catch an import half written.
+pub(super) struct Staging<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    ids: Vec<String>,
+}
+
+impl Catalog {
+    fn staging(&self, ids: Vec<String>) -> Staging<'_> {
+        self.inner.staging.lock().extend(ids.iter().cloned());
+        Staging {
+            set: &self.inner.staging,
+            ids,
+        }
+    }
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        let mut set = self.set.lock();
+        for id in &self.ids {
+            set.remove(id);
+        }
+    }
 }
 
 impl Catalog {
@@ -125,6 +153,8 @@ impl Catalog {
             d.put(&map, &meta.id, meta.account.as_str())?;
             Ok(())
         })?;
+        let doc_id = |shard| DocId::rules(&meta.id, &rev, shard).to_string();
+        bucketed::announce(&self.inner.docs, &doc_id, rev.shards);
         let mut revisions = BTreeMap::new();
         revisions.insert(1, RevisionView::new(rev, PrefixIndex::new(), meta.created));
         let card = CardView { meta, revisions };
@@ -330,7 +360,7 @@ impl Catalog {
         live_at: Option<i64>,
         source: &str,
         now: i64,
-    ) -> Result<Staged, CatalogError> {
+    ) -> Result<Staged<'_>, CatalogError> {
         self.card(card_id)?;
         let (shards, buckets) = bucketed::layout_for(rules.len());
         let meta = RevisionMeta {
@@ -344,11 +374,16 @@ impl Catalog {
             docs: docs_key(),
             gens: BTreeMap::new(),
         };
+        let ids = (0..shards)
+            .map(|shard| DocId::rules(card_id, &meta, shard).to_string())
+            .collect();
+        let staging = self.staging(ids);
         let index = self.write_shards(card_id, &meta, rules)?;
         Ok(Staged {
             card: card_id.to_owned(),
             meta,
             index,
+            _staging: staging,
         })
     }
 
@@ -356,11 +391,12 @@ impl Catalog {
     /// card's live revision took meanwhile is carried onto it, like any edit racing an import.
     /// When the card was deleted meanwhile, or the entry cannot be written, the staged
     /// documents are removed: no revision names them.
-    pub(super) fn enter_revision(&self, staged: Staged) -> Result<RevisionMeta, CatalogError> {
+    pub(super) fn enter_revision(&self, staged: Staged<'_>) -> Result<RevisionMeta, CatalogError> {
         let Staged {
             card: card_id,
             mut meta,
             index,
+            _staging,
         } = staged;
         let _w = self.inner.write.lock();
         let entered = self.card(&card_id).and_then(|card| {
@@ -372,11 +408,12 @@ impl Catalog {
                 created,
             )
         });
+        let doc_id = |shard| DocId::rules(&card_id, &meta, shard).to_string();
         if let Err(e) = entered {
-            let doc_id = |shard| DocId::rules(&card_id, &meta, shard).to_string();
             bucketed::remove(&self.inner.docs, &doc_id, meta.shards);
             return Err(e);
         }
+        bucketed::announce(&self.inner.docs, &doc_id, meta.shards);
         // An edit taken while the documents were written, or after the revision's time by a
         // request that began earlier.
         self.carry_edits(&card_id);
@@ -469,6 +506,7 @@ impl Catalog {
             docs: docs_key(),
         };
         let doc_id = |shard| DocId::dataset(kind, &meta, shard).to_string();
+        let _staging = self.staging((0..shards).map(doc_id).collect());
         let encoded = rows.rows.iter().map(|(k, v)| {
             (
                 k.clone(),
@@ -490,6 +528,7 @@ impl Catalog {
             bucketed::remove(&self.inner.docs, &doc_id, shards);
             return Err(e);
         }
+        bucketed::announce(&self.inner.docs, &doc_id, shards);
         let dataset = Arc::new(Dataset::new(kind, meta.clone(), rows.rows));
         self.update_view(|v| {
             v.datasets.insert(kind, dataset);

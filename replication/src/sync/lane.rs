@@ -49,6 +49,8 @@ pub struct Done {
 pub(super) enum Outcome {
     Received(Result<(), String>),
     Offered(Option<sync::Message>),
+    /// The work itself failed (it panicked): not the peer's doing.
+    Failed(String),
 }
 
 impl Job {
@@ -76,7 +78,7 @@ impl Job {
     /// message.
     pub fn failed(id: String) -> Done {
         Done {
-            outcome: Outcome::Received(Err(format!("{id}: the bulk work failed"))),
+            outcome: Outcome::Failed(format!("{id}: the bulk work panicked")),
             id,
             doc: DocState::default(),
         }

@@ -217,7 +217,7 @@ pub struct PeerSync {
     peer: String,
     /// Per document: its sync state and the order of its messages.
     links: HashMap<String, DocLink>,
-    /// Bytes held in every [`DocLink::early`].
+    /// Bytes held in every [`DocLink::early`], and of the messages the lane is applying.
     early_bytes: usize,
     dirty: BTreeSet<String>,
     /// The peer's version vector, as of its last pull.
@@ -279,10 +279,10 @@ impl PeerSync {
                 }
                 self.early_bytes += EARLY_OVERHEAD + sync.len();
                 order.early.insert(seq, sync);
-                if seq > order.next && self.early_bytes > EARLY_BYTES {
+                if self.early_bytes > EARLY_BYTES {
                     return Err(HandleError::TooFarAhead(self.early_bytes));
                 }
-                self.deliver(&id)?;
+                self.deliver(&id, None)?;
             }
             Message::LogPull(have) => {
                 let (records, more) = self.records_for(&have).map_err(|e| bad(e.to_string()))?;
@@ -314,22 +314,26 @@ impl PeerSync {
     /// Applies document `id`'s messages that are next in order, unless a job holds it: each
     /// here, or one of a revision still arriving on the lane (then the rest wait for it). A
     /// message that cannot be used is skipped, and the ones after it go on (a sync state copes
-    /// with a lost message, not with a stalled document); the last one's failure is returned.
-    fn deliver(&mut self, id: &str) -> Result<(), HandleError> {
-        let mut failed: Option<String> = None;
+    /// with a lost message, not with a stalled document); the last one's failure is returned
+    /// (`failed`: one from before, a job's). A document with a message used is marked, to
+    /// answer it.
+    fn deliver(&mut self, id: &str, mut failed: Option<String>) -> Result<(), HandleError> {
+        let mut used = false;
         while let Some(link) = self.links.get_mut(id).filter(|l| !l.busy) {
             let Some(bytes) = link.early.remove(&link.next) else {
                 break;
             };
             link.next += 1;
-            self.early_bytes -= EARLY_OVERHEAD + bytes.len();
+            used = true;
             // Not the last: the one before is dropped, and said so here.
             if let Some(e) = failed.take() {
                 tracing::warn!(peer = %self.peer, error = %e, "dropped a bad document message");
             }
+            let weight = EARLY_OVERHEAD + bytes.len();
             let message = match sync::Message::decode(&bytes) {
                 Ok(message) => message,
                 Err(e) => {
+                    self.early_bytes -= weight;
                     failed = Some(format!("{id}: {e}"));
                     continue;
                 }
@@ -339,6 +343,7 @@ impl PeerSync {
                 .as_ref()
                 .filter(|_| self.replica.catalog.is_arriving(id));
             let Some(lane) = lane else {
+                self.early_bytes -= weight;
                 failed = self.apply_doc(id, message).err();
                 continue;
             };
@@ -349,13 +354,16 @@ impl PeerSync {
             };
             match lane.send(job) {
                 Ok(()) => {
+                    // Still counted while it waits for the lane, and taken off once done.
                     link.busy = true;
+                    link.queued = weight;
                     break;
                 }
                 // The lane is gone (its thread ended): the work is done here.
                 Err(std::sync::mpsc::SendError(job)) => {
                     link.doc = job.doc;
                     self.lane = None;
+                    self.early_bytes -= weight;
                     let lane::Work::Receive(message) = job.work else {
                         unreachable!("sent as a receive")
                     };
@@ -364,14 +372,17 @@ impl PeerSync {
             }
         }
         if let Some(link) = self.links.get_mut(id) {
-            let held = !link.busy && !link.early.is_empty();
-            if !held {
+            // A message waits for an earlier one that has not come.
+            let gap = link.early.keys().next().is_some_and(|seq| *seq > link.next);
+            if !gap {
                 link.waiting = None;
             } else if link.waiting.is_none() {
                 link.waiting = Some(std::time::Instant::now());
             }
         }
-        self.dirty.insert(id.to_owned());
+        if used {
+            self.dirty.insert(id.to_owned());
+        }
         match failed {
             Some(e) => Err(HandleError::Bad(e)),
             None => Ok(()),
@@ -395,6 +406,7 @@ impl PeerSync {
         let link = self.links.entry(id.clone()).or_default();
         link.busy = false;
         link.doc = doc;
+        self.early_bytes -= std::mem::take(&mut link.queued);
         let failed = match outcome {
             lane::Outcome::Offered(message) => {
                 if let Some(message) = message {
@@ -402,16 +414,17 @@ impl PeerSync {
                 }
                 None
             }
-            lane::Outcome::Received(result) => result.err(),
-        };
-        let delivered = self.deliver(&id);
-        match failed {
-            Some(e) => {
-                self.dirty.insert(id);
-                Err(HandleError::Bad(e))
+            lane::Outcome::Received(result) => {
+                self.dirty.insert(id.clone());
+                result.err()
             }
-            None => delivered,
-        }
+            lane::Outcome::Failed(e) => {
+                tracing::error!(peer = %self.peer, doc = %id, error = %e, "bulk work failed; the document's sync starts over");
+                self.dirty.insert(id.clone());
+                None
+            }
+        };
+        self.deliver(&id, failed)
     }
 
     /// Records the peer lacks by its version vector, at most one batch.
@@ -458,7 +471,9 @@ impl PeerSync {
             .into_iter()
             .partition(|id| links.get(id).is_some_and(|l| l.busy));
         self.dirty = held;
-        let (whole, edits): (Vec<String>, Vec<String>) = ready.into_iter().partition(|id| {
+        // A document removed here meanwhile has nothing to say (and would come back marked).
+        let ready = ready.into_iter().filter(|id| docs.get(id).is_some());
+        let (whole, edits): (Vec<String>, Vec<String>) = ready.partition(|id| {
             links
                 .get(id)
                 .is_some_and(|l| l.doc.state.their_heads.as_deref() == Some(&[]))
@@ -636,6 +651,8 @@ struct DocLink {
     doc: lane::DocState,
     /// A job of the lane holds `doc`: the document is neither offered nor applied meanwhile.
     busy: bool,
+    /// What the message a job applies counts in [`PeerSync::early_bytes`] until it is done.
+    queued: usize,
     /// Our next message's number.
     sent: u64,
     /// The peer's next message's number.
@@ -643,7 +660,7 @@ struct DocLink {
     /// The peer's messages not yet applied, by number: numbered after `next`, or held while
     /// `busy`.
     early: std::collections::BTreeMap<u64, Vec<u8>>,
-    /// Since when `early` has held a message that waits for an earlier one.
+    /// Since when `early` has held a message that waits for an earlier one that has not come.
     waiting: Option<std::time::Instant>,
 }
 
