@@ -104,10 +104,15 @@ if wants load; then
   f=$out/load.txt
   ROWS=$(size 100000 1000000) scripts/bench-load.sh >"$f" 2>&1
   quiet=$(pick "$f" '^quiet: .*p99 ([0-9.]+[mu]s)')
-  row "query p99 while this node imports a deck, its peer on the same 2 cores" "$(pick "$f" '^import on node 1.*p99 ([0-9.]+[mu]?s)')" "≤ 1 ms" "quiet p99 $quiet"
-  row "query p99 while a peer's deck is applied" "$(pick "$f" '^peer import.*p99 ([0-9.]+[mu]?s)')" "≤ 1 ms" "quiet p99 $quiet"
+  row "query p99 while this node imports a deck, its peer on the same 2 cores, a rule edit every 50 ms beside it" "$(pick "$f" '^import on node 1.*p99 ([0-9.]+[mu]?s)')" "≤ 1 ms" "quiet p99 $quiet"
+  row "query p99 while a peer's deck is applied, edits beside it" "$(pick "$f" '^peer import.*p99 ([0-9.]+[mu]?s)')" "≤ 1 ms" "quiet p99 $quiet"
+  # `edits PHASE`: the p99s of the edits made beside it, answered / seen on the peer.
+  edits() { sed -nE "s#.*rule edits on the demo card $1: .*answered p50 [0-9.]+ p99 ([0-9.]+) .*on the peer p50 [0-9.]+ p99 ([0-9.]+).*#p99 \1 / \2 ms#p" "$f" | head -1; }
+  row "rule edits on the demo card while node 1 imports into another card: answered / seen on the peer" "$(edits 'during the import into another card')" "unaffected by the import" \
+    "quiet: $(edits '\(quiet\)')"
+  row "rule edits on node 1 while node 2 imports into another card: answered / seen on node 2" "$(edits "during node 2's import into another card")" "unaffected by the import" "—"
   f=$out/load-alone.txt
-  NODES=1 ROWS=$(size 100000 1000000) scripts/bench-load.sh >"$f" 2>&1
+  NODES=1 EDITS=0 ROWS=$(size 100000 1000000) scripts/bench-load.sh >"$f" 2>&1
   row "query p99 while this node imports a deck, the node alone" "$(pick "$f" '^import on node 1.*p99 ([0-9.]+[mu]?s)')" "≤ 1 ms" \
     "quiet p99 $(pick "$f" '^quiet: .*p99 ([0-9.]+[mu]?s)')"
 fi
