@@ -208,7 +208,7 @@ pub(super) fn index_new_revisions(
 }
 
 /// Card `id`'s settings, revisions and recorded shard generations, from its document.
-fn read_card(
+pub(super) fn read_card(
     docs: &DocStore,
     id: &str,
 ) -> Result<(CardMeta, Vec<RevisionMeta>, Generations), CatalogError> {

@@ -150,6 +150,7 @@ impl Catalog {
                 }
             }
             catalog.remove_unswitched();
+            catalog.remove_unentered();
         }
         Ok(catalog)
     }
@@ -378,6 +379,32 @@ mod tests {
         assert_eq!(rev_rule(&catalog, "c1", 2, "4499"), Some(rule(9)));
         assert_eq!(rev_rule(&catalog, "c1", 2, "4412"), Some(rule(12)));
         assert_eq!(rate_of(&catalog, "c1", "4499", 160), Some(rule(9).rate));
+    }
+
+    #[test]
+    fn a_revision_staged_and_never_entered_is_removed_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), actor()).unwrap();
+        catalog.create_card(card_meta("c1")).unwrap();
+        let deck: Vec<(String, Rule)> = (0..1000).map(|i| (format!("44{i}"), rule(i))).collect();
+        let rules_docs = |catalog: &Catalog| -> Vec<String> {
+            let mut ids = catalog.docs().ids();
+            ids.retain(|id| id.starts_with("rules-c1-"));
+            ids.sort();
+            ids
+        };
+        let before = rules_docs(&catalog);
+        // A crash between the documents and the entry.
+        let staged = catalog
+            .stage_revision("c1", deck, Some(150), "import:csv", 150)
+            .unwrap();
+        std::mem::forget(staged);
+        assert!(rules_docs(&catalog).len() > before.len());
+        drop(catalog);
+        let catalog = Catalog::open(dir.path(), actor()).unwrap();
+        assert_eq!(rules_docs(&catalog), before);
+        assert!(rev_rule(&catalog, "c1", 1, "4412").is_none());
+        assert_eq!(catalog.view().cards["c1"].revisions.len(), 1);
     }
 
     #[test]
