@@ -3,11 +3,9 @@
 //! queries get them first, and the bulk work takes what is left. Peer sync threads keep the
 //! normal priority: at a lower one, a node busy answering queries fell behind its peers' writes
 //! (a cluster test under load timed out waiting for convergence). What they do in bulk, a
-//! document sent or received whole (a deck replicated), they hand to a lowered thread and wait
-//! for it ([`lowered`]), holding no lock of the catalog meanwhile: only this peer's link, and
-//! an edit of the very document being sent (its document's lock), wait behind it. Bulk work holds the catalog's write lock while it writes a card's
-//! documents, so on cores saturated at normal priority an edit waits behind it for longer, the
-//! lower its priority.
+//! document sent or received whole (a deck replicated), goes to a lowered thread ([`lowered`]),
+//! holding no lock of the catalog meanwhile. An import holds the catalog's write lock only to
+//! enter its revision, not while it writes the revision's documents.
 
 /// The nice value of background threads (0 is the default; 19 the lowest priority). At 10,
 /// an import on one node still took the query p99 of a node sharing its cores to 3.4 ms; at
@@ -15,12 +13,26 @@
 /// (`scripts/bench-load.sh`), the import taking as long.
 pub const NICE: i32 = 19;
 
-/// Lowers the calling thread's CPU priority to [`NICE`], or leaves it where it is when it is
-/// lower already (a node started under `nice` or systemd's `Nice=`). Linux only, where a nice
-/// value is per thread; best effort: where it is not allowed, the thread goes on as it was.
+/// Puts the calling thread in the idle scheduling class (`SCHED_IDLE`) and lowers its nice value
+/// to [`NICE`], or leaves that where it is when it is lower already (a node started under `nice`
+/// or systemd's `Nice=`). A nice value alone is a share: the scheduler (EEVDF) lets a thread at
+/// nice 19 finish its slice, ~1 ms, before a query's woken thread runs, and with bulk work on
+/// every core a query waited up to 4–5 ms so (a scheduler trace of an import with rule edits
+/// beside it, BENCHMARKS.md); an idle-class thread gives way at once. Linux only, where both
+/// are per thread; best effort: where either is not allowed, the thread goes on as it was.
 pub fn lower_this_thread() {
     #[cfg(target_os = "linux")]
     {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+        // The class first: setting it also sets the nice value (to 0, where that is allowed),
+        // which is lowered after.
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        let native = thread_priority::unix::thread_native_id();
+        if let Err(e) =
+            thread_priority::unix::set_thread_priority_and_policy(native, ThreadPriority::Min, idle)
+        {
+            tracing::debug!(error = ?e, "could not put a background thread in the idle class");
+        }
         let now = rustix::process::getpriority_process(None).unwrap_or(0);
         if now < NICE {
             if let Err(e) = rustix::process::setpriority_process(None, NICE) {
@@ -75,6 +87,20 @@ mod tests {
         let caller = nice();
         assert_eq!(lowered(nice), caller.max(NICE));
         assert_eq!(nice(), caller);
+    }
+
+    /// The calling thread's scheduling class, as the kernel reports it (5: `SCHED_IDLE`).
+    fn policy() -> String {
+        let sched = std::fs::read_to_string("/proc/thread-self/sched").unwrap();
+        let line = sched.lines().find(|l| l.starts_with("policy")).unwrap();
+        line.rsplit(':').next().unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn lowered_work_runs_in_the_idle_class_and_the_caller_keeps_its_own() {
+        let caller = policy();
+        assert_eq!(lowered(policy), "5");
+        assert_eq!(policy(), caller);
     }
 
     #[test]
