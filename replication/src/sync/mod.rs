@@ -461,8 +461,10 @@ impl PeerSync {
     ///
     /// A document the peer said it lacks goes whole, and Automerge saves it for the message:
     /// for the shards of an imported deck, ~0.6 s of compression a million rules. Those are
-    /// made at the background priority ([`background::lowered`]), all in one go, so the
-    /// queries of a node sharing the cores go first; the others (edits) right away, first.
+    /// made on the link's bulk lane ([`lane`]) at the background priority
+    /// ([`background::lowered`]), so the queries of a node sharing the cores go first and the
+    /// link's other messages are not held up; without a lane, here, after the others. The
+    /// others (edits) are made right away.
     pub fn flush(&mut self, out: &mut Vec<Message>) {
         let docs = self.replica.catalog.docs().clone();
         let links = &mut self.links;
