@@ -124,15 +124,14 @@ pub struct KeyCache {
 /// reads differently in each). Foldhash: SipHash showed in every request's profile.
 #[derive(Default)]
 struct Texts {
-    header: HashMap<String, Arc<Verified>, foldhash::fast::RandomState>,
-    api_key: HashMap<String, Arc<Verified>, foldhash::fast::RandomState>,
+    header: ByText,
+    api_key: ByText,
 }
 
+type ByText = HashMap<String, Arc<Verified>, foldhash::fast::RandomState>;
+
 impl Texts {
-    fn of(
-        &mut self,
-        source: Source,
-    ) -> &mut HashMap<String, Arc<Verified>, foldhash::fast::RandomState> {
+    fn of(&mut self, source: Source) -> &mut ByText {
         match source {
             Source::Header => &mut self.header,
             Source::ApiKey => &mut self.api_key,

@@ -13,7 +13,7 @@ use edgerate_model::dataset::DatasetKind;
 use edgerate_model::index::PrefixIndex;
 use edgerate_model::rule::Rule;
 use serde::de::DeserializeOwned;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 pub(super) fn load_view(docs: &DocStore) -> Result<View, CatalogError> {
@@ -207,8 +207,57 @@ pub(super) fn index_new_revisions(
         .collect()
 }
 
+/// Removes the rules documents this node wrote that no entry of their card names, at start: a
+/// rebased generation never switched to, or a revision's shards staged and never entered (a
+/// crash between writing them and recording them). Neither is offered to peers before its
+/// entry, so no other node has them. Only documents this node alone wrote; a card whose
+/// document is missing or unreadable is left as it is, and so are the shards of a revision
+/// written before revisions had keys (named by its number).
+pub(super) fn remove_unnamed(docs: &DocStore) {
+    let me = docs.actor().clone();
+    // Per card: its revisions' documents keys, and its recorded generations.
+    let mut cards: HashMap<String, Option<(HashSet<String>, Generations)>> = HashMap::new();
+    for id in docs.ids() {
+        let Some(DocId::Rules {
+            card,
+            docs: key,
+            shard,
+        }) = DocId::parse(&id)
+        else {
+            continue;
+        };
+        let names = cards.entry(card.clone()).or_insert_with(|| {
+            let (_, revisions, gens) = read_card(docs, &card).ok()?;
+            Some((revisions.iter().map(rules_key).collect(), gens))
+        });
+        let Some((keys, gens)) = names else {
+            continue;
+        };
+        let named = match key.split_once('_') {
+            Some((base, _)) => gens
+                .get(&(base.to_owned(), shard))
+                .is_some_and(|g| g.iter().any(|g| g.docs == key)),
+            None => key.bytes().all(|b| b.is_ascii_digit()) || keys.contains(&key),
+        };
+        if named {
+            continue;
+        }
+        let mine = docs
+            .inspect(&id, |d| {
+                d.get_changes_meta(&[]).iter().all(|m| *m.actor == me)
+            })
+            .unwrap_or(false);
+        if mine {
+            tracing::info!(doc = %id, "removing a rules document a crash left unnamed");
+            if let Err(e) = docs.remove(&id) {
+                tracing::warn!(doc = %id, error = %e, "could not remove a document");
+            }
+        }
+    }
+}
+
 /// Card `id`'s settings, revisions and recorded shard generations, from its document.
-pub(super) fn read_card(
+fn read_card(
     docs: &DocStore,
     id: &str,
 ) -> Result<(CardMeta, Vec<RevisionMeta>, Generations), CatalogError> {

@@ -149,8 +149,7 @@ impl Catalog {
                     catalog.carry_edits(&card.meta.id);
                 }
             }
-            catalog.remove_unswitched();
-            catalog.remove_unentered();
+            load::remove_unnamed(&catalog.inner.docs);
         }
         Ok(catalog)
     }

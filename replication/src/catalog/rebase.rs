@@ -695,49 +695,6 @@ impl Catalog {
     }
 }
 
-impl Catalog {
-    /// Removes the generations this node wrote but never switched to (a crash between writing
-    /// one and recording it): no entry names them, and no other node has them. At start.
-    pub(super) fn remove_unswitched(&self) {
-        let me = self.inner.docs.actor().clone();
-        let mut recorded: HashMap<String, Option<Generations>> = HashMap::new();
-        for id in self.inner.docs.ids() {
-            let Some(DocId::Rules { card, docs, shard }) = DocId::parse(&id) else {
-                continue;
-            };
-            let Some((base, _)) = docs.split_once('_') else {
-                continue;
-            };
-            let gens = recorded.entry(card.clone()).or_insert_with(|| {
-                let doc = DocId::card(&card).to_string();
-                with_doc(&self.inner.docs, &doc, |d| Ok(read_generations(d, &doc))).ok()
-            });
-            let Some(gens) = gens else {
-                continue;
-            };
-            let named = gens
-                .get(&(base.to_owned(), shard))
-                .is_some_and(|g| g.iter().any(|g| g.docs == docs));
-            if named {
-                continue;
-            }
-            let mine = self
-                .inner
-                .docs
-                .inspect(&id, |d| {
-                    d.get_changes_meta(&[]).iter().all(|m| *m.actor == me)
-                })
-                .unwrap_or(false);
-            if mine {
-                tracing::info!(doc = %id, "removing a rebased document a crash left unswitched");
-                if let Err(e) = self.inner.docs.remove(&id) {
-                    tracing::warn!(doc = %id, error = %e, "could not remove a document");
-                }
-            }
-        }
-    }
-}
-
 /// Whether document key `docs` of a shard is one that generation `gen` (the one served)
 /// supersedes: the revision's own document, or a recorded generation ordered before `gen`.
 /// A document no entry names yet (a generation whose entry has not arrived) is not.

@@ -2,8 +2,7 @@
 //! view shows it.
 
 use super::carry::EditNote;
-use super::doc_id::{rules_key, DocId, ACCOUNTS_DOC, CARDS_DOC, DATASETS_DOC};
-use super::load::read_card;
+use super::doc_id::{DocId, ACCOUNTS_DOC, CARDS_DOC, DATASETS_DOC};
 use super::{
     docs_key, map_id, newer, put_json, rev_key, CardView, Catalog, CatalogError, Dataset,
     DatasetMeta, RevisionView, RuleTarget, SCHEMA_VERSION,
@@ -19,7 +18,7 @@ use edgerate_model::dataset::{DatasetKind, DatasetRows};
 use edgerate_model::index::PrefixIndex;
 use edgerate_model::rule::Rule;
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -349,46 +348,6 @@ impl Catalog {
     ) -> Result<RevisionMeta, CatalogError> {
         let staged = self.stage_revision(card_id, rules, live_at, source, now)?;
         self.enter_revision(staged)
-    }
-
-    /// Removes the shard documents this node staged for a revision and never entered (a crash
-    /// between writing them and writing the entry): no revision of their card names their
-    /// documents key, and, never announced, no other node has them. At start. Only documents
-    /// keyed as staging keys them ([`docs_key`]: not a revision number, the key of a revision
-    /// written before revisions had keys) and written by this node alone; a card whose
-    /// document is missing or unreadable is left as it is.
-    pub(super) fn remove_unentered(&self) {
-        let me = self.inner.docs.actor().clone();
-        let mut named: HashMap<String, Option<HashSet<String>>> = HashMap::new();
-        for id in self.inner.docs.ids() {
-            let Some(DocId::Rules { card, docs, .. }) = DocId::parse(&id) else {
-                continue;
-            };
-            // Numbered (an old revision), or a rebased generation (`remove_unswitched`'s).
-            if docs.bytes().all(|b| b.is_ascii_digit()) || docs.contains('_') {
-                continue;
-            }
-            let keys = named.entry(card.clone()).or_insert_with(|| {
-                let (_, revisions, _) = read_card(&self.inner.docs, &card).ok()?;
-                Some(revisions.iter().map(rules_key).collect())
-            });
-            if keys.as_ref().is_none_or(|keys| keys.contains(&docs)) {
-                continue;
-            }
-            let mine = self
-                .inner
-                .docs
-                .inspect(&id, |d| {
-                    d.get_changes_meta(&[]).iter().all(|m| *m.actor == me)
-                })
-                .unwrap_or(false);
-            if mine {
-                tracing::info!(doc = %id, "removing a staged document a crash left unentered");
-                if let Err(e) = self.inner.docs.remove(&id) {
-                    tracing::warn!(doc = %id, error = %e, "could not remove a document");
-                }
-            }
-        }
     }
 
     /// Writes a new revision's shard documents and builds its index, without the write lock:

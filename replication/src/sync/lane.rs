@@ -66,8 +66,7 @@ impl Job {
             ),
             Work::Offer => {
                 let docs = replica.catalog.docs();
-                let (state, told) = (&mut doc.state, &mut doc.told);
-                Outcome::Offered(background::lowered(|| compose(docs, &id, state, told)))
+                Outcome::Offered(background::lowered(|| compose(docs, &id, &mut doc)))
             }
         };
         Done { id, doc, outcome }

@@ -347,29 +347,10 @@ impl PeerSync {
                 failed = self.apply_doc(id, message).err();
                 continue;
             };
-            let job = Job {
-                id: id.to_owned(),
-                doc: std::mem::take(&mut link.doc),
-                work: lane::Work::Receive(message),
-            };
-            match lane.send(job) {
-                Ok(()) => {
-                    // Still counted while it waits for the lane, and taken off once done.
-                    link.busy = true;
-                    link.queued = weight;
-                    break;
-                }
-                // The lane is gone (its thread ended): the work is done here.
-                Err(std::sync::mpsc::SendError(job)) => {
-                    link.doc = job.doc;
-                    self.lane = None;
-                    self.early_bytes -= weight;
-                    let lane::Work::Receive(message) = job.work else {
-                        unreachable!("sent as a receive")
-                    };
-                    failed = self.apply_doc(id, message).err();
-                }
-            }
+            // Still counted while it waits for the lane, and taken off once done.
+            link.queued = weight;
+            link.hand_over(lane, id, lane::Work::Receive(message));
+            break;
         }
         if let Some(link) = self.links.get_mut(id) {
             // A message waits for an earlier one that has not come.
@@ -484,34 +465,19 @@ impl PeerSync {
             offer(&docs, links, id, out);
         }
         // Whole documents go to the lane; composed here without one.
-        let mut inline = Vec::new();
-        for id in whole {
-            let Some(lane) = &self.lane else {
-                inline.push(id);
-                continue;
-            };
-            let link = links.entry(id.clone()).or_default();
-            let doc = std::mem::take(&mut link.doc);
-            match lane.send(Job {
-                id,
-                doc,
-                work: lane::Work::Offer,
-            }) {
-                Ok(()) => link.busy = true,
-                // The lane is gone (its thread ended).
-                Err(std::sync::mpsc::SendError(job)) => {
-                    link.doc = job.doc;
-                    inline.push(job.id);
-                    self.lane = None;
+        match &self.lane {
+            Some(lane) => {
+                for id in whole {
+                    let link = links.entry(id.clone()).or_default();
+                    link.hand_over(lane, &id, lane::Work::Offer);
                 }
             }
-        }
-        if !inline.is_empty() {
-            background::lowered(|| {
-                for id in inline {
+            None if !whole.is_empty() => background::lowered(|| {
+                for id in whole {
                     offer(&docs, links, id, out);
                 }
-            });
+            }),
+            None => {}
         }
     }
 
@@ -561,20 +527,19 @@ fn offer(
     out: &mut Vec<Message>,
 ) {
     let link = links.entry(id.clone()).or_default();
-    let doc = &mut link.doc;
-    if let Some(message) = compose(docs, &id, &mut doc.state, &mut doc.told) {
+    if let Some(message) = compose(docs, &id, &mut link.doc) {
         link.send(id, message, out);
     }
 }
 
-/// Our next sync message for document `id`, if there is anything to say (`told`: the heads our
-/// last message named, updated).
+/// Our next sync message for document `id`, if there is anything to say (what we told the peer
+/// updated).
 fn compose(
     docs: &crate::docstore::DocStore,
     id: &str,
-    state: &mut sync::State,
-    told: &mut Vec<automerge::ChangeHash>,
+    doc: &mut lane::DocState,
 ) -> Option<sync::Message> {
+    let lane::DocState { state, told } = doc;
     assume_sent_whole(state, told);
     let mut message = docs.generate_sync(id, state);
     if message.is_none() {
@@ -667,6 +632,21 @@ struct DocLink {
 }
 
 impl DocLink {
+    /// Hands the document to the lane for `work`: it is busy until the job comes back. The
+    /// lane's thread ends only with the link (when its inputs are gone), so a job it can no
+    /// longer take goes with the link.
+    fn hand_over(&mut self, lane: &std::sync::mpsc::Sender<Job>, id: &str, work: lane::Work) {
+        self.busy = true;
+        let job = Job {
+            id: id.to_owned(),
+            doc: std::mem::take(&mut self.doc),
+            work,
+        };
+        if lane.send(job).is_err() {
+            tracing::debug!(doc = id, "the bulk lane is gone with its link");
+        }
+    }
+
     /// Sends our next message, numbered in order.
     fn send(&mut self, id: String, message: sync::Message, out: &mut Vec<Message>) {
         let seq = self.sent;
